@@ -1,0 +1,106 @@
+/* gateway.conf: the directive table of DESIGN.md, parsed and validated into gw_config_t. */
+#ifndef SGW_GATEWAY_CONFIG_H
+#define SGW_GATEWAY_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "util/log.h"
+
+typedef struct gw_listen {
+    struct sockaddr_storage address; /* parsed ADDR:PORT, [v6]:PORT */
+    socklen_t address_length;
+    char text[64];                   /* as written in the file */
+    bool tls;
+    bool proxy_protocol;
+    int line;
+} gw_listen_t;
+
+typedef struct gw_tls_pair {
+    char *certificate;     /* tls_certificate FILE */
+    char *certificate_key; /* tls_certificate_key FILE */
+} gw_tls_pair_t;
+
+typedef struct gw_redis_target {
+    char *host;       /* NULL for a unix socket */
+    int port;
+    char *unix_path;  /* NULL for TCP */
+    int database;
+} gw_redis_target_t;
+
+typedef struct gw_config {
+    char *path; /* the file read */
+
+    char **domains; /* lower-case, no leading or trailing dot */
+    size_t domain_count;
+    gw_listen_t *listens;
+    size_t listen_count;
+    gw_tls_pair_t *tls_pairs;
+    size_t tls_pair_count;
+    char *tls_ticket_key_file;
+
+    bool has_admin_listen;
+    gw_listen_t admin_listen;
+
+    int workers; /* 0 means auto: one per online core */
+
+    char *redis_url;
+    gw_redis_target_t redis;
+    char *redis_key_prefix;
+
+    /* Durations, all in milliseconds. */
+    uint64_t redis_timeout_ms;
+    uint64_t route_cache_ttl_ms;
+    uint64_t route_negative_ttl_ms;
+    uint64_t route_stale_ttl_ms;
+    uint64_t upstream_connect_timeout_ms;
+    uint64_t upstream_connect_retry_ms;
+    uint64_t upstream_idle_timeout_ms;
+    uint64_t upstream_response_timeout_ms;
+    uint64_t client_header_timeout_ms;
+    uint64_t client_idle_timeout_ms;
+    uint64_t tunnel_idle_timeout_ms;
+    uint64_t drain_delay_ms;
+    uint64_t drain_timeout_ms;
+
+    size_t max_header_size; /* bytes */
+    long max_connections;
+
+    char *access_log; /* NULL when off; "stderr" or a path */
+    log_level_t log_level;
+
+    /* Names of directives present in the file whose feature is not built yet
+     * (a NULL-terminated list of static strings), for one start-up warning. */
+    const char *inactive[16];
+    size_t inactive_count;
+} gw_config_t;
+
+/* Sets every default of DESIGN.md; required directives stay empty. */
+void gw_config_defaults(gw_config_t *config);
+
+/* Reads path into config (which gw_config_defaults prepared); returns 0, or -1
+ * with "FILE:LINE: message" (or "FILE: message") in error. On -1 config holds
+ * whatever was parsed and must still be freed. */
+int gw_config_load(gw_config_t *config, const char *path, char *error, size_t error_size);
+
+/* As gw_config_load, on text already in memory; name stands for FILE in errors. */
+int gw_config_parse(gw_config_t *config, const char *name, const char *text, char *error,
+                    size_t error_size);
+
+/* Frees what config owns and leaves it zeroed. */
+void gw_config_free(gw_config_t *config);
+
+/* Parses "500ms", "2s", "5m", "24h" (a bare number is seconds); returns 0 or -1. */
+int gw_config_parse_duration(const char *text, uint64_t *milliseconds);
+
+/* Parses "32k", "1m", "4096" (bytes); returns 0 or -1. */
+int gw_config_parse_size(const char *text, size_t *bytes);
+
+/* Parses "ADDR:PORT" ("[::]:443" for IPv6, "*:80" for all IPv4); returns 0 or -1. */
+int gw_config_parse_address(const char *text, struct sockaddr_storage *address,
+                            socklen_t *address_length);
+
+#endif

@@ -1,0 +1,34 @@
+/* Error responses the gateway itself sends: JSON for programs, a small HTML page for browsers. */
+#ifndef SGW_GATEWAY_ERROR_PAGE_H
+#define SGW_GATEWAY_ERROR_PAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evbuffer;
+
+/* What of the request decides between JSON and HTML; NULL for an absent header. */
+typedef struct gw_error_client {
+    const char *user_agent;
+    const char *accept;
+    const char *sec_fetch_mode;
+    bool has_x_requested_with;
+} gw_error_client_t;
+
+/* True for a browser navigation: a browser-like User-Agent (Mozilla/...), an
+ * Accept that does not prefer application/json over text/html, no
+ * X-Requested-With, and Sec-Fetch-Mode absent or "navigate". */
+bool gw_error_wants_html(const gw_error_client_t *client);
+
+/* The reason phrase of status ("Bad Gateway"). */
+const char *gw_status_reason(int status);
+
+/* Appends a whole HTTP/1.1 response: status line, Content-Type, Content-Length,
+ * "Connection: close" when close is set (else keep-alive), Cache-Control:
+ * no-store, and the body {"sandboxId": "...", "message": "...", "code": N}
+ * (with "port": N when port > 0; sandbox_id may be NULL) or the HTML page with
+ * the same message, all escaped. Returns 0, or -1 when memory is exhausted. */
+int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
+                    int port, bool html, bool close);
+
+#endif

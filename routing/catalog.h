@@ -1,0 +1,85 @@
+/* The Redis catalog client of one worker: async lookups, route cache, invalidation. */
+#ifndef SGW_ROUTING_CATALOG_H
+#define SGW_ROUTING_CATALOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "routing/record.h"
+
+struct event_base;
+
+typedef struct route_catalog_config {
+    const char *redis_host;      /* NULL when redis_unix_path is used */
+    int redis_port;
+    const char *redis_unix_path; /* NULL for TCP */
+    int redis_database;
+    const char *key_prefix;      /* key = prefix + sandbox ID */
+    uint64_t redis_timeout_ms;   /* one lookup's limit, and one connect's */
+    uint64_t cache_ttl_ms;       /* a found (or malformed) route is reused this long */
+    uint64_t negative_ttl_ms;    /* "not found" is remembered this long */
+    uint64_t stale_ttl_ms;       /* past its TTL a route still serves this long while Redis is down */
+} route_catalog_config_t;
+
+typedef enum route_lookup_status {
+    ROUTE_LOOKUP_FOUND = 0,   /* record is valid */
+    ROUTE_LOOKUP_NOT_FOUND,   /* 502 The sandbox was not found */
+    ROUTE_LOOKUP_MALFORMED,   /* 502; record->error says why */
+    ROUTE_LOOKUP_UNAVAILABLE, /* 503 Sandbox routing is temporarily unavailable */
+} route_lookup_status_t;
+
+/* Receives a lookup's answer; record is a new reference the callee owns (NULL
+ * unless FOUND or MALFORMED). */
+typedef void (*route_lookup_cb)(route_lookup_status_t status, route_record_t *record, void *arg);
+
+/* A waiting lookup; the caller embeds it (e.g. in its connection) so that a
+ * lookup allocates nothing and can be cancelled when the client goes away. */
+typedef struct route_waiter {
+    struct route_waiter *next;
+    struct route_waiter *prev;
+    struct route_pending *pending; /* NULL when not waiting */
+    route_lookup_cb callback;
+    void *arg;
+} route_waiter_t;
+
+typedef struct route_catalog_stats {
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t redis_lookups;
+    uint64_t redis_errors;
+    uint64_t invalidations;
+} route_catalog_stats_t;
+
+typedef struct route_catalog route_catalog_t;
+
+/* Creates the catalog of the worker whose loop is base and starts connecting
+ * (a lookup connection and a keyspace-notification subscription); returns NULL
+ * when memory is exhausted. Never blocks. */
+route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config);
+
+/* Answers every waiter UNAVAILABLE, closes the connections and frees. */
+void route_catalog_free(route_catalog_t *catalog);
+
+/* Looks up sandbox_id. Returns 1 when answered at once (from the cache, or
+ * UNAVAILABLE when Redis is down): *status and *record (a new reference, or
+ * NULL) are set and callback is never called. Returns 0 when the answer comes
+ * later: callback is called exactly once from the event loop, unless
+ * route_catalog_cancel(waiter) is called first. Concurrent misses for one
+ * sandbox share one Redis query. */
+int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
+                         route_lookup_cb callback, void *arg, route_lookup_status_t *status,
+                         route_record_t **record);
+
+/* Stops waiting; the callback will not be called. Harmless if not waiting. */
+void route_catalog_cancel(route_waiter_t *waiter);
+
+/* Drops the cached route of sandbox_id (keyspace notification, tests). */
+void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id);
+
+/* True once the lookup connection has been up at least once. */
+bool route_catalog_ever_connected(const route_catalog_t *catalog);
+
+/* Counters since start, for metrics. */
+route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog);
+
+#endif

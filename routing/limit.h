@@ -1,0 +1,16 @@
+/* Process-wide count of in-flight requests per sandbox, for the catalog's max_connections. */
+#ifndef SGW_ROUTING_LIMIT_H
+#define SGW_ROUTING_LIMIT_H
+
+typedef struct route_limit route_limit_t;
+
+/* Admits one more request to sandbox_id if fewer than limit (> 0) are in flight
+ * over all workers. Returns the sandbox's counter (to release later), or NULL
+ * when the limit is reached or memory is exhausted. Only sandboxes that set a
+ * limit come here, so unlimited traffic never touches the shared table. */
+route_limit_t *route_limit_acquire(const char *sandbox_id, long limit);
+
+/* Ends one request admitted by route_limit_acquire. */
+void route_limit_release(route_limit_t *counter);
+
+#endif

@@ -1,0 +1,111 @@
+/* String-keyed hash map (chained, power-of-two buckets) for per-worker tables. */
+#include "util/strmap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { STRMAP_INITIAL_BUCKETS = 64 };
+
+/* FNV-1a: keys are short sandbox IDs and pool keys, chosen by clients but
+ * bounded in count by the negative cache; good enough spread, no allocation. */
+static size_t strmap_hash(const char *key, size_t length) {
+    uint64_t hash = 1469598103934665603ULL;
+    for (size_t i = 0; i < length; i++) {
+        hash ^= (unsigned char)key[i];
+        hash *= 1099511628211ULL;
+    }
+    return (size_t)(hash ^ (hash >> 29));
+}
+
+int strmap_init(strmap_t *map) {
+    map->buckets = calloc(STRMAP_INITIAL_BUCKETS, sizeof(*map->buckets));
+    map->bucket_count = map->buckets ? STRMAP_INITIAL_BUCKETS : 0;
+    map->count = 0;
+    return map->buckets ? 0 : -1;
+}
+
+void strmap_free(strmap_t *map) {
+    for (size_t i = 0; i < map->bucket_count; i++) {
+        strmap_entry_t *entry = map->buckets[i];
+        while (entry != NULL) {
+            strmap_entry_t *next = entry->next;
+            free(entry);
+            entry = next;
+        }
+    }
+    free(map->buckets);
+    map->buckets = NULL;
+    map->bucket_count = 0;
+    map->count = 0;
+}
+
+strmap_entry_t *strmap_get(const strmap_t *map, const char *key, size_t key_length) {
+    size_t hash = strmap_hash(key, key_length);
+    for (strmap_entry_t *entry = map->buckets[hash & (map->bucket_count - 1)]; entry != NULL;
+         entry = entry->next) {
+        if (entry->hash == hash && entry->key_length == key_length &&
+            memcmp(entry->key, key, key_length) == 0)
+            return entry;
+    }
+    return NULL;
+}
+
+static void strmap_grow(strmap_t *map) {
+    size_t new_count = map->bucket_count * 2;
+    strmap_entry_t **new_buckets = calloc(new_count, sizeof(*new_buckets));
+    if (new_buckets == NULL)
+        return; /* keep the longer chains; still correct */
+    for (size_t i = 0; i < map->bucket_count; i++) {
+        strmap_entry_t *entry = map->buckets[i];
+        while (entry != NULL) {
+            strmap_entry_t *next = entry->next;
+            size_t slot = entry->hash & (new_count - 1);
+            entry->next = new_buckets[slot];
+            new_buckets[slot] = entry;
+            entry = next;
+        }
+    }
+    free(map->buckets);
+    map->buckets = new_buckets;
+    map->bucket_count = new_count;
+}
+
+strmap_entry_t *strmap_put(strmap_t *map, const char *key, size_t key_length, void *value) {
+    strmap_entry_t *entry = malloc(sizeof(*entry) + key_length + 1);
+    if (entry == NULL)
+        return NULL;
+    entry->hash = strmap_hash(key, key_length);
+    entry->value = value;
+    entry->key_length = key_length;
+    memcpy(entry->key, key, key_length);
+    entry->key[key_length] = '\0';
+    if (map->count >= map->bucket_count)
+        strmap_grow(map);
+    size_t slot = entry->hash & (map->bucket_count - 1);
+    entry->next = map->buckets[slot];
+    map->buckets[slot] = entry;
+    map->count++;
+    return entry;
+}
+
+void strmap_remove(strmap_t *map, strmap_entry_t *entry) {
+    strmap_entry_t **link = &map->buckets[entry->hash & (map->bucket_count - 1)];
+    while (*link != entry)
+        link = &(*link)->next;
+    *link = entry->next;
+    map->count--;
+    free(entry);
+}
+
+void strmap_foreach(strmap_t *map, void (*visit)(strmap_t *map, strmap_entry_t *entry, void *arg),
+                    void *arg) {
+    for (size_t i = 0; i < map->bucket_count; i++) {
+        strmap_entry_t *entry = map->buckets[i];
+        while (entry != NULL) {
+            strmap_entry_t *next = entry->next;
+            visit(map, entry, arg);
+            entry = next;
+        }
+    }
+}
