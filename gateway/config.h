@@ -103,4 +103,12 @@ int gw_config_parse_size(const char *text, size_t *bytes);
 int gw_config_parse_address(const char *text, struct sockaddr_storage *address,
                             socklen_t *address_length);
 
+/* Parses "redis://HOST[:PORT][/DB]" (HOST a name, IPv4 or [IPv6]; defaults 6379 and 0) or
+ * "unix:///PATH[?db=N]" into target; returns 0, or -1 with *reason saying why. The target's
+ * strings are the caller's: free them with gw_config_free_redis_target. */
+int gw_config_parse_redis_url(const char *text, gw_redis_target_t *target, const char **reason);
+
+/* Frees the strings of a target that gw_config_parse_redis_url filled, and zeroes it. */
+void gw_config_free_redis_target(gw_redis_target_t *target);
+
 #endif
