@@ -23,10 +23,12 @@ typedef enum auth_result {
 /* Calls sodium_init once; returns 0 or -1. Safe to call from several threads. */
 int auth_init(void);
 
-/* Stores the digest of a plain token. */
+/* Stores the digest of a plain token; an empty token stores no secret (present is
+ * false), since it would admit an empty header (fail closed). */
 void auth_secret_from_token(auth_secret_t *secret, const char *token, size_t length);
 
-/* Stores a digest given as 64 hex digits (either case); returns 0, or -1 if malformed. */
+/* Stores a digest given as 64 hex digits (either case); returns 0, or -1 if
+ * malformed (present is then false: fail closed). */
 int auth_secret_from_sha256_hex(auth_secret_t *secret, const char *hex, size_t length);
 
 /* Checks the header value (provided == NULL when the header is absent) in time

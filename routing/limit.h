@@ -2,6 +2,8 @@
 #ifndef SGW_ROUTING_LIMIT_H
 #define SGW_ROUTING_LIMIT_H
 
+#include <stddef.h>
+
 typedef struct route_limit route_limit_t;
 
 /* Admits one more request to sandbox_id if fewer than limit (> 0) are in flight
@@ -12,5 +14,11 @@ route_limit_t *route_limit_acquire(const char *sandbox_id, long limit);
 
 /* Ends one request admitted by route_limit_acquire. */
 void route_limit_release(route_limit_t *counter);
+
+/* Requests of sandbox_id in flight now (0 when none), for tests and metrics. */
+long route_limit_in_flight(const char *sandbox_id);
+
+/* Sandboxes with requests in flight: counters are freed when they reach 0. */
+size_t route_limit_sandbox_count(void);
 
 #endif
