@@ -1,0 +1,1286 @@
+/* A client connection and the proxy state machine that serves its requests. */
+#include "gateway/client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/token.h"
+#include "gateway/error_page.h"
+#include "gateway/upstream.h"
+#include "gateway/worker.h"
+#include "routing/mask.h"
+#include "util/log.h"
+
+/* Each direction buffers at most this much before reading from the other side
+ * stops (backpressure); reading resumes when it drains below half. */
+enum { GW_BUFFER_HIGH = 256 * 1024, GW_BUFFER_LOW = GW_BUFFER_HIGH / 2 };
+/* Input read ahead of parsing: bounds memory while a head is routed. */
+enum { GW_READ_HIGH = 64 * 1024 };
+/* A sandbox's response head may be larger than a client's request head. */
+enum { GW_RESPONSE_HEAD_MAX = 64 * 1024 };
+/* First and longest pause between dials of a port that refused. */
+enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
+enum { GW_ARENA_BLOCK = 4096 };
+
+static const char GW_MESSAGE_BAD_REQUEST[] = "Bad request";
+static const char GW_MESSAGE_NOT_FOUND[] = "The sandbox was not found";
+static const char GW_MESSAGE_PORT_CLOSED[] = "The sandbox is running but port is not open";
+static const char GW_MESSAGE_UNAVAILABLE[] = "Sandbox routing is temporarily unavailable";
+static const char GW_MESSAGE_TIMEOUT[] = "The sandbox did not respond in time";
+static const char GW_MESSAGE_MISDIRECTED[] = "Misdirected request";
+static const char GW_MESSAGE_MALFORMED_ROUTE[] = "The sandbox route is invalid";
+static const char GW_MESSAGE_UPSTREAM_CLOSED[] = "The sandbox closed the connection without a response";
+static const char GW_MESSAGE_HEAD_TOO_LARGE[] = "Request header too large";
+static const char GW_MESSAGE_HEAD_TIMEOUT[] = "Request header timeout";
+
+static void gw_client_read(struct bufferevent *bev, void *arg);
+static void gw_client_write(struct bufferevent *bev, void *arg);
+static void gw_client_event(struct bufferevent *bev, short events, void *arg);
+static void gw_upstream_read(struct bufferevent *bev, void *arg);
+static void gw_upstream_write(struct bufferevent *bev, void *arg);
+static void gw_upstream_event(struct bufferevent *bev, short events, void *arg);
+static void gw_client_timer(evutil_socket_t fd, short events, void *arg);
+static void gw_client_parse_head(gw_client_t *client);
+static void gw_client_forward_request(gw_client_t *client);
+/* What a streaming step left behind: the request still proxying on this
+ * upstream, or ended (the client moved on to its next request or is freed). */
+typedef enum gw_step { GW_STEP_CONTINUE, GW_STEP_ENDED } gw_step_t;
+
+static gw_step_t gw_client_forward_response(gw_client_t *client);
+static void gw_client_upstream_lost(gw_client_t *client);
+static void gw_client_upstream_ended(gw_client_t *client);
+static void gw_client_dial(gw_client_t *client);
+static void gw_client_fail(gw_client_t *client, int status, const char *message);
+
+static uint64_t gw_now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static uint64_t gw_now_us(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+static void gw_client_arm_timer(gw_client_t *client, uint64_t milliseconds) {
+    struct timeval delay = {.tv_sec = (time_t)(milliseconds / 1000),
+                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
+    evtimer_add(client->timer, &delay);
+}
+
+/* ---- message heads, collected from llhttp's span callbacks ---- */
+
+/* Appends to a growing arena string; returns 0 or -1. */
+static int gw_text_append(arena_t *arena, char **text, size_t *length, size_t *capacity,
+                          const char *at, size_t count) {
+    if (*length + count + 1 > *capacity) {
+        size_t new_capacity = *capacity ? *capacity * 2 : 64;
+        while (new_capacity < *length + count + 1)
+            new_capacity *= 2;
+        char *grown = arena_alloc(arena, new_capacity);
+        if (grown == NULL)
+            return -1;
+        if (*length > 0)
+            memcpy(grown, *text, *length);
+        *text = grown;
+        *capacity = new_capacity;
+    }
+    memcpy(*text + *length, at, count);
+    *length += count;
+    (*text)[*length] = '\0';
+    return 0;
+}
+
+static void gw_head_reset(gw_head_t *head, arena_t *arena) {
+    memset(head, 0, sizeof(*head));
+    head->arena = arena;
+}
+
+static int gw_head_on_target(llhttp_t *parser, const char *at, size_t length) {
+    gw_head_t *head = parser->data;
+    if (gw_text_append(head->arena, &head->target, &head->target_length, &head->target_capacity,
+                       at, length) < 0)
+        head->failed = true;
+    return 0;
+}
+
+static int gw_head_on_field(llhttp_t *parser, const char *at, size_t length) {
+    gw_head_t *head = parser->data;
+    if (gw_text_append(head->arena, &head->field, &head->field_length, &head->field_capacity, at,
+                       length) < 0)
+        head->failed = true;
+    return 0;
+}
+
+static int gw_head_on_value(llhttp_t *parser, const char *at, size_t length) {
+    gw_head_t *head = parser->data;
+    if (gw_text_append(head->arena, &head->value, &head->value_length, &head->value_capacity, at,
+                       length) < 0)
+        head->failed = true;
+    return 0;
+}
+
+static int gw_head_on_value_complete(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    if (head->failed)
+        return 0;
+    if (head->header_count == head->header_capacity) {
+        size_t new_capacity = head->header_capacity ? head->header_capacity * 2 : 16;
+        gw_header_t *grown = arena_alloc(head->arena, new_capacity * sizeof(*grown));
+        if (grown == NULL) {
+            head->failed = true;
+            return 0;
+        }
+        if (head->header_count > 0)
+            memcpy(grown, head->headers, head->header_count * sizeof(*grown));
+        head->headers = grown;
+        head->header_capacity = new_capacity;
+    }
+    /* RFC 9110 §5.5: a field value excludes trailing whitespace. */
+    size_t value_length = head->value_length;
+    while (value_length > 0 &&
+           (head->value[value_length - 1] == ' ' || head->value[value_length - 1] == '\t'))
+        value_length--;
+    head->headers[head->header_count++] = (gw_header_t){
+        .name = head->field ? head->field : "",
+        .name_length = head->field_length,
+        .value = head->value ? head->value : "",
+        .value_length = value_length,
+    };
+    head->field = NULL;
+    head->field_length = head->field_capacity = 0;
+    head->value = NULL;
+    head->value_length = head->value_capacity = 0;
+    return 0;
+}
+
+/* Pausing at the end of the head lets the gateway route and rewrite it
+ * before a byte of the body is read. */
+static int gw_head_on_headers_complete(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    head->head_complete = true;
+    if (head->skip_body) {
+        /* llhttp: 1 means "no body"; the message then completes at once. */
+        return 1;
+    }
+    return HPE_PAUSED;
+}
+
+/* Pausing at the end of each message keeps pipelined bytes unread. */
+static int gw_head_on_message_complete(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    head->message_complete = true;
+    return HPE_PAUSED;
+}
+
+static llhttp_settings_t gw_request_settings;
+static llhttp_settings_t gw_response_settings;
+
+static void gw_parser_settings_init(void) {
+    static bool done;
+    if (done)
+        return;
+    llhttp_settings_t *all[] = {&gw_request_settings, &gw_response_settings};
+    for (size_t i = 0; i < 2; i++) {
+        llhttp_settings_init(all[i]);
+        all[i]->on_header_field = gw_head_on_field;
+        all[i]->on_header_value = gw_head_on_value;
+        all[i]->on_header_value_complete = gw_head_on_value_complete;
+        all[i]->on_headers_complete = gw_head_on_headers_complete;
+        all[i]->on_message_complete = gw_head_on_message_complete;
+    }
+    gw_request_settings.on_url = gw_head_on_target;
+    gw_response_settings.on_status = gw_head_on_target;
+    done = true;
+}
+
+static bool gw_name_is(const gw_header_t *header, const char *name, size_t length) {
+    return header->name_length == length && strncasecmp(header->name, name, length) == 0;
+}
+#define GW_NAME_IS(header, literal) gw_name_is((header), literal, sizeof(literal) - 1)
+
+static const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, size_t length) {
+    for (size_t i = 0; i < head->header_count; i++) {
+        if (gw_name_is(&head->headers[i], name, length))
+            return &head->headers[i];
+    }
+    return NULL;
+}
+
+/* True if value, a comma-separated list, holds token (case-insensitive). */
+static bool gw_list_has(const char *value, size_t value_length, const char *token,
+                        size_t token_length) {
+    size_t i = 0;
+    while (i < value_length) {
+        while (i < value_length && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < value_length && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end - start == token_length && strncasecmp(value + start, token, token_length) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* RFC 9110 §7.6.1: Connection and the fields it names, and the classic
+ * hop-by-hop fields, are for one hop only. */
+static bool gw_is_hop_by_hop(const gw_head_t *head, const gw_header_t *header) {
+    if (GW_NAME_IS(header, "connection") || GW_NAME_IS(header, "keep-alive") ||
+        GW_NAME_IS(header, "proxy-connection") || GW_NAME_IS(header, "te") ||
+        GW_NAME_IS(header, "upgrade"))
+        return true;
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *connection = &head->headers[i];
+        if (GW_NAME_IS(connection, "connection") &&
+            gw_list_has(connection->value, connection->value_length, header->name,
+                        header->name_length) &&
+            !GW_NAME_IS(header, "transfer-encoding") && !GW_NAME_IS(header, "host"))
+            return true;
+    }
+    return false;
+}
+
+/* ---- request lifecycle ---- */
+
+static void gw_client_reset_request(gw_client_t *client) {
+    arena_reset(&client->arena);
+    client->request_state = GW_REQUEST_HEAD;
+    gw_head_reset(&client->request_head, &client->arena);
+    llhttp_init(&client->request_parser, HTTP_REQUEST, &gw_request_settings);
+    client->request_parser.data = &client->request_head;
+    client->request_head_bytes = 0;
+    client->request_started = false;
+    client->request_keep_alive = false;
+    client->request_has_body = false;
+    client->request_idempotent = false;
+    client->request_upgrade = false;
+    client->method = NULL;
+    client->path = NULL;
+    client->routed = false;
+    memset(&client->target, 0, sizeof(client->target));
+    client->upstream_head = NULL;
+    client->upstream_head_length = 0;
+    client->retried_on_fresh = false;
+    client->body_forwarded = 0;
+    client->bytes_received = 0;
+    client->bytes_sent = 0;
+    client->status = 0;
+    client->response_state = GW_RESPONSE_NONE;
+    gw_head_reset(&client->response_head, &client->arena);
+    client->response_head_bytes = 0;
+    client->response_sent = false;
+    client->upstream_eof = false;
+    client->close_after_response = false;
+}
+
+static void gw_client_log_request(gw_client_t *client) {
+    gw_worker_t *worker = client->worker;
+    worker->stats.requests++;
+    int status_class = client->status / 100;
+    worker->stats.responses_by_class[status_class >= 1 && status_class <= 5 ? status_class : 0]++;
+    if (worker->server->access_log == NULL)
+        return;
+    gw_access_entry_t entry = {
+        .client = client->address_text,
+        .sandbox_id = client->routed ? client->target.sandbox_id : NULL,
+        .port = client->routed ? client->target.port : 0,
+        .method = client->method ? client->method : "-",
+        .path = client->path,
+        .status = client->status,
+        .bytes_received = client->bytes_received,
+        .bytes_sent = client->bytes_sent,
+        .duration_us = gw_now_us() - client->started_us,
+    };
+    gw_access_log_write(worker->server->access_log, &entry);
+}
+
+/* Releases what the current request holds: catalog wait, route, limit, upstream. */
+static void gw_client_release_request(gw_client_t *client, bool upstream_reusable) {
+    route_catalog_cancel(&client->waiter);
+    route_record_unref(client->record);
+    client->record = NULL;
+    if (client->limit != NULL) {
+        route_limit_release(client->limit);
+        client->limit = NULL;
+    }
+    if (client->upstream != NULL) {
+        if (upstream_reusable) {
+            client->upstream->requests++;
+            gw_pool_put(&client->worker->pool, client->upstream,
+                        client->worker->config->upstream_idle_timeout_ms);
+        } else {
+            gw_upstream_close(client->upstream);
+        }
+        client->upstream = NULL;
+    }
+}
+
+void gw_client_close(gw_client_t *client) {
+    if (client->started_us != 0 && client->request_started && client->status != 0)
+        gw_client_log_request(client);
+    gw_client_release_request(client, false);
+    if (client->timer != NULL)
+        event_free(client->timer);
+    if (client->bev != NULL)
+        bufferevent_free(client->bev);
+    arena_free(&client->arena);
+    gw_worker_t *worker = client->worker;
+    LIST_REMOVE(client, link);
+    free(client);
+    gw_worker_client_closed(worker);
+}
+
+/* Closes once everything written so far has reached the kernel. */
+static void gw_client_close_after_flush(gw_client_t *client) {
+    client->state = GW_CLIENT_CLOSING;
+    bufferevent_disable(client->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
+        gw_client_close(client);
+        return;
+    }
+    bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(client->bev, EV_WRITE);
+}
+
+/* Waits for the next request on a kept-alive connection. */
+static void gw_client_wait_next_request(gw_client_t *client) {
+    gw_client_reset_request(client);
+    client->state = GW_CLIENT_READING_HEAD;
+    client->started_us = 0;
+    gw_client_arm_timer(client, client->worker->config->client_idle_timeout_ms);
+    bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(client->bev, EV_READ);
+    /* Pipelined bytes may be waiting already; parse them from the loop, not
+     * from here, so a long pipeline never deepens the stack. */
+    if (evbuffer_get_length(bufferevent_get_input(client->bev)) > 0)
+        bufferevent_trigger(client->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* The request's response is complete in the client's output. */
+static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool upstream_reusable) {
+    gw_client_log_request(client);
+    client->request_started = false; /* logged: gw_client_close must not log it again */
+    gw_client_release_request(client, upstream_reusable);
+    evtimer_del(client->timer);
+    if (keep_alive)
+        gw_client_wait_next_request(client);
+    else
+        gw_client_close_after_flush(client);
+}
+
+/* Sends a response of the gateway's own. It is the one error path of a
+ * request: idempotent, and once a response byte went out it can only close. */
+static void gw_client_fail(gw_client_t *client, int status, const char *message) {
+    if (client->state == GW_CLIENT_CLOSING)
+        return;
+    if (client->response_sent || client->state == GW_CLIENT_TUNNEL) {
+        gw_client_close(client);
+        return;
+    }
+    /* Before the body was read, the connection can serve another request
+     * only if there is no body to skip. */
+    bool keep_alive = client->request_keep_alive && status != 400 && status != 408 &&
+                      status != 431 &&
+                      (client->request_state == GW_REQUEST_DONE ||
+                       (client->request_state != GW_REQUEST_HEAD && !client->request_has_body &&
+                        !client->request_upgrade && client->body_forwarded == 0));
+    if (client->request_state == GW_REQUEST_BODY && client->upstream != NULL)
+        keep_alive = false;
+    gw_error_client_t browser = {0};
+    const gw_header_t *header;
+    const gw_head_t *head = &client->request_head;
+    if (client->request_state != GW_REQUEST_HEAD || head->head_complete) {
+        if ((header = gw_head_find(head, "user-agent", 10)) != NULL)
+            browser.user_agent = header->value;
+        if ((header = gw_head_find(head, "accept", 6)) != NULL)
+            browser.accept = header->value;
+        if ((header = gw_head_find(head, "sec-fetch-mode", 14)) != NULL)
+            browser.sec_fetch_mode = header->value;
+        browser.has_x_requested_with = gw_head_find(head, "x-requested-with", 16) != NULL;
+    }
+    struct evbuffer *output = bufferevent_get_output(client->bev);
+    size_t before = evbuffer_get_length(output);
+    gw_error_render(output, status, message, client->routed ? client->target.sandbox_id : NULL,
+                    client->routed ? client->target.port : 0, gw_error_wants_html(&browser),
+                    !keep_alive);
+    client->bytes_sent += evbuffer_get_length(output) - before;
+    client->status = status;
+    client->request_started = true;
+    if (client->started_us == 0)
+        client->started_us = gw_now_us();
+    bufferevent_enable(client->bev, EV_WRITE);
+    gw_client_end_request(client, keep_alive, false);
+}
+
+/* ---- routing ---- */
+
+static bool gw_ascii_prefix(const char *text, size_t length, const char *prefix) {
+    size_t prefix_length = strlen(prefix);
+    return length >= prefix_length && strncasecmp(text, prefix, prefix_length) == 0;
+}
+
+static const char *const gw_idempotent_methods[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE",
+                                                     "TRACE"};
+
+static void gw_client_routed(route_lookup_status_t status, route_record_t *record, void *arg);
+
+/* The request head is complete: check it, find its sandbox, and route it. */
+static void gw_client_head_complete(gw_client_t *client) {
+    gw_head_t *head = &client->request_head;
+    llhttp_t *parser = &client->request_parser;
+    if (head->failed) {
+        gw_client_fail(client, 500, "Out of memory");
+        return;
+    }
+    evtimer_del(client->timer);
+    client->request_state = GW_REQUEST_BODY;
+    client->method = llhttp_method_name(llhttp_get_method(parser));
+    client->path = head->target;
+    client->request_keep_alive = llhttp_should_keep_alive(parser);
+    client->request_has_body = (parser->flags & F_CHUNKED) || parser->content_length > 0;
+    client->request_upgrade = parser->upgrade;
+    for (size_t i = 0; i < sizeof(gw_idempotent_methods) / sizeof(gw_idempotent_methods[0]); i++) {
+        if (strcmp(client->method, gw_idempotent_methods[i]) == 0)
+            client->request_idempotent = true;
+    }
+    if (llhttp_get_http_major(parser) != 1 || llhttp_get_method(parser) == HTTP_CONNECT ||
+        head->target == NULL) {
+        client->request_keep_alive = false;
+        gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
+        return;
+    }
+
+    /* RFC 9112 §3.2.2: an absolute-form target's authority replaces Host. */
+    const char *authority = NULL;
+    size_t authority_length = 0;
+    const char *target = head->target;
+    size_t target_length = head->target_length;
+    size_t scheme_length = gw_ascii_prefix(target, target_length, "http://")    ? 7
+                           : gw_ascii_prefix(target, target_length, "https://") ? 8
+                                                                                : 0;
+    if (scheme_length > 0) {
+        authority = target + scheme_length;
+        authority_length = strcspn(authority, "/?#");
+        const char *rest = authority + authority_length;
+        if (*rest == '\0' || *rest == '#') {
+            client->path = "/";
+        } else if (*rest == '?') {
+            /* "http://h?q" has the origin-form "/?q" (RFC 9112 §3.2.1). */
+            char *path = arena_alloc(&client->arena, strlen(rest) + 2);
+            if (path == NULL) {
+                gw_client_fail(client, 500, "Out of memory");
+                return;
+            }
+            path[0] = '/';
+            strcpy(path + 1, rest);
+            client->path = path;
+        } else {
+            client->path = rest;
+        }
+    }
+    size_t host_count = 0;
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (GW_NAME_IS(header, "host")) {
+            host_count++;
+            if (scheme_length == 0) {
+                authority = header->value;
+                authority_length = header->value_length;
+            }
+        }
+    }
+    /* RFC 9112 §3.2: more than one Host is an error. */
+    if (host_count > 1) {
+        client->request_keep_alive = false;
+        gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
+        return;
+    }
+    if (authority == NULL || authority_length == 0) {
+        gw_client_fail(client, 400, route_host_status_message(ROUTE_HOST_INVALID_HOST));
+        return;
+    }
+    client->client_authority = authority;
+    client->client_authority_length = authority_length;
+
+    route_host_status_t host_status =
+        route_parse_host(authority, authority_length, client->worker->config->domains,
+                         client->worker->config->domain_count, &client->target);
+    if (host_status == ROUTE_HOST_FOREIGN_DOMAIN) {
+        gw_client_fail(client, 421, GW_MESSAGE_MISDIRECTED);
+        return;
+    }
+    if (host_status != ROUTE_HOST_OK) {
+        gw_client_fail(client, 400, route_host_status_message(host_status));
+        return;
+    }
+    client->routed = true;
+    client->state = GW_CLIENT_ROUTING;
+    bufferevent_disable(client->bev, EV_READ);
+    route_lookup_status_t lookup_status;
+    route_record_t *record = NULL;
+    if (route_catalog_lookup(client->worker->catalog, client->target.sandbox_id, &client->waiter,
+                             gw_client_routed, client, &lookup_status, &record) == 1)
+        gw_client_routed(lookup_status, record, client);
+}
+
+/* Writes the request head the sandbox receives (DESIGN "What the sandbox receives"). */
+static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *record) {
+    const gw_head_t *head = &client->request_head;
+    const char *client_host = client->client_authority;
+    size_t client_host_length = client->client_authority_length;
+    size_t path_length = strlen(client->path);
+    char masked_host[300];
+    int masked_length = -1;
+    if (record->mask_request_host != NULL) {
+        masked_length = route_mask_expand(record->mask_request_host, client->target.port,
+                                          masked_host, sizeof(masked_host));
+        if (masked_length < 0)
+            return -1;
+    }
+    bool http10 = llhttp_get_http_minor(&client->request_parser) == 0;
+    size_t capacity = 256 + path_length + client_host_length * 2 + sizeof(masked_host);
+    for (size_t i = 0; i < head->header_count; i++)
+        capacity += head->headers[i].name_length + head->headers[i].value_length + 4;
+    char *out = arena_alloc(&client->arena, capacity);
+    if (out == NULL)
+        return -1;
+    size_t length = 0;
+#define GW_PUT(data, count)                                                                        \
+    do {                                                                                           \
+        memcpy(out + length, (data), (count));                                                     \
+        length += (count);                                                                         \
+    } while (0)
+#define GW_PUT_LITERAL(literal) GW_PUT(literal, sizeof(literal) - 1)
+    GW_PUT(client->method, strlen(client->method));
+    GW_PUT_LITERAL(" ");
+    GW_PUT(client->path, path_length);
+    if (http10)
+        GW_PUT_LITERAL(" HTTP/1.0\r\n");
+    else
+        GW_PUT_LITERAL(" HTTP/1.1\r\n");
+    GW_PUT_LITERAL("Host: ");
+    if (masked_length >= 0)
+        GW_PUT(masked_host, (size_t)masked_length);
+    else
+        GW_PUT(client_host, client_host_length);
+    GW_PUT_LITERAL("\r\n");
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (GW_NAME_IS(header, "upgrade") && client->request_upgrade) {
+            /* kept on upgrade requests, with Connection: upgrade below */
+        } else if (GW_NAME_IS(header, "host") || GW_NAME_IS(header, "forwarded") ||
+                   gw_ascii_prefix(header->name, header->name_length, "x-forwarded-") ||
+                   GW_NAME_IS(header, AUTH_TOKEN_HEADER) || gw_is_hop_by_hop(head, header)) {
+            continue;
+        }
+        GW_PUT(header->name, header->name_length);
+        GW_PUT_LITERAL(": ");
+        GW_PUT(header->value, header->value_length);
+        GW_PUT_LITERAL("\r\n");
+    }
+    if (masked_length >= 0) {
+        GW_PUT_LITERAL("X-Forwarded-Host: ");
+        GW_PUT(client_host, client_host_length);
+        GW_PUT_LITERAL("\r\n");
+    }
+    GW_PUT_LITERAL("X-Forwarded-For: ");
+    GW_PUT(client->address_text, strlen(client->address_text));
+    GW_PUT_LITERAL("\r\nX-Forwarded-Proto: http\r\n");
+    if (client->request_upgrade)
+        GW_PUT_LITERAL("Connection: upgrade\r\n");
+    else if (http10)
+        GW_PUT_LITERAL("Connection: close\r\n");
+    GW_PUT_LITERAL("\r\n");
+#undef GW_PUT
+#undef GW_PUT_LITERAL
+    client->upstream_head = out;
+    client->upstream_head_length = length;
+    return 0;
+}
+
+static void gw_client_routed(route_lookup_status_t status, route_record_t *record, void *arg) {
+    gw_client_t *client = arg;
+    client->record = record;
+    switch (status) {
+    case ROUTE_LOOKUP_UNAVAILABLE:
+        gw_client_fail(client, 503, GW_MESSAGE_UNAVAILABLE);
+        return;
+    case ROUTE_LOOKUP_NOT_FOUND:
+        gw_client_fail(client, 502, GW_MESSAGE_NOT_FOUND);
+        return;
+    case ROUTE_LOOKUP_MALFORMED:
+        log_error("sandbox %s: malformed catalog record: %s", client->target.sandbox_id,
+                  record && record->error ? record->error : "unknown");
+        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_ROUTE);
+        return;
+    case ROUTE_LOOKUP_FOUND:
+        break;
+    }
+    if (!record->allow_public_traffic) {
+        const gw_header_t *token =
+            gw_head_find(&client->request_head, AUTH_TOKEN_HEADER, sizeof(AUTH_TOKEN_HEADER) - 1);
+        auth_result_t result = auth_token_check(&record->secret, token ? token->value : NULL,
+                                                token ? token->value_length : 0);
+        if (result != AUTH_OK) {
+            gw_client_fail(client, 403, auth_result_message(result));
+            return;
+        }
+    }
+    if (record->max_connections > 0) {
+        client->limit = route_limit_acquire(record->sandbox_id, record->max_connections);
+        if (client->limit == NULL) {
+            char message[128];
+            snprintf(message, sizeof(message),
+                     "The sandbox has too many concurrent incoming connections (limit: %ld)",
+                     record->max_connections);
+            gw_client_fail(client, 429, message);
+            return;
+        }
+    }
+    if (gw_client_rewrite_head(client, record) < 0) {
+        log_error("sandbox %s: cannot expand mask_request_host", record->sandbox_id);
+        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_ROUTE);
+        return;
+    }
+    memcpy(&client->upstream_address, &record->address, record->address_length);
+    client->upstream_address_length = record->address_length;
+    if (client->upstream_address.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&client->upstream_address)->sin6_port = htons(client->target.port);
+    else
+        ((struct sockaddr_in *)&client->upstream_address)->sin_port = htons(client->target.port);
+    client->pool_key_length =
+        gw_pool_key(client->pool_key, sizeof(client->pool_key), record->sandbox_id,
+                    record->execution_id, record->address_text, client->target.port);
+    client->dial_started_ms = gw_now_ms();
+    client->retry_delay_ms = GW_RETRY_FIRST_MS;
+    client->state = GW_CLIENT_CONNECTING;
+    client->upstream = gw_pool_take(&client->worker->pool, client->pool_key,
+                                    client->pool_key_length);
+    if (client->upstream != NULL) {
+        gw_upstream_event(client->upstream->bev, BEV_EVENT_CONNECTED, client);
+        return;
+    }
+    gw_client_dial(client);
+}
+
+/* ---- upstream connection ---- */
+
+static void gw_client_dial(gw_client_t *client) {
+    gw_worker_t *worker = client->worker;
+    client->upstream =
+        gw_upstream_dial(worker, (struct sockaddr *)&client->upstream_address,
+                         client->upstream_address_length, client->pool_key, client->pool_key_length);
+    if (client->upstream == NULL) {
+        worker->stats.upstream_dial_errors++;
+        log_warn("sandbox %s: cannot dial port %u: %s", client->target.sandbox_id,
+                 (unsigned)client->target.port, strerror(errno));
+        gw_client_fail(client, 502, GW_MESSAGE_PORT_CLOSED);
+        return;
+    }
+    uint64_t timeout_ms = worker->config->upstream_connect_timeout_ms;
+    struct timeval timeout = {.tv_sec = (time_t)(timeout_ms / 1000),
+                              .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(client->upstream->bev, NULL, &timeout);
+    bufferevent_setcb(client->upstream->bev, NULL, NULL, gw_upstream_event, client);
+}
+
+/* The upstream is connected (or taken from the pool): send the request. */
+static void gw_client_upstream_ready(gw_client_t *client) {
+    struct bufferevent *upstream = client->upstream->bev;
+    bufferevent_set_timeouts(upstream, NULL, NULL);
+    bufferevent_setcb(upstream, gw_upstream_read, gw_upstream_write, gw_upstream_event, client);
+    bufferevent_setwatermark(upstream, EV_READ, 0, GW_READ_HIGH);
+    bufferevent_setwatermark(upstream, EV_WRITE, 0, 0);
+    bufferevent_enable(upstream, EV_READ | EV_WRITE);
+    client->state = GW_CLIENT_PROXYING;
+    client->response_state = GW_RESPONSE_HEAD;
+    gw_head_reset(&client->response_head, &client->arena);
+    client->response_head.skip_body = strcmp(client->method, "HEAD") == 0;
+    llhttp_init(&client->response_parser, HTTP_RESPONSE, &gw_response_settings);
+    client->response_parser.data = &client->response_head;
+    evbuffer_add(bufferevent_get_output(upstream), client->upstream_head,
+                 client->upstream_head_length);
+    bufferevent_enable(client->bev, EV_READ);
+    gw_client_forward_request(client);
+}
+
+static void gw_client_retry_or_fail(gw_client_t *client, int error) {
+    gw_worker_t *worker = client->worker;
+    uint64_t elapsed = gw_now_ms() - client->dial_started_ms;
+    gw_upstream_close(client->upstream);
+    client->upstream = NULL;
+    if (error == ECONNREFUSED && elapsed < worker->config->upstream_connect_retry_ms) {
+        /* The port may open late (a dev server still starting): try again. */
+        uint64_t delay = client->retry_delay_ms;
+        uint64_t remaining = worker->config->upstream_connect_retry_ms - elapsed;
+        if (delay > remaining)
+            delay = remaining;
+        client->retry_delay_ms = client->retry_delay_ms * 2 > GW_RETRY_MAX_MS
+                                     ? GW_RETRY_MAX_MS
+                                     : client->retry_delay_ms * 2;
+        gw_client_arm_timer(client, delay);
+        return;
+    }
+    worker->stats.upstream_dial_errors++;
+    log_debug("sandbox %s: port %u not reachable: %s", client->target.sandbox_id,
+              (unsigned)client->target.port, strerror(error));
+    gw_client_fail(client, 502, GW_MESSAGE_PORT_CLOSED);
+}
+
+/* An upstream failed before any response byte. RFC 9110 §9.2.2: an idempotent
+ * request whose body was not sent may be repeated on a fresh connection. */
+static void gw_client_upstream_lost(gw_client_t *client) {
+    bool reused = client->upstream->requests > 0;
+    if (reused && !client->retried_on_fresh && client->request_idempotent &&
+        client->body_forwarded == 0 && !client->request_has_body) {
+        client->retried_on_fresh = true;
+        gw_upstream_close(client->upstream);
+        client->upstream = NULL;
+        client->state = GW_CLIENT_CONNECTING;
+        client->dial_started_ms = gw_now_ms();
+        gw_client_dial(client);
+        return;
+    }
+    gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+}
+
+static void gw_upstream_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
+    gw_client_t *client = arg;
+    if (client->state == GW_CLIENT_CONNECTING) {
+        if (events & BEV_EVENT_CONNECTED) {
+            gw_client_upstream_ready(client);
+        } else if (events & BEV_EVENT_TIMEOUT) {
+            client->worker->stats.upstream_dial_errors++;
+            gw_client_fail(client, 504, GW_MESSAGE_TIMEOUT);
+        } else {
+            int error = EVUTIL_SOCKET_ERROR();
+            gw_client_retry_or_fail(client, error ? error : ECONNREFUSED);
+        }
+        return;
+    }
+    if (client->state == GW_CLIENT_TUNNEL) {
+        gw_client_close_after_flush(client);
+        return;
+    }
+    /* PROXYING: EOF or an error from the sandbox. Bytes it sent before
+     * closing still pass first; backpressure may hold some until the client
+     * drains (gw_client_write finishes then). */
+    client->upstream_eof = true;
+    if (gw_client_forward_response(client) == GW_STEP_ENDED)
+        return;
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        return;
+    gw_client_upstream_ended(client);
+}
+
+/* ---- streaming ---- */
+
+/* Feeds one contiguous piece of input to parser; returns the bytes it took and
+ * sets *error (HPE_OK, HPE_PAUSED or a parse error). */
+static size_t gw_parse_piece(llhttp_t *parser, const char *data, size_t length,
+                             llhttp_errno_t *error) {
+    *error = llhttp_execute(parser, data, length);
+    if (*error == HPE_OK)
+        return length;
+    const char *position = llhttp_get_error_pos(parser);
+    if (*error == HPE_PAUSED)
+        llhttp_resume(parser);
+    if (position == NULL || position < data)
+        return 0;
+    return (size_t)(position - data);
+}
+
+static void gw_client_request_done(gw_client_t *client) {
+    client->request_state = GW_REQUEST_DONE;
+    /* Pipelined requests wait in the kernel until this response ends. */
+    bufferevent_disable(client->bev, EV_READ);
+    if (client->response_state == GW_RESPONSE_HEAD && !client->response_sent)
+        gw_client_arm_timer(client, client->worker->config->upstream_response_timeout_ms);
+}
+
+/* Passes request body bytes to the sandbox as they arrive, raw (chunked
+ * framing included), until the request ends or the upstream is full. */
+static void gw_client_forward_request(gw_client_t *client) {
+    struct evbuffer *input = bufferevent_get_input(client->bev);
+    struct evbuffer *output = bufferevent_get_output(client->upstream->bev);
+    bool first = true;
+    while (client->request_state == GW_REQUEST_BODY) {
+        size_t queued = evbuffer_get_length(output);
+        if (queued >= GW_BUFFER_HIGH) {
+            bufferevent_disable(client->bev, EV_READ);
+            bufferevent_setwatermark(client->upstream->bev, EV_WRITE, GW_BUFFER_LOW, 0);
+            return;
+        }
+        struct evbuffer_iovec piece = {.iov_base = (void *)"", .iov_len = 0};
+        if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0) {
+            /* An empty run still completes a message without a body. */
+            if (!first)
+                return;
+            piece.iov_base = (void *)"";
+            piece.iov_len = 0;
+        }
+        first = false;
+        if (piece.iov_len > GW_BUFFER_HIGH - queued)
+            piece.iov_len = GW_BUFFER_HIGH - queued;
+        llhttp_errno_t error;
+        size_t taken = gw_parse_piece(&client->request_parser, piece.iov_base, piece.iov_len,
+                                      &error);
+        if (taken > 0) {
+            evbuffer_remove_buffer(input, output, taken);
+            client->body_forwarded += taken;
+            client->bytes_received += taken;
+        }
+        if (error == HPE_PAUSED && client->request_head.message_complete) {
+            gw_client_request_done(client);
+            return;
+        }
+        if (error != HPE_OK && error != HPE_PAUSED) {
+            log_debug("client %s: bad request body: %s", client->address_text,
+                      llhttp_errno_name(error));
+            client->request_keep_alive = false;
+            gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
+            return;
+        }
+        if (taken == 0 && piece.iov_len > 0)
+            return;
+    }
+}
+
+/* Appends the response head the client receives: the sandbox's, less
+ * hop-by-hop fields, with the gateway's Connection. */
+static int gw_client_write_response_head(gw_client_t *client, bool final) {
+    const gw_head_t *head = &client->response_head;
+    llhttp_t *parser = &client->response_parser;
+    int status = llhttp_get_status_code(parser);
+    struct evbuffer *output = bufferevent_get_output(client->bev);
+    size_t before = evbuffer_get_length(output);
+    evbuffer_add_printf(output, "HTTP/1.1 %d ", status);
+    if (head->target != NULL)
+        evbuffer_add(output, head->target, head->target_length);
+    evbuffer_add(output, "\r\n", 2);
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (status == 101 && GW_NAME_IS(header, "upgrade")) {
+            /* the protocol switched to */
+        } else if (gw_is_hop_by_hop(head, header)) {
+            continue;
+        }
+        evbuffer_add(output, header->name, header->name_length);
+        evbuffer_add(output, ": ", 2);
+        evbuffer_add(output, header->value, header->value_length);
+        evbuffer_add(output, "\r\n", 2);
+    }
+    if (status == 101)
+        evbuffer_add(output, "Connection: upgrade\r\n", 21);
+    else if (final && client->close_after_response)
+        evbuffer_add(output, "Connection: close\r\n", 19);
+    evbuffer_add(output, "\r\n", 2);
+    client->bytes_sent += evbuffer_get_length(output) - before;
+    return status;
+}
+
+static void gw_client_start_tunnel(gw_client_t *client);
+
+/* The response head is complete: forward it and decide what follows. */
+static gw_step_t gw_client_response_head(gw_client_t *client) {
+    llhttp_t *parser = &client->response_parser;
+    int status = llhttp_get_status_code(parser);
+    if (client->response_head.failed) {
+        gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
+    if (status >= 100 && status < 200 && status != 101) {
+        /* Informational (100 Continue, 103 Early Hints): forward, then read on. */
+        gw_client_write_response_head(client, false);
+        return GW_STEP_CONTINUE;
+    }
+    evtimer_del(client->timer);
+    if (status == 101 && client->request_upgrade) {
+        gw_client_write_response_head(client, true);
+        client->response_sent = true;
+        client->status = status;
+        gw_client_start_tunnel(client);
+        return GW_STEP_ENDED;
+    }
+    /* Keep the client only if the response has its own length, the request
+     * ended, and both sides want to keep the connection. */
+    client->close_after_response = !client->request_keep_alive ||
+                                   llhttp_message_needs_eof(parser) ||
+                                   client->request_state != GW_REQUEST_DONE ||
+                                   client->request_upgrade || status == 101;
+    gw_client_write_response_head(client, true);
+    client->response_sent = true;
+    client->status = status;
+    client->response_state = GW_RESPONSE_BODY;
+    return GW_STEP_CONTINUE;
+}
+
+static void gw_client_response_done(gw_client_t *client) {
+    client->response_state = GW_RESPONSE_DONE;
+    /* The sandbox's own framing decides whether its connection can carry
+     * another request; the client's choice does not matter here. */
+    bool upstream_reusable = llhttp_should_keep_alive(&client->response_parser) &&
+                             !client->upstream_eof && client->request_state == GW_REQUEST_DONE &&
+                             evbuffer_get_length(bufferevent_get_input(client->upstream->bev)) == 0;
+    if (client->request_state != GW_REQUEST_DONE) {
+        /* The sandbox answered before the whole request arrived: the rest of
+         * the body cannot be told apart from a next request. */
+        gw_client_end_request(client, false, false);
+        return;
+    }
+    gw_client_end_request(client, !client->close_after_response, upstream_reusable);
+}
+
+/* Passes response bytes to the client as they arrive; heads are rewritten,
+ * bodies pass raw until the message ends or the client's output is full. */
+static gw_step_t gw_client_forward_response(gw_client_t *client) {
+    struct evbuffer *input = bufferevent_get_input(client->upstream->bev);
+    struct evbuffer *output = bufferevent_get_output(client->bev);
+    llhttp_t *parser = &client->response_parser;
+    gw_head_t *head = &client->response_head;
+    bool head_just_completed = false;
+    for (;;) {
+        size_t queued = evbuffer_get_length(output);
+        if (queued >= GW_BUFFER_HIGH) {
+            bufferevent_disable(client->upstream->bev, EV_READ);
+            bufferevent_setwatermark(client->bev, EV_WRITE, GW_BUFFER_LOW, 0);
+            return GW_STEP_CONTINUE;
+        }
+        struct evbuffer_iovec piece = {.iov_base = (void *)"", .iov_len = 0};
+        if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0) {
+            /* After a head, an empty run completes a response without a body. */
+            if (!head_just_completed)
+                return GW_STEP_CONTINUE;
+            piece.iov_base = (void *)"";
+            piece.iov_len = 0;
+        }
+        head_just_completed = false;
+        bool in_head = client->response_state == GW_RESPONSE_HEAD;
+        if (in_head) {
+            evtimer_del(client->timer);
+            size_t allowed = GW_RESPONSE_HEAD_MAX + 1 - client->response_head_bytes;
+            if (piece.iov_len > allowed)
+                piece.iov_len = allowed;
+        } else if (piece.iov_len > GW_BUFFER_HIGH - queued) {
+            piece.iov_len = GW_BUFFER_HIGH - queued;
+        }
+        llhttp_errno_t error;
+        size_t taken = gw_parse_piece(parser, piece.iov_base, piece.iov_len, &error);
+        if (in_head) {
+            evbuffer_drain(input, taken);
+            client->response_head_bytes += taken;
+        } else if (taken > 0) {
+            evbuffer_remove_buffer(input, output, taken);
+            client->bytes_sent += taken;
+        }
+        if (error != HPE_OK && error != HPE_PAUSED && error != HPE_PAUSED_UPGRADE) {
+            log_warn("sandbox %s: bad response: %s", client->target.sandbox_id,
+                     llhttp_errno_name(error));
+            gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+            return GW_STEP_ENDED;
+        }
+        if (head->head_complete && in_head) {
+            head->head_complete = false;
+            if (gw_client_response_head(client) == GW_STEP_ENDED)
+                return GW_STEP_ENDED;
+            head_just_completed = true;
+        }
+        if (head->message_complete) {
+            head->message_complete = false;
+            if (client->response_state == GW_RESPONSE_HEAD) {
+                /* An informational response ended; the final one follows. */
+                gw_head_reset(head, &client->arena);
+                head->skip_body = strcmp(client->method, "HEAD") == 0;
+                client->response_head_bytes = 0;
+                continue;
+            }
+            gw_client_response_done(client);
+            return GW_STEP_ENDED;
+        }
+        if (in_head && client->response_head_bytes > GW_RESPONSE_HEAD_MAX) {
+            log_warn("sandbox %s: response head over %d bytes", client->target.sandbox_id,
+                     GW_RESPONSE_HEAD_MAX);
+            gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+            return GW_STEP_ENDED;
+        }
+    }
+}
+
+/* The sandbox closed its side and every byte it sent was passed on. */
+static void gw_client_upstream_ended(gw_client_t *client) {
+    if (client->response_state == GW_RESPONSE_BODY &&
+        llhttp_message_needs_eof(&client->response_parser)) {
+        /* RFC 9112 §6.3: a response without a length ends when the connection does. */
+        llhttp_finish(&client->response_parser);
+        client->close_after_response = true;
+        gw_client_response_done(client);
+        return;
+    }
+    if (client->response_state == GW_RESPONSE_HEAD && client->response_head_bytes == 0) {
+        gw_client_upstream_lost(client);
+        return;
+    }
+    /* Cut short mid-response: a started response can only end in a close. */
+    gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+}
+
+/* ---- tunnel (after 101 Switching Protocols) ---- */
+
+static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct bufferevent *to) {
+    struct evbuffer *output = bufferevent_get_output(to);
+    evbuffer_add_buffer(output, bufferevent_get_input(from));
+    client->last_activity_ms = gw_now_ms();
+    if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
+        bufferevent_disable(from, EV_READ);
+        bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);
+    }
+}
+
+static void gw_client_start_tunnel(gw_client_t *client) {
+    client->state = GW_CLIENT_TUNNEL;
+    client->request_state = GW_REQUEST_DONE;
+    client->response_state = GW_RESPONSE_DONE;
+    client->last_activity_ms = gw_now_ms();
+    gw_client_arm_timer(client, client->worker->config->tunnel_idle_timeout_ms);
+    bufferevent_enable(client->bev, EV_READ);
+    bufferevent_enable(client->upstream->bev, EV_READ);
+    gw_tunnel_pass(client, client->upstream->bev, client->bev);
+    gw_tunnel_pass(client, client->bev, client->upstream->bev);
+}
+
+/* ---- bufferevent callbacks ---- */
+
+static void gw_client_read(struct bufferevent *bev, void *arg) {
+    gw_client_t *client = arg;
+    switch (client->state) {
+    case GW_CLIENT_READING_HEAD:
+        gw_client_parse_head(client);
+        break;
+    case GW_CLIENT_PROXYING:
+        if (client->request_state == GW_REQUEST_BODY)
+            gw_client_forward_request(client);
+        else
+            bufferevent_disable(bev, EV_READ);
+        break;
+    case GW_CLIENT_TUNNEL:
+        gw_tunnel_pass(client, bev, client->upstream->bev);
+        break;
+    default:
+        bufferevent_disable(bev, EV_READ);
+        break;
+    }
+}
+
+static void gw_upstream_read(struct bufferevent *bev, void *arg) {
+    gw_client_t *client = arg;
+    if (client->state == GW_CLIENT_TUNNEL)
+        gw_tunnel_pass(client, bev, client->bev);
+    else if (client->state == GW_CLIENT_PROXYING)
+        gw_client_forward_response(client);
+}
+
+/* The client's output drained below its low watermark. */
+static void gw_client_write(struct bufferevent *bev, void *arg) {
+    gw_client_t *client = arg;
+    if (client->state == GW_CLIENT_CLOSING) {
+        gw_client_close(client);
+        return;
+    }
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    if (client->upstream == NULL)
+        return;
+    if (client->state == GW_CLIENT_PROXYING) {
+        if (!client->upstream_eof) {
+            bufferevent_enable(client->upstream->bev, EV_READ);
+            gw_client_forward_response(client);
+        } else if (gw_client_forward_response(client) == GW_STEP_CONTINUE &&
+                   evbuffer_get_length(bufferevent_get_input(client->upstream->bev)) == 0) {
+            gw_client_upstream_ended(client);
+        }
+    } else if (client->state == GW_CLIENT_TUNNEL) {
+        bufferevent_enable(client->upstream->bev, EV_READ);
+        gw_tunnel_pass(client, client->upstream->bev, bev);
+    }
+}
+
+/* The upstream's output drained below its low watermark. */
+static void gw_upstream_write(struct bufferevent *bev, void *arg) {
+    gw_client_t *client = arg;
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    if (client->state == GW_CLIENT_PROXYING && client->request_state == GW_REQUEST_BODY) {
+        bufferevent_enable(client->bev, EV_READ);
+        gw_client_forward_request(client);
+    } else if (client->state == GW_CLIENT_TUNNEL) {
+        bufferevent_enable(client->bev, EV_READ);
+        gw_tunnel_pass(client, client->bev, bev);
+    }
+}
+
+static void gw_client_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
+    gw_client_t *client = arg;
+    if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_PROXYING &&
+        client->request_state == GW_REQUEST_DONE) {
+        /* A client may shut down its sending side and still await the
+         * response (RFC 9112 §9.6); the connection ends after it. */
+        client->close_after_response = true;
+        return;
+    }
+    if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_TUNNEL) {
+        /* Deliver what the client sent last before the sandbox's side goes. */
+        gw_tunnel_pass(client, client->bev, client->upstream->bev);
+        gw_upstream_close_after_flush(client->upstream);
+        client->upstream = NULL;
+    }
+    /* The client went away or failed: nothing can be answered any more. */
+    gw_client_close(client);
+}
+
+static void gw_client_timer(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_client_t *client = arg;
+    switch (client->state) {
+    case GW_CLIENT_READING_HEAD:
+        if (client->request_started) {
+            client->request_keep_alive = false;
+            gw_client_fail(client, 408, GW_MESSAGE_HEAD_TIMEOUT);
+        } else {
+            gw_client_close(client); /* idle keep-alive connection */
+        }
+        break;
+    case GW_CLIENT_CONNECTING:
+        gw_client_dial(client); /* the pause after a refused dial ended */
+        break;
+    case GW_CLIENT_PROXYING:
+        gw_client_fail(client, 504, GW_MESSAGE_TIMEOUT);
+        break;
+    case GW_CLIENT_TUNNEL: {
+        uint64_t idle = gw_now_ms() - client->last_activity_ms;
+        uint64_t limit = client->worker->config->tunnel_idle_timeout_ms;
+        if (idle >= limit)
+            gw_client_close(client);
+        else
+            gw_client_arm_timer(client, limit - idle);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- reading request heads ---- */
+
+static void gw_client_parse_head(gw_client_t *client) {
+    struct evbuffer *input = bufferevent_get_input(client->bev);
+    size_t limit = client->worker->config->max_header_size;
+    while (client->state == GW_CLIENT_READING_HEAD) {
+        struct evbuffer_iovec piece;
+        if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0)
+            return;
+        if (!client->request_started) {
+            client->request_started = true;
+            if (client->started_us == 0) {
+                /* On a kept-alive connection the header timeout runs from
+                 * the request's first byte (from accept for the first one). */
+                client->started_us = gw_now_us();
+                gw_client_arm_timer(client, client->worker->config->client_header_timeout_ms);
+            }
+        }
+        /* Never hand llhttp more than fits under the limit, so an oversized
+         * head costs at most max_header_size of memory. */
+        if (piece.iov_len > limit + 1 - client->request_head_bytes)
+            piece.iov_len = limit + 1 - client->request_head_bytes;
+        llhttp_errno_t error;
+        size_t taken = gw_parse_piece(&client->request_parser, piece.iov_base, piece.iov_len,
+                                      &error);
+        evbuffer_drain(input, taken);
+        client->request_head_bytes += taken;
+        client->bytes_received += taken;
+        if (error == HPE_PAUSED && client->request_head.head_complete) {
+            if (client->request_head_bytes > limit) {
+                client->request_keep_alive = false;
+                gw_client_fail(client, 431, GW_MESSAGE_HEAD_TOO_LARGE);
+                return;
+            }
+            gw_client_head_complete(client);
+            return;
+        }
+        if (error != HPE_OK) {
+            log_debug("client %s: bad request: %s (%s)", client->address_text,
+                      llhttp_errno_name(error), llhttp_get_error_reason(&client->request_parser));
+            client->request_keep_alive = false;
+            client->method = NULL;
+            gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
+            return;
+        }
+        if (client->request_head_bytes > limit) {
+            client->request_keep_alive = false;
+            gw_client_fail(client, 431, GW_MESSAGE_HEAD_TOO_LARGE);
+            return;
+        }
+    }
+}
+
+void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *address,
+                      int address_length) {
+    (void)address_length;
+    gw_parser_settings_init();
+    gw_client_t *client = calloc(1, sizeof(*client));
+    if (client == NULL) {
+        close(fd);
+        return;
+    }
+    client->worker = worker;
+    LIST_INSERT_HEAD(&worker->clients, client, link);
+    worker->client_count++;
+    arena_init(&client->arena, GW_ARENA_BLOCK);
+    if (address->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
+            inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], client->address_text,
+                      sizeof(client->address_text));
+        else
+            inet_ntop(AF_INET6, &v6->sin6_addr, client->address_text,
+                      sizeof(client->address_text));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr,
+                  client->address_text, sizeof(client->address_text));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    client->timer = evtimer_new(worker->base, gw_client_timer, client);
+    if (client->bev == NULL || client->timer == NULL) {
+        if (client->bev == NULL)
+            close(fd);
+        gw_client_close(client);
+        return;
+    }
+    gw_client_reset_request(client);
+    client->state = GW_CLIENT_READING_HEAD;
+    bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
+    bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
+    bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+    /* From accept, the whole head must arrive within client_header_timeout. */
+    client->started_us = gw_now_us();
+    gw_client_arm_timer(client, worker->config->client_header_timeout_ms);
+}

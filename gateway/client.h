@@ -1,0 +1,137 @@
+/* A client connection and the proxy state machine that serves its requests. */
+#ifndef SGW_GATEWAY_CLIENT_H
+#define SGW_GATEWAY_CLIENT_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "routing/catalog.h"
+#include "routing/host.h"
+#include "routing/limit.h"
+#include "util/arena.h"
+
+struct bufferevent;
+struct event;
+struct gw_worker;
+struct gw_upstream;
+
+/* Every state a client connection can be in. The request and the response
+ * have their own states below; the connection state says who acts next. */
+typedef enum gw_client_state {
+    GW_CLIENT_READING_HEAD, /* waiting for a whole request head (header or idle timeout) */
+    GW_CLIENT_ROUTING,      /* head parsed; waiting for the catalog */
+    GW_CLIENT_CONNECTING,   /* dialling the sandbox; a refused dial is retried */
+    GW_CLIENT_PROXYING,     /* request and response streaming through an upstream */
+    GW_CLIENT_TUNNEL,       /* after 101: raw bytes both ways */
+    GW_CLIENT_CLOSING,      /* flushing a last response, then close */
+} gw_client_state_t;
+
+typedef enum gw_request_state {
+    GW_REQUEST_HEAD, /* head not complete yet */
+    GW_REQUEST_BODY, /* head sent upstream; body bytes pass as they arrive */
+    GW_REQUEST_DONE, /* the whole request was read */
+} gw_request_state_t;
+
+typedef enum gw_response_state {
+    GW_RESPONSE_NONE, /* nothing from the sandbox yet */
+    GW_RESPONSE_HEAD, /* reading a (possibly informational) response head */
+    GW_RESPONSE_BODY, /* final head sent to the client; body passes as it arrives */
+    GW_RESPONSE_DONE,
+} gw_response_state_t;
+
+typedef struct gw_header {
+    const char *name;
+    size_t name_length;
+    const char *value;
+    size_t value_length;
+} gw_header_t;
+
+/* A message head as llhttp delivers it, collected into the request arena. */
+typedef struct gw_head {
+    arena_t *arena;
+    char *target; /* request target, or the status reason of a response */
+    size_t target_length;
+    size_t target_capacity;
+    gw_header_t *headers;
+    size_t header_count;
+    size_t header_capacity;
+    char *field; /* the header field or value being received */
+    size_t field_length;
+    size_t field_capacity;
+    char *value;
+    size_t value_length;
+    size_t value_capacity;
+    bool head_complete;
+    bool message_complete;
+    bool skip_body; /* response to HEAD: no body whatever the headers say */
+    bool failed;    /* out of memory while collecting */
+} gw_head_t;
+
+typedef struct gw_client {
+    LIST_ENTRY(gw_client) link;
+    struct gw_worker *worker;
+    struct bufferevent *bev;
+    struct event *timer; /* the deadline of the current state */
+    gw_client_state_t state;
+    char address_text[64];
+    arena_t arena; /* per request; reset between requests */
+
+    /* The current request. */
+    gw_request_state_t request_state;
+    llhttp_t request_parser;
+    gw_head_t request_head;
+    size_t request_head_bytes;
+    bool request_started; /* a byte of this request arrived */
+    bool request_keep_alive;
+    bool request_has_body;
+    bool request_idempotent;
+    bool request_upgrade;
+    const char *method;
+    const char *path;             /* origin-form target: sent upstream and logged */
+    const char *client_authority; /* the Host (or absolute-form authority) as sent */
+    size_t client_authority_length;
+    route_target_t target;
+    bool routed;
+    route_waiter_t waiter;
+    route_record_t *record;
+    route_limit_t *limit;
+    char *upstream_head; /* the rewritten request head, kept for one retry */
+    size_t upstream_head_length;
+    struct sockaddr_storage upstream_address;
+    socklen_t upstream_address_length;
+    char pool_key[160];
+    size_t pool_key_length;
+    uint64_t dial_started_ms;
+    uint64_t retry_delay_ms;
+    bool retried_on_fresh;
+    uint64_t body_forwarded;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t started_us;
+    int status;
+
+    /* The upstream of the current request and its response. */
+    struct gw_upstream *upstream;
+    gw_response_state_t response_state;
+    llhttp_t response_parser;
+    gw_head_t response_head;
+    size_t response_head_bytes;
+    bool response_sent; /* a byte of the final response reached the client output */
+    bool upstream_eof;  /* the sandbox closed its side; pending bytes still pass */
+    bool close_after_response;
+    uint64_t last_activity_ms; /* tunnel idle accounting */
+} gw_client_t;
+
+/* Takes over an accepted socket of worker; closes fd on failure. */
+void gw_client_accept(struct gw_worker *worker, int fd, const struct sockaddr *address,
+                      int address_length);
+
+/* Closes the connection at once, with its upstream; the one finalizer every
+ * failure path ends in. */
+void gw_client_close(gw_client_t *client);
+
+#endif

@@ -1,0 +1,194 @@
+/* Upstream connections to sandboxes and their per-worker keep-alive pool. */
+#include "gateway/upstream.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/worker.h"
+#include "util/log.h"
+
+/* Idle connections kept per key and per worker: enough for a busy sandbox's
+ * concurrency, few enough that one sandbox cannot hold a worker's descriptors. */
+enum { GW_POOL_IDLE_PER_KEY = 64, GW_POOL_IDLE_PER_WORKER = 4096 };
+
+size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
+                   const char *address_text, uint16_t port) {
+    /* '\n' cannot occur in any part (IDs are [a-z0-9], the rest validated). */
+    int length = snprintf(out, out_size, "%s\n%s\n%s\n%u", sandbox_id, execution_id, address_text,
+                          (unsigned)port);
+    if (length < 0)
+        return 0;
+    return (size_t)length < out_size ? (size_t)length : out_size - 1;
+}
+
+int gw_pool_init(gw_pool_t *pool) {
+    memset(pool, 0, sizeof(*pool));
+    return strmap_init(&pool->slots);
+}
+
+static void gw_pool_remove(gw_pool_t *pool, gw_upstream_t *upstream) {
+    gw_pool_slot_t *slot = upstream->slot;
+    TAILQ_REMOVE(&slot->idle, upstream, pool_link);
+    slot->idle_count--;
+    pool->idle_count--;
+    upstream->slot = NULL;
+    if (slot->idle_count == 0) {
+        strmap_remove(&pool->slots, slot->entry);
+        free(slot);
+    }
+}
+
+void gw_upstream_close(gw_upstream_t *upstream) {
+    if (upstream == NULL)
+        return;
+    if (upstream->slot != NULL)
+        gw_pool_remove(&upstream->worker->pool, upstream);
+    bufferevent_free(upstream->bev);
+    upstream->bev = NULL;
+    free(upstream);
+}
+
+static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) {
+    (void)map;
+    (void)arg;
+    gw_pool_slot_t *slot = entry->value;
+    gw_upstream_t *upstream;
+    while ((upstream = TAILQ_FIRST(&slot->idle)) != NULL) {
+        TAILQ_REMOVE(&slot->idle, upstream, pool_link);
+        upstream->slot = NULL;
+        bufferevent_free(upstream->bev);
+        free(upstream);
+    }
+    free(slot);
+}
+
+void gw_pool_free(gw_pool_t *pool) {
+    if (pool->slots.buckets != NULL)
+        strmap_foreach(&pool->slots, gw_pool_close_slot, NULL);
+    strmap_free(&pool->slots);
+    pool->idle_count = 0;
+}
+
+gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length) {
+    strmap_entry_t *entry = strmap_get(&pool->slots, key, key_length);
+    if (entry == NULL)
+        return NULL;
+    gw_pool_slot_t *slot = entry->value;
+    gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
+    gw_pool_remove(pool, upstream);
+    bufferevent_set_timeouts(upstream->bev, NULL, NULL);
+    bufferevent_setcb(upstream->bev, NULL, NULL, NULL, NULL);
+    pool->reused++;
+    return upstream;
+}
+
+/* While pooled, any byte or EOF from the sandbox means the connection is no
+ * longer usable (RFC 9112 §9.8: a server may close an idle connection). */
+static void gw_pool_idle_read(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    gw_upstream_close(arg);
+}
+
+static void gw_pool_idle_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
+    (void)events; /* EOF, error or the idle timeout: all end the connection */
+    gw_upstream_close(arg);
+}
+
+void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout_ms) {
+    strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
+    gw_pool_slot_t *slot = entry ? entry->value : NULL;
+    if (pool->idle_count >= GW_POOL_IDLE_PER_WORKER ||
+        (slot != NULL && slot->idle_count >= GW_POOL_IDLE_PER_KEY))
+        goto close;
+    if (slot == NULL) {
+        slot = calloc(1, sizeof(*slot));
+        if (slot == NULL)
+            goto close;
+        TAILQ_INIT(&slot->idle);
+        slot->entry = strmap_put(&pool->slots, upstream->key, strlen(upstream->key), slot);
+        if (slot->entry == NULL) {
+            free(slot);
+            goto close;
+        }
+    }
+    TAILQ_INSERT_TAIL(&slot->idle, upstream, pool_link);
+    slot->idle_count++;
+    pool->idle_count++;
+    upstream->slot = slot;
+    struct timeval idle = {.tv_sec = (time_t)(idle_timeout_ms / 1000),
+                           .tv_usec = (suseconds_t)(idle_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(upstream->bev, gw_pool_idle_read, NULL, gw_pool_idle_event, upstream);
+    bufferevent_set_timeouts(upstream->bev, &idle, NULL);
+    bufferevent_enable(upstream->bev, EV_READ);
+    return;
+close:
+    gw_upstream_close(upstream);
+}
+
+static void gw_upstream_flushed(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    gw_upstream_close(arg);
+}
+
+static void gw_upstream_flush_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
+    (void)events;
+    gw_upstream_close(arg);
+}
+
+void gw_upstream_close_after_flush(gw_upstream_t *upstream) {
+    if (upstream == NULL)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(upstream->bev)) == 0) {
+        gw_upstream_close(upstream);
+        return;
+    }
+    /* A sandbox that stops reading must not hold the connection forever. */
+    struct timeval limit = {.tv_sec = 5, .tv_usec = 0};
+    bufferevent_disable(upstream->bev, EV_READ);
+    bufferevent_setwatermark(upstream->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(upstream->bev, NULL, gw_upstream_flushed, gw_upstream_flush_event, upstream);
+    bufferevent_set_timeouts(upstream->bev, NULL, &limit);
+    bufferevent_enable(upstream->bev, EV_WRITE);
+}
+
+gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *address,
+                                socklen_t address_length, const char *key, size_t key_length) {
+    gw_upstream_t *upstream = calloc(1, sizeof(*upstream) + key_length + 1);
+    if (upstream == NULL)
+        return NULL;
+    memcpy(upstream->key, key, key_length);
+    upstream->key[key_length] = '\0';
+    upstream->worker = worker;
+    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    upstream->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (upstream->bev == NULL) {
+        close(fd);
+        goto fail;
+    }
+    /* A refusal found at once is reported through the event callback later
+     * (libevent defers it), so callers see one path for every outcome. */
+    if (bufferevent_socket_connect(upstream->bev, (struct sockaddr *)address, (int)address_length) <
+        0)
+        goto fail;
+    worker->pool.dialled++;
+    return upstream;
+fail:
+    if (upstream->bev != NULL)
+        bufferevent_free(upstream->bev);
+    free(upstream);
+    return NULL;
+}

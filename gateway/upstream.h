@@ -1,0 +1,76 @@
+/* Upstream connections to sandboxes and their per-worker keep-alive pool. */
+#ifndef SGW_GATEWAY_UPSTREAM_H
+#define SGW_GATEWAY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "util/strmap.h"
+
+struct bufferevent;
+struct event_base;
+struct gw_worker;
+
+typedef struct gw_pool_slot gw_pool_slot_t;
+
+/* One connection to one sandbox port. While pooled it belongs to the pool;
+ * while in use, to the client connection that took it. */
+typedef struct gw_upstream {
+    struct bufferevent *bev;
+    struct gw_worker *worker;
+    gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */
+    TAILQ_ENTRY(gw_upstream) pool_link;
+    uint64_t requests;                 /* requests sent on it; > 0 means reused */
+    char key[];                        /* pool key: sandbox, execution_id, addr, port */
+} gw_upstream_t;
+
+/* The idle connections of one key, most recently used last. */
+struct gw_pool_slot {
+    TAILQ_HEAD(gw_upstream_queue, gw_upstream) idle;
+    size_t idle_count;
+    struct strmap_entry *entry;
+};
+
+typedef struct gw_pool {
+    strmap_t slots; /* key -> gw_pool_slot_t */
+    size_t idle_count;
+    uint64_t reused;  /* connections taken from the pool */
+    uint64_t dialled; /* connections dialled */
+} gw_pool_t;
+
+/* Writes the pool key of (sandbox, execution, address text, port) into out;
+ * returns its length. */
+size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
+                   const char *address_text, uint16_t port);
+
+/* Prepares an empty pool; returns 0 or -1. */
+int gw_pool_init(gw_pool_t *pool);
+
+/* Closes every idle connection and frees the pool. */
+void gw_pool_free(gw_pool_t *pool);
+
+/* Takes the most recently used idle connection for key, or returns NULL. */
+gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length);
+
+/* Gives an idle connection (no bytes pending either way) back; it is closed
+ * after upstream_idle_timeout, or at once when the sandbox closes it or the
+ * pool is full. */
+void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout_ms);
+
+/* Starts a non-blocking dial of address (with its port set); returns a
+ * connection whose bufferevent reports BEV_EVENT_CONNECTED or an error to the
+ * callbacks the caller sets next, or NULL (errno set). */
+gw_upstream_t *gw_upstream_dial(struct gw_worker *worker, const struct sockaddr *address,
+                                socklen_t address_length, const char *key, size_t key_length);
+
+/* Stops reading and closes once what is queued for the sandbox was sent
+ * (or after a few seconds); the caller forgets the connection. */
+void gw_upstream_close_after_flush(gw_upstream_t *upstream);
+
+/* Closes and frees a connection that is not pooled. NULL is allowed. */
+void gw_upstream_close(gw_upstream_t *upstream);
+
+#endif

@@ -1,0 +1,178 @@
+/* Workers: one thread per core, each with its own event loop, listeners, catalog and pool. */
+#include "gateway/worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/client.h"
+#include "util/log.h"
+
+/* Connections the kernel may queue per listener while a worker is busy or
+ * paused at max_connections. */
+enum { GW_LISTEN_BACKLOG = 4096 };
+
+static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
+    if (worker->listeners_paused == pause)
+        return;
+    for (size_t i = 0; i < worker->listener_count; i++) {
+        if (pause)
+            evconnlistener_disable(worker->listeners[i]);
+        else
+            evconnlistener_enable(worker->listeners[i]);
+    }
+    worker->listeners_paused = pause;
+}
+
+static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                             struct sockaddr *address, int address_length, void *arg) {
+    (void)listener;
+    gw_worker_t *worker = arg;
+    gw_client_accept(worker, fd, address, address_length);
+    /* Above max_connections new connections wait in the kernel's backlog. */
+    if (worker->client_count >= worker->client_limit)
+        gw_worker_pause_listeners(worker, true);
+}
+
+static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
+    (void)listener;
+    gw_worker_t *worker = arg;
+    int error = EVUTIL_SOCKET_ERROR();
+    /* Out of descriptors or memory: log and keep serving; the listener
+     * retries on the next readable event. */
+    log_error("worker %d: accept failed: %s", worker->index, evutil_socket_error_to_string(error));
+}
+
+void gw_worker_client_closed(gw_worker_t *worker) {
+    worker->client_count--;
+    if (worker->listeners_paused && worker->client_count < worker->client_limit &&
+        worker->listeners != NULL)
+        gw_worker_pause_listeners(worker, false);
+}
+
+static void gw_worker_close_listeners(gw_worker_t *worker) {
+    for (size_t i = 0; i < worker->listener_count; i++) {
+        if (worker->listeners[i] != NULL)
+            evconnlistener_free(worker->listeners[i]);
+    }
+    free(worker->listeners);
+    worker->listeners = NULL;
+    worker->listener_count = 0;
+}
+
+/* Runs on the worker's own loop: closes everything it owns, then ends the loop. */
+static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_worker_t *worker = arg;
+    gw_worker_close_listeners(worker);
+    gw_client_t *client;
+    while ((client = LIST_FIRST(&worker->clients)) != NULL)
+        gw_client_close(client);
+    gw_pool_free(&worker->pool);
+    if (worker->catalog != NULL) {
+        route_catalog_free(worker->catalog);
+        worker->catalog = NULL;
+    }
+    event_base_loopbreak(worker->base);
+}
+
+int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
+    const gw_config_t *config = &server->config;
+    memset(worker, 0, sizeof(*worker));
+    worker->index = index;
+    worker->server = server;
+    worker->config = config;
+    LIST_INIT(&worker->clients);
+    size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
+                   server->worker_count;
+    worker->client_limit = limit > 0 ? limit : 1;
+    worker->base = event_base_new();
+    if (worker->base == NULL) {
+        log_error("worker %d: cannot create an event loop", index);
+        return -1;
+    }
+    worker->stop_event = event_new(worker->base, -1, 0, gw_worker_on_stop, worker);
+    if (worker->stop_event == NULL || gw_pool_init(&worker->pool) < 0) {
+        log_error("worker %d: out of memory", index);
+        return -1;
+    }
+    route_catalog_config_t catalog_config = {
+        .redis_host = config->redis.host,
+        .redis_port = config->redis.port,
+        .redis_unix_path = config->redis.unix_path,
+        .redis_database = config->redis.database,
+        .key_prefix = config->redis_key_prefix,
+        .redis_timeout_ms = config->redis_timeout_ms,
+        .cache_ttl_ms = config->route_cache_ttl_ms,
+        .negative_ttl_ms = config->route_negative_ttl_ms,
+        .stale_ttl_ms = config->route_stale_ttl_ms,
+    };
+    worker->catalog = route_catalog_new(worker->base, &catalog_config);
+    if (worker->catalog == NULL) {
+        log_error("worker %d: cannot create the catalog client", index);
+        return -1;
+    }
+    worker->listeners = calloc(config->listen_count, sizeof(*worker->listeners));
+    if (worker->listeners == NULL)
+        return -1;
+    for (size_t i = 0; i < config->listen_count; i++) {
+        const gw_listen_t *listen = &config->listens[i];
+        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+                         LEV_OPT_REUSEABLE_PORT;
+        if (listen->address.ss_family == AF_INET6)
+            flags |= LEV_OPT_BIND_IPV6ONLY;
+        /* SO_REUSEPORT: every worker has its own socket on the same address,
+         * and the kernel spreads new connections over them. */
+        worker->listeners[i] = evconnlistener_new_bind(
+            worker->base, gw_worker_accept, worker, flags, GW_LISTEN_BACKLOG,
+            (const struct sockaddr *)&listen->address, (int)listen->address_length);
+        worker->listener_count = i + 1;
+        if (worker->listeners[i] == NULL) {
+            log_error("%s:%d: cannot listen on %s: %s", config->path, listen->line, listen->text,
+                      strerror(errno));
+            return -1;
+        }
+        evconnlistener_set_error_cb(worker->listeners[i], gw_worker_accept_error);
+    }
+    return 0;
+}
+
+static void *gw_worker_run(void *arg) {
+    gw_worker_t *worker = arg;
+    event_base_dispatch(worker->base);
+    return NULL;
+}
+
+int gw_worker_start(gw_worker_t *worker) {
+    if (pthread_create(&worker->thread, NULL, gw_worker_run, worker) != 0)
+        return -1;
+    worker->thread_started = true;
+    return 0;
+}
+
+void gw_worker_stop(gw_worker_t *worker) {
+    if (worker->stop_event != NULL)
+        event_active(worker->stop_event, EV_READ, 0);
+}
+
+void gw_worker_free(gw_worker_t *worker) {
+    if (worker->thread_started) {
+        pthread_join(worker->thread, NULL);
+        worker->thread_started = false;
+    } else if (worker->base != NULL) {
+        /* Never ran: close what init opened on this thread. */
+        gw_worker_on_stop(-1, 0, worker);
+    }
+    if (worker->stop_event != NULL) {
+        event_free(worker->stop_event);
+        worker->stop_event = NULL;
+    }
+    if (worker->base != NULL) {
+        event_base_free(worker->base);
+        worker->base = NULL;
+    }
+}

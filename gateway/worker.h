@@ -1,0 +1,70 @@
+/* Workers: one thread per core, each with its own event loop, listeners, catalog and pool. */
+#ifndef SGW_GATEWAY_WORKER_H
+#define SGW_GATEWAY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "gateway/access_log.h"
+#include "gateway/config.h"
+#include "gateway/upstream.h"
+#include "routing/catalog.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct gw_client;
+
+/* What the whole process shares, read-only once workers run. */
+typedef struct gw_server {
+    gw_config_t config;
+    gw_access_log_t *access_log; /* NULL when off */
+    struct gw_worker *workers;
+    size_t worker_count;
+} gw_server_t;
+
+typedef struct gw_worker_stats {
+    uint64_t requests;
+    uint64_t responses_by_class[6]; /* index status / 100; 0 for none */
+    uint64_t upstream_dial_errors;
+} gw_worker_stats_t;
+
+typedef struct gw_worker {
+    int index;
+    pthread_t thread;
+    bool thread_started;
+    gw_server_t *server;
+    const gw_config_t *config;
+    struct event_base *base;
+    struct evconnlistener **listeners;
+    size_t listener_count;
+    bool listeners_paused; /* at max_connections: new connections wait in the backlog */
+    struct event *stop_event;
+    route_catalog_t *catalog;
+    gw_pool_t pool;
+    LIST_HEAD(gw_client_list, gw_client) clients;
+    size_t client_count;
+    size_t client_limit; /* this worker's share of max_connections */
+    gw_worker_stats_t stats;
+} gw_worker_t;
+
+/* Prepares worker index of server: event loop, listeners, catalog. Returns 0,
+ * or -1 after logging why (the worker must still be freed). */
+int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index);
+
+/* Runs the worker's loop on a new thread; returns 0 or -1. */
+int gw_worker_start(gw_worker_t *worker);
+
+/* Asks a running worker (from any thread) to close everything and return. */
+void gw_worker_stop(gw_worker_t *worker);
+
+/* Waits for the worker's thread and frees what the worker owns. */
+void gw_worker_free(gw_worker_t *worker);
+
+/* A client connection of this worker closed: accept again if paused. */
+void gw_worker_client_closed(gw_worker_t *worker);
+
+#endif
