@@ -32,6 +32,8 @@ enum { GW_RESPONSE_HEAD_MAX = 64 * 1024 };
 /* First and longest pause between dials of a port that refused. */
 enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
 enum { GW_ARENA_BLOCK = 4096 };
+/* How long and how much a closing connection reads before it closes anyway. */
+enum { GW_LINGER_MS = 2000, GW_LINGER_MAX_BYTES = 1024 * 1024 };
 
 static const char GW_MESSAGE_BAD_REQUEST[] = "Bad request";
 static const char GW_MESSAGE_NOT_FOUND[] = "The sandbox was not found";
@@ -347,12 +349,39 @@ void gw_client_close(gw_client_t *client) {
     gw_worker_client_closed(worker);
 }
 
+/* Discards what a closing client still sends, up to a bound. */
+static void gw_client_linger_read(struct bufferevent *bev, void *arg) {
+    gw_client_t *client = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    client->bytes_discarded += evbuffer_get_length(input);
+    evbuffer_drain(input, evbuffer_get_length(input));
+    if (client->bytes_discarded > GW_LINGER_MAX_BYTES)
+        gw_client_close(client);
+}
+
+static void gw_client_linger_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
+    (void)events;
+    gw_client_close(arg);
+}
+
+/* The last response is in the kernel: half-close and read until the client
+ * closes too. Closing with unread bytes would make the kernel send a reset,
+ * which can destroy the response before the client reads it (RFC 9112 §9.6). */
+static void gw_client_linger(gw_client_t *client) {
+    shutdown(bufferevent_getfd(client->bev), SHUT_WR);
+    bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
+    bufferevent_setwatermark(client->bev, EV_READ, 0, 0);
+    bufferevent_enable(client->bev, EV_READ);
+    gw_client_arm_timer(client, GW_LINGER_MS);
+}
+
 /* Closes once everything written so far has reached the kernel. */
 static void gw_client_close_after_flush(gw_client_t *client) {
     client->state = GW_CLIENT_CLOSING;
     bufferevent_disable(client->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
-        gw_client_close(client);
+        gw_client_linger(client);
         return;
     }
     bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
@@ -1101,7 +1130,7 @@ static void gw_upstream_read(struct bufferevent *bev, void *arg) {
 static void gw_client_write(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
     if (client->state == GW_CLIENT_CLOSING) {
-        gw_client_close(client);
+        gw_client_linger(client);
         return;
     }
     bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
@@ -1182,6 +1211,9 @@ static void gw_client_timer(evutil_socket_t fd, short events, void *arg) {
             gw_client_arm_timer(client, limit - idle);
         break;
     }
+    case GW_CLIENT_CLOSING:
+        gw_client_close(client); /* lingered long enough */
+        break;
     default:
         break;
     }

@@ -124,6 +124,7 @@ typedef struct gw_client {
     bool upstream_eof;  /* the sandbox closed its side; pending bytes still pass */
     bool close_after_response;
     uint64_t last_activity_ms; /* tunnel idle accounting */
+    uint64_t bytes_discarded;  /* read while lingering before close */
 } gw_client_t;
 
 /* Takes over an accepted socket of worker; closes fd on failure. */
