@@ -3,6 +3,7 @@
 #define SGW_ROUTING_CATALOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "routing/record.h"
@@ -19,7 +20,10 @@ typedef struct route_catalog_config {
     uint64_t cache_ttl_ms;       /* a found (or malformed) route is reused this long */
     uint64_t negative_ttl_ms;    /* "not found" is remembered this long */
     uint64_t stale_ttl_ms;       /* past its TTL a route still serves this long while Redis is down */
+    size_t cache_max_entries;    /* bound on cached IDs; 0 means ROUTE_CATALOG_CACHE_MAX_DEFAULT */
 } route_catalog_config_t;
+
+enum { ROUTE_CATALOG_CACHE_MAX_DEFAULT = 100000 };
 
 typedef enum route_lookup_status {
     ROUTE_LOOKUP_FOUND = 0,   /* record is valid */
@@ -43,11 +47,12 @@ typedef struct route_waiter {
 } route_waiter_t;
 
 typedef struct route_catalog_stats {
-    uint64_t cache_hits;
-    uint64_t cache_misses;
-    uint64_t redis_lookups;
-    uint64_t redis_errors;
-    uint64_t invalidations;
+    uint64_t cache_hits;    /* answered from the cache, stale routes included */
+    uint64_t cache_misses;  /* everything else */
+    uint64_t redis_lookups; /* HGETALL queries sent */
+    uint64_t redis_errors;  /* failed queries (error, timeout, dropped) and failed connections */
+    uint64_t invalidations; /* cached routes or in-flight lookups dropped by a change */
+    uint64_t cache_entries; /* a gauge: IDs cached now */
 } route_catalog_stats_t;
 
 typedef struct route_catalog route_catalog_t;
@@ -57,10 +62,13 @@ typedef struct route_catalog route_catalog_t;
  * when memory is exhausted. Never blocks. */
 route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config);
 
-/* Answers every waiter UNAVAILABLE, closes the connections and frees. */
+/* Answers every waiter UNAVAILABLE, closes the connections and frees. Safe
+ * from inside a lookup callback (the other waiters of the answer being
+ * delivered then still get that answer). */
 void route_catalog_free(route_catalog_t *catalog);
 
-/* Looks up sandbox_id. Returns 1 when answered at once (from the cache, or
+/* Looks up sandbox_id; waiter must not be waiting already (zero it before its
+ * first use). Returns 1 when answered at once (from the cache, or
  * UNAVAILABLE when Redis is down): *status and *record (a new reference, or
  * NULL) are set and callback is never called. Returns 0 when the answer comes
  * later: callback is called exactly once from the event loop, unless
@@ -78,6 +86,12 @@ void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id);
 
 /* True once the lookup connection has been up at least once. */
 bool route_catalog_ever_connected(const route_catalog_t *catalog);
+
+/* True while the lookup connection is up: misses are sent to Redis. */
+bool route_catalog_connected(const route_catalog_t *catalog);
+
+/* True while the keyspace-notification subscription is confirmed by Redis. */
+bool route_catalog_subscribed(const route_catalog_t *catalog);
 
 /* Counters since start, for metrics. */
 route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog);

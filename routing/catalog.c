@@ -1,0 +1,1042 @@
+/* The Redis catalog client of one worker: async lookups, route cache, invalidation. */
+#include "routing/catalog.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "util/log.h"
+#include "util/strmap.h"
+
+enum {
+    ROUTE_CATALOG_BACKOFF_FIRST_MS = 50,
+    ROUTE_CATALOG_BACKOFF_MAX_MS = 1000, /* DESIGN.md: at most 1 s between attempts */
+    ROUTE_CATALOG_DEFAULT_TIMEOUT_MS = 1000,
+    ROUTE_CATALOG_STACK_PAIRS = 32, /* record fields read without allocating */
+    ROUTE_CATALOG_TRIM_PER_STORE = 2,
+};
+
+/* hiredis 0.14 has no timeouts: each connection keeps one timer whose meaning
+ * depends on the state (the delay before the next attempt, or the limit of the
+ * attempt in progress). */
+typedef enum route_connection_state {
+    ROUTE_CONNECTION_IDLE = 0,   /* no context; the timer starts the next attempt */
+    ROUTE_CONNECTION_CONNECTING, /* connecting or handshaking; the timer cuts the attempt */
+    ROUTE_CONNECTION_READY,      /* handshake answered; the timer is idle */
+} route_connection_state_t;
+
+typedef enum route_connection_role {
+    ROUTE_CONNECTION_LOOKUP = 0,   /* HGETALL queries, after SELECT or PING */
+    ROUTE_CONNECTION_SUBSCRIPTION, /* PSUBSCRIBE to keyspace notifications */
+} route_connection_role_t;
+
+typedef struct route_connection {
+    route_catalog_t *catalog;
+    route_connection_role_t role;
+    route_connection_state_t state;
+    /* NULL when idle. Its data points back here while this connection owns it,
+     * and is NULLed when we let go, so that hiredis callbacks that come later
+     * (hiredis frees contexts lazily) find nothing to act on. */
+    redisAsyncContext *context;
+    struct event *timer;
+    uint64_t backoff_ms;
+    bool down;       /* failed since last ready: the outage is logged once */
+    bool ever_ready;
+} route_connection_t;
+
+/* One cached answer. Entries sit in one of two lists, oldest first: found and
+ * malformed routes, and "not found". TTLs are uniform within a list, so the
+ * oldest entry is also the first to expire, and eviction is O(1). */
+typedef struct route_cache_entry {
+    struct route_cache_entry *older;
+    struct route_cache_entry *newer;
+    strmap_entry_t *map_entry;
+    route_lookup_status_t status;
+    route_record_t *record; /* NULL for NOT_FOUND */
+    uint64_t expires_ms;
+} route_cache_entry_t;
+
+typedef struct route_cache_list {
+    route_cache_entry_t *oldest;
+    route_cache_entry_t *newest;
+} route_cache_list_t;
+
+/* One HGETALL in flight and the lookups that wait for it (single flight). */
+struct route_pending {
+    route_catalog_t *catalog;  /* NULL once the catalog is freed: the reply only frees this */
+    struct route_pending *next; /* the catalog's queries in flight, timed out ones included */
+    struct route_pending *prev;
+    strmap_entry_t *map_entry; /* in the pending map while new misses may join */
+    route_waiter_t *waiters_head;
+    route_waiter_t *waiters_tail;
+    struct event *timer;       /* redis_timeout of this query */
+    int references;            /* hiredis's until the reply callback, one per answering loop */
+    bool linked;               /* in the catalog's list */
+    bool timed_out;            /* waiters answered already; a late reply only fills the cache */
+    bool invalidated;          /* the record changed meanwhile: answer, but do not cache */
+    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
+};
+
+struct route_catalog {
+    struct event_base *base;
+    char *redis_host;
+    int redis_port;
+    char *redis_unix_path;
+    int redis_database;
+    char *redis_address; /* for the log */
+    char *key_prefix;
+    uint64_t redis_timeout_ms;
+    uint64_t cache_ttl_ms;
+    uint64_t negative_ttl_ms;
+    uint64_t stale_ttl_ms;
+    size_t cache_max_entries;
+    char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
+    char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
+    size_t channel_prefix_length;
+    route_connection_t lookup;
+    route_connection_t subscription;
+    uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
+    strmap_t cache;
+    route_cache_list_t found_entries;     /* FOUND and MALFORMED */
+    route_cache_list_t not_found_entries; /* NOT_FOUND */
+    strmap_t pending_map;
+    struct route_pending *pendings;
+    size_t timed_out_count; /* pendings that left the map but still wait for a reply */
+    bool ever_connected;
+    bool refusing; /* the last reply was an error: logged once until a good one */
+    bool freeing;
+    route_catalog_stats_t stats;
+};
+
+static void route_catalog_connection_start(route_connection_t *connection);
+
+/* Monotonic milliseconds: wall-clock steps must not expire or revive routes. */
+static uint64_t route_catalog_now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static struct timeval route_catalog_timeval(uint64_t milliseconds) {
+    struct timeval value = {.tv_sec = (time_t)(milliseconds / 1000),
+                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
+    return value;
+}
+
+static void route_catalog_arm(struct event *timer, uint64_t milliseconds) {
+    struct timeval delay = route_catalog_timeval(milliseconds);
+    evtimer_add(timer, &delay);
+}
+
+/* ---- route cache ---- */
+
+static route_cache_list_t *route_catalog_cache_list(route_catalog_t *catalog,
+                                                    route_lookup_status_t status) {
+    return status == ROUTE_LOOKUP_NOT_FOUND ? &catalog->not_found_entries
+                                            : &catalog->found_entries;
+}
+
+static void route_catalog_cache_unlink(route_catalog_t *catalog, route_cache_entry_t *entry) {
+    route_cache_list_t *list = route_catalog_cache_list(catalog, entry->status);
+    if (entry->older != NULL)
+        entry->older->newer = entry->newer;
+    else
+        list->oldest = entry->newer;
+    if (entry->newer != NULL)
+        entry->newer->older = entry->older;
+    else
+        list->newest = entry->older;
+    entry->older = NULL;
+    entry->newer = NULL;
+}
+
+static void route_catalog_cache_append(route_catalog_t *catalog, route_cache_entry_t *entry) {
+    route_cache_list_t *list = route_catalog_cache_list(catalog, entry->status);
+    entry->older = list->newest;
+    entry->newer = NULL;
+    if (list->newest != NULL)
+        list->newest->newer = entry;
+    else
+        list->oldest = entry;
+    list->newest = entry;
+}
+
+static void route_catalog_cache_remove(route_catalog_t *catalog, route_cache_entry_t *entry) {
+    route_catalog_cache_unlink(catalog, entry);
+    strmap_remove(&catalog->cache, entry->map_entry);
+    route_record_unref(entry->record);
+    entry->record = NULL;
+    free(entry);
+}
+
+/* Evicts one entry so a new one fits: the useless first (an expired "not
+ * found", a route past its stale window), then "not found" answers, which a
+ * flood of random IDs produces, and only then real routes. */
+static void route_catalog_cache_evict_one(route_catalog_t *catalog, uint64_t now) {
+    route_cache_entry_t *not_found = catalog->not_found_entries.oldest;
+    route_cache_entry_t *found = catalog->found_entries.oldest;
+    route_cache_entry_t *victim;
+    if (not_found != NULL && not_found->expires_ms <= now)
+        victim = not_found;
+    else if (found != NULL && found->expires_ms + catalog->stale_ttl_ms <= now)
+        victim = found;
+    else if (not_found != NULL)
+        victim = not_found;
+    else
+        victim = found;
+    if (victim != NULL)
+        route_catalog_cache_remove(catalog, victim);
+}
+
+/* Remembers the answer for sandbox_id (record may be NULL); on allocation
+ * failure the answer is simply not cached. */
+static void route_catalog_cache_store(route_catalog_t *catalog, const char *sandbox_id,
+                                      route_lookup_status_t status, route_record_t *record,
+                                      uint64_t now) {
+    uint64_t ttl = status == ROUTE_LOOKUP_NOT_FOUND ? catalog->negative_ttl_ms
+                                                    : catalog->cache_ttl_ms;
+    size_t id_length = strlen(sandbox_id);
+
+    /* Expired "not found" answers serve nobody: trim a few as we go, so a
+     * flood that stopped does not hold memory until the bound is reached. */
+    for (int trimmed = 0; trimmed < ROUTE_CATALOG_TRIM_PER_STORE; trimmed++) {
+        route_cache_entry_t *oldest = catalog->not_found_entries.oldest;
+        if (oldest == NULL || oldest->expires_ms > now)
+            break;
+        route_catalog_cache_remove(catalog, oldest);
+    }
+
+    strmap_entry_t *found = strmap_get(&catalog->cache, sandbox_id, id_length);
+    route_cache_entry_t *entry;
+    if (found != NULL) {
+        entry = found->value;
+        route_catalog_cache_unlink(catalog, entry);
+        route_record_unref(entry->record);
+        entry->record = NULL;
+    } else {
+        while (catalog->cache.count >= catalog->cache_max_entries && catalog->cache.count > 0)
+            route_catalog_cache_evict_one(catalog, now);
+        entry = calloc(1, sizeof(*entry));
+        if (entry == NULL)
+            return;
+        entry->map_entry = strmap_put(&catalog->cache, sandbox_id, id_length, entry);
+        if (entry->map_entry == NULL) {
+            free(entry);
+            return;
+        }
+    }
+    entry->status = status;
+    entry->record = record != NULL ? route_record_ref(record) : NULL;
+    entry->expires_ms = now + ttl;
+    route_catalog_cache_append(catalog, entry);
+}
+
+/* The route to serve when Redis cannot answer: a found one within its stale
+ * window (a new reference), or NULL. */
+static route_record_t *route_catalog_stale_record(route_catalog_t *catalog,
+                                                  const char *sandbox_id, uint64_t now) {
+    strmap_entry_t *found = strmap_get(&catalog->cache, sandbox_id, strlen(sandbox_id));
+    if (found == NULL)
+        return NULL;
+    route_cache_entry_t *entry = found->value;
+    if (entry->status != ROUTE_LOOKUP_FOUND || now >= entry->expires_ms + catalog->stale_ttl_ms)
+        return NULL;
+    return route_record_ref(entry->record);
+}
+
+static void route_catalog_cache_free_entry(strmap_t *map, strmap_entry_t *map_entry,
+                                           void *argument) {
+    (void)argument;
+    route_cache_entry_t *entry = map_entry->value;
+    route_record_unref(entry->record);
+    entry->record = NULL;
+    free(entry);
+    strmap_remove(map, map_entry);
+}
+
+/* ---- waiters and queries in flight ---- */
+
+static void route_catalog_waiter_append(struct route_pending *pending, route_waiter_t *waiter,
+                                        route_lookup_cb callback, void *arg) {
+    waiter->callback = callback;
+    waiter->arg = arg;
+    waiter->pending = pending;
+    waiter->next = NULL;
+    waiter->prev = pending->waiters_tail;
+    if (pending->waiters_tail != NULL)
+        pending->waiters_tail->next = waiter;
+    else
+        pending->waiters_head = waiter;
+    pending->waiters_tail = waiter;
+}
+
+static void route_catalog_waiter_unlink(route_waiter_t *waiter) {
+    struct route_pending *pending = waiter->pending;
+    if (waiter->prev != NULL)
+        waiter->prev->next = waiter->next;
+    else
+        pending->waiters_head = waiter->next;
+    if (waiter->next != NULL)
+        waiter->next->prev = waiter->prev;
+    else
+        pending->waiters_tail = waiter->prev;
+    waiter->next = NULL;
+    waiter->prev = NULL;
+    waiter->pending = NULL;
+}
+
+void route_catalog_cancel(route_waiter_t *waiter) {
+    if (waiter == NULL || waiter->pending == NULL)
+        return;
+    route_catalog_waiter_unlink(waiter);
+}
+
+static void route_catalog_pending_release(struct route_pending *pending) {
+    if (--pending->references > 0)
+        return;
+    if (pending->timer != NULL) {
+        event_free(pending->timer);
+        pending->timer = NULL;
+    }
+    free(pending);
+}
+
+/* Takes pending out of the catalog (map, list, timer) once its outcome is
+ * known; it stays allocated while hiredis or an answering loop holds it. */
+static void route_catalog_pending_detach(struct route_pending *pending) {
+    route_catalog_t *catalog = pending->catalog;
+    if (pending->map_entry != NULL) {
+        strmap_remove(&catalog->pending_map, pending->map_entry);
+        pending->map_entry = NULL;
+    }
+    if (pending->linked) {
+        if (pending->prev != NULL)
+            pending->prev->next = pending->next;
+        else
+            catalog->pendings = pending->next;
+        if (pending->next != NULL)
+            pending->next->prev = pending->prev;
+        pending->next = NULL;
+        pending->prev = NULL;
+        pending->linked = false;
+        if (pending->timed_out)
+            catalog->timed_out_count--;
+    }
+    /* Freeing a timer from inside its own callback is allowed by libevent. */
+    if (pending->timer != NULL) {
+        event_free(pending->timer);
+        pending->timer = NULL;
+    }
+}
+
+/* Calls every waiter of pending with the answer (record is borrowed: each
+ * waiter gets its own reference). A callback may cancel other waiters or free
+ * the whole catalog, so this touches nothing but pending, which it holds. */
+static void route_catalog_pending_answer(struct route_pending *pending,
+                                         route_lookup_status_t status, route_record_t *record) {
+    pending->references++;
+    route_waiter_t *waiter;
+    while ((waiter = pending->waiters_head) != NULL) {
+        route_lookup_cb callback = waiter->callback;
+        void *arg = waiter->arg;
+        route_catalog_waiter_unlink(waiter);
+        callback(status, record != NULL ? route_record_ref(record) : NULL, arg);
+    }
+    route_catalog_pending_release(pending);
+}
+
+/* Answers pending's waiters after a failed query: with the stale route if one
+ * may still serve, else UNAVAILABLE. Must be the caller's last use of the
+ * catalog. */
+static void route_catalog_pending_fail(struct route_pending *pending) {
+    route_catalog_t *catalog = pending->catalog;
+    catalog->stats.redis_errors++;
+    route_record_t *stale =
+        route_catalog_stale_record(catalog, pending->sandbox_id, route_catalog_now_ms());
+    route_catalog_pending_answer(pending, stale != NULL ? ROUTE_LOOKUP_FOUND
+                                                        : ROUTE_LOOKUP_UNAVAILABLE,
+                                 stale);
+    route_record_unref(stale);
+}
+
+/* Turns an HGETALL reply (an array of field/value pairs) into an answer;
+ * *record is a new reference or NULL. */
+static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
+                                                       const redisReply *reply,
+                                                       route_record_t **record) {
+    *record = NULL;
+    if (reply->elements == 0)
+        return ROUTE_LOOKUP_NOT_FOUND;
+    if (reply->elements % 2 != 0)
+        return ROUTE_LOOKUP_UNAVAILABLE;
+    size_t pair_count = reply->elements / 2;
+
+    const char *stack_fields[ROUTE_CATALOG_STACK_PAIRS];
+    const char *stack_values[ROUTE_CATALOG_STACK_PAIRS];
+    size_t stack_field_lengths[ROUTE_CATALOG_STACK_PAIRS];
+    size_t stack_value_lengths[ROUTE_CATALOG_STACK_PAIRS];
+    const char **fields = stack_fields;
+    const char **values = stack_values;
+    size_t *field_lengths = stack_field_lengths;
+    size_t *value_lengths = stack_value_lengths;
+    void *heap = NULL;
+    if (pair_count > ROUTE_CATALOG_STACK_PAIRS) {
+        /* One block for the four arrays: pointers first, then lengths. */
+        heap = malloc(pair_count * 2 * (sizeof(char *) + sizeof(size_t)));
+        if (heap == NULL)
+            return ROUTE_LOOKUP_UNAVAILABLE;
+        fields = heap;
+        values = fields + pair_count;
+        field_lengths = (size_t *)(values + pair_count);
+        value_lengths = field_lengths + pair_count;
+    }
+
+    route_lookup_status_t status = ROUTE_LOOKUP_UNAVAILABLE;
+    for (size_t i = 0; i < pair_count; i++) {
+        const redisReply *field = reply->element[2 * i];
+        const redisReply *value = reply->element[2 * i + 1];
+        if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
+            goto done;
+        fields[i] = field->str;
+        field_lengths[i] = field->len;
+        values[i] = value->str;
+        value_lengths[i] = value->len;
+    }
+    *record = route_record_parse(sandbox_id, pair_count, fields, field_lengths, values,
+                                 value_lengths);
+    if (*record != NULL)
+        status = (*record)->error != NULL ? ROUTE_LOOKUP_MALFORMED : ROUTE_LOOKUP_FOUND;
+
+done:
+    free(heap);
+    return status;
+}
+
+/* ---- connections ---- */
+
+static const char *route_catalog_connection_name(const route_connection_t *connection) {
+    return connection->role == ROUTE_CONNECTION_LOOKUP ? "lookups" : "keyspace notifications";
+}
+
+/* The attempt or connection is over (its context already let go): logs the
+ * outage once and schedules the next attempt with exponential backoff. */
+static void route_catalog_connection_failed(route_connection_t *connection, const char *reason) {
+    route_catalog_t *catalog = connection->catalog;
+    connection->state = ROUTE_CONNECTION_IDLE;
+    if (catalog->freeing)
+        return;
+    if (connection->role == ROUTE_CONNECTION_LOOKUP)
+        catalog->stats.redis_errors++;
+    if (!connection->down) {
+        connection->down = true;
+        if (connection->role == ROUTE_CONNECTION_LOOKUP)
+            log_warn("route catalog: redis %s unreachable for lookups (%s); cached routes "
+                     "keep serving, misses get 503, reconnecting",
+                     catalog->redis_address, reason);
+        else
+            log_warn("route catalog: keyspace subscription to redis %s lost (%s); changes "
+                     "are seen within route_cache_ttl, reconnecting",
+                     catalog->redis_address, reason);
+    }
+    route_catalog_arm(connection->timer, connection->backoff_ms);
+    connection->backoff_ms *= 2;
+    if (connection->backoff_ms > ROUTE_CATALOG_BACKOFF_MAX_MS)
+        connection->backoff_ms = ROUTE_CATALOG_BACKOFF_MAX_MS;
+}
+
+/* hiredis is freeing the context (an error, the server closed, a failed
+ * connect): let go of it, before any of its later callbacks can run. */
+static void route_catalog_connection_lost(route_connection_t *connection, const char *reason) {
+    if (connection->context != NULL) {
+        connection->context->data = NULL;
+        connection->context = NULL;
+    }
+    route_catalog_connection_failed(connection, reason);
+}
+
+/* Closes the connection ourselves (a hang, a refused handshake). The free runs
+ * the callbacks of queries in flight, whose waiters may free the catalog:
+ * callers must not touch the catalog afterwards. */
+static void route_catalog_connection_drop(route_connection_t *connection, const char *reason) {
+    redisAsyncContext *context = connection->context;
+    route_catalog_connection_lost(connection, reason);
+    /* Inside a hiredis callback this only flags the context; hiredis frees it
+     * when the callback returns. */
+    if (context != NULL)
+        redisAsyncFree(context);
+}
+
+static void route_catalog_connection_ready(route_connection_t *connection) {
+    route_catalog_t *catalog = connection->catalog;
+    evtimer_del(connection->timer);
+    connection->state = ROUTE_CONNECTION_READY;
+    connection->backoff_ms = ROUTE_CATALOG_BACKOFF_FIRST_MS;
+    if (connection->role == ROUTE_CONNECTION_LOOKUP) {
+        catalog->ever_connected = true;
+        catalog->last_reply_ms = route_catalog_now_ms();
+    }
+    if (connection->down)
+        log_info("route catalog: redis %s reachable again for %s", catalog->redis_address,
+                 route_catalog_connection_name(connection));
+    else if (!connection->ever_ready)
+        log_info("route catalog: connected to redis %s for %s", catalog->redis_address,
+                 route_catalog_connection_name(connection));
+    connection->down = false;
+    connection->ever_ready = true;
+}
+
+static const char *route_catalog_context_error(const redisAsyncContext *context) {
+    if (context->err != 0 && context->errstr != NULL)
+        return context->errstr;
+    if (context->c.err != 0)
+        return context->c.errstr;
+    return "connection closed";
+}
+
+/* The reply to SELECT (or PING with database 0): the lookup connection works. */
+static void route_catalog_handshake_reply(redisAsyncContext *context, void *reply_pointer,
+                                          void *privdata) {
+    (void)privdata;
+    route_connection_t *connection = context->data;
+    redisReply *reply = reply_pointer;
+    if (connection == NULL)
+        return;
+    if (reply == NULL) {
+        route_catalog_connection_lost(connection, route_catalog_context_error(context));
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* Logged once with the outage, not on every attempt. */
+        char reason[256];
+        snprintf(reason, sizeof(reason), "%s refused: %s",
+                 connection->catalog->redis_database != 0 ? "SELECT" : "PING", reply->str);
+        route_catalog_connection_drop(connection, reason);
+        return;
+    }
+    route_catalog_connection_ready(connection);
+}
+
+/* Keyspace notifications: "pmessage", pattern, "__keyspace@<db>__:<key>", event. */
+static void route_catalog_subscription_message(redisAsyncContext *context, void *reply_pointer,
+                                               void *privdata) {
+    (void)privdata;
+    route_connection_t *connection = context->data;
+    redisReply *reply = reply_pointer;
+    if (connection == NULL)
+        return;
+    if (reply == NULL) {
+        route_catalog_connection_lost(connection, route_catalog_context_error(context));
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    if (strcmp(kind, "psubscribe") == 0) {
+        route_catalog_connection_ready(connection);
+        return;
+    }
+    if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    route_catalog_t *catalog = connection->catalog;
+    const redisReply *channel = reply->element[2];
+    if (channel->len <= catalog->channel_prefix_length ||
+        memcmp(channel->str, catalog->channel_prefix, catalog->channel_prefix_length) != 0)
+        return;
+    size_t id_length = channel->len - catalog->channel_prefix_length;
+    if (id_length > ROUTE_SANDBOX_ID_MAX)
+        return;
+    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
+    memcpy(sandbox_id, channel->str + catalog->channel_prefix_length, id_length);
+    sandbox_id[id_length] = '\0';
+    route_catalog_invalidate(catalog, sandbox_id);
+}
+
+/* hiredis's connect callback. Nothing here may free the context: hiredis
+ * keeps using it after this returns. */
+static void route_catalog_connected_callback(const redisAsyncContext *const_context, int status) {
+    route_connection_t *connection = const_context->data;
+    if (connection == NULL)
+        return;
+    if (status != REDIS_OK) {
+        route_catalog_connection_lost(connection, route_catalog_context_error(const_context));
+        return;
+    }
+    route_catalog_t *catalog = connection->catalog;
+    redisAsyncContext *context = connection->context;
+    int sent;
+    if (connection->role == ROUTE_CONNECTION_SUBSCRIPTION)
+        sent = redisAsyncCommand(context, route_catalog_subscription_message, NULL,
+                                 "PSUBSCRIBE %s", catalog->subscription_pattern);
+    else if (catalog->redis_database != 0)
+        sent = redisAsyncCommand(context, route_catalog_handshake_reply, NULL, "SELECT %d",
+                                 catalog->redis_database);
+    else
+        sent = redisAsyncCommand(context, route_catalog_handshake_reply, NULL, "PING");
+    /* On failure the attempt's timer, still armed, closes the connection. */
+    if (sent != REDIS_OK)
+        log_debug("route catalog: could not send the handshake to redis %s",
+                  catalog->redis_address);
+}
+
+/* hiredis's disconnect callback; the context is freed right after. */
+static void route_catalog_disconnected_callback(const redisAsyncContext *context, int status) {
+    (void)status;
+    route_connection_t *connection = context->data;
+    if (connection == NULL)
+        return;
+    route_catalog_connection_lost(connection, route_catalog_context_error(context));
+}
+
+static void route_catalog_connection_start(route_connection_t *connection) {
+    route_catalog_t *catalog = connection->catalog;
+    redisAsyncContext *context;
+    if (catalog->redis_unix_path != NULL)
+        context = redisAsyncConnectUnix(catalog->redis_unix_path);
+    else
+        context = redisAsyncConnect(catalog->redis_host, catalog->redis_port);
+    if (context == NULL) {
+        route_catalog_connection_failed(connection, "out of memory");
+        return;
+    }
+    if (context->err != 0) {
+        char reason[128];
+        snprintf(reason, sizeof(reason), "%s", route_catalog_context_error(context));
+        redisAsyncFree(context);
+        route_catalog_connection_failed(connection, reason);
+        return;
+    }
+    /* A silently dead peer (no RST) would otherwise keep the subscription
+     * "up" forever while notifications are lost. On failure hiredis marks the
+     * context broken, so the attempt ends here. */
+    if (catalog->redis_unix_path == NULL && redisEnableKeepAlive(&context->c) != REDIS_OK) {
+        char reason[192];
+        snprintf(reason, sizeof(reason), "cannot enable TCP keep-alive: %.128s",
+                 context->c.errstr);
+        redisAsyncFree(context);
+        route_catalog_connection_failed(connection, reason);
+        return;
+    }
+    if (redisLibeventAttach(context, catalog->base) != REDIS_OK) {
+        redisAsyncFree(context);
+        route_catalog_connection_failed(connection, "cannot attach to the event loop");
+        return;
+    }
+    context->data = connection;
+    redisAsyncSetConnectCallback(context, route_catalog_connected_callback);
+    redisAsyncSetDisconnectCallback(context, route_catalog_disconnected_callback);
+    connection->context = context;
+    connection->state = ROUTE_CONNECTION_CONNECTING;
+    route_catalog_arm(connection->timer, catalog->redis_timeout_ms);
+}
+
+/* The connection's timer: start the next attempt, or cut one that hangs. */
+static void route_catalog_connection_timer(evutil_socket_t fd, short events, void *argument) {
+    (void)fd;
+    (void)events;
+    route_connection_t *connection = argument;
+    if (connection->state == ROUTE_CONNECTION_IDLE)
+        route_catalog_connection_start(connection);
+    else if (connection->state == ROUTE_CONNECTION_CONNECTING)
+        route_catalog_connection_drop(connection, "no answer within redis_timeout");
+}
+
+/* Misses may be sent to Redis: the connection is up, or being made for the
+ * first time after an up (then queries wait for it, bounded by their timer). */
+static bool route_catalog_can_query(const route_catalog_t *catalog) {
+    const route_connection_t *lookup = &catalog->lookup;
+    if (lookup->context == NULL)
+        return false;
+    return lookup->state == ROUTE_CONNECTION_READY ||
+           (lookup->state == ROUTE_CONNECTION_CONNECTING && !lookup->down);
+}
+
+/* ---- lookups ---- */
+
+/* The reply to one HGETALL, or NULL when its connection is gone. */
+static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_pointer,
+                                       void *privdata) {
+    struct route_pending *pending = privdata;
+    redisReply *reply = reply_pointer;
+    route_catalog_t *catalog = pending->catalog;
+    if (catalog == NULL) {
+        /* The catalog was freed and the waiters answered then. */
+        route_catalog_pending_release(pending);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply == NULL && context->data != NULL)
+            route_catalog_connection_lost(context->data, route_catalog_context_error(context));
+        if (reply != NULL) {
+            catalog->last_reply_ms = route_catalog_now_ms();
+            /* Once per streak: a loading or misconfigured server refuses
+             * every query, and each miss would log otherwise. */
+            if (!catalog->refusing)
+                log_warn("route catalog: redis %s refused HGETALL %s%s: %s",
+                         catalog->redis_address, catalog->key_prefix, pending->sandbox_id,
+                         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
+            catalog->refusing = true;
+        }
+        bool answered = pending->timed_out;
+        route_catalog_pending_detach(pending);
+        if (!answered)
+            route_catalog_pending_fail(pending);
+        route_catalog_pending_release(pending);
+        return;
+    }
+
+    uint64_t now = route_catalog_now_ms();
+    catalog->last_reply_ms = now;
+    catalog->refusing = false;
+    route_record_t *record = NULL;
+    route_lookup_status_t status = route_catalog_parse_reply(pending->sandbox_id, reply, &record);
+    if (status == ROUTE_LOOKUP_UNAVAILABLE) {
+        log_warn("route catalog: cannot read the record of %s (malformed reply or out of "
+                 "memory)",
+                 pending->sandbox_id);
+        bool answered = pending->timed_out;
+        route_catalog_pending_detach(pending);
+        if (!answered)
+            route_catalog_pending_fail(pending);
+        route_catalog_pending_release(pending);
+        return;
+    }
+    if (status == ROUTE_LOOKUP_MALFORMED) {
+        strmap_entry_t *cached =
+            strmap_get(&catalog->cache, pending->sandbox_id, strlen(pending->sandbox_id));
+        /* Logged when it turns malformed, not on every refresh. */
+        if (cached == NULL || ((route_cache_entry_t *)cached->value)->status != status)
+            log_warn("route catalog: malformed record %s%s: %s", catalog->key_prefix,
+                     pending->sandbox_id, record->error);
+    }
+    if (!pending->invalidated)
+        route_catalog_cache_store(catalog, pending->sandbox_id, status, record, now);
+    route_catalog_pending_detach(pending);
+    route_catalog_pending_answer(pending, status, record);
+    route_record_unref(record);
+    route_catalog_pending_release(pending);
+}
+
+/* A query's redis_timeout passed. */
+static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void *argument) {
+    (void)fd;
+    (void)events;
+    struct route_pending *pending = argument;
+    route_catalog_t *catalog = pending->catalog;
+    uint64_t now = route_catalog_now_ms();
+    if (catalog->lookup.state == ROUTE_CONNECTION_READY &&
+        now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
+        /* No reply at all for redis_timeout while a query waited: the server
+         * or the path to it hangs. Reconnecting answers every query (this one
+         * too) through hiredis's callbacks. */
+        route_catalog_connection_drop(&catalog->lookup, "no reply within redis_timeout");
+        return;
+    }
+    /* Replies still come, only slowly (or the connect timer owns the
+     * connection): give up on this query alone. It leaves the map, so new
+     * misses send a fresh one, and its late reply still fills the cache. */
+    if (pending->map_entry != NULL) {
+        strmap_remove(&catalog->pending_map, pending->map_entry);
+        pending->map_entry = NULL;
+    }
+    pending->timed_out = true;
+    catalog->timed_out_count++;
+    route_catalog_pending_fail(pending);
+}
+
+/* Sends HGETALL for sandbox_id; returns the new query, or NULL. */
+static struct route_pending *route_catalog_pending_start(route_catalog_t *catalog,
+                                                        const char *sandbox_id,
+                                                        size_t id_length) {
+    struct route_pending *pending = calloc(1, sizeof(*pending));
+    if (pending == NULL)
+        goto fail;
+    pending->catalog = catalog;
+    memcpy(pending->sandbox_id, sandbox_id, id_length);
+    pending->sandbox_id[id_length] = '\0';
+    pending->timer = evtimer_new(catalog->base, route_catalog_pending_timeout, pending);
+    if (pending->timer == NULL)
+        goto fail;
+    pending->map_entry = strmap_put(&catalog->pending_map, sandbox_id, id_length, pending);
+    if (pending->map_entry == NULL)
+        goto fail;
+    if (redisAsyncCommand(catalog->lookup.context, route_catalog_lookup_reply, pending,
+                          "HGETALL %s%s", catalog->key_prefix, pending->sandbox_id) != REDIS_OK)
+        goto fail;
+    pending->references = 1; /* hiredis's, dropped in route_catalog_lookup_reply */
+    pending->next = catalog->pendings;
+    if (catalog->pendings != NULL)
+        catalog->pendings->prev = pending;
+    catalog->pendings = pending;
+    pending->linked = true;
+    route_catalog_arm(pending->timer, catalog->redis_timeout_ms);
+    catalog->stats.redis_lookups++;
+    return pending;
+
+fail:
+    catalog->stats.redis_errors++;
+    if (pending != NULL) {
+        if (pending->map_entry != NULL)
+            strmap_remove(&catalog->pending_map, pending->map_entry);
+        pending->map_entry = NULL;
+        if (pending->timer != NULL)
+            event_free(pending->timer);
+        pending->timer = NULL;
+        free(pending);
+        pending = NULL;
+    }
+    return NULL;
+}
+
+int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
+                         route_lookup_cb callback, void *arg, route_lookup_status_t *status,
+                         route_record_t **record) {
+    *record = NULL;
+    if (catalog->freeing) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+    size_t id_length = strlen(sandbox_id);
+    if (id_length == 0 || id_length > ROUTE_SANDBOX_ID_MAX) {
+        /* routing/host.c never lets such an ID through; no key can match. */
+        *status = ROUTE_LOOKUP_NOT_FOUND;
+        return 1;
+    }
+
+    uint64_t now = route_catalog_now_ms();
+    bool can_query = route_catalog_can_query(catalog);
+    strmap_entry_t *cached = strmap_get(&catalog->cache, sandbox_id, id_length);
+    if (cached != NULL) {
+        route_cache_entry_t *entry = cached->value;
+        bool fresh = now < entry->expires_ms;
+        bool stale_allowed = !can_query && entry->status == ROUTE_LOOKUP_FOUND &&
+                             now < entry->expires_ms + catalog->stale_ttl_ms;
+        if (fresh || stale_allowed) {
+            catalog->stats.cache_hits++;
+            *status = entry->status;
+            *record = entry->record != NULL ? route_record_ref(entry->record) : NULL;
+            return 1;
+        }
+    }
+    catalog->stats.cache_misses++;
+    if (!can_query) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+
+    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
+    struct route_pending *pending =
+        joined != NULL ? joined->value : route_catalog_pending_start(catalog, sandbox_id, id_length);
+    if (pending == NULL) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+    route_catalog_waiter_append(pending, waiter, callback, arg);
+    return 0;
+}
+
+void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) {
+    size_t id_length = strlen(sandbox_id);
+    bool dropped = false;
+    strmap_entry_t *cached = strmap_get(&catalog->cache, sandbox_id, id_length);
+    if (cached != NULL) {
+        route_catalog_cache_remove(catalog, cached->value);
+        dropped = true;
+    }
+    /* A query in flight may have read the record before the change. */
+    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
+    if (joined != NULL) {
+        ((struct route_pending *)joined->value)->invalidated = true;
+        dropped = true;
+    }
+    if (catalog->timed_out_count > 0) {
+        for (struct route_pending *pending = catalog->pendings; pending != NULL;
+             pending = pending->next) {
+            if (pending->timed_out && strcmp(pending->sandbox_id, sandbox_id) == 0)
+                pending->invalidated = true;
+        }
+    }
+    if (dropped)
+        catalog->stats.invalidations++;
+}
+
+bool route_catalog_ever_connected(const route_catalog_t *catalog) {
+    return catalog->ever_connected;
+}
+
+bool route_catalog_connected(const route_catalog_t *catalog) {
+    return catalog->lookup.state == ROUTE_CONNECTION_READY;
+}
+
+bool route_catalog_subscribed(const route_catalog_t *catalog) {
+    return catalog->subscription.state == ROUTE_CONNECTION_READY;
+}
+
+route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
+    route_catalog_stats_t stats = catalog->stats;
+    stats.cache_entries = catalog->cache.count;
+    return stats;
+}
+
+/* ---- life cycle ---- */
+
+/* Copies text, or returns NULL (also for NULL). */
+static char *route_catalog_copy(const char *text) {
+    return text != NULL ? strdup(text) : NULL;
+}
+
+/* Builds the PSUBSCRIBE pattern and the channel prefix; returns 0 or -1. */
+static int route_catalog_build_channels(route_catalog_t *catalog) {
+    const char *prefix = catalog->key_prefix;
+    size_t prefix_length = strlen(prefix);
+    char head[48];
+    int head_length = snprintf(head, sizeof(head), "__keyspace@%d__:", catalog->redis_database);
+
+    catalog->channel_prefix = malloc((size_t)head_length + prefix_length + 1);
+    if (catalog->channel_prefix == NULL)
+        return -1;
+    memcpy(catalog->channel_prefix, head, (size_t)head_length);
+    memcpy(catalog->channel_prefix + head_length, prefix, prefix_length + 1);
+    catalog->channel_prefix_length = (size_t)head_length + prefix_length;
+
+    /* Glob characters in the prefix are matched literally (Redis's
+     * stringmatchlen honours backslash escapes). */
+    catalog->subscription_pattern = malloc((size_t)head_length + 2 * prefix_length + 2);
+    if (catalog->subscription_pattern == NULL)
+        return -1;
+    char *out = catalog->subscription_pattern;
+    memcpy(out, head, (size_t)head_length);
+    out += head_length;
+    for (size_t i = 0; i < prefix_length; i++) {
+        if (strchr("*?[]\\", prefix[i]) != NULL)
+            *out++ = '\\';
+        *out++ = prefix[i];
+    }
+    *out++ = '*';
+    *out = '\0';
+    return 0;
+}
+
+static int route_catalog_connection_init(route_catalog_t *catalog, route_connection_t *connection,
+                                         route_connection_role_t role) {
+    connection->catalog = catalog;
+    connection->role = role;
+    connection->state = ROUTE_CONNECTION_IDLE;
+    connection->backoff_ms = ROUTE_CATALOG_BACKOFF_FIRST_MS;
+    connection->timer = evtimer_new(catalog->base, route_catalog_connection_timer, connection);
+    return connection->timer != NULL ? 0 : -1;
+}
+
+static void route_catalog_connection_close(route_connection_t *connection) {
+    redisAsyncContext *context = connection->context;
+    if (context != NULL) {
+        context->data = NULL;
+        connection->context = NULL;
+        /* Runs the callbacks of queries still in flight with NULL replies;
+         * their pendings were detached from the catalog already. */
+        redisAsyncFree(context);
+    }
+    connection->state = ROUTE_CONNECTION_IDLE;
+    if (connection->timer != NULL) {
+        event_free(connection->timer);
+        connection->timer = NULL;
+    }
+}
+
+route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config) {
+    route_catalog_t *catalog = calloc(1, sizeof(*catalog));
+    if (catalog == NULL)
+        return NULL;
+    catalog->base = base;
+    catalog->redis_port = config->redis_port;
+    catalog->redis_database = config->redis_database;
+    catalog->redis_timeout_ms =
+        config->redis_timeout_ms > 0 ? config->redis_timeout_ms : ROUTE_CATALOG_DEFAULT_TIMEOUT_MS;
+    catalog->cache_ttl_ms = config->cache_ttl_ms;
+    catalog->negative_ttl_ms = config->negative_ttl_ms;
+    catalog->stale_ttl_ms = config->stale_ttl_ms;
+    catalog->cache_max_entries =
+        config->cache_max_entries > 0 ? config->cache_max_entries : ROUTE_CATALOG_CACHE_MAX_DEFAULT;
+
+    catalog->key_prefix = route_catalog_copy(config->key_prefix != NULL ? config->key_prefix : "");
+    if (catalog->key_prefix == NULL)
+        goto fail;
+    char address[300];
+    if (config->redis_unix_path != NULL) {
+        catalog->redis_unix_path = route_catalog_copy(config->redis_unix_path);
+        if (catalog->redis_unix_path == NULL)
+            goto fail;
+        snprintf(address, sizeof(address), "unix://%s", config->redis_unix_path);
+    } else {
+        catalog->redis_host =
+            route_catalog_copy(config->redis_host != NULL ? config->redis_host : "127.0.0.1");
+        if (catalog->redis_host == NULL)
+            goto fail;
+        snprintf(address, sizeof(address), "%s:%d", catalog->redis_host, catalog->redis_port);
+    }
+    catalog->redis_address = route_catalog_copy(address);
+    if (catalog->redis_address == NULL)
+        goto fail;
+    if (route_catalog_build_channels(catalog) != 0)
+        goto fail;
+    if (strmap_init(&catalog->cache) != 0 || strmap_init(&catalog->pending_map) != 0)
+        goto fail;
+    if (route_catalog_connection_init(catalog, &catalog->lookup, ROUTE_CONNECTION_LOOKUP) != 0 ||
+        route_catalog_connection_init(catalog, &catalog->subscription,
+                                      ROUTE_CONNECTION_SUBSCRIPTION) != 0)
+        goto fail;
+
+    route_catalog_connection_start(&catalog->lookup);
+    route_catalog_connection_start(&catalog->subscription);
+    return catalog;
+
+fail:
+    route_catalog_free(catalog);
+    return NULL;
+}
+
+void route_catalog_free(route_catalog_t *catalog) {
+    if (catalog == NULL || catalog->freeing)
+        return;
+    catalog->freeing = true;
+
+    /* Answer first, while everything still exists; waiters' callbacks that
+     * look up again get UNAVAILABLE at once. Each pending stays allocated
+     * until hiredis hands back its query (now, or after the hiredis callback
+     * we may be inside returns). */
+    struct route_pending *pending;
+    while ((pending = catalog->pendings) != NULL) {
+        route_catalog_pending_detach(pending);
+        pending->catalog = NULL;
+        route_catalog_pending_answer(pending, ROUTE_LOOKUP_UNAVAILABLE, NULL);
+    }
+
+    route_catalog_connection_close(&catalog->lookup);
+    route_catalog_connection_close(&catalog->subscription);
+
+    if (catalog->cache.buckets != NULL)
+        strmap_foreach(&catalog->cache, route_catalog_cache_free_entry, NULL);
+    strmap_free(&catalog->cache);
+    strmap_free(&catalog->pending_map);
+    free(catalog->subscription_pattern);
+    catalog->subscription_pattern = NULL;
+    free(catalog->channel_prefix);
+    catalog->channel_prefix = NULL;
+    free(catalog->redis_address);
+    catalog->redis_address = NULL;
+    free(catalog->key_prefix);
+    catalog->key_prefix = NULL;
+    free(catalog->redis_unix_path);
+    catalog->redis_unix_path = NULL;
+    free(catalog->redis_host);
+    catalog->redis_host = NULL;
+    free(catalog);
+}
