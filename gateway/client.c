@@ -64,6 +64,8 @@ static void gw_client_upstream_lost(gw_client_t *client);
 static void gw_client_upstream_ended(gw_client_t *client);
 static void gw_client_dial(gw_client_t *client);
 static void gw_client_fail(gw_client_t *client, int status, const char *message);
+static void gw_tunnel_half_close(gw_client_t *client);
+static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct bufferevent *to);
 
 static uint64_t gw_now_ms(void) {
     struct timespec now;
@@ -806,7 +808,13 @@ static void gw_upstream_event(struct bufferevent *bev, short events, void *arg) 
         return;
     }
     if (client->state == GW_CLIENT_TUNNEL) {
-        gw_client_close_after_flush(client);
+        if (events & BEV_EVENT_EOF) {
+            gw_tunnel_pass(client, bev, client->bev);
+            client->tunnel_upstream_eof = true;
+            gw_tunnel_half_close(client);
+        } else {
+            gw_client_close(client);
+        }
         return;
     }
     /* PROXYING: EOF or an error from the sandbox. Bytes it sent before
@@ -1075,12 +1083,37 @@ static void gw_client_upstream_ended(gw_client_t *client) {
 
 static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct bufferevent *to) {
     struct evbuffer *output = bufferevent_get_output(to);
-    evbuffer_add_buffer(output, bufferevent_get_input(from));
+    struct evbuffer *input = bufferevent_get_input(from);
+    size_t length = evbuffer_get_length(input);
+    if (from == client->bev)
+        client->bytes_received += length;
+    else
+        client->bytes_sent += length;
+    evbuffer_add_buffer(output, input);
     client->last_activity_ms = gw_now_ms();
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
         bufferevent_disable(from, EV_READ);
         bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);
     }
+}
+
+/* Passes each side's end-of-stream on once the bytes before it were
+ * delivered, so a WebSocket or other protocol can finish its close exchange;
+ * the pair closes when both directions ended. */
+static void gw_tunnel_half_close(gw_client_t *client) {
+    struct bufferevent *upstream = client->upstream->bev;
+    if (client->tunnel_client_eof && !client->tunnel_upstream_shut &&
+        evbuffer_get_length(bufferevent_get_output(upstream)) == 0) {
+        shutdown(bufferevent_getfd(upstream), SHUT_WR);
+        client->tunnel_upstream_shut = true;
+    }
+    if (client->tunnel_upstream_eof && !client->tunnel_client_shut &&
+        evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
+        shutdown(bufferevent_getfd(client->bev), SHUT_WR);
+        client->tunnel_client_shut = true;
+    }
+    if (client->tunnel_upstream_shut && client->tunnel_client_shut)
+        gw_client_close(client);
 }
 
 static void gw_client_start_tunnel(gw_client_t *client) {
@@ -1145,8 +1178,11 @@ static void gw_client_write(struct bufferevent *bev, void *arg) {
             gw_client_upstream_ended(client);
         }
     } else if (client->state == GW_CLIENT_TUNNEL) {
-        bufferevent_enable(client->upstream->bev, EV_READ);
-        gw_tunnel_pass(client, client->upstream->bev, bev);
+        if (!client->tunnel_upstream_eof) {
+            bufferevent_enable(client->upstream->bev, EV_READ);
+            gw_tunnel_pass(client, client->upstream->bev, bev);
+        }
+        gw_tunnel_half_close(client);
     }
 }
 
@@ -1158,8 +1194,11 @@ static void gw_upstream_write(struct bufferevent *bev, void *arg) {
         bufferevent_enable(client->bev, EV_READ);
         gw_client_forward_request(client);
     } else if (client->state == GW_CLIENT_TUNNEL) {
-        bufferevent_enable(client->bev, EV_READ);
-        gw_tunnel_pass(client, client->bev, bev);
+        if (!client->tunnel_client_eof) {
+            bufferevent_enable(client->bev, EV_READ);
+            gw_tunnel_pass(client, client->bev, bev);
+        }
+        gw_tunnel_half_close(client);
     }
 }
 
@@ -1174,10 +1213,10 @@ static void gw_client_event(struct bufferevent *bev, short events, void *arg) {
         return;
     }
     if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_TUNNEL) {
-        /* Deliver what the client sent last before the sandbox's side goes. */
         gw_tunnel_pass(client, client->bev, client->upstream->bev);
-        gw_upstream_close_after_flush(client->upstream);
-        client->upstream = NULL;
+        client->tunnel_client_eof = true;
+        gw_tunnel_half_close(client);
+        return;
     }
     /* The client went away or failed: nothing can be answered any more. */
     gw_client_close(client);

@@ -124,6 +124,10 @@ typedef struct gw_client {
     bool upstream_eof;  /* the sandbox closed its side; pending bytes still pass */
     bool close_after_response;
     uint64_t last_activity_ms; /* tunnel idle accounting */
+    bool tunnel_client_eof;    /* the client ended its sending side */
+    bool tunnel_upstream_eof;  /* the sandbox ended its sending side */
+    bool tunnel_client_shut;   /* that end was passed on to the client */
+    bool tunnel_upstream_shut; /* the client's end was passed on to the sandbox */
     uint64_t bytes_discarded;  /* read while lingering before close */
 } gw_client_t;
 

@@ -134,33 +134,6 @@ close:
     gw_upstream_close(upstream);
 }
 
-static void gw_upstream_flushed(struct bufferevent *bev, void *arg) {
-    (void)bev;
-    gw_upstream_close(arg);
-}
-
-static void gw_upstream_flush_event(struct bufferevent *bev, short events, void *arg) {
-    (void)bev;
-    (void)events;
-    gw_upstream_close(arg);
-}
-
-void gw_upstream_close_after_flush(gw_upstream_t *upstream) {
-    if (upstream == NULL)
-        return;
-    if (evbuffer_get_length(bufferevent_get_output(upstream->bev)) == 0) {
-        gw_upstream_close(upstream);
-        return;
-    }
-    /* A sandbox that stops reading must not hold the connection forever. */
-    struct timeval limit = {.tv_sec = 5, .tv_usec = 0};
-    bufferevent_disable(upstream->bev, EV_READ);
-    bufferevent_setwatermark(upstream->bev, EV_WRITE, 0, 0);
-    bufferevent_setcb(upstream->bev, NULL, gw_upstream_flushed, gw_upstream_flush_event, upstream);
-    bufferevent_set_timeouts(upstream->bev, NULL, &limit);
-    bufferevent_enable(upstream->bev, EV_WRITE);
-}
-
 gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *address,
                                 socklen_t address_length, const char *key, size_t key_length) {
     gw_upstream_t *upstream = calloc(1, sizeof(*upstream) + key_length + 1);

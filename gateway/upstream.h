@@ -66,10 +66,6 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout
 gw_upstream_t *gw_upstream_dial(struct gw_worker *worker, const struct sockaddr *address,
                                 socklen_t address_length, const char *key, size_t key_length);
 
-/* Stops reading and closes once what is queued for the sandbox was sent
- * (or after a few seconds); the caller forgets the connection. */
-void gw_upstream_close_after_flush(gw_upstream_t *upstream);
-
 /* Closes and frees a connection that is not pooled. NULL is allowed. */
 void gw_upstream_close(gw_upstream_t *upstream);
 
