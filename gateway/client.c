@@ -131,6 +131,14 @@ static int gw_head_on_field(llhttp_t *parser, const char *at, size_t length) {
 
 static int gw_head_on_value(llhttp_t *parser, const char *at, size_t length) {
     gw_head_t *head = parser->data;
+    /* RFC 9112 §5.2: a value continued on a line that starts with whitespace
+     * (obs-fold) is rejected; llhttp passes it as a span that starts right
+     * after a line feed. */
+    char before = at > head->piece_start ? at[-1] : head->previous_byte;
+    if (before == '\n') {
+        head->folded = true;
+        return -1;
+    }
     if (gw_text_append(head->arena, &head->value, &head->value_length, &head->value_capacity, at,
                        length) < 0)
         head->failed = true;
@@ -834,15 +842,19 @@ static void gw_upstream_event(struct bufferevent *bev, short events, void *arg) 
  * sets *error (HPE_OK, HPE_PAUSED or a parse error). */
 static size_t gw_parse_piece(llhttp_t *parser, const char *data, size_t length,
                              llhttp_errno_t *error) {
+    gw_head_t *head = parser->data;
+    head->piece_start = data;
     *error = llhttp_execute(parser, data, length);
-    if (*error == HPE_OK)
-        return length;
-    const char *position = llhttp_get_error_pos(parser);
-    if (*error == HPE_PAUSED)
-        llhttp_resume(parser);
-    if (position == NULL || position < data)
-        return 0;
-    return (size_t)(position - data);
+    size_t taken = length;
+    if (*error != HPE_OK) {
+        const char *position = llhttp_get_error_pos(parser);
+        if (*error == HPE_PAUSED)
+            llhttp_resume(parser);
+        taken = position == NULL || position < data ? 0 : (size_t)(position - data);
+    }
+    if (taken > 0)
+        head->previous_byte = data[taken - 1];
+    return taken;
 }
 
 static void gw_client_request_done(gw_client_t *client) {

@@ -69,6 +69,9 @@ typedef struct gw_head {
     bool message_complete;
     bool skip_body; /* response to HEAD: no body whatever the headers say */
     bool failed;    /* out of memory while collecting */
+    bool folded;    /* an obsolete line fold was seen */
+    const char *piece_start;   /* the input llhttp is running on, to look one byte back */
+    char previous_byte;        /* the last byte of the piece before */
 } gw_head_t;
 
 typedef struct gw_client {
