@@ -743,6 +743,7 @@ static void gw_client_dial(gw_client_t *client) {
 /* The upstream is connected (or taken from the pool): send the request. */
 static void gw_client_upstream_ready(gw_client_t *client) {
     struct bufferevent *upstream = client->upstream->bev;
+    client->upstream->state = GW_UPSTREAM_BUSY;
     bufferevent_set_timeouts(upstream, NULL, NULL);
     bufferevent_setcb(upstream, gw_upstream_read, gw_upstream_write, gw_upstream_event, client);
     bufferevent_setwatermark(upstream, EV_READ, 0, GW_READ_HIGH);

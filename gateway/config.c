@@ -771,7 +771,7 @@ static int gw_config_set_tls_certificate_key(gw_config_parser_t *parser,
 static int gw_config_set_tls_ticket_key_file(gw_config_parser_t *parser,
                                              const gw_config_directive_t *directive,
                                              char **arguments, size_t argument_count) {
-    off_t size;
+    off_t size = 0;
     if (gw_config_check_file(parser, directive, arguments[0], &size) != 0)
         return -1;
     if (size == 0 || size % GW_CONFIG_TICKET_KEY_SIZE != 0)
@@ -800,7 +800,7 @@ static int gw_config_set_workers(gw_config_parser_t *parser, const gw_config_dir
         parser->config->workers = 0;
         return 0;
     }
-    uint64_t count;
+    uint64_t count = 0;
     if (gw_config_read_count(parser, directive, arguments[0], &count) != 0)
         return -1;
     *(int *)gw_config_field(parser->config, directive) = (int)count;
@@ -809,7 +809,7 @@ static int gw_config_set_workers(gw_config_parser_t *parser, const gw_config_dir
 
 static int gw_config_set_count(gw_config_parser_t *parser, const gw_config_directive_t *directive,
                                char **arguments, size_t argument_count) {
-    uint64_t count;
+    uint64_t count = 0;
     if (gw_config_read_count(parser, directive, arguments[0], &count) != 0)
         return -1;
     *(long *)gw_config_field(parser->config, directive) = (long)count;

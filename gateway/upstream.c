@@ -84,6 +84,7 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     gw_pool_slot_t *slot = entry->value;
     gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
     gw_pool_remove(pool, upstream);
+    upstream->state = GW_UPSTREAM_BUSY;
     bufferevent_set_timeouts(upstream->bev, NULL, NULL);
     bufferevent_setcb(upstream->bev, NULL, NULL, NULL, NULL);
     pool->reused++;
@@ -124,6 +125,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout
     slot->idle_count++;
     pool->idle_count++;
     upstream->slot = slot;
+    upstream->state = GW_UPSTREAM_IDLE;
     struct timeval idle = {.tv_sec = (time_t)(idle_timeout_ms / 1000),
                            .tv_usec = (suseconds_t)(idle_timeout_ms % 1000) * 1000};
     bufferevent_setcb(upstream->bev, gw_pool_idle_read, NULL, gw_pool_idle_event, upstream);
@@ -142,6 +144,7 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     memcpy(upstream->key, key, key_length);
     upstream->key[key_length] = '\0';
     upstream->worker = worker;
+    upstream->state = GW_UPSTREAM_CONNECTING;
     int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;

@@ -16,11 +16,19 @@ struct gw_worker;
 
 typedef struct gw_pool_slot gw_pool_slot_t;
 
+/* Every state an upstream connection can be in. */
+typedef enum gw_upstream_state {
+    GW_UPSTREAM_CONNECTING, /* dial in progress, owned by a client connection */
+    GW_UPSTREAM_BUSY,       /* carrying a client's request or tunnel */
+    GW_UPSTREAM_IDLE,       /* in the pool, closed by the idle timer or by the sandbox */
+} gw_upstream_state_t;
+
 /* One connection to one sandbox port. While pooled it belongs to the pool;
  * while in use, to the client connection that took it. */
 typedef struct gw_upstream {
     struct bufferevent *bev;
     struct gw_worker *worker;
+    gw_upstream_state_t state;
     gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */
     TAILQ_ENTRY(gw_upstream) pool_link;
     uint64_t requests;                 /* requests sent on it; > 0 means reused */
