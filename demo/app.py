@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""Demo sandbox app for `make run`: shows what a sandbox receives through the gateway.
+
+GET /      a page listing Host, X-Forwarded-* and every other request header
+GET /sse   server-sent events: a few events, one a second (try curl -N)
+POST any   echoes the request body back
+Usage: app.py [--host 127.0.0.1] [--port 3000]
+"""
+import argparse
+import html
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class DemoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sandbox-demo/1"
+
+    def log_message(self, format, *args):
+        sys.stderr.write("demo app: %s %s\n" % (self.address_string(), format % args))
+
+    def send_body(self, status, content_type, body):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def do_GET(self):
+        if self.path.split("?")[0] == "/sse":
+            return self.serve_events()
+        if "json" in self.headers.get("Accept", ""):
+            body = json.dumps({"path": self.path, "headers": dict(self.headers.items())}, indent=2)
+            return self.send_body(200, "application/json", body.encode() + b"\n")
+        forwarded = [(name, value) for name, value in self.headers.items()
+                     if name.lower() == "host" or name.lower().startswith("x-forwarded-")]
+        others = [(name, value) for name, value in self.headers.items() if (name, value) not in forwarded]
+        rows = lambda pairs: "".join(
+            "<tr><th>%s</th><td>%s</td></tr>" % (html.escape(n), html.escape(v)) for n, v in pairs)
+        page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sandbox-gateway demo</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:50em}}th{{text-align:left;padding-right:1em}}
+code{{background:#eee;padding:0 .3em}}</style></head><body>
+<h1>Hello from the demo sandbox</h1>
+<p>This page is served by <code>demo/app.py</code> on {html.escape(self.server.label)} and reached
+through sandbox-gateway. Request: <code>{html.escape(self.command)} {html.escape(self.path)}</code></p>
+<h2>What the gateway set</h2><table>{rows(forwarded)}</table>
+<h2>Other headers</h2><table>{rows(others)}</table>
+<p>Also try <code>/sse</code> (server-sent events) and a POST (echoed back).</p>
+</body></html>
+"""
+        self.send_body(200, "text/html; charset=utf-8", page.encode())
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_POST(self):
+        body = self.read_body()
+        self.send_body(200, self.headers.get("Content-Type") or "application/octet-stream", body)
+
+    do_PUT = do_POST
+
+    def serve_events(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for number in range(1, 6):
+                event = f"id: {number}\ndata: tick {number} at {time.strftime('%H:%M:%S')}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+                time.sleep(1)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    options = parser.parse_args()
+    server = ThreadingHTTPServer((options.host, options.port), DemoHandler)
+    server.daemon_threads = True
+    server.label = f"{options.host}:{options.port}"
+    print(f"demo app: listening on http://{server.label}/", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Upstream connections: pooled per sandbox lifetime, never shared across sandboxes or lifetimes."""
+import time
+
+from conftest import wait_for
+
+
+def source(backend, index):
+    """The (address, port) the gateway connected from for the backend's index-th request."""
+    return backend.requests[index].client
+
+
+def test_pool_reuses_within_a_lifetime_only(gateway_factory, redis, backend):
+    # route_cache_ttl 0: every request reads the record, so a new execution_id is seen at once.
+    gateway = gateway_factory(redis, route_cache_ttl="0", upstream_idle_timeout="30s")
+    redis.put("pooled1", execution_id="life-1")
+    for number in range(3):
+        assert gateway.get("pooled1", backend.port, f"/r{number}").status == 200
+    assert source(backend, 0) == source(backend, 1) == source(backend, 2), \
+        "sequential requests of one sandbox lifetime should reuse one pooled upstream connection"
+    redis.hset("pooled1", execution_id="life-2")
+    assert gateway.get("pooled1", backend.port, "/new-life").status == 200
+    assert source(backend, 3) != source(backend, 2), "a pooled connection was reused across lifetimes"
+
+
+def test_sandboxes_never_share_upstream_connections(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, upstream_idle_timeout="30s")
+    redis.put("sharea")
+    redis.put("shareb")
+    with gateway.connect() as connection:
+        for sandbox_id in ["sharea", "shareb", "sharea", "shareb"]:
+            response = connection.request("GET", f"/{sandbox_id}", host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+    by_sandbox = {}
+    for record in backend.requests:
+        by_sandbox.setdefault(record.path, set()).add(record.client)
+    assert not (by_sandbox["/sharea"] & by_sandbox["/shareb"]), by_sandbox
+
+
+def test_idle_upstream_connection_closed_by_timer(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, upstream_idle_timeout="300ms")
+    redis.put("idle1")
+    assert gateway.get("idle1", backend.port).status == 200
+    upstream = source(backend, 0)
+    answered = time.monotonic()
+    wait_for(lambda: upstream in backend.closed, 5, 0.02, "the idle pooled connection to be closed")
+    assert time.monotonic() - answered >= 0.2
+
+
+def test_app_closing_a_pooled_connection_is_not_an_error(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, upstream_idle_timeout="30s")
+    redis.put("closer1")
+    for number in range(5):
+        # /close answers without "Connection: close" and then closes, like an app whose keep-alive
+        # timeout just ran out; the next request must not fail because of it.
+        response = gateway.get("closer1", backend.port, f"/close?n={number}")
+        assert response.status == 200, response
+        assert response.json()["path"] == f"/close?n={number}"
