@@ -135,7 +135,7 @@ static int gw_head_on_value(llhttp_t *parser, const char *at, size_t length) {
      * (obs-fold) is rejected; llhttp passes it as a span that starts right
      * after a line feed. */
     char before = at > head->piece_start ? at[-1] : head->previous_byte;
-    if (before == '\n') {
+    if (length > 0 && before == '\n' && (at[0] == ' ' || at[0] == '\t')) {
         head->folded = true;
         return -1;
     }
