@@ -304,9 +304,8 @@ static void gw_client_reset_request(gw_client_t *client) {
 
 static void gw_client_log_request(gw_client_t *client) {
     gw_worker_t *worker = client->worker;
-    worker->stats.requests++;
-    int status_class = client->status / 100;
-    worker->stats.responses_by_class[status_class >= 1 && status_class <= 5 ? status_class : 0]++;
+    uint64_t duration_us = gw_now_us() - client->started_us;
+    gw_metrics_observe_request(&worker->metrics, client->status, duration_us);
     if (worker->server->access_log == NULL)
         return;
     gw_access_entry_t entry = {
@@ -318,7 +317,7 @@ static void gw_client_log_request(gw_client_t *client) {
         .status = client->status,
         .bytes_received = client->bytes_received,
         .bytes_sent = client->bytes_sent,
-        .duration_us = gw_now_us() - client->started_us,
+        .duration_us = duration_us,
     };
     gw_access_log_write(worker->server->access_log, &entry);
 }
@@ -348,6 +347,9 @@ void gw_client_close(gw_client_t *client) {
     if (client->started_us != 0 && client->request_started && client->status != 0)
         gw_client_log_request(client);
     gw_client_release_request(client, false);
+    if (client->state == GW_CLIENT_TUNNEL)
+        GW_METRIC_ADD(&client->worker->metrics, tunnels, -1);
+    GW_METRIC_ADD(&client->worker->metrics, client_connections, -1);
     if (client->timer != NULL)
         event_free(client->timer);
     if (client->bev != NULL)
@@ -418,7 +420,7 @@ static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool ups
     client->request_started = false; /* logged: gw_client_close must not log it again */
     gw_client_release_request(client, upstream_reusable);
     evtimer_del(client->timer);
-    if (keep_alive)
+    if (keep_alive && !client->worker->draining)
         gw_client_wait_next_request(client);
     else
         gw_client_close_after_flush(client);
@@ -435,7 +437,7 @@ static void gw_client_fail(gw_client_t *client, int status, const char *message)
     }
     /* Before the body was read, the connection can serve another request
      * only if there is no body to skip. */
-    bool keep_alive = client->request_keep_alive && status != 400 && status != 408 &&
+    bool keep_alive = client->request_keep_alive && !client->worker->draining && status != 400 && status != 408 &&
                       status != 431 &&
                       (client->request_state == GW_REQUEST_DONE ||
                        (client->request_state != GW_REQUEST_HEAD && !client->request_has_body &&
@@ -727,7 +729,7 @@ static void gw_client_dial(gw_client_t *client) {
         gw_upstream_dial(worker, (struct sockaddr *)&client->upstream_address,
                          client->upstream_address_length, client->pool_key, client->pool_key_length);
     if (client->upstream == NULL) {
-        worker->stats.upstream_dial_errors++;
+        GW_METRIC_ADD(&worker->metrics, upstream_dial_errors, 1);
         log_warn("sandbox %s: cannot dial port %u: %s", client->target.sandbox_id,
                  (unsigned)client->target.port, strerror(errno));
         gw_client_fail(client, 502, GW_MESSAGE_PORT_CLOSED);
@@ -778,7 +780,7 @@ static void gw_client_retry_or_fail(gw_client_t *client, int error) {
         gw_client_arm_timer(client, delay);
         return;
     }
-    worker->stats.upstream_dial_errors++;
+    GW_METRIC_ADD(&worker->metrics, upstream_dial_errors, 1);
     log_debug("sandbox %s: port %u not reachable: %s", client->target.sandbox_id,
               (unsigned)client->target.port, strerror(error));
     gw_client_fail(client, 502, GW_MESSAGE_PORT_CLOSED);
@@ -808,7 +810,7 @@ static void gw_upstream_event(struct bufferevent *bev, short events, void *arg) 
         if (events & BEV_EVENT_CONNECTED) {
             gw_client_upstream_ready(client);
         } else if (events & BEV_EVENT_TIMEOUT) {
-            client->worker->stats.upstream_dial_errors++;
+            GW_METRIC_ADD(&client->worker->metrics, upstream_dial_errors, 1);
             gw_client_fail(client, 504, GW_MESSAGE_TIMEOUT);
         } else {
             int error = EVUTIL_SOCKET_ERROR();
@@ -972,7 +974,7 @@ static gw_step_t gw_client_response_head(gw_client_t *client) {
     }
     /* Keep the client only if the response has its own length, the request
      * ended, and both sides want to keep the connection. */
-    client->close_after_response = !client->request_keep_alive ||
+    client->close_after_response = client->worker->draining || !client->request_keep_alive ||
                                    llhttp_message_needs_eof(parser) ||
                                    client->request_state != GW_REQUEST_DONE ||
                                    client->request_upgrade || status == 101;
@@ -1131,6 +1133,7 @@ static void gw_tunnel_half_close(gw_client_t *client) {
 
 static void gw_client_start_tunnel(gw_client_t *client) {
     client->state = GW_CLIENT_TUNNEL;
+    GW_METRIC_ADD(&client->worker->metrics, tunnels, 1);
     client->request_state = GW_REQUEST_DONE;
     client->response_state = GW_RESPONSE_DONE;
     client->last_activity_ms = gw_now_ms();
@@ -1336,6 +1339,7 @@ void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *addres
     client->worker = worker;
     LIST_INSERT_HEAD(&worker->clients, client, link);
     worker->client_count++;
+    GW_METRIC_ADD(&worker->metrics, client_connections, 1);
     arena_init(&client->arena, GW_ARENA_BLOCK);
     if (address->sa_family == AF_INET6) {
         const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
@@ -1367,4 +1371,10 @@ void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *addres
     /* From accept, the whole head must arrive within client_header_timeout. */
     client->started_us = gw_now_us();
     gw_client_arm_timer(client, worker->config->client_header_timeout_ms);
+}
+
+void gw_client_drain(gw_client_t *client) {
+    /* A kept-alive connection between requests has nothing in flight. */
+    if (client->state == GW_CLIENT_READING_HEAD && !client->request_started)
+        gw_client_close(client);
 }

@@ -138,6 +138,10 @@ typedef struct gw_client {
 void gw_client_accept(struct gw_worker *worker, int fd, const struct sockaddr *address,
                       int address_length);
 
+/* Draining: closes the connection if it is idle between requests; one with a
+ * request in flight closes after its response (which says Connection: close). */
+void gw_client_drain(gw_client_t *client);
+
 /* Closes the connection at once, with its upstream; the one finalizer every
  * failure path ends in. */
 void gw_client_close(gw_client_t *client);

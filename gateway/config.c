@@ -96,7 +96,7 @@ static const gw_config_directive_t gw_config_directives[] = {
     {"tls_ticket_key_file", 1, 1, gw_config_set_tls_ticket_key_file,
      0, 0, 0, GW_CONFIG_ONCE, "tls_ticket_key_file"},
     {"admin_listen",        1, 1, gw_config_set_admin_listen,
-     0, 0, 0, GW_CONFIG_ONCE, "admin_listen"},
+     0, 0, 0, GW_CONFIG_ONCE, NULL},
     {"workers",             1, 1, gw_config_set_workers,
      GW_CONFIG_FIELD(workers), 1, 256, GW_CONFIG_ONCE, NULL},
     {"redis_url",           1, 1, gw_config_set_redis_url,
@@ -124,9 +124,8 @@ static const gw_config_directive_t gw_config_directives[] = {
     GW_CONFIG_DURATION("client_header_timeout",     client_header_timeout_ms,     1, NULL),
     GW_CONFIG_DURATION("client_idle_timeout",       client_idle_timeout_ms,       1, NULL),
     GW_CONFIG_DURATION("tunnel_idle_timeout",       tunnel_idle_timeout_ms,       1, NULL),
-    /* Shutdown is not built yet: validated, and reported in config->inactive. */
-    GW_CONFIG_DURATION("drain_delay",   drain_delay_ms,   0, "drain_delay"),
-    GW_CONFIG_DURATION("drain_timeout", drain_timeout_ms, 0, "drain_timeout"),
+    GW_CONFIG_DURATION("drain_delay",               drain_delay_ms,               0, NULL),
+    GW_CONFIG_DURATION("drain_timeout",             drain_timeout_ms,             0, NULL),
 };
 // clang-format on
 

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/token.h"
+#include "gateway/admin.h"
 #include "gateway/config.h"
 #include "gateway/worker.h"
 #include "util/log.h"
@@ -19,65 +21,161 @@ static const char USAGE[] =
     "       sandbox-gateway -t [-c FILE]  check FILE, print \"FILE: ok\" or \"FILE:LINE: message\"\n"
     "       sandbox-gateway --version | --help\n";
 
+/* The main thread's loop: signals, the admin endpoint, and shutdown. */
+typedef struct gw_main {
+    gw_server_t *server;
+    struct event_base *base;
+    struct event *drain_timer;   /* drain_delay, then drain_timeout */
+    struct event *finish_poll;   /* notices when every worker returned */
+    bool workers_draining;
+} gw_main_t;
+
+static struct timeval gw_timeval(uint64_t milliseconds) {
+    return (struct timeval){.tv_sec = (time_t)(milliseconds / 1000),
+                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
+}
+
+static void gw_main_stop_workers(gw_main_t *main_loop) {
+    for (size_t i = 0; i < main_loop->server->worker_count; i++)
+        gw_worker_stop(&main_loop->server->workers[i]);
+}
+
+static void gw_main_finish_poll(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_main_t *main_loop = arg;
+    for (size_t i = 0; i < main_loop->server->worker_count; i++) {
+        if (!gw_worker_finished(&main_loop->server->workers[i]))
+            return;
+    }
+    event_base_loopbreak(main_loop->base);
+}
+
+/* drain_delay passed (the load balancer saw health 503): stop accepting and
+ * let in-flight work finish for drain_timeout; after that, close the rest. */
+static void gw_main_drain_timer(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_main_t *main_loop = arg;
+    const gw_config_t *config = &main_loop->server->config;
+    if (!main_loop->workers_draining) {
+        main_loop->workers_draining = true;
+        log_info("drain: listeners closed; in-flight requests have %llu ms",
+                 (unsigned long long)config->drain_timeout_ms);
+        for (size_t i = 0; i < main_loop->server->worker_count; i++)
+            gw_worker_drain(&main_loop->server->workers[i]);
+        struct timeval timeout = gw_timeval(config->drain_timeout_ms);
+        evtimer_add(main_loop->drain_timer, &timeout);
+        return;
+    }
+    log_warn("drain: drain_timeout passed; closing remaining connections");
+    gw_main_stop_workers(main_loop);
+}
+
+static void gw_main_signal(evutil_socket_t signal_number, short events, void *arg) {
+    (void)events;
+    gw_main_t *main_loop = arg;
+    gw_server_t *server = main_loop->server;
+    if (signal_number == SIGHUP) {
+        log_info("SIGHUP: nothing to reload (no TLS listeners yet)");
+        return;
+    }
+    const char *name = signal_number == SIGINT ? "SIGINT" : "SIGTERM";
+    if (__atomic_exchange_n(&server->draining, 1, __ATOMIC_ACQ_REL)) {
+        log_warn("%s again: exiting now", name);
+        gw_main_stop_workers(main_loop);
+        return;
+    }
+    log_info("%s: draining (health 503 now, listeners close in %llu ms)", name,
+             (unsigned long long)server->config.drain_delay_ms);
+    struct timeval delay = gw_timeval(server->config.drain_delay_ms);
+    evtimer_add(main_loop->drain_timer, &delay);
+    struct timeval poll = gw_timeval(50);
+    event_add(main_loop->finish_poll, &poll);
+}
+
 static int gw_run(gw_server_t *server) {
     gw_config_t *config = &server->config;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     server->worker_count = config->workers > 0 ? (size_t)config->workers
                                                : (size_t)(cores > 0 ? cores : 1);
+    gw_main_t main_loop = {.server = server};
+    struct event *signal_events[3] = {NULL, NULL, NULL};
+    const int handled_signals[3] = {SIGINT, SIGTERM, SIGHUP};
+    gw_admin_t *admin = NULL;
+    int status = 1;
+    size_t initialised = 0;
+
     if (config->access_log != NULL) {
         server->access_log = gw_access_log_open(config->access_log);
         if (server->access_log == NULL)
             return 1;
     }
     server->workers = calloc(server->worker_count, sizeof(*server->workers));
-    if (server->workers == NULL)
-        return 1;
+    main_loop.base = event_base_new();
+    if (server->workers == NULL || main_loop.base == NULL)
+        goto stop;
+    main_loop.drain_timer = evtimer_new(main_loop.base, gw_main_drain_timer, &main_loop);
+    main_loop.finish_poll =
+        event_new(main_loop.base, -1, EV_PERSIST, gw_main_finish_poll, &main_loop);
+    if (main_loop.drain_timer == NULL || main_loop.finish_poll == NULL)
+        goto stop;
+    for (size_t i = 0; i < 3; i++) {
+        signal_events[i] = evsignal_new(main_loop.base, handled_signals[i], gw_main_signal,
+                                        &main_loop);
+        if (signal_events[i] == NULL || event_add(signal_events[i], NULL) < 0)
+            goto stop;
+    }
 
-    /* Signals go to the main thread only, which waits for them below. */
-    sigset_t signals;
+    /* Workers never take signals: the main loop handles them. */
+    sigset_t signals, previous;
     sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals, NULL);
-
-    int status = 0;
-    size_t initialised = 0;
+    for (size_t i = 0; i < 3; i++)
+        sigaddset(&signals, handled_signals[i]);
     for (; initialised < server->worker_count; initialised++) {
         if (gw_worker_init(&server->workers[initialised], server, (int)initialised) < 0) {
             initialised++;
-            status = 1;
             goto stop;
         }
     }
+    pthread_sigmask(SIG_BLOCK, &signals, &previous);
     for (size_t i = 0; i < server->worker_count; i++) {
         if (gw_worker_start(&server->workers[i]) < 0) {
             log_error("cannot start worker %zu: %s", i, strerror(errno));
-            status = 1;
+            pthread_sigmask(SIG_SETMASK, &previous, NULL);
             goto stop;
         }
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (config->has_admin_listen) {
+        admin = gw_admin_new(main_loop.base, server);
+        if (admin == NULL)
+            goto stop;
     }
     for (size_t i = 0; i < config->listen_count; i++)
         log_info("listening on %s", config->listens[i].text);
     log_info("sandbox-gateway %s started: %zu workers, catalog %s", SGW_VERSION,
              server->worker_count, config->redis_url);
 
-    for (;;) {
-        int received = 0;
-        if (sigwait(&signals, &received) != 0)
-            continue;
-        if (received == SIGHUP) {
-            log_info("SIGHUP: nothing to reload (no TLS listeners yet)");
-            continue;
-        }
-        log_info("%s: shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
-        break;
-    }
+    event_base_dispatch(main_loop.base);
+    status = 0;
+    log_info("stopped");
 stop:
+    gw_admin_free(admin);
     for (size_t i = 0; i < initialised; i++)
         gw_worker_stop(&server->workers[i]);
     for (size_t i = 0; i < initialised; i++)
         gw_worker_free(&server->workers[i]);
+    for (size_t i = 0; i < 3; i++) {
+        if (signal_events[i] != NULL)
+            event_free(signal_events[i]);
+    }
+    if (main_loop.drain_timer != NULL)
+        event_free(main_loop.drain_timer);
+    if (main_loop.finish_poll != NULL)
+        event_free(main_loop.finish_poll);
+    if (main_loop.base != NULL)
+        event_base_free(main_loop.base);
     free(server->workers);
     server->workers = NULL;
     gw_access_log_close(server->access_log);

@@ -51,6 +51,7 @@ void gw_upstream_close(gw_upstream_t *upstream) {
         return;
     if (upstream->slot != NULL)
         gw_pool_remove(&upstream->worker->pool, upstream);
+    GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
     bufferevent_free(upstream->bev);
     upstream->bev = NULL;
     free(upstream);
@@ -64,6 +65,7 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
     while ((upstream = TAILQ_FIRST(&slot->idle)) != NULL) {
         TAILQ_REMOVE(&slot->idle, upstream, pool_link);
         upstream->slot = NULL;
+        GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
         bufferevent_free(upstream->bev);
         free(upstream);
     }
@@ -161,6 +163,7 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
         0)
         goto fail;
     worker->pool.dialled++;
+    GW_METRIC_ADD(&worker->metrics, upstream_connections, 1);
     return upstream;
 fail:
     if (upstream->bev != NULL)

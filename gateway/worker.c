@@ -48,6 +48,11 @@ static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
 
 void gw_worker_client_closed(gw_worker_t *worker) {
     worker->client_count--;
+    if (worker->draining) {
+        if (worker->client_count == 0)
+            event_active(worker->stop_event, EV_READ, 0);
+        return;
+    }
     if (worker->listeners_paused && worker->client_count < worker->client_limit &&
         worker->listeners != NULL)
         gw_worker_pause_listeners(worker, false);
@@ -61,6 +66,26 @@ static void gw_worker_close_listeners(gw_worker_t *worker) {
     free(worker->listeners);
     worker->listeners = NULL;
     worker->listener_count = 0;
+}
+
+/* Runs on the worker's own loop: stops accepting, closes idle connections,
+ * and lets the others finish their request; the loop ends with the last. */
+static void gw_worker_on_drain(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_worker_t *worker = arg;
+    if (worker->draining)
+        return;
+    worker->draining = true;
+    gw_worker_close_listeners(worker);
+    gw_client_t *client = LIST_FIRST(&worker->clients);
+    while (client != NULL) {
+        gw_client_t *next = LIST_NEXT(client, link);
+        gw_client_drain(client);
+        client = next;
+    }
+    if (worker->client_count == 0)
+        event_active(worker->stop_event, EV_READ, 0);
 }
 
 /* Runs on the worker's own loop: closes everything it owns, then ends the loop. */
@@ -96,7 +121,9 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         return -1;
     }
     worker->stop_event = event_new(worker->base, -1, 0, gw_worker_on_stop, worker);
-    if (worker->stop_event == NULL || gw_pool_init(&worker->pool) < 0) {
+    worker->drain_event = event_new(worker->base, -1, 0, gw_worker_on_drain, worker);
+    if (worker->stop_event == NULL || worker->drain_event == NULL ||
+        gw_pool_init(&worker->pool) < 0) {
         log_error("worker %d: out of memory", index);
         return -1;
     }
@@ -144,7 +171,17 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
 static void *gw_worker_run(void *arg) {
     gw_worker_t *worker = arg;
     event_base_dispatch(worker->base);
+    __atomic_store_n(&worker->finished, 1, __ATOMIC_RELEASE);
     return NULL;
+}
+
+void gw_worker_drain(gw_worker_t *worker) {
+    if (worker->drain_event != NULL)
+        event_active(worker->drain_event, EV_READ, 0);
+}
+
+bool gw_worker_finished(const gw_worker_t *worker) {
+    return __atomic_load_n(&worker->finished, __ATOMIC_ACQUIRE) != 0;
 }
 
 int gw_worker_start(gw_worker_t *worker) {
@@ -170,6 +207,10 @@ void gw_worker_free(gw_worker_t *worker) {
     if (worker->stop_event != NULL) {
         event_free(worker->stop_event);
         worker->stop_event = NULL;
+    }
+    if (worker->drain_event != NULL) {
+        event_free(worker->drain_event);
+        worker->drain_event = NULL;
     }
     if (worker->base != NULL) {
         event_base_free(worker->base);

@@ -10,6 +10,7 @@
 
 #include "gateway/access_log.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 #include "gateway/upstream.h"
 #include "routing/catalog.h"
 
@@ -24,13 +25,8 @@ typedef struct gw_server {
     gw_access_log_t *access_log; /* NULL when off */
     struct gw_worker *workers;
     size_t worker_count;
+    int draining; /* set (atomically) once SIGTERM arrived: health says 503 */
 } gw_server_t;
-
-typedef struct gw_worker_stats {
-    uint64_t requests;
-    uint64_t responses_by_class[6]; /* index status / 100; 0 for none */
-    uint64_t upstream_dial_errors;
-} gw_worker_stats_t;
 
 typedef struct gw_worker {
     int index;
@@ -43,12 +39,15 @@ typedef struct gw_worker {
     size_t listener_count;
     bool listeners_paused; /* at max_connections: new connections wait in the backlog */
     struct event *stop_event;
+    struct event *drain_event;
+    bool draining;  /* listeners closed; connections close after their response */
+    int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
     gw_pool_t pool;
     LIST_HEAD(gw_client_list, gw_client) clients;
     size_t client_count;
     size_t client_limit; /* this worker's share of max_connections */
-    gw_worker_stats_t stats;
+    gw_metrics_t metrics;
 } gw_worker_t;
 
 /* Prepares worker index of server: event loop, listeners, catalog. Returns 0,
@@ -57,6 +56,13 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index);
 
 /* Runs the worker's loop on a new thread; returns 0 or -1. */
 int gw_worker_start(gw_worker_t *worker);
+
+/* Asks a running worker (from any thread) to close its listeners and idle
+ * connections, and to return once its in-flight requests have ended. */
+void gw_worker_drain(gw_worker_t *worker);
+
+/* True (from any thread) once the worker's loop returned. */
+bool gw_worker_finished(const gw_worker_t *worker);
 
 /* Asks a running worker (from any thread) to close everything and return. */
 void gw_worker_stop(gw_worker_t *worker);

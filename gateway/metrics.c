@@ -1,0 +1,122 @@
+/* Metrics: per-worker counters written by their worker alone, summed at scrape (no locks). */
+#include "gateway/metrics.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "gateway/worker.h"
+#include "routing/catalog.h"
+
+static const uint64_t gw_duration_bounds_us[GW_DURATION_BUCKET_COUNT] = {
+    1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
+};
+
+void gw_metrics_observe_request(gw_metrics_t *metrics, int status, uint64_t duration_us) {
+    int status_class = status / 100;
+    GW_METRIC_ADD(metrics, responses_by_class[status_class >= 1 && status_class <= 5 ? status_class : 0],
+                  1);
+    size_t bucket = 0;
+    while (bucket < GW_DURATION_BUCKET_COUNT && duration_us > gw_duration_bounds_us[bucket])
+        bucket++;
+    GW_METRIC_ADD(metrics, duration_buckets[bucket], 1);
+    GW_METRIC_ADD(metrics, duration_sum_us, duration_us);
+}
+
+static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
+                           route_catalog_stats_t *catalog_total) {
+    memset(total, 0, sizeof(*total));
+    memset(catalog_total, 0, sizeof(*catalog_total));
+    for (size_t w = 0; w < server->worker_count; w++) {
+        gw_metrics_t *metrics = &server->workers[w].metrics;
+        for (size_t i = 0; i < 6; i++)
+            total->responses_by_class[i] += GW_METRIC_READ(metrics, responses_by_class[i]);
+        for (size_t i = 0; i <= GW_DURATION_BUCKET_COUNT; i++)
+            total->duration_buckets[i] += GW_METRIC_READ(metrics, duration_buckets[i]);
+        total->duration_sum_us += GW_METRIC_READ(metrics, duration_sum_us);
+        total->upstream_dial_errors += GW_METRIC_READ(metrics, upstream_dial_errors);
+        total->client_connections += GW_METRIC_READ(metrics, client_connections);
+        total->upstream_connections += GW_METRIC_READ(metrics, upstream_connections);
+        total->tunnels += GW_METRIC_READ(metrics, tunnels);
+        total->tls_handshakes += GW_METRIC_READ(metrics, tls_handshakes);
+        total->tls_handshake_errors += GW_METRIC_READ(metrics, tls_handshake_errors);
+        route_catalog_t *catalog = __atomic_load_n(&server->workers[w].catalog, __ATOMIC_ACQUIRE);
+        if (catalog != NULL) {
+            /* Single 64-bit counters, each written by its own worker: a
+             * scrape may see one a request behind, never a torn value. */
+            route_catalog_stats_t stats = route_catalog_get_stats(catalog);
+            catalog_total->cache_hits += stats.cache_hits;
+            catalog_total->cache_misses += stats.cache_misses;
+            catalog_total->redis_lookups += stats.redis_lookups;
+            catalog_total->redis_errors += stats.redis_errors;
+            catalog_total->invalidations += stats.invalidations;
+        }
+    }
+}
+
+static void gw_metrics_counter(struct evbuffer *out, const char *name, const char *help,
+                               uint64_t value) {
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name,
+                        name, value);
+}
+
+static void gw_metrics_gauge(struct evbuffer *out, const char *name, const char *help,
+                             uint64_t value) {
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %" PRIu64 "\n", name, help, name,
+                        name, value);
+}
+
+void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
+    gw_metrics_t total;
+    route_catalog_stats_t catalog;
+    gw_metrics_sum(server, &total, &catalog);
+
+    evbuffer_add_printf(out, "# HELP sgw_requests_total Requests answered, by status class.\n"
+                             "# TYPE sgw_requests_total counter\n");
+    static const char *const classes[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (size_t i = 0; i < 6; i++)
+        evbuffer_add_printf(out, "sgw_requests_total{class=\"%s\"} %" PRIu64 "\n", classes[i],
+                            total.responses_by_class[i]);
+
+    evbuffer_add_printf(out,
+                        "# HELP sgw_request_duration_seconds Time from a request's first byte to "
+                        "its response's last.\n"
+                        "# TYPE sgw_request_duration_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < GW_DURATION_BUCKET_COUNT; i++) {
+        cumulative += total.duration_buckets[i];
+        evbuffer_add_printf(out, "sgw_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                            (double)gw_duration_bounds_us[i] / 1e6, cumulative);
+    }
+    cumulative += total.duration_buckets[GW_DURATION_BUCKET_COUNT];
+    evbuffer_add_printf(out,
+                        "sgw_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                        "sgw_request_duration_seconds_sum %.6f\n"
+                        "sgw_request_duration_seconds_count %" PRIu64 "\n",
+                        cumulative, (double)total.duration_sum_us / 1e6, cumulative);
+
+    gw_metrics_gauge(out, "sgw_client_connections", "Open client connections.",
+                     total.client_connections);
+    gw_metrics_gauge(out, "sgw_upstream_connections",
+                     "Open connections to sandboxes, pooled ones included.",
+                     total.upstream_connections);
+    gw_metrics_gauge(out, "sgw_tunnels", "Open upgraded (WebSocket) connections.", total.tunnels);
+    gw_metrics_counter(out, "sgw_route_cache_hits_total", "Lookups answered by the route cache.",
+                       catalog.cache_hits);
+    gw_metrics_counter(out, "sgw_route_cache_misses_total",
+                       "Lookups the route cache could not answer.", catalog.cache_misses);
+    gw_metrics_counter(out, "sgw_redis_lookups_total", "Catalog queries sent to Redis.",
+                       catalog.redis_lookups);
+    gw_metrics_counter(out, "sgw_redis_errors_total",
+                       "Catalog queries that failed or timed out, and lost connections.",
+                       catalog.redis_errors);
+    gw_metrics_counter(out, "sgw_route_invalidations_total",
+                       "Cached routes dropped by keyspace notifications.", catalog.invalidations);
+    gw_metrics_counter(out, "sgw_upstream_dial_errors_total",
+                       "Dials to sandboxes that failed (after retries) or timed out.",
+                       total.upstream_dial_errors);
+    gw_metrics_counter(out, "sgw_tls_handshakes_total", "TLS handshakes completed.",
+                       total.tls_handshakes);
+    gw_metrics_counter(out, "sgw_tls_handshake_errors_total", "TLS handshakes that failed.",
+                       total.tls_handshake_errors);
+}

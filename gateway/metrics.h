@@ -1,0 +1,40 @@
+/* Metrics: per-worker counters written by their worker alone, summed at scrape (no locks). */
+#ifndef SGW_GATEWAY_METRICS_H
+#define SGW_GATEWAY_METRICS_H
+
+#include <stdint.h>
+
+struct evbuffer;
+struct gw_server;
+
+/* Upper bounds of the request-duration histogram, in microseconds. */
+enum { GW_DURATION_BUCKET_COUNT = 11 };
+
+typedef struct gw_metrics {
+    uint64_t responses_by_class[6]; /* index status / 100; 0 when no status was sent */
+    uint64_t duration_buckets[GW_DURATION_BUCKET_COUNT + 1]; /* not cumulative; last is +Inf */
+    uint64_t duration_sum_us;
+    uint64_t upstream_dial_errors;
+    uint64_t client_connections;   /* gauge */
+    uint64_t upstream_connections; /* gauge */
+    uint64_t tunnels;              /* gauge: WebSocket and other upgraded connections */
+    uint64_t tls_handshakes;
+    uint64_t tls_handshake_errors;
+} gw_metrics_t;
+
+/* One writer per counter, so a relaxed load and store is enough: no lock
+ * prefix on the data path, and a scrape from another thread reads whole values. */
+#define GW_METRIC_ADD(metrics, field, amount)                                                      \
+    __atomic_store_n(&(metrics)->field,                                                            \
+                     __atomic_load_n(&(metrics)->field, __ATOMIC_RELAXED) + (uint64_t)(amount),    \
+                     __ATOMIC_RELAXED)
+#define GW_METRIC_READ(metrics, field) __atomic_load_n(&(metrics)->field, __ATOMIC_RELAXED)
+
+/* Counts one finished request: its status class and duration. */
+void gw_metrics_observe_request(gw_metrics_t *metrics, int status, uint64_t duration_us);
+
+/* Appends the Prometheus text exposition of every worker's counters, summed,
+ * and of the route catalogs, to out. */
+void gw_metrics_render(struct evbuffer *out, struct gw_server *server);
+
+#endif
