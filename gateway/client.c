@@ -17,6 +17,7 @@
 
 #include "auth/token.h"
 #include "gateway/error_page.h"
+#include "gateway/proxy_protocol.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
 #include "routing/mask.h"
@@ -54,6 +55,7 @@ static void gw_upstream_write(struct bufferevent *bev, void *arg);
 static void gw_upstream_event(struct bufferevent *bev, short events, void *arg);
 static void gw_client_timer(evutil_socket_t fd, short events, void *arg);
 static void gw_client_parse_head(gw_client_t *client);
+static void gw_client_parse_proxy_header(gw_client_t *client);
 static void gw_client_forward_request(gw_client_t *client);
 /* What a streaming step left behind: the request still proxying on this
  * upstream, or ended (the client moved on to its next request or is freed). */
@@ -643,7 +645,10 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
     }
     GW_PUT_LITERAL("X-Forwarded-For: ");
     GW_PUT(client->address_text, strlen(client->address_text));
-    GW_PUT_LITERAL("\r\nX-Forwarded-Proto: http\r\n");
+    if (client->https)
+        GW_PUT_LITERAL("\r\nX-Forwarded-Proto: https\r\n");
+    else
+        GW_PUT_LITERAL("\r\nX-Forwarded-Proto: http\r\n");
     if (client->request_upgrade)
         GW_PUT_LITERAL("Connection: upgrade\r\n");
     else if (http10)
@@ -1149,6 +1154,9 @@ static void gw_client_start_tunnel(gw_client_t *client) {
 static void gw_client_read(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
     switch (client->state) {
+    case GW_CLIENT_READING_PROXY:
+        gw_client_parse_proxy_header(client);
+        break;
     case GW_CLIENT_READING_HEAD:
         gw_client_parse_head(client);
         break;
@@ -1243,6 +1251,9 @@ static void gw_client_timer(evutil_socket_t fd, short events, void *arg) {
     (void)events;
     gw_client_t *client = arg;
     switch (client->state) {
+    case GW_CLIENT_READING_PROXY:
+        gw_client_close(client); /* no PROXY header in time */
+        break;
     case GW_CLIENT_READING_HEAD:
         if (client->request_started) {
             client->request_keep_alive = false;
@@ -1327,8 +1338,49 @@ static void gw_client_parse_head(gw_client_t *client) {
     }
 }
 
-void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *address,
-                      int address_length) {
+/* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4). */
+static void gw_address_text(const struct sockaddr *address, char *out, size_t out_size) {
+    if (address->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
+            inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], out, (socklen_t)out_size);
+        else
+            inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)out_size);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr, out,
+                  (socklen_t)out_size);
+    }
+}
+
+/* A proxy_protocol listener's connection starts with the balancer's PROXY
+ * header; without a valid one the connection is closed, never served. */
+static void gw_client_parse_proxy_header(gw_client_t *client) {
+    struct evbuffer *input = bufferevent_get_input(client->bev);
+    size_t available = evbuffer_get_length(input);
+    if (available > GW_PROXY_HEADER_MAX)
+        available = GW_PROXY_HEADER_MAX;
+    const uint8_t *data = evbuffer_pullup(input, (ev_ssize_t)available);
+    gw_proxy_header_t header;
+    gw_proxy_status_t status = gw_proxy_protocol_parse(data, available, &header);
+    if (status == GW_PROXY_NEED_MORE && available < GW_PROXY_HEADER_MAX)
+        return;
+    if (status != GW_PROXY_DONE) {
+        log_debug("client %s: no valid PROXY header; closing", client->address_text);
+        gw_client_close(client);
+        return;
+    }
+    evbuffer_drain(input, header.length);
+    if (!header.local)
+        gw_address_text((const struct sockaddr *)&header.source, client->address_text,
+                        sizeof(client->address_text));
+    if (header.ssl)
+        client->https = true;
+    client->state = GW_CLIENT_READING_HEAD;
+    gw_client_parse_head(client);
+}
+
+void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
+                      const struct sockaddr *address, int address_length) {
     (void)address_length;
     gw_parser_settings_init();
     gw_client_t *client = calloc(1, sizeof(*client));
@@ -1341,18 +1393,8 @@ void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *addres
     worker->client_count++;
     GW_METRIC_ADD(&worker->metrics, client_connections, 1);
     arena_init(&client->arena, GW_ARENA_BLOCK);
-    if (address->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
-        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
-            inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], client->address_text,
-                      sizeof(client->address_text));
-        else
-            inet_ntop(AF_INET6, &v6->sin6_addr, client->address_text,
-                      sizeof(client->address_text));
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr,
-                  client->address_text, sizeof(client->address_text));
-    }
+    gw_address_text(address, client->address_text, sizeof(client->address_text));
+    client->https = listen->tls;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -1364,7 +1406,7 @@ void gw_client_accept(gw_worker_t *worker, int fd, const struct sockaddr *addres
         return;
     }
     gw_client_reset_request(client);
-    client->state = GW_CLIENT_READING_HEAD;
+    client->state = listen->proxy_protocol ? GW_CLIENT_READING_PROXY : GW_CLIENT_READING_HEAD;
     bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
     bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
     bufferevent_enable(client->bev, EV_READ | EV_WRITE);

@@ -18,10 +18,12 @@ struct bufferevent;
 struct event;
 struct gw_worker;
 struct gw_upstream;
+struct gw_listen;
 
 /* Every state a client connection can be in. The request and the response
  * have their own states below; the connection state says who acts next. */
 typedef enum gw_client_state {
+    GW_CLIENT_READING_PROXY, /* proxy_protocol listener: waiting for the PROXY header */
     GW_CLIENT_READING_HEAD, /* waiting for a whole request head (header or idle timeout) */
     GW_CLIENT_ROUTING,      /* head parsed; waiting for the catalog */
     GW_CLIENT_CONNECTING,   /* dialling the sandbox; a refused dial is retried */
@@ -80,7 +82,8 @@ typedef struct gw_client {
     struct bufferevent *bev;
     struct event *timer; /* the deadline of the current state */
     gw_client_state_t state;
-    char address_text[64];
+    char address_text[64]; /* the client's address: the PROXY header's source, if any */
+    bool https;            /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
     arena_t arena; /* per request; reset between requests */
 
     /* The current request. */
@@ -135,8 +138,8 @@ typedef struct gw_client {
 } gw_client_t;
 
 /* Takes over an accepted socket of worker; closes fd on failure. */
-void gw_client_accept(struct gw_worker *worker, int fd, const struct sockaddr *address,
-                      int address_length);
+void gw_client_accept(struct gw_worker *worker, const struct gw_listen *listen, int fd,
+                      const struct sockaddr *address, int address_length);
 
 /* Draining: closes the connection if it is idle between requests; one with a
  * request in flight closes after its response (which says Connection: close). */

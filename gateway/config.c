@@ -133,7 +133,6 @@ static const gw_config_directive_t gw_config_directives[] = {
 
 /* Names recorded in config->inactive for listener options whose feature is not built yet. */
 #define GW_CONFIG_INACTIVE_TLS_LISTEN "listen ... tls"
-#define GW_CONFIG_INACTIVE_PROXY_PROTOCOL "listen ... proxy_protocol"
 
 struct gw_config_parser {
     gw_config_t *config;
@@ -707,8 +706,6 @@ static int gw_config_set_listen(gw_config_parser_t *parser, const gw_config_dire
     config->listens[config->listen_count++] = listen;
     if (listen.tls)
         gw_config_mark_inactive(config, GW_CONFIG_INACTIVE_TLS_LISTEN);
-    if (listen.proxy_protocol)
-        gw_config_mark_inactive(config, GW_CONFIG_INACTIVE_PROXY_PROTOCOL);
     return 0;
 }
 

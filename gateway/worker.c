@@ -20,9 +20,9 @@ static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
         return;
     for (size_t i = 0; i < worker->listener_count; i++) {
         if (pause)
-            evconnlistener_disable(worker->listeners[i]);
+            evconnlistener_disable(worker->listeners[i].listener);
         else
-            evconnlistener_enable(worker->listeners[i]);
+            evconnlistener_enable(worker->listeners[i].listener);
     }
     worker->listeners_paused = pause;
 }
@@ -30,8 +30,9 @@ static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
 static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
                              struct sockaddr *address, int address_length, void *arg) {
     (void)listener;
-    gw_worker_t *worker = arg;
-    gw_client_accept(worker, fd, address, address_length);
+    gw_worker_listener_t *entry = arg;
+    gw_worker_t *worker = entry->worker;
+    gw_client_accept(worker, entry->listen, fd, address, address_length);
     /* Above max_connections new connections wait in the kernel's backlog. */
     if (worker->client_count >= worker->client_limit)
         gw_worker_pause_listeners(worker, true);
@@ -39,7 +40,7 @@ static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd
 
 static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
     (void)listener;
-    gw_worker_t *worker = arg;
+    gw_worker_t *worker = ((gw_worker_listener_t *)arg)->worker;
     int error = EVUTIL_SOCKET_ERROR();
     /* Out of descriptors or memory: log and keep serving; the listener
      * retries on the next readable event. */
@@ -60,8 +61,8 @@ void gw_worker_client_closed(gw_worker_t *worker) {
 
 static void gw_worker_close_listeners(gw_worker_t *worker) {
     for (size_t i = 0; i < worker->listener_count; i++) {
-        if (worker->listeners[i] != NULL)
-            evconnlistener_free(worker->listeners[i]);
+        if (worker->listeners[i].listener != NULL)
+            evconnlistener_free(worker->listeners[i].listener);
     }
     free(worker->listeners);
     worker->listeners = NULL;
@@ -154,16 +155,19 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
             flags |= LEV_OPT_BIND_IPV6ONLY;
         /* SO_REUSEPORT: every worker has its own socket on the same address,
          * and the kernel spreads new connections over them. */
-        worker->listeners[i] = evconnlistener_new_bind(
-            worker->base, gw_worker_accept, worker, flags, GW_LISTEN_BACKLOG,
+        gw_worker_listener_t *entry = &worker->listeners[i];
+        entry->worker = worker;
+        entry->listen = listen;
+        entry->listener = evconnlistener_new_bind(
+            worker->base, gw_worker_accept, entry, flags, GW_LISTEN_BACKLOG,
             (const struct sockaddr *)&listen->address, (int)listen->address_length);
         worker->listener_count = i + 1;
-        if (worker->listeners[i] == NULL) {
+        if (entry->listener == NULL) {
             log_error("%s:%d: cannot listen on %s: %s", config->path, listen->line, listen->text,
                       strerror(errno));
             return -1;
         }
-        evconnlistener_set_error_cb(worker->listeners[i], gw_worker_accept_error);
+        evconnlistener_set_error_cb(entry->listener, gw_worker_accept_error);
     }
     return 0;
 }

@@ -28,6 +28,13 @@ typedef struct gw_server {
     int draining; /* set (atomically) once SIGTERM arrived: health says 503 */
 } gw_server_t;
 
+/* One listening socket of a worker and the configuration line it serves. */
+typedef struct gw_worker_listener {
+    struct gw_worker *worker;
+    const gw_listen_t *listen;
+    struct evconnlistener *listener;
+} gw_worker_listener_t;
+
 typedef struct gw_worker {
     int index;
     pthread_t thread;
@@ -35,7 +42,7 @@ typedef struct gw_worker {
     gw_server_t *server;
     const gw_config_t *config;
     struct event_base *base;
-    struct evconnlistener **listeners;
+    gw_worker_listener_t *listeners;
     size_t listener_count;
     bool listeners_paused; /* at max_connections: new connections wait in the backlog */
     struct event *stop_event;
