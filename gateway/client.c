@@ -81,11 +81,21 @@ static uint64_t gw_now_us(void) {
     return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
 }
 
-static void gw_client_arm_timer(gw_client_t *client, uint64_t milliseconds) {
+/* Sets the current state's deadline, milliseconds from now. The timer event
+ * is only ever moved earlier: a later deadline is found when the timer fires
+ * early and re-arms itself, which saves an event_add per state change. */
+static void gw_client_set_deadline(gw_client_t *client, uint64_t milliseconds) {
+    client->deadline_ms = gw_now_ms() + milliseconds;
+    if (client->timer_armed_ms != 0 && client->timer_armed_ms <= client->deadline_ms)
+        return;
     struct timeval delay = {.tv_sec = (time_t)(milliseconds / 1000),
                             .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
     evtimer_add(client->timer, &delay);
+    client->timer_armed_ms = client->deadline_ms;
 }
+
+/* The current state has no deadline; a pending timer will find none. */
+static void gw_client_clear_deadline(gw_client_t *client) { client->deadline_ms = 0; }
 
 /* ---- message heads, collected from llhttp's span callbacks ---- */
 
@@ -136,8 +146,11 @@ static int gw_head_on_value(llhttp_t *parser, const char *at, size_t length) {
     /* RFC 9112 §5.2: a value continued on a line that starts with whitespace
      * (obs-fold) is rejected; llhttp passes it as a span that starts right
      * after a line feed. */
-    char before = at > head->piece_start ? at[-1] : head->previous_byte;
-    if (length > 0 && before == '\n' && (at[0] == ' ' || at[0] == '\t')) {
+    const char *back = at;
+    while (back > head->piece_start && (back[-1] == ' ' || back[-1] == '\t'))
+        back--;
+    char before = back > head->piece_start ? back[-1] : head->previous_byte;
+    if (length > 0 && before == '\n') {
         head->folded = true;
         return -1;
     }
@@ -145,6 +158,42 @@ static int gw_head_on_value(llhttp_t *parser, const char *at, size_t length) {
                        length) < 0)
         head->failed = true;
     return 0;
+}
+
+static bool gw_ascii_prefix(const char *text, size_t length, const char *prefix);
+
+static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
+#define GW_IS(literal) (length == sizeof(literal) - 1 && strncasecmp(name, literal, length) == 0)
+    switch (length) {
+    case 2:
+        return GW_IS("te") ? GW_HEADER_HOP_BY_HOP : GW_HEADER_OTHER;
+    case 4:
+        return GW_IS("host") ? GW_HEADER_HOST : GW_HEADER_OTHER;
+    case 7:
+        return GW_IS("upgrade") ? GW_HEADER_UPGRADE : GW_HEADER_OTHER;
+    case 9:
+        return GW_IS("forwarded") ? GW_HEADER_FORWARDED : GW_HEADER_OTHER;
+    case 10:
+        return GW_IS("connection")   ? GW_HEADER_CONNECTION
+               : GW_IS("keep-alive") ? GW_HEADER_HOP_BY_HOP
+                                     : GW_HEADER_OTHER;
+    case 16:
+        if (GW_IS("proxy-connection"))
+            return GW_HEADER_HOP_BY_HOP;
+        break;
+    case 17:
+        if (GW_IS("transfer-encoding"))
+            return GW_HEADER_TRANSFER_ENCODING;
+        break;
+    case sizeof(AUTH_TOKEN_HEADER) - 1:
+        if (GW_IS(AUTH_TOKEN_HEADER))
+            return GW_HEADER_TOKEN;
+        break;
+    default:
+        break;
+    }
+#undef GW_IS
+    return gw_ascii_prefix(name, length, "x-forwarded-") ? GW_HEADER_FORWARDED : GW_HEADER_OTHER;
 }
 
 static int gw_head_on_value_complete(llhttp_t *parser) {
@@ -168,7 +217,14 @@ static int gw_head_on_value_complete(llhttp_t *parser) {
     while (value_length > 0 &&
            (head->value[value_length - 1] == ' ' || head->value[value_length - 1] == '\t'))
         value_length--;
+    gw_header_kind_t kind = gw_header_classify(head->field, head->field_length);
+    if (kind == GW_HEADER_CONNECTION) {
+        if (head->connection_count < 4)
+            head->connection_headers[head->connection_count] = head->header_count;
+        head->connection_count++;
+    }
     head->headers[head->header_count++] = (gw_header_t){
+        .kind = kind,
         .name = head->field ? head->field : "",
         .name_length = head->field_length,
         .value = head->value ? head->value : "",
@@ -186,7 +242,11 @@ static int gw_head_on_value_complete(llhttp_t *parser) {
 static int gw_head_on_headers_complete(llhttp_t *parser) {
     gw_head_t *head = parser->data;
     head->head_complete = true;
-    if (head->skip_body) {
+    int status = parser->type == HTTP_RESPONSE ? parser->status_code : 0;
+    /* RFC 9110 §6.4.1: a response to HEAD, a 1xx (but 101, which becomes a
+     * tunnel), a 204 or a 304 has no body whatever its Content-Length says. */
+    if (head->skip_body || (status >= 100 && status < 200 && status != 101) || status == 204 ||
+        status == 304) {
         /* llhttp: 1 means "no body"; the message then completes at once. */
         return 1;
     }
@@ -256,16 +316,19 @@ static bool gw_list_has(const char *value, size_t value_length, const char *toke
 /* RFC 9110 §7.6.1: Connection and the fields it names, and the classic
  * hop-by-hop fields, are for one hop only. */
 static bool gw_is_hop_by_hop(const gw_head_t *head, const gw_header_t *header) {
-    if (GW_NAME_IS(header, "connection") || GW_NAME_IS(header, "keep-alive") ||
-        GW_NAME_IS(header, "proxy-connection") || GW_NAME_IS(header, "te") ||
-        GW_NAME_IS(header, "upgrade"))
+    if (header->kind == GW_HEADER_CONNECTION || header->kind == GW_HEADER_HOP_BY_HOP ||
+        header->kind == GW_HEADER_UPGRADE)
         return true;
-    for (size_t i = 0; i < head->header_count; i++) {
-        const gw_header_t *connection = &head->headers[i];
-        if (GW_NAME_IS(connection, "connection") &&
+    if (head->connection_count == 0 || header->kind == GW_HEADER_TRANSFER_ENCODING ||
+        header->kind == GW_HEADER_HOST)
+        return false;
+    bool all = head->connection_count > 4;
+    size_t count = all ? head->header_count : head->connection_count;
+    for (size_t i = 0; i < count; i++) {
+        const gw_header_t *connection = &head->headers[all ? i : head->connection_headers[i]];
+        if (connection->kind == GW_HEADER_CONNECTION &&
             gw_list_has(connection->value, connection->value_length, header->name,
-                        header->name_length) &&
-            !GW_NAME_IS(header, "transfer-encoding") && !GW_NAME_IS(header, "host"))
+                        header->name_length))
             return true;
     }
     return false;
@@ -336,8 +399,7 @@ static void gw_client_release_request(gw_client_t *client, bool upstream_reusabl
     if (client->upstream != NULL) {
         if (upstream_reusable) {
             client->upstream->requests++;
-            gw_pool_put(&client->worker->pool, client->upstream,
-                        client->worker->config->upstream_idle_timeout_ms);
+            gw_pool_put(&client->worker->pool, client->upstream);
         } else {
             gw_upstream_close(client->upstream);
         }
@@ -387,7 +449,7 @@ static void gw_client_linger(gw_client_t *client) {
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
     bufferevent_setwatermark(client->bev, EV_READ, 0, 0);
     bufferevent_enable(client->bev, EV_READ);
-    gw_client_arm_timer(client, GW_LINGER_MS);
+    gw_client_set_deadline(client, GW_LINGER_MS);
 }
 
 /* Closes once everything written so far has reached the kernel. */
@@ -407,7 +469,7 @@ static void gw_client_wait_next_request(gw_client_t *client) {
     gw_client_reset_request(client);
     client->state = GW_CLIENT_READING_HEAD;
     client->started_us = 0;
-    gw_client_arm_timer(client, client->worker->config->client_idle_timeout_ms);
+    gw_client_set_deadline(client, client->worker->config->client_idle_timeout_ms);
     bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
     bufferevent_enable(client->bev, EV_READ);
     /* Pipelined bytes may be waiting already; parse them from the loop, not
@@ -421,7 +483,7 @@ static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool ups
     gw_client_log_request(client);
     client->request_started = false; /* logged: gw_client_close must not log it again */
     gw_client_release_request(client, upstream_reusable);
-    evtimer_del(client->timer);
+    gw_client_clear_deadline(client);
     if (keep_alive && !client->worker->draining)
         gw_client_wait_next_request(client);
     else
@@ -492,7 +554,7 @@ static void gw_client_head_complete(gw_client_t *client) {
         gw_client_fail(client, 500, "Out of memory");
         return;
     }
-    evtimer_del(client->timer);
+    gw_client_clear_deadline(client);
     client->request_state = GW_REQUEST_BODY;
     client->method = llhttp_method_name(llhttp_get_method(parser));
     client->path = head->target;
@@ -541,7 +603,7 @@ static void gw_client_head_complete(gw_client_t *client) {
     size_t host_count = 0;
     for (size_t i = 0; i < head->header_count; i++) {
         const gw_header_t *header = &head->headers[i];
-        if (GW_NAME_IS(header, "host")) {
+        if (header->kind == GW_HEADER_HOST) {
             host_count++;
             if (scheme_length == 0) {
                 authority = header->value;
@@ -549,8 +611,21 @@ static void gw_client_head_complete(gw_client_t *client) {
             }
         }
     }
+    /* RFC 9112 §6.1: the gateway passes bodies through unchanged, so the only
+     * transfer coding it accepts is a single "chunked" (any other coding, or
+     * chunked not last, leaves the length unknown: a smuggling vector). */
+    size_t transfer_encodings = 0;
+    bool transfer_encoding_valid = true;
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (header->kind == GW_HEADER_TRANSFER_ENCODING) {
+            transfer_encodings++;
+            if (header->value_length != 7 || strncasecmp(header->value, "chunked", 7) != 0)
+                transfer_encoding_valid = false;
+        }
+    }
     /* RFC 9112 §3.2: more than one Host is an error. */
-    if (host_count > 1) {
+    if (host_count > 1 || transfer_encodings > 1 || !transfer_encoding_valid) {
         client->request_keep_alive = false;
         gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
         return;
@@ -626,11 +701,10 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
     GW_PUT_LITERAL("\r\n");
     for (size_t i = 0; i < head->header_count; i++) {
         const gw_header_t *header = &head->headers[i];
-        if (GW_NAME_IS(header, "upgrade") && client->request_upgrade) {
+        if (header->kind == GW_HEADER_UPGRADE && client->request_upgrade) {
             /* kept on upgrade requests, with Connection: upgrade below */
-        } else if (GW_NAME_IS(header, "host") || GW_NAME_IS(header, "forwarded") ||
-                   gw_ascii_prefix(header->name, header->name_length, "x-forwarded-") ||
-                   GW_NAME_IS(header, AUTH_TOKEN_HEADER) || gw_is_hop_by_hop(head, header)) {
+        } else if (header->kind == GW_HEADER_HOST || header->kind == GW_HEADER_FORWARDED ||
+                   header->kind == GW_HEADER_TOKEN || gw_is_hop_by_hop(head, header)) {
             continue;
         }
         GW_PUT(header->name, header->name_length);
@@ -751,12 +825,12 @@ static void gw_client_dial(gw_client_t *client) {
 static void gw_client_upstream_ready(gw_client_t *client) {
     struct bufferevent *upstream = client->upstream->bev;
     client->upstream->state = GW_UPSTREAM_BUSY;
-    bufferevent_set_timeouts(upstream, NULL, NULL);
     bufferevent_setcb(upstream, gw_upstream_read, gw_upstream_write, gw_upstream_event, client);
     bufferevent_setwatermark(upstream, EV_READ, 0, GW_READ_HIGH);
     bufferevent_setwatermark(upstream, EV_WRITE, 0, 0);
     bufferevent_enable(upstream, EV_READ | EV_WRITE);
     client->state = GW_CLIENT_PROXYING;
+    client->upstream_eof = false; /* a retry's fresh connection */
     client->response_state = GW_RESPONSE_HEAD;
     gw_head_reset(&client->response_head, &client->arena);
     client->response_head.skip_body = strcmp(client->method, "HEAD") == 0;
@@ -782,7 +856,7 @@ static void gw_client_retry_or_fail(gw_client_t *client, int error) {
         client->retry_delay_ms = client->retry_delay_ms * 2 > GW_RETRY_MAX_MS
                                      ? GW_RETRY_MAX_MS
                                      : client->retry_delay_ms * 2;
-        gw_client_arm_timer(client, delay);
+        gw_client_set_deadline(client, delay);
         return;
     }
     GW_METRIC_ADD(&worker->metrics, upstream_dial_errors, 1);
@@ -813,6 +887,8 @@ static void gw_upstream_event(struct bufferevent *bev, short events, void *arg) 
     gw_client_t *client = arg;
     if (client->state == GW_CLIENT_CONNECTING) {
         if (events & BEV_EVENT_CONNECTED) {
+            if (client->upstream->state == GW_UPSTREAM_CONNECTING)
+                bufferevent_set_timeouts(bev, NULL, NULL); /* the connect timeout */
             gw_client_upstream_ready(client);
         } else if (events & BEV_EVENT_TIMEOUT) {
             GW_METRIC_ADD(&client->worker->metrics, upstream_dial_errors, 1);
@@ -860,17 +936,24 @@ static size_t gw_parse_piece(llhttp_t *parser, const char *data, size_t length,
             llhttp_resume(parser);
         taken = position == NULL || position < data ? 0 : (size_t)(position - data);
     }
-    if (taken > 0)
-        head->previous_byte = data[taken - 1];
+    /* Remember the last byte that is not a blank, for the obs-fold check of
+     * a value whose span starts in the next piece. */
+    for (size_t i = taken; i > 0; i--) {
+        if (data[i - 1] != ' ' && data[i - 1] != '\t') {
+            head->previous_byte = data[i - 1];
+            break;
+        }
+    }
     return taken;
 }
 
 static void gw_client_request_done(gw_client_t *client) {
     client->request_state = GW_REQUEST_DONE;
-    /* Pipelined requests wait in the kernel until this response ends. */
-    bufferevent_disable(client->bev, EV_READ);
+    /* Pipelined requests wait unparsed in the input buffer (bounded by its
+     * read watermark) until this response ends; reading stays enabled so a
+     * closing client is noticed, and no epoll change is paid per request. */
     if (client->response_state == GW_RESPONSE_HEAD && !client->response_sent)
-        gw_client_arm_timer(client, client->worker->config->upstream_response_timeout_ms);
+        gw_client_set_deadline(client, client->worker->config->upstream_response_timeout_ms);
 }
 
 /* Passes request body bytes to the sandbox as they arrive, raw (chunked
@@ -925,32 +1008,51 @@ static void gw_client_forward_request(gw_client_t *client) {
  * hop-by-hop fields, with the gateway's Connection. */
 static int gw_client_write_response_head(gw_client_t *client, bool final) {
     const gw_head_t *head = &client->response_head;
-    llhttp_t *parser = &client->response_parser;
-    int status = llhttp_get_status_code(parser);
-    struct evbuffer *output = bufferevent_get_output(client->bev);
-    size_t before = evbuffer_get_length(output);
-    evbuffer_add_printf(output, "HTTP/1.1 %d ", status);
+    int status = llhttp_get_status_code(&client->response_parser);
+    size_t capacity = 64 + head->target_length;
+    for (size_t i = 0; i < head->header_count; i++)
+        capacity += head->headers[i].name_length + head->headers[i].value_length + 4;
+    /* One buffer and one evbuffer_add: each add runs libevent's callbacks. */
+    char *out = arena_alloc(&client->arena, capacity);
+    if (out == NULL)
+        return -1;
+    size_t length = 0;
+#define GW_PUT(data, count)                                                                        \
+    do {                                                                                           \
+        memcpy(out + length, (data), (count));                                                     \
+        length += (count);                                                                         \
+    } while (0)
+#define GW_PUT_LITERAL(literal) GW_PUT(literal, sizeof(literal) - 1)
+    GW_PUT_LITERAL("HTTP/1.1 ");
+    /* llhttp accepts three-digit codes only (RFC 9110 §15). */
+    out[length++] = (char)('0' + status / 100 % 10);
+    out[length++] = (char)('0' + status / 10 % 10);
+    out[length++] = (char)('0' + status % 10);
+    out[length++] = ' ';
     if (head->target != NULL)
-        evbuffer_add(output, head->target, head->target_length);
-    evbuffer_add(output, "\r\n", 2);
+        GW_PUT(head->target, head->target_length);
+    GW_PUT_LITERAL("\r\n");
     for (size_t i = 0; i < head->header_count; i++) {
         const gw_header_t *header = &head->headers[i];
-        if (status == 101 && GW_NAME_IS(header, "upgrade")) {
+        if (status == 101 && header->kind == GW_HEADER_UPGRADE) {
             /* the protocol switched to */
         } else if (gw_is_hop_by_hop(head, header)) {
             continue;
         }
-        evbuffer_add(output, header->name, header->name_length);
-        evbuffer_add(output, ": ", 2);
-        evbuffer_add(output, header->value, header->value_length);
-        evbuffer_add(output, "\r\n", 2);
+        GW_PUT(header->name, header->name_length);
+        GW_PUT_LITERAL(": ");
+        GW_PUT(header->value, header->value_length);
+        GW_PUT_LITERAL("\r\n");
     }
     if (status == 101)
-        evbuffer_add(output, "Connection: upgrade\r\n", 21);
+        GW_PUT_LITERAL("Connection: upgrade\r\n");
     else if (final && client->close_after_response)
-        evbuffer_add(output, "Connection: close\r\n", 19);
-    evbuffer_add(output, "\r\n", 2);
-    client->bytes_sent += evbuffer_get_length(output) - before;
+        GW_PUT_LITERAL("Connection: close\r\n");
+    GW_PUT_LITERAL("\r\n");
+#undef GW_PUT
+#undef GW_PUT_LITERAL
+    evbuffer_add(bufferevent_get_output(client->bev), out, length);
+    client->bytes_sent += length;
     return status;
 }
 
@@ -966,12 +1068,14 @@ static gw_step_t gw_client_response_head(gw_client_t *client) {
     }
     if (status >= 100 && status < 200 && status != 101) {
         /* Informational (100 Continue, 103 Early Hints): forward, then read on. */
-        gw_client_write_response_head(client, false);
+        if (gw_client_write_response_head(client, false) < 0)
+            goto out_of_memory;
         return GW_STEP_CONTINUE;
     }
-    evtimer_del(client->timer);
+    gw_client_clear_deadline(client);
     if (status == 101 && client->request_upgrade) {
-        gw_client_write_response_head(client, true);
+        if (gw_client_write_response_head(client, true) < 0)
+            goto out_of_memory;
         client->response_sent = true;
         client->status = status;
         gw_client_start_tunnel(client);
@@ -983,11 +1087,15 @@ static gw_step_t gw_client_response_head(gw_client_t *client) {
                                    llhttp_message_needs_eof(parser) ||
                                    client->request_state != GW_REQUEST_DONE ||
                                    client->request_upgrade || status == 101;
-    gw_client_write_response_head(client, true);
+    if (gw_client_write_response_head(client, true) < 0)
+        goto out_of_memory;
     client->response_sent = true;
     client->status = status;
     client->response_state = GW_RESPONSE_BODY;
     return GW_STEP_CONTINUE;
+out_of_memory:
+    gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+    return GW_STEP_ENDED;
 }
 
 static void gw_client_response_done(gw_client_t *client) {
@@ -1032,7 +1140,7 @@ static gw_step_t gw_client_forward_response(gw_client_t *client) {
         head_just_completed = false;
         bool in_head = client->response_state == GW_RESPONSE_HEAD;
         if (in_head) {
-            evtimer_del(client->timer);
+            gw_client_clear_deadline(client);
             size_t allowed = GW_RESPONSE_HEAD_MAX + 1 - client->response_head_bytes;
             if (piece.iov_len > allowed)
                 piece.iov_len = allowed;
@@ -1142,7 +1250,7 @@ static void gw_client_start_tunnel(gw_client_t *client) {
     client->request_state = GW_REQUEST_DONE;
     client->response_state = GW_RESPONSE_DONE;
     client->last_activity_ms = gw_now_ms();
-    gw_client_arm_timer(client, client->worker->config->tunnel_idle_timeout_ms);
+    gw_client_set_deadline(client, client->worker->config->tunnel_idle_timeout_ms);
     bufferevent_enable(client->bev, EV_READ);
     bufferevent_enable(client->upstream->bev, EV_READ);
     gw_tunnel_pass(client, client->upstream->bev, client->bev);
@@ -1163,8 +1271,6 @@ static void gw_client_read(struct bufferevent *bev, void *arg) {
     case GW_CLIENT_PROXYING:
         if (client->request_state == GW_REQUEST_BODY)
             gw_client_forward_request(client);
-        else
-            bufferevent_disable(bev, EV_READ);
         break;
     case GW_CLIENT_TUNNEL:
         gw_tunnel_pass(client, bev, client->upstream->bev);
@@ -1250,6 +1356,15 @@ static void gw_client_timer(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_client_t *client = arg;
+    client->timer_armed_ms = 0;
+    if (client->deadline_ms == 0)
+        return;
+    uint64_t now = gw_now_ms();
+    if (now < client->deadline_ms) {
+        gw_client_set_deadline(client, client->deadline_ms - now);
+        return;
+    }
+    client->deadline_ms = 0;
     switch (client->state) {
     case GW_CLIENT_READING_PROXY:
         gw_client_close(client); /* no PROXY header in time */
@@ -1274,7 +1389,7 @@ static void gw_client_timer(evutil_socket_t fd, short events, void *arg) {
         if (idle >= limit)
             gw_client_close(client);
         else
-            gw_client_arm_timer(client, limit - idle);
+            gw_client_set_deadline(client, limit - idle);
         break;
     }
     case GW_CLIENT_CLOSING:
@@ -1300,7 +1415,7 @@ static void gw_client_parse_head(gw_client_t *client) {
                 /* On a kept-alive connection the header timeout runs from
                  * the request's first byte (from accept for the first one). */
                 client->started_us = gw_now_us();
-                gw_client_arm_timer(client, client->worker->config->client_header_timeout_ms);
+                gw_client_set_deadline(client, client->worker->config->client_header_timeout_ms);
             }
         }
         /* Never hand llhttp more than fits under the limit, so an oversized
@@ -1412,7 +1527,7 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     bufferevent_enable(client->bev, EV_READ | EV_WRITE);
     /* From accept, the whole head must arrive within client_header_timeout. */
     client->started_us = gw_now_us();
-    gw_client_arm_timer(client, worker->config->client_header_timeout_ms);
+    gw_client_set_deadline(client, worker->config->client_header_timeout_ms);
 }
 
 void gw_client_drain(gw_client_t *client) {

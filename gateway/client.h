@@ -45,7 +45,20 @@ typedef enum gw_response_state {
     GW_RESPONSE_DONE,
 } gw_response_state_t;
 
+/* The fields the gateway acts on, recognised once when a field ends. */
+typedef enum gw_header_kind {
+    GW_HEADER_OTHER = 0,
+    GW_HEADER_HOST,
+    GW_HEADER_CONNECTION,
+    GW_HEADER_HOP_BY_HOP, /* Keep-Alive, Proxy-Connection, TE */
+    GW_HEADER_UPGRADE,
+    GW_HEADER_TRANSFER_ENCODING,
+    GW_HEADER_FORWARDED,  /* Forwarded and X-Forwarded-*: replaced, never trusted */
+    GW_HEADER_TOKEN,      /* e2b-traffic-access-token */
+} gw_header_kind_t;
+
 typedef struct gw_header {
+    gw_header_kind_t kind;
     const char *name;
     size_t name_length;
     const char *value;
@@ -67,6 +80,8 @@ typedef struct gw_head {
     char *value;
     size_t value_length;
     size_t value_capacity;
+    size_t connection_headers[4]; /* indexes of Connection fields, for hop-by-hop checks */
+    size_t connection_count;      /* may exceed 4: then every field is searched */
     bool head_complete;
     bool message_complete;
     bool skip_body; /* response to HEAD: no body whatever the headers say */
@@ -80,7 +95,9 @@ typedef struct gw_client {
     LIST_ENTRY(gw_client) link;
     struct gw_worker *worker;
     struct bufferevent *bev;
-    struct event *timer; /* the deadline of the current state */
+    struct event *timer;     /* wakes up at or before deadline_ms */
+    uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
+    uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */
     gw_client_state_t state;
     char address_text[64]; /* the client's address: the PROXY header's source, if any */
     bool https;            /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */

@@ -1,7 +1,6 @@
 /* sandbox-gateway: command line, start-up, signals and shutdown. */
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -223,8 +222,10 @@ int main(int argc, char **argv) {
                  server.config.inactive[i]);
 
     signal(SIGPIPE, SIG_IGN);
-    if (auth_init() < 0 || evthread_use_pthreads() < 0) {
-        log_error("cannot initialise libsodium or libevent threads");
+    /* No evthread_use_pthreads(): each loop belongs to one thread, and other
+     * threads reach a worker through its eventfd, so no event call locks. */
+    if (auth_init() < 0) {
+        log_error("cannot initialise libsodium");
         gw_config_free(&server.config);
         return 1;
     }

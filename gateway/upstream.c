@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/worker.h"
@@ -19,24 +20,89 @@
  * concurrency, few enough that one sandbox cannot hold a worker's descriptors. */
 enum { GW_POOL_IDLE_PER_KEY = 64, GW_POOL_IDLE_PER_WORKER = 4096 };
 
-size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
-                   const char *address_text, uint16_t port) {
-    /* '\n' cannot occur in any part (IDs are [a-z0-9], the rest validated). */
-    int length = snprintf(out, out_size, "%s\n%s\n%s\n%u", sandbox_id, execution_id, address_text,
-                          (unsigned)port);
-    if (length < 0)
-        return 0;
-    return (size_t)length < out_size ? (size_t)length : out_size - 1;
+static size_t gw_append(char *out, size_t out_size, size_t length, const char *text) {
+    size_t text_length = strlen(text);
+    if (text_length > out_size - 1 - length)
+        text_length = out_size - 1 - length;
+    memcpy(out + length, text, text_length);
+    return length + text_length;
 }
 
-int gw_pool_init(gw_pool_t *pool) {
+size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
+                   const char *address_text, uint16_t port) {
+    /* '\n' cannot occur in any part (IDs are [a-z0-9], the rest validated).
+     * Built by hand: this runs for every request. */
+    char port_text[6];
+    size_t digits = 0;
+    char reversed[6];
+    unsigned value = port;
+    do {
+        reversed[digits++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value > 0);
+    for (size_t i = 0; i < digits; i++)
+        port_text[i] = reversed[digits - 1 - i];
+    port_text[digits] = '\0';
+    size_t length = gw_append(out, out_size, 0, sandbox_id);
+    length = gw_append(out, out_size, length, "\n");
+    length = gw_append(out, out_size, length, execution_id);
+    length = gw_append(out, out_size, length, "\n");
+    length = gw_append(out, out_size, length, address_text);
+    length = gw_append(out, out_size, length, "\n");
+    length = gw_append(out, out_size, length, port_text);
+    out[length] = '\0';
+    return length;
+}
+
+static uint64_t gw_pool_now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* How often the sweep looks for expired connections: a fraction of the
+ * timeout, so a connection lives at most a quarter longer than it. */
+static struct timeval gw_pool_sweep_interval(const gw_pool_t *pool) {
+    uint64_t interval = pool->idle_timeout_ms / 4;
+    if (interval < 10)
+        interval = 10;
+    if (interval > 1000)
+        interval = 1000;
+    return (struct timeval){.tv_sec = (time_t)(interval / 1000),
+                            .tv_usec = (suseconds_t)(interval % 1000) * 1000};
+}
+
+/* One timer for the whole pool instead of one per connection: taking and
+ * returning a connection then costs no timer operation. */
+static void gw_pool_sweep(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_pool_t *pool = arg;
+    uint64_t now = gw_pool_now_ms();
+    gw_upstream_t *oldest;
+    while ((oldest = TAILQ_FIRST(&pool->idle_order)) != NULL &&
+           now - oldest->idle_since_ms >= pool->idle_timeout_ms)
+        gw_upstream_close(oldest);
+    if (pool->idle_count > 0) {
+        struct timeval interval = gw_pool_sweep_interval(pool);
+        evtimer_add(pool->sweep, &interval);
+    }
+}
+
+int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms) {
     memset(pool, 0, sizeof(*pool));
+    TAILQ_INIT(&pool->idle_order);
+    pool->idle_timeout_ms = idle_timeout_ms;
+    pool->sweep = evtimer_new(base, gw_pool_sweep, pool);
+    if (pool->sweep == NULL)
+        return -1;
     return strmap_init(&pool->slots);
 }
 
 static void gw_pool_remove(gw_pool_t *pool, gw_upstream_t *upstream) {
     gw_pool_slot_t *slot = upstream->slot;
     TAILQ_REMOVE(&slot->idle, upstream, pool_link);
+    TAILQ_REMOVE(&pool->idle_order, upstream, idle_link);
     slot->idle_count--;
     pool->idle_count--;
     upstream->slot = NULL;
@@ -76,7 +142,12 @@ void gw_pool_free(gw_pool_t *pool) {
     if (pool->slots.buckets != NULL)
         strmap_foreach(&pool->slots, gw_pool_close_slot, NULL);
     strmap_free(&pool->slots);
+    TAILQ_INIT(&pool->idle_order);
     pool->idle_count = 0;
+    if (pool->sweep != NULL) {
+        event_free(pool->sweep);
+        pool->sweep = NULL;
+    }
 }
 
 gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length) {
@@ -87,7 +158,6 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
     gw_pool_remove(pool, upstream);
     upstream->state = GW_UPSTREAM_BUSY;
-    bufferevent_set_timeouts(upstream->bev, NULL, NULL);
     bufferevent_setcb(upstream->bev, NULL, NULL, NULL, NULL);
     pool->reused++;
     return upstream;
@@ -102,11 +172,11 @@ static void gw_pool_idle_read(struct bufferevent *bev, void *arg) {
 
 static void gw_pool_idle_event(struct bufferevent *bev, short events, void *arg) {
     (void)bev;
-    (void)events; /* EOF, error or the idle timeout: all end the connection */
+    (void)events; /* EOF or an error: the connection is done */
     gw_upstream_close(arg);
 }
 
-void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout_ms) {
+void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
     gw_pool_slot_t *slot = entry ? entry->value : NULL;
     if (pool->idle_count >= GW_POOL_IDLE_PER_WORKER ||
@@ -124,15 +194,18 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout
         }
     }
     TAILQ_INSERT_TAIL(&slot->idle, upstream, pool_link);
+    TAILQ_INSERT_TAIL(&pool->idle_order, upstream, idle_link);
     slot->idle_count++;
     pool->idle_count++;
     upstream->slot = slot;
     upstream->state = GW_UPSTREAM_IDLE;
-    struct timeval idle = {.tv_sec = (time_t)(idle_timeout_ms / 1000),
-                           .tv_usec = (suseconds_t)(idle_timeout_ms % 1000) * 1000};
+    upstream->idle_since_ms = gw_pool_now_ms();
     bufferevent_setcb(upstream->bev, gw_pool_idle_read, NULL, gw_pool_idle_event, upstream);
-    bufferevent_set_timeouts(upstream->bev, &idle, NULL);
     bufferevent_enable(upstream->bev, EV_READ);
+    if (!evtimer_pending(pool->sweep, NULL)) {
+        struct timeval interval = gw_pool_sweep_interval(pool);
+        evtimer_add(pool->sweep, &interval);
+    }
     return;
 close:
     gw_upstream_close(upstream);

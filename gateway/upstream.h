@@ -20,7 +20,7 @@ typedef struct gw_pool_slot gw_pool_slot_t;
 typedef enum gw_upstream_state {
     GW_UPSTREAM_CONNECTING, /* dial in progress, owned by a client connection */
     GW_UPSTREAM_BUSY,       /* carrying a client's request or tunnel */
-    GW_UPSTREAM_IDLE,       /* in the pool, closed by the idle timer or by the sandbox */
+    GW_UPSTREAM_IDLE,       /* in the pool, closed by the idle sweep or by the sandbox */
 } gw_upstream_state_t;
 
 /* One connection to one sandbox port. While pooled it belongs to the pool;
@@ -30,7 +30,9 @@ typedef struct gw_upstream {
     struct gw_worker *worker;
     gw_upstream_state_t state;
     gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */
-    TAILQ_ENTRY(gw_upstream) pool_link;
+    TAILQ_ENTRY(gw_upstream) pool_link; /* in its slot, most recently used last */
+    TAILQ_ENTRY(gw_upstream) idle_link; /* in the pool's idle order, oldest first */
+    uint64_t idle_since_ms;
     uint64_t requests;                 /* requests sent on it; > 0 means reused */
     char key[];                        /* pool key: sandbox, execution_id, addr, port */
 } gw_upstream_t;
@@ -44,7 +46,10 @@ struct gw_pool_slot {
 
 typedef struct gw_pool {
     strmap_t slots; /* key -> gw_pool_slot_t */
+    TAILQ_HEAD(gw_upstream_idle_order, gw_upstream) idle_order;
     size_t idle_count;
+    uint64_t idle_timeout_ms;
+    struct event *sweep; /* closes connections idle past idle_timeout_ms */
     uint64_t reused;  /* connections taken from the pool */
     uint64_t dialled; /* connections dialled */
 } gw_pool_t;
@@ -54,8 +59,9 @@ typedef struct gw_pool {
 size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
                    const char *address_text, uint16_t port);
 
-/* Prepares an empty pool; returns 0 or -1. */
-int gw_pool_init(gw_pool_t *pool);
+/* Prepares an empty pool on base whose idle connections close after
+ * idle_timeout_ms; returns 0 or -1. */
+int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms);
 
 /* Closes every idle connection and frees the pool. */
 void gw_pool_free(gw_pool_t *pool);
@@ -64,9 +70,9 @@ void gw_pool_free(gw_pool_t *pool);
 gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length);
 
 /* Gives an idle connection (no bytes pending either way) back; it is closed
- * after upstream_idle_timeout, or at once when the sandbox closes it or the
- * pool is full. */
-void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream, uint64_t idle_timeout_ms);
+ * after the idle timeout, or at once when the sandbox closes it or the pool
+ * is full. */
+void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream);
 
 /* Starts a non-blocking dial of address (with its port set); returns a
  * connection whose bufferevent reports BEV_EVENT_CONNECTED or an error to the

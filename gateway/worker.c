@@ -2,6 +2,7 @@
 #include "gateway/worker.h"
 
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 /* Connections the kernel may queue per listener while a worker is busy or
  * paused at max_connections. */
 enum { GW_LISTEN_BACKLOG = 4096 };
+
+/* What another thread asks of a worker (bits of gw_worker_t.requests). */
+enum { GW_WORKER_DRAIN = 1, GW_WORKER_STOP = 2 };
 
 static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
     if (worker->listeners_paused == pause)
@@ -106,12 +110,37 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
     event_base_loopbreak(worker->base);
 }
 
+/* Another thread asked something: the loop has no locks (no evthread), so
+ * requests arrive as bits and an eventfd wake-up, handled on this thread. */
+static void gw_worker_on_wake(evutil_socket_t fd, short events, void *arg) {
+    (void)events;
+    gw_worker_t *worker = arg;
+    uint64_t count;
+    while (read(fd, &count, sizeof(count)) > 0) {
+    }
+    int requests = __atomic_exchange_n(&worker->requests, 0, __ATOMIC_ACQ_REL);
+    if (requests & GW_WORKER_STOP)
+        gw_worker_on_stop(-1, 0, worker);
+    else if (requests & GW_WORKER_DRAIN)
+        gw_worker_on_drain(-1, 0, worker);
+}
+
+static void gw_worker_request(gw_worker_t *worker, int request) {
+    if (worker->wake_fd < 0)
+        return;
+    __atomic_or_fetch(&worker->requests, request, __ATOMIC_ACQ_REL);
+    uint64_t one = 1;
+    if (write(worker->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_error("worker %d: cannot wake: %s", worker->index, strerror(errno));
+}
+
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     const gw_config_t *config = &server->config;
     memset(worker, 0, sizeof(*worker));
     worker->index = index;
     worker->server = server;
     worker->config = config;
+    worker->wake_fd = -1;
     LIST_INIT(&worker->clients);
     size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
                    server->worker_count;
@@ -122,9 +151,12 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         return -1;
     }
     worker->stop_event = event_new(worker->base, -1, 0, gw_worker_on_stop, worker);
-    worker->drain_event = event_new(worker->base, -1, 0, gw_worker_on_drain, worker);
-    if (worker->stop_event == NULL || worker->drain_event == NULL ||
-        gw_pool_init(&worker->pool) < 0) {
+    worker->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (worker->wake_fd >= 0)
+        worker->wake_event = event_new(worker->base, worker->wake_fd, EV_READ | EV_PERSIST,
+                                       gw_worker_on_wake, worker);
+    if (worker->stop_event == NULL || worker->wake_event == NULL ||
+        event_add(worker->wake_event, NULL) < 0 || gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms) < 0) {
         log_error("worker %d: out of memory", index);
         return -1;
     }
@@ -179,10 +211,7 @@ static void *gw_worker_run(void *arg) {
     return NULL;
 }
 
-void gw_worker_drain(gw_worker_t *worker) {
-    if (worker->drain_event != NULL)
-        event_active(worker->drain_event, EV_READ, 0);
-}
+void gw_worker_drain(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_DRAIN); }
 
 bool gw_worker_finished(const gw_worker_t *worker) {
     return __atomic_load_n(&worker->finished, __ATOMIC_ACQUIRE) != 0;
@@ -195,10 +224,7 @@ int gw_worker_start(gw_worker_t *worker) {
     return 0;
 }
 
-void gw_worker_stop(gw_worker_t *worker) {
-    if (worker->stop_event != NULL)
-        event_active(worker->stop_event, EV_READ, 0);
-}
+void gw_worker_stop(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_STOP); }
 
 void gw_worker_free(gw_worker_t *worker) {
     if (worker->thread_started) {
@@ -212,9 +238,13 @@ void gw_worker_free(gw_worker_t *worker) {
         event_free(worker->stop_event);
         worker->stop_event = NULL;
     }
-    if (worker->drain_event != NULL) {
-        event_free(worker->drain_event);
-        worker->drain_event = NULL;
+    if (worker->wake_event != NULL) {
+        event_free(worker->wake_event);
+        worker->wake_event = NULL;
+    }
+    if (worker->wake_fd >= 0) {
+        close(worker->wake_fd);
+        worker->wake_fd = -1;
     }
     if (worker->base != NULL) {
         event_base_free(worker->base);

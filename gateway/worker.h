@@ -45,8 +45,10 @@ typedef struct gw_worker {
     gw_worker_listener_t *listeners;
     size_t listener_count;
     bool listeners_paused; /* at max_connections: new connections wait in the backlog */
-    struct event *stop_event;
-    struct event *drain_event;
+    struct event *stop_event;  /* activated by the worker itself (last connection of a drain) */
+    int wake_fd;               /* eventfd other threads write to, instead of locking the loop */
+    struct event *wake_event;
+    int requests;              /* GW_WORKER_DRAIN / GW_WORKER_STOP, set atomically before a wake */
     bool draining;  /* listeners closed; connections close after their response */
     int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
