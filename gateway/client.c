@@ -21,6 +21,7 @@
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
 #include "routing/mask.h"
+#include "tls/tls.h"
 #include "util/log.h"
 
 /* Each direction buffers at most this much before reading from the other side
@@ -445,7 +446,7 @@ static void gw_client_linger_event(struct bufferevent *bev, short events, void *
  * closes too. Closing with unread bytes would make the kernel send a reset,
  * which can destroy the response before the client reads it (RFC 9112 §9.6). */
 static void gw_client_linger(gw_client_t *client) {
-    shutdown(bufferevent_getfd(client->bev), SHUT_WR);
+    tls_bufferevent_shutdown_write(client->bev);
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
     bufferevent_setwatermark(client->bev, EV_READ, 0, 0);
     bufferevent_enable(client->bev, EV_READ);
@@ -1237,7 +1238,7 @@ static void gw_tunnel_half_close(gw_client_t *client) {
     }
     if (client->tunnel_upstream_eof && !client->tunnel_client_shut &&
         evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
-        shutdown(bufferevent_getfd(client->bev), SHUT_WR);
+        tls_bufferevent_shutdown_write(client->bev);
         client->tunnel_client_shut = true;
     }
     if (client->tunnel_upstream_shut && client->tunnel_client_shut)
@@ -1335,6 +1336,8 @@ static void gw_upstream_write(struct bufferevent *bev, void *arg) {
 static void gw_client_event(struct bufferevent *bev, short events, void *arg) {
     (void)bev;
     gw_client_t *client = arg;
+    if (events & BEV_EVENT_CONNECTED)
+        return; /* a TLS handshake completed */
     if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_PROXYING &&
         client->request_state == GW_REQUEST_DONE) {
         /* A client may shut down its sending side and still await the
@@ -1453,6 +1456,12 @@ static void gw_client_parse_head(gw_client_t *client) {
     }
 }
 
+static void gw_client_setup_bev(gw_client_t *client) {
+    bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
+    bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
+    bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+}
+
 /* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4). */
 static void gw_address_text(const struct sockaddr *address, char *out, size_t out_size) {
     if (address->sa_family == AF_INET6) {
@@ -1491,6 +1500,18 @@ static void gw_client_parse_proxy_header(gw_client_t *client) {
     if (header.ssl)
         client->https = true;
     client->state = GW_CLIENT_READING_HEAD;
+    if (client->listen->tls) {
+        /* TLS starts after the PROXY header: the handshake reads what follows. */
+        struct bufferevent *wrapped =
+            tls_bufferevent_wrap(client->worker->server->tls, client->worker->base, client->bev);
+        if (wrapped == NULL) {
+            gw_client_close(client);
+            return;
+        }
+        client->bev = wrapped;
+        gw_client_setup_bev(client);
+        return;
+    }
     gw_client_parse_head(client);
 }
 
@@ -1504,6 +1525,7 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
         return;
     }
     client->worker = worker;
+    client->listen = listen;
     LIST_INSERT_HEAD(&worker->clients, client, link);
     worker->client_count++;
     GW_METRIC_ADD(&worker->metrics, client_connections, 1);
@@ -1512,7 +1534,12 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     client->https = listen->tls;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    /* The one place that knows about TLS: a TLS bufferevent reads and writes
+     * plaintext like a socket one (a PROXY header comes before TLS). */
+    if (listen->tls && !listen->proxy_protocol)
+        client->bev = tls_bufferevent_new(worker->server->tls, worker->base, fd);
+    else
+        client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
     client->timer = evtimer_new(worker->base, gw_client_timer, client);
     if (client->bev == NULL || client->timer == NULL) {
         if (client->bev == NULL)
@@ -1522,9 +1549,7 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     }
     gw_client_reset_request(client);
     client->state = listen->proxy_protocol ? GW_CLIENT_READING_PROXY : GW_CLIENT_READING_HEAD;
-    bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
-    bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
-    bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+    gw_client_setup_bev(client);
     /* From accept, the whole head must arrive within client_header_timeout. */
     client->started_us = gw_now_us();
     gw_client_set_deadline(client, worker->config->client_header_timeout_ms);

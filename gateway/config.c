@@ -54,8 +54,7 @@ struct gw_config_directive {
     size_t offset;    /* the gw_config_t field a generic setter writes */
     uint64_t minimum; /* bounds in the field's unit: milliseconds, bytes or a count */
     uint64_t maximum;
-    unsigned flags;       /* GW_CONFIG_REPEATABLE, GW_CONFIG_REQUIRED */
-    const char *inactive; /* reported in config->inactive while its feature is not built */
+    unsigned flags; /* GW_CONFIG_REPEATABLE, GW_CONFIG_REQUIRED */
 };
 
 static gw_config_setter_t gw_config_set_domain;
@@ -76,63 +75,61 @@ static gw_config_setter_t gw_config_set_log_level;
 // clang-format off
 #define GW_CONFIG_FIELD(field) offsetof(gw_config_t, field)
 /* A duration directive: one argument, once, from minimum to GW_CONFIG_DURATION_LIMIT. */
-#define GW_CONFIG_DURATION(name, field, minimum, inactive)                                         \
+#define GW_CONFIG_DURATION(name, field, minimum)                                                   \
     {name, 1, 1, gw_config_set_duration, GW_CONFIG_FIELD(field), minimum,                          \
-     GW_CONFIG_DURATION_LIMIT, GW_CONFIG_ONCE, inactive}
+     GW_CONFIG_DURATION_LIMIT, GW_CONFIG_ONCE}
 
 /* Every directive of DESIGN.md. Defaults are set by gw_config_defaults and documented in
  * gateway.conf; bounds are in the unit of the field (milliseconds, bytes, a count). */
 static const gw_config_directive_t gw_config_directives[] = {
     /* name                  arguments  setter
-     *   field, bounds (minimum, maximum), flags, inactive name */
+     *   field, bounds (minimum, maximum), flags */
     {"domain",              1, 1, gw_config_set_domain,
-     0, 0, 0, GW_CONFIG_REPEATABLE | GW_CONFIG_REQUIRED, NULL},
+     0, 0, 0, GW_CONFIG_REPEATABLE | GW_CONFIG_REQUIRED},
     {"listen",              1, 3, gw_config_set_listen,
-     0, 0, 0, GW_CONFIG_REPEATABLE | GW_CONFIG_REQUIRED, NULL},
+     0, 0, 0, GW_CONFIG_REPEATABLE | GW_CONFIG_REQUIRED},
     {"tls_certificate",     1, 1, gw_config_set_tls_certificate,
-     0, 0, 0, GW_CONFIG_REPEATABLE, "tls_certificate"},
+     0, 0, 0, GW_CONFIG_REPEATABLE},
     {"tls_certificate_key", 1, 1, gw_config_set_tls_certificate_key,
-     0, 0, 0, GW_CONFIG_REPEATABLE, "tls_certificate_key"},
+     0, 0, 0, GW_CONFIG_REPEATABLE},
     {"tls_ticket_key_file", 1, 1, gw_config_set_tls_ticket_key_file,
-     0, 0, 0, GW_CONFIG_ONCE, "tls_ticket_key_file"},
+     0, 0, 0, GW_CONFIG_ONCE},
     {"admin_listen",        1, 1, gw_config_set_admin_listen,
-     0, 0, 0, GW_CONFIG_ONCE, NULL},
+     0, 0, 0, GW_CONFIG_ONCE},
     {"workers",             1, 1, gw_config_set_workers,
-     GW_CONFIG_FIELD(workers), 1, 256, GW_CONFIG_ONCE, NULL},
+     GW_CONFIG_FIELD(workers), 1, 256, GW_CONFIG_ONCE},
     {"redis_url",           1, 1, gw_config_set_redis_url,
-     0, 0, 0, GW_CONFIG_ONCE, NULL},
+     0, 0, 0, GW_CONFIG_ONCE},
     {"redis_key_prefix",    1, 1, gw_config_set_string,
-     GW_CONFIG_FIELD(redis_key_prefix), 0, 0, GW_CONFIG_ONCE, NULL},
+     GW_CONFIG_FIELD(redis_key_prefix), 0, 0, GW_CONFIG_ONCE},
     {"max_header_size",     1, 1, gw_config_set_size,
-     GW_CONFIG_FIELD(max_header_size), 1024, 1024 * 1024, GW_CONFIG_ONCE, NULL},
+     GW_CONFIG_FIELD(max_header_size), 1024, 1024 * 1024, GW_CONFIG_ONCE},
     {"max_connections",     1, 1, gw_config_set_count,
-     GW_CONFIG_FIELD(max_connections), 1, 10000000, GW_CONFIG_ONCE, NULL},
+     GW_CONFIG_FIELD(max_connections), 1, 10000000, GW_CONFIG_ONCE},
     {"access_log",          1, 1, gw_config_set_access_log,
-     0, 0, 0, GW_CONFIG_ONCE, NULL},
+     0, 0, 0, GW_CONFIG_ONCE},
     {"log_level",           1, 1, gw_config_set_log_level,
-     0, 0, 0, GW_CONFIG_ONCE, NULL},
+     0, 0, 0, GW_CONFIG_ONCE},
 
     /*                  name                         field                         minimum */
-    GW_CONFIG_DURATION("redis_timeout",             redis_timeout_ms,             1, NULL),
-    GW_CONFIG_DURATION("route_cache_ttl",           route_cache_ttl_ms,           0, NULL),
-    GW_CONFIG_DURATION("route_negative_ttl",        route_negative_ttl_ms,        0, NULL),
-    GW_CONFIG_DURATION("route_stale_ttl",           route_stale_ttl_ms,           0, NULL),
-    GW_CONFIG_DURATION("upstream_connect_timeout",  upstream_connect_timeout_ms,  1, NULL),
-    GW_CONFIG_DURATION("upstream_connect_retry",    upstream_connect_retry_ms,    0, NULL),
-    GW_CONFIG_DURATION("upstream_idle_timeout",     upstream_idle_timeout_ms,     1, NULL),
-    GW_CONFIG_DURATION("upstream_response_timeout", upstream_response_timeout_ms, 1, NULL),
-    GW_CONFIG_DURATION("client_header_timeout",     client_header_timeout_ms,     1, NULL),
-    GW_CONFIG_DURATION("client_idle_timeout",       client_idle_timeout_ms,       1, NULL),
-    GW_CONFIG_DURATION("tunnel_idle_timeout",       tunnel_idle_timeout_ms,       1, NULL),
-    GW_CONFIG_DURATION("drain_delay",               drain_delay_ms,               0, NULL),
-    GW_CONFIG_DURATION("drain_timeout",             drain_timeout_ms,             0, NULL),
+    GW_CONFIG_DURATION("redis_timeout",             redis_timeout_ms,             1),
+    GW_CONFIG_DURATION("route_cache_ttl",           route_cache_ttl_ms,           0),
+    GW_CONFIG_DURATION("route_negative_ttl",        route_negative_ttl_ms,        0),
+    GW_CONFIG_DURATION("route_stale_ttl",           route_stale_ttl_ms,           0),
+    GW_CONFIG_DURATION("upstream_connect_timeout",  upstream_connect_timeout_ms,  1),
+    GW_CONFIG_DURATION("upstream_connect_retry",    upstream_connect_retry_ms,    0),
+    GW_CONFIG_DURATION("upstream_idle_timeout",     upstream_idle_timeout_ms,     1),
+    GW_CONFIG_DURATION("upstream_response_timeout", upstream_response_timeout_ms, 1),
+    GW_CONFIG_DURATION("client_header_timeout",     client_header_timeout_ms,     1),
+    GW_CONFIG_DURATION("client_idle_timeout",       client_idle_timeout_ms,       1),
+    GW_CONFIG_DURATION("tunnel_idle_timeout",       tunnel_idle_timeout_ms,       1),
+    GW_CONFIG_DURATION("drain_delay",               drain_delay_ms,               0),
+    GW_CONFIG_DURATION("drain_timeout",             drain_timeout_ms,             0),
 };
 // clang-format on
 
 #define GW_CONFIG_DIRECTIVE_COUNT (sizeof(gw_config_directives) / sizeof(gw_config_directives[0]))
 
-/* Names recorded in config->inactive for listener options whose feature is not built yet. */
-#define GW_CONFIG_INACTIVE_TLS_LISTEN "listen ... tls"
 
 struct gw_config_parser {
     gw_config_t *config;
@@ -205,18 +202,6 @@ gw_config_file_error(char *error, size_t error_size, const char *format, ...) {
 
 static void *gw_config_field(gw_config_t *config, const gw_config_directive_t *directive) {
     return (char *)config + directive->offset;
-}
-
-static void gw_config_mark_inactive(gw_config_t *config, const char *name) {
-    for (size_t i = 0; i < config->inactive_count; i++) {
-        if (strcmp(config->inactive[i], name) == 0)
-            return;
-    }
-    /* The last slot stays NULL: the list is NULL-terminated. */
-    if (config->inactive_count + 1 < sizeof(config->inactive) / sizeof(config->inactive[0])) {
-        config->inactive[config->inactive_count++] = name;
-        config->inactive[config->inactive_count] = NULL;
-    }
 }
 
 /* Values */
@@ -704,8 +689,6 @@ static int gw_config_set_listen(gw_config_parser_t *parser, const gw_config_dire
         return gw_config_error(parser, "out of memory");
     config->listens = listens;
     config->listens[config->listen_count++] = listen;
-    if (listen.tls)
-        gw_config_mark_inactive(config, GW_CONFIG_INACTIVE_TLS_LISTEN);
     return 0;
 }
 
@@ -950,8 +933,6 @@ static int gw_config_parse_line(gw_config_parser_t *parser, char *line) {
         parser->first_line[index] = parser->line;
     if (directive->set(parser, directive, tokens + 1, argument_count) != 0)
         return -1;
-    if (directive->inactive != NULL)
-        gw_config_mark_inactive(parser->config, directive->inactive);
     return 0;
 }
 

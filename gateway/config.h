@@ -71,11 +71,6 @@ typedef struct gw_config {
 
     char *access_log; /* NULL when off; "stderr" or a path */
     log_level_t log_level;
-
-    /* Names of directives present in the file whose feature is not built yet
-     * (a NULL-terminated list of static strings), for one start-up warning. */
-    const char *inactive[16];
-    size_t inactive_count;
 } gw_config_t;
 
 /* Sets every default of DESIGN.md; required directives stay empty. */

@@ -13,6 +13,7 @@
 #include "gateway/admin.h"
 #include "gateway/config.h"
 #include "gateway/worker.h"
+#include "tls/tls.h"
 #include "util/log.h"
 
 static const char USAGE[] =
@@ -76,7 +77,15 @@ static void gw_main_signal(evutil_socket_t signal_number, short events, void *ar
     gw_main_t *main_loop = arg;
     gw_server_t *server = main_loop->server;
     if (signal_number == SIGHUP) {
-        log_info("SIGHUP: nothing to reload (no TLS listeners yet)");
+        if (server->tls == NULL) {
+            log_info("SIGHUP: no TLS listeners, nothing to reload");
+            return;
+        }
+        char error[1024];
+        if (tls_context_reload(server->tls, error, sizeof(error)) < 0)
+            log_error("SIGHUP: reload failed, the previous certificates stay in use: %s", error);
+        else
+            log_info("SIGHUP: certificates and ticket keys reloaded");
         return;
     }
     const char *name = signal_number == SIGINT ? "SIGINT" : "SIGTERM";
@@ -109,6 +118,25 @@ static int gw_run(gw_server_t *server) {
         server->access_log = gw_access_log_open(config->access_log);
         if (server->access_log == NULL)
             return 1;
+    }
+    if (config->tls_pair_count > 0) {
+        tls_certificate_pair_t *pairs = calloc(config->tls_pair_count, sizeof(*pairs));
+        if (pairs == NULL)
+            goto stop;
+        for (size_t i = 0; i < config->tls_pair_count; i++) {
+            pairs[i].certificate = config->tls_pairs[i].certificate;
+            pairs[i].certificate_key = config->tls_pairs[i].certificate_key;
+        }
+        tls_settings_t settings = {.pairs = pairs,
+                                   .pair_count = config->tls_pair_count,
+                                   .ticket_key_file = config->tls_ticket_key_file};
+        char error[1024];
+        server->tls = tls_context_new(&settings, error, sizeof(error));
+        free(pairs);
+        if (server->tls == NULL) {
+            log_error("%s: %s", config->path, error);
+            goto stop;
+        }
     }
     server->workers = calloc(server->worker_count, sizeof(*server->workers));
     main_loop.base = event_base_new();
@@ -177,6 +205,9 @@ stop:
         event_base_free(main_loop.base);
     free(server->workers);
     server->workers = NULL;
+    /* After the workers joined: their connections' SSL objects point into it. */
+    tls_context_free(server->tls);
+    server->tls = NULL;
     gw_access_log_close(server->access_log);
     server->access_log = NULL;
     return status;
@@ -217,9 +248,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(server.config.log_level);
-    for (size_t i = 0; i < server.config.inactive_count; i++)
-        log_warn("%s: directive \"%s\" is accepted but not active yet in this version", path,
-                 server.config.inactive[i]);
 
     signal(SIGPIPE, SIG_IGN);
     /* No evthread_use_pthreads(): each loop belongs to one thread, and other

@@ -7,6 +7,7 @@
 
 #include "gateway/worker.h"
 #include "routing/catalog.h"
+#include "tls/tls.h"
 
 static const uint64_t gw_duration_bounds_us[GW_DURATION_BUCKET_COUNT] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
@@ -38,8 +39,6 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
         total->client_connections += GW_METRIC_READ(metrics, client_connections);
         total->upstream_connections += GW_METRIC_READ(metrics, upstream_connections);
         total->tunnels += GW_METRIC_READ(metrics, tunnels);
-        total->tls_handshakes += GW_METRIC_READ(metrics, tls_handshakes);
-        total->tls_handshake_errors += GW_METRIC_READ(metrics, tls_handshake_errors);
         route_catalog_t *catalog = __atomic_load_n(&server->workers[w].catalog, __ATOMIC_ACQUIRE);
         if (catalog != NULL) {
             /* Single 64-bit counters, each written by its own worker: a
@@ -115,8 +114,13 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     gw_metrics_counter(out, "sgw_upstream_dial_errors_total",
                        "Dials to sandboxes that failed (after retries) or timed out.",
                        total.upstream_dial_errors);
+    tls_stats_t tls = {0};
+    if (server->tls != NULL)
+        tls = tls_context_get_stats(server->tls);
     gw_metrics_counter(out, "sgw_tls_handshakes_total", "TLS handshakes completed.",
-                       total.tls_handshakes);
+                       tls.handshakes);
+    gw_metrics_counter(out, "sgw_tls_sessions_resumed_total",
+                       "TLS handshakes that resumed a session (tickets).", tls.resumed);
     gw_metrics_counter(out, "sgw_tls_handshake_errors_total", "TLS handshakes that failed.",
-                       total.tls_handshake_errors);
+                       tls.failed);
 }

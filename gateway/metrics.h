@@ -18,8 +18,6 @@ typedef struct gw_metrics {
     uint64_t client_connections;   /* gauge */
     uint64_t upstream_connections; /* gauge */
     uint64_t tunnels;              /* gauge: WebSocket and other upgraded connections */
-    uint64_t tls_handshakes;
-    uint64_t tls_handshake_errors;
 } gw_metrics_t;
 
 /* One writer per counter, so a relaxed load and store is enough: no lock

@@ -26,6 +26,7 @@ typedef struct gw_server {
     struct gw_worker *workers;
     size_t worker_count;
     int draining; /* set (atomically) once SIGTERM arrived: health says 503 */
+    struct tls_context *tls; /* NULL without tls listeners */
 } gw_server_t;
 
 /* One listening socket of a worker and the configuration line it serves. */

@@ -172,8 +172,6 @@ static void test_defaults(void **state) {
     assert_int_equal(config.tls_pair_count, 0);
     assert_null(config.tls_ticket_key_file);
     assert_false(config.has_admin_listen);
-    assert_int_equal(config.inactive_count, 0);
-    assert_null(config.inactive[0]);
     gw_config_free(&config);
     /* Freeing leaves it zeroed, and freeing again is harmless. */
     assert_null(config.redis_url);
@@ -789,7 +787,7 @@ static void test_tls_pairs(void **state) {
         format(MINIMAL "tls_certificate %s\n", directory),
         format("gateway.conf:3: \"%s\" for \"tls_certificate\" is not a regular file", directory));
 
-    /* A pair without any tls listener is fine (and reported inactive). */
+    /* A pair without any tls listener is fine. */
     gw_config_t config;
     parse_ok(&config, format(MINIMAL "tls_certificate %s\n# between\ntls_certificate_key %s\n",
                              certificate_path, key_path));
@@ -816,38 +814,6 @@ static void test_tls_ticket_key_file(void **state) {
 }
 
 /* Inactive features */
-
-static void test_inactive(void **state) {
-    gw_config_t config;
-    parse_ok(&config, MINIMAL "listen [::1]:8080\nworkers 4\naccess_log stderr\n");
-    assert_int_equal(config.inactive_count, 0);
-    assert_null(config.inactive[0]);
-    gw_config_free(&config);
-
-    parse_ok(&config, format(MINIMAL "listen *:443 tls\n"
-                                     "listen [::]:443 tls\n"
-                                     "tls_certificate %s\n"
-                                     "tls_certificate_key %s\n"
-                                     "tls_certificate %s\n"
-                                     "tls_certificate_key %s\n"
-                                     "listen *:8443 proxy_protocol\n"
-                                     "listen *:9443 proxy_protocol tls\n"
-                                     "tls_ticket_key_file %s\n"
-                                     "admin_listen 127.0.0.1:9090\n"
-                                     "drain_delay 1s\n"
-                                     "drain_timeout 10s\n",
-                             certificate_path, key_path, second_certificate_path, second_key_path,
-                             ticket_path));
-    /* admin_listen, proxy_protocol, drain_delay and drain_timeout are built: not listed. */
-    const char *expected[] = {"listen ... tls", "tls_certificate", "tls_certificate_key",
-                              "tls_ticket_key_file"};
-    size_t count = sizeof(expected) / sizeof(expected[0]);
-    assert_int_equal(config.inactive_count, count);
-    for (size_t i = 0; i < count; i++)
-        assert_string_equal(config.inactive[i], expected[i]);
-    assert_null(config.inactive[count]);
-    gw_config_free(&config);
-}
 
 /* Files */
 
@@ -937,7 +903,6 @@ static void test_sample_configuration(void **state) {
     assert_string_equal(config.access_log, "stderr");
     assert_int_equal(config.tls_pair_count, 0);
     assert_false(config.has_admin_listen);
-    assert_int_equal(config.inactive_count, 0);
     assert_design_defaults(&config);
     gw_config_free(&config);
 }
@@ -1012,7 +977,6 @@ int main(void) {
         cmocka_unit_test(test_missing_required),
         cmocka_unit_test(test_tls_pairs),
         cmocka_unit_test(test_tls_ticket_key_file),
-        cmocka_unit_test(test_inactive),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_sample_configuration),
