@@ -34,6 +34,8 @@ enum { GW_RESPONSE_HEAD_MAX = 64 * 1024 };
 /* First and longest pause between dials of a port that refused. */
 enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
 enum { GW_ARENA_BLOCK = 4096 };
+/* The longest path a tunnel keeps for its access-log line (the log cuts at 2 KiB too). */
+enum { GW_TUNNEL_PATH_MAX = 2048 };
 /* How long and how much a closing connection reads before it closes anyway. */
 enum { GW_LINGER_MS = 2000, GW_LINGER_MAX_BYTES = 1024 * 1024 };
 
@@ -420,6 +422,7 @@ void gw_client_close(gw_client_t *client) {
     if (client->bev != NULL)
         bufferevent_free(client->bev);
     arena_free(&client->arena);
+    free(client->tunnel_path);
     gw_worker_t *worker = client->worker;
     LIST_REMOVE(client, link);
     free(client);
@@ -1246,6 +1249,19 @@ static void gw_tunnel_half_close(gw_client_t *client) {
 }
 
 static void gw_client_start_tunnel(gw_client_t *client) {
+    /* A tunnel may stay open for hours: give back the request's arena and
+     * keep only the path its access-log line needs. */
+    size_t path_length = strnlen(client->path, GW_TUNNEL_PATH_MAX);
+    client->tunnel_path = malloc(path_length + 1);
+    if (client->tunnel_path != NULL) {
+        memcpy(client->tunnel_path, client->path, path_length);
+        client->tunnel_path[path_length] = '\0';
+    }
+    client->path = client->tunnel_path;
+    client->client_authority = NULL;
+    gw_head_reset(&client->request_head, &client->arena);
+    gw_head_reset(&client->response_head, &client->arena);
+    arena_free(&client->arena);
     client->state = GW_CLIENT_TUNNEL;
     GW_METRIC_ADD(&client->worker->metrics, tunnels, 1);
     client->request_state = GW_REQUEST_DONE;

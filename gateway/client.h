@@ -116,6 +116,7 @@ typedef struct gw_client {
     bool request_upgrade;
     const char *method;
     const char *path;             /* origin-form target: sent upstream and logged */
+    char *tunnel_path;            /* a tunnel's own copy of path (its arena is freed) */
     const char *client_authority; /* the Host (or absolute-form authority) as sent */
     size_t client_authority_length;
     route_target_t target;
