@@ -79,7 +79,8 @@ static size_t v2_header(uint8_t *out, uint8_t version_command, uint8_t family,
     out[13] = family;
     out[14] = (uint8_t)(payload_length >> 8);
     out[15] = (uint8_t)payload_length;
-    memcpy(out + 16, payload, payload_length);
+    if (payload_length > 0)
+        memcpy(out + 16, payload, payload_length);
     return 16 + payload_length;
 }
 
