@@ -1,0 +1,353 @@
+/* A sandbox's egress policy: the catalog fields parsed into merged, sorted address ranges. */
+#include "egress/policy.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* The longest entry worth reading: an IPv6 literal with an embedded IPv4 and "/128" is 49. */
+#define EGRESS_POLICY_ENTRY_MAX 64
+/* How much of a bad entry an error message quotes. */
+#define EGRESS_POLICY_QUOTE_MAX 64
+
+static const size_t egress_family_width[EGRESS_FAMILY_COUNT] = {4, 16};
+static const unsigned egress_family_bits[EGRESS_FAMILY_COUNT] = {32, 128};
+
+__attribute__((format(printf, 3, 4))) static int egress_policy_error(char *error,
+                                                                     size_t error_size,
+                                                                     const char *format, ...) {
+    if (error == NULL || error_size == 0)
+        return -1;
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(error, error_size, format, arguments);
+    va_end(arguments);
+    return -1;
+}
+
+/* Copies text[0..length) for an error message: at most EGRESS_POLICY_QUOTE_MAX bytes, anything
+ * unprintable as "?", so a hostile record cannot forge log lines. */
+static void egress_policy_quote(const char *text, size_t length, char *out, size_t out_size) {
+    size_t written = 0;
+    for (size_t i = 0; i < length && written + 4 < out_size; i++) {
+        if (i == EGRESS_POLICY_QUOTE_MAX) {
+            memcpy(out + written, "...", 3);
+            written += 3;
+            break;
+        }
+        unsigned char c = (unsigned char)text[i];
+        out[written++] = c >= 0x20 && c < 0x7f && c != '"' ? (char)c : '?';
+    }
+    out[written] = '\0';
+}
+
+void egress_policy_init(egress_policy_t *policy) {
+    memset(policy, 0, sizeof(*policy));
+    policy->internet_access = true;
+}
+
+static void egress_range_list_free(egress_range_list_t *list) {
+    free(list->ranges);
+    list->ranges = NULL;
+    list->count = 0;
+    list->capacity = 0;
+}
+
+void egress_policy_free(egress_policy_t *policy) {
+    for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
+        egress_range_list_free(&policy->allow[family]);
+        egress_range_list_free(&policy->deny[family]);
+    }
+    egress_policy_init(policy);
+}
+
+int egress_range_list_append(egress_range_list_t *list, const egress_range_t *range) {
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity == 0 ? 8 : list->capacity * 2;
+        egress_range_t *ranges = realloc(list->ranges, capacity * sizeof(*ranges));
+        if (ranges == NULL)
+            return -1;
+        list->ranges = ranges;
+        list->capacity = capacity;
+    }
+    list->ranges[list->count++] = *range;
+    return 0;
+}
+
+/* The range of every address of family. */
+static egress_range_t egress_range_everything(egress_family_t family) {
+    egress_range_t range;
+    memset(&range, 0, sizeof(range));
+    memset(range.last, 0xff, egress_family_width[family]);
+    return range;
+}
+
+int egress_policy_deny_all(egress_policy_t *policy) {
+    egress_policy_free(policy);
+    policy->internet_access = false;
+    for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
+        egress_range_t everything = egress_range_everything((egress_family_t)family);
+        if (egress_range_list_append(&policy->deny[family], &everything) != 0) {
+            egress_policy_free(policy);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Ranges sort by their first address; bytes past an IPv4 address are zero, so 16 always works. */
+static int egress_range_compare(const void *left, const void *right) {
+    return memcmp(((const egress_range_t *)left)->first, ((const egress_range_t *)right)->first,
+                  sizeof(((const egress_range_t *)left)->first));
+}
+
+/* Writes address + 1 into next; returns false when address is the family's last one. */
+static bool egress_address_successor(const uint8_t *address, size_t width, uint8_t *next) {
+    memcpy(next, address, width);
+    for (size_t i = width; i-- > 0;) {
+        if (++next[i] != 0)
+            return true;
+    }
+    return false;
+}
+
+void egress_range_list_merge(egress_range_list_t *list, egress_family_t family) {
+    if (list->count < 2)
+        return;
+    size_t width = egress_family_width[family];
+    qsort(list->ranges, list->count, sizeof(*list->ranges), egress_range_compare);
+    size_t kept = 0;
+    for (size_t i = 1; i < list->count; i++) {
+        egress_range_t *current = &list->ranges[kept];
+        const egress_range_t *next = &list->ranges[i];
+        uint8_t after_current[16];
+        /* The current range ends at the family's last address: it swallows everything after. */
+        bool touches = !egress_address_successor(current->last, width, after_current) ||
+                       memcmp(next->first, after_current, width) <= 0;
+        if (touches) {
+            if (memcmp(next->last, current->last, width) > 0)
+                memcpy(current->last, next->last, width);
+            continue;
+        }
+        list->ranges[++kept] = *next;
+    }
+    list->count = kept + 1;
+}
+
+/* Reads "ADDR" or "ADDR/LEN" (text NUL-terminated, trimmed) into range; returns 0, or -1 with an
+ * error about field's entry. */
+static int egress_policy_parse_block(const char *field, const char *text, egress_range_t *range,
+                                     egress_family_t *family, char *error, size_t error_size) {
+    char address_text[EGRESS_POLICY_ENTRY_MAX + 1];
+    const char *slash = strchr(text, '/');
+    size_t address_length = slash != NULL ? (size_t)(slash - text) : strlen(text);
+    memcpy(address_text, text, address_length);
+    address_text[address_length] = '\0';
+
+    *family = strchr(address_text, ':') != NULL ? EGRESS_IPV6 : EGRESS_IPV4;
+    size_t width = egress_family_width[*family];
+    unsigned bits = egress_family_bits[*family];
+    memset(range, 0, sizeof(*range));
+    if (inet_pton(*family == EGRESS_IPV6 ? AF_INET6 : AF_INET, address_text, range->first) != 1)
+        return egress_policy_error(
+            error, error_size,
+            "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field, text);
+
+    unsigned prefix = bits;
+    if (slash != NULL) {
+        const char *digits = slash + 1;
+        size_t digit_count = strspn(digits, "0123456789");
+        if (digit_count == 0 || digit_count > 3 || digits[digit_count] != '\0')
+            return egress_policy_error(error, error_size,
+                                       "%s: \"%s\" has a bad prefix length (write ADDR/LEN)",
+                                       field, text);
+        prefix = (unsigned)strtoul(digits, NULL, 10);
+        if (prefix > bits)
+            return egress_policy_error(error, error_size,
+                                       "%s: \"%s\": the prefix length of an %s block is 0 to %u",
+                                       field, text, *family == EGRESS_IPV6 ? "IPv6" : "IPv4",
+                                       bits);
+    }
+
+    /* first = the address with its host bits cleared, last = with them set. */
+    memcpy(range->last, range->first, width);
+    bool host_bits = false;
+    for (unsigned bit = prefix; bit < bits; bit++) {
+        uint8_t mask = (uint8_t)(0x80u >> (bit % 8));
+        if (range->first[bit / 8] & mask)
+            host_bits = true;
+        range->first[bit / 8] &= (uint8_t)~mask;
+        range->last[bit / 8] |= mask;
+    }
+    if (host_bits) {
+        char network[INET6_ADDRSTRLEN];
+        inet_ntop(*family == EGRESS_IPV6 ? AF_INET6 : AF_INET, range->first, network,
+                  sizeof(network));
+        return egress_policy_error(error, error_size,
+                                   "%s: \"%s\" has host bits set (the block is %s/%u)", field,
+                                   text, network, prefix);
+    }
+    return 0;
+}
+
+int egress_policy_parse_list(const char *field, const char *text, size_t length,
+                             egress_range_list_t lists[EGRESS_FAMILY_COUNT], char *error,
+                             size_t error_size) {
+    static const char blanks[] = " \t\r\n";
+    /* An empty (or blank) value is an empty list, as the control plane writes "no entries". */
+    size_t blank = 0;
+    while (blank < length && strchr(blanks, text[blank]) != NULL && text[blank] != '\0')
+        blank++;
+    if (blank == length)
+        return 0;
+
+    size_t entry_count = 0;
+    size_t position = 0;
+    for (;;) {
+        const char *comma = memchr(text + position, ',', length - position);
+        size_t end = comma != NULL ? (size_t)(comma - text) : length;
+        size_t start = position;
+        entry_count++;
+        while (start < end && text[start] != '\0' && strchr(blanks, text[start]) != NULL)
+            start++;
+        size_t stop = end;
+        while (stop > start && text[stop - 1] != '\0' && strchr(blanks, text[stop - 1]) != NULL)
+            stop--;
+        size_t entry_length = stop - start;
+        if (entry_count > EGRESS_POLICY_ENTRIES_MAX)
+            return egress_policy_error(error, error_size, "%s: more than %d entries", field,
+                                       EGRESS_POLICY_ENTRIES_MAX);
+        if (entry_length == 0)
+            return egress_policy_error(error, error_size,
+                                       "%s: entry %zu is empty (a stray comma?)", field,
+                                       entry_count);
+        if (entry_length > EGRESS_POLICY_ENTRY_MAX ||
+            memchr(text + start, '\0', entry_length) != NULL) {
+            char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
+            egress_policy_quote(text + start, entry_length, quoted, sizeof(quoted));
+            return egress_policy_error(
+                error, error_size,
+                "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
+                quoted);
+        }
+        char entry[EGRESS_POLICY_ENTRY_MAX + 1];
+        memcpy(entry, text + start, entry_length);
+        entry[entry_length] = '\0';
+        for (size_t i = 0; i < entry_length; i++) {
+            unsigned char c = (unsigned char)entry[i];
+            if (c < 0x20 || c >= 0x7f || c == '"') {
+                char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
+                egress_policy_quote(entry, entry_length, quoted, sizeof(quoted));
+                return egress_policy_error(
+                    error, error_size,
+                    "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
+                    quoted);
+            }
+        }
+
+        if (strcasecmp(entry, "all") == 0) {
+            for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
+                egress_range_t everything = egress_range_everything((egress_family_t)family);
+                if (egress_range_list_append(&lists[family], &everything) != 0)
+                    return egress_policy_error(error, error_size, "out of memory");
+            }
+        } else {
+            egress_range_t range;
+            egress_family_t family;
+            if (egress_policy_parse_block(field, entry, &range, &family, error, error_size) != 0)
+                return -1;
+            if (egress_range_list_append(&lists[family], &range) != 0)
+                return egress_policy_error(error, error_size, "out of memory");
+        }
+        if (comma == NULL)
+            break;
+        position = end + 1;
+    }
+    for (int family = 0; family < EGRESS_FAMILY_COUNT; family++)
+        egress_range_list_merge(&lists[family], (egress_family_t)family);
+    return 0;
+}
+
+int egress_policy_parse(egress_policy_t *policy, egress_field_t allow_internet_access,
+                        egress_field_t deny_out, egress_field_t allow_out, char *error,
+                        size_t error_size) {
+    if (error != NULL && error_size > 0)
+        error[0] = '\0';
+    policy->internet_access = true;
+    if (allow_internet_access.value != NULL) {
+        const char *value = allow_internet_access.value;
+        size_t length = allow_internet_access.length;
+        if (length == 4 && memcmp(value, "true", 4) == 0) {
+            policy->internet_access = true;
+        } else if (length == 5 && memcmp(value, "false", 5) == 0) {
+            policy->internet_access = false;
+        } else {
+            char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
+            egress_policy_quote(value, length, quoted, sizeof(quoted));
+            return egress_policy_error(error, error_size,
+                                       "allow_internet_access: \"%s\" is not true or false",
+                                       quoted);
+        }
+    }
+    if (deny_out.value != NULL && egress_policy_parse_list("deny_out", deny_out.value,
+                                                           deny_out.length, policy->deny, error,
+                                                           error_size) != 0)
+        return -1;
+    if (allow_out.value != NULL && egress_policy_parse_list("allow_out", allow_out.value,
+                                                            allow_out.length, policy->allow,
+                                                            error, error_size) != 0)
+        return -1;
+    /* DESIGN.md: allow_internet_access false is exactly deny_out = all traffic. */
+    if (!policy->internet_access) {
+        for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
+            egress_range_t everything = egress_range_everything((egress_family_t)family);
+            if (egress_range_list_append(&policy->deny[family], &everything) != 0)
+                return egress_policy_error(error, error_size, "out of memory");
+            egress_range_list_merge(&policy->deny[family], (egress_family_t)family);
+        }
+    }
+    return 0;
+}
+
+size_t egress_range_format(const egress_range_t *range, egress_family_t family, char *text) {
+    int address_family = family == EGRESS_IPV6 ? AF_INET6 : AF_INET;
+    unsigned bits = egress_family_bits[family];
+
+    /* The bits first and last share, then: is the rest 0...0 in first and 1...1 in last? */
+    unsigned common = 0;
+    while (common < bits) {
+        uint8_t mask = (uint8_t)(0x80u >> (common % 8));
+        if ((range->first[common / 8] & mask) != (range->last[common / 8] & mask))
+            break;
+        common++;
+    }
+    bool block = true;
+    for (unsigned bit = common; bit < bits && block; bit++) {
+        uint8_t mask = (uint8_t)(0x80u >> (bit % 8));
+        if ((range->first[bit / 8] & mask) != 0 || (range->last[bit / 8] & mask) == 0)
+            block = false;
+    }
+
+    inet_ntop(address_family, range->first, text, INET6_ADDRSTRLEN);
+    size_t length = strlen(text);
+    if (block) {
+        if (common < bits)
+            length += (size_t)snprintf(text + length, EGRESS_RANGE_TEXT_MAX - length, "/%u",
+                                       common);
+        return length;
+    }
+    text[length++] = '-';
+    inet_ntop(address_family, range->last, text + length, INET6_ADDRSTRLEN);
+    return length + strlen(text + length);
+}
+
+size_t egress_policy_allow_count(const egress_policy_t *policy) {
+    return policy->allow[EGRESS_IPV4].count + policy->allow[EGRESS_IPV6].count;
+}
+
+size_t egress_policy_deny_count(const egress_policy_t *policy) {
+    return policy->deny[EGRESS_IPV4].count + policy->deny[EGRESS_IPV6].count;
+}
