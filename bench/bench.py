@@ -1,0 +1,1028 @@
+"""The benchmark runner behind `bench/run` / `make bench` (Debian's /usr/bin/python3, standard library).
+
+Starts a private Redis with a catalog of routes, an nginx backend on loopback, a WebSocket backend,
+the gateway, and the two peers (nginx and HAProxy as plain reverse proxies), each proxy with one
+worker pinned to the same core; then runs every scenario against the backend directly, the gateway,
+nginx and HAProxy in turn, round after round; prints a table and writes bench/results/latest.md,
+latest.json and latest.png. Everything it started is stopped on the way out, however it ends.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import ws  # noqa: E402  (bench/ws.py)
+
+DOMAIN = "bench.localhost"
+SINGLE_ID = "bench"              # the single route every scenario but churn uses
+CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
+SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
+LARGE_SIZE = 1 << 20             # /1m
+PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
+SERVERS = ["direct", "gateway_single", "gateway", "nginx", "haproxy"]   # table order; gateway_single: churn only
+LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
+          "nginx": "nginx", "haproxy": "HAProxy"}
+MiB = 1 << 20
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def free_ports(count):
+    """`count` distinct loopback TCP ports that nothing listens on right now."""
+    probes, ports = [], []
+    try:
+        for _ in range(count):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.bind(("127.0.0.1", 0))
+            probes.append(probe)
+            ports.append(probe.getsockname()[1])
+    finally:
+        for probe in probes:
+            probe.close()
+    return ports
+
+
+def http_get(port, host, path="/", timeout=5.0):
+    """(status, body) of one GET with Connection: close, or (None, error text)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = sock.recv(262144)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        return None, str(exc)
+    head, _, body = data.partition(b"\r\n\r\n")
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None, f"no HTTP response ({len(data)} bytes)"
+    if b"transfer-encoding: chunked" in head.lower():
+        body = dechunk(body)
+    return int(parts[1]), body
+
+
+def dechunk(body):
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_int(value):
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def fmt_ms(us):
+    if us is None:
+        return "—"
+    ms = us / 1000.0
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def fmt_ratio(value):
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def read_tail(path, lines=15):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def command_output(argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (proc.stdout + proc.stderr).strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"({exc})"
+
+
+def dpkg_version(package):
+    out = command_output(["dpkg-query", "-W", "-f=${Version}", package])
+    return out if out and "no packages found" not in out else "not installed"
+
+
+# ----------------------------------------------------------------------------- processes
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # Dies with the runner even if the runner is SIGKILLed; a session of its own keeps a Ctrl-C
+    # in the terminal from reaching it before the runner stops it in order.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Service:
+    """One long-running process the runner starts and stops: argv pinned with taskset."""
+    registry = []
+
+    def __init__(self, name, argv, log, cpu=None, ready=None, env=None):
+        self.name, self.argv, self.log, self.cpu, self.ready, self.env = name, argv, log, cpu, ready, env
+        self.proc = None
+        Service.registry.append(self)
+
+    def start(self, timeout=15.0):
+        argv = (["taskset", "-c", str(self.cpu)] if self.cpu is not None else []) + self.argv
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=_child_setup, start_new_session=True, env=self.env)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        last = "not ready"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode}:\n{read_tail(self.log)}")
+            ok, last = self.ready() if self.ready else (True, "")
+            if ok:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s ({last}):\n{read_tail(self.log)}")
+
+    def stop(self, timeout=10.0):
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def pids(self):
+        """This process and all its descendants (nginx's workers)."""
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                    todo.extend(int(c) for c in children)
+            except OSError:
+                pass
+        return out
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    @classmethod
+    def stop_all(cls):
+        for service in reversed(cls.registry):
+            try:
+                service.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"bench: stopping {service.name}: {exc}", file=sys.stderr)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True, ""
+    except OSError as exc:
+        return False, str(exc)
+
+
+def http_ready(port, host, path="/"):
+    def check():
+        status, body = http_get(port, host, path, timeout=2.0)
+        return status == 200, f"GET {path}: {status} {body[:80]!r}"
+    return check
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Progress:
+    def __init__(self, total):
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def step(self, text):
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        line = f"[{self.done:>2}/{self.total}] {elapsed:4.0f}s  {text}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def note(self, text):
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def finish(self):
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+        sys.stderr.write(f"all runs done in {time.monotonic() - self.started:.0f}s\n")
+        sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="sgw-bench-"))
+        os.chmod(self.tmp, 0o755)   # nginx workers may run as nobody: they read www/ and write temp dirs here
+        self.gateway_bin = Path(args.gateway).resolve()
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cores = os.cpu_count() or 1
+        self.cores = cores
+        if cores >= 3:
+            self.cpu_proxy, self.cpu_wrk, self.cpu_backend = 0, 1, 2
+        elif cores == 2:
+            self.cpu_proxy, self.cpu_wrk, self.cpu_backend = 0, 1, 1
+        else:
+            self.cpu_proxy = self.cpu_wrk = self.cpu_backend = None
+        (self.p_redis, self.p_backend, self.p_ws, self.p_gateway,
+         self.p_nginx, self.p_haproxy) = free_ports(6)
+        self.runs = {}       # scenario -> server -> [run dict]
+        self.ws_notes = {}
+        self.scenarios = [s for s in ["keepalive", "close", "large", "churn", "websocket"]
+                          if s in args.only]
+
+    # --------------------------------------------------------------------- setup
+
+    def render(self, template, out_name, **values):
+        text = (BENCH / "templates" / template).read_text()
+        for key, value in values.items():
+            text = text.replace(f"@{key}@", str(value))
+        leftover = re.findall(r"@[A-Z_]+@", text)
+        if leftover:
+            raise RuntimeError(f"{template}: unfilled placeholders {leftover}")
+        out = self.tmp / out_name
+        out.write_text(text)
+        return out
+
+    def host(self, port=None):
+        return f"{port or self.p_backend}-{SINGLE_ID}.{DOMAIN}"
+
+    def start_all(self):
+        tmp = self.tmp
+        (tmp / "www").mkdir()
+        (tmp / "www" / "1m").write_bytes(os.urandom(LARGE_SIZE))
+        for path in [tmp / "www", tmp / "www" / "1m"]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        worker_connections = max(1024, self.nofile - 200)
+        maxconn = max(1000, (self.nofile - 200) // 2)
+
+        # Redis: private, no persistence, keyspace notifications on as in production.
+        self.redis = Service("redis", [
+            "redis-server", "--port", str(self.p_redis), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--notify-keyspace-events", "Kgh",
+            "--dir", str(tmp), "--logfile", str(tmp / "redis.log"), "--maxclients", "1000"],
+            tmp / "redis.out", cpu=self.cpu_backend, ready=lambda: port_open(self.p_redis))
+        self.redis.start()
+        self.seed_catalog()
+
+        backend_conf = self.render("nginx-backend.conf", "nginx-backend.conf", TMP=tmp, PORT=self.p_backend,
+                                   NOFILE=self.nofile, WORKER_CONNECTIONS=worker_connections,
+                                   SMALL_BODY=SMALL_BODY.replace("\n", "\\n"))
+        self.backend = Service("backend (nginx)", ["nginx", "-c", str(backend_conf), "-e", str(tmp / "backend.error.log")],
+                               tmp / "backend.out", cpu=self.cpu_backend,
+                               ready=http_ready(self.p_backend, self.host()))
+        self.backend.start()
+
+        self.ws_backend = Service("websocket backend", [sys.executable, str(BENCH / "ws.py"), "serve", str(self.p_ws)],
+                                  tmp / "ws-backend.out", cpu=self.cpu_backend, ready=lambda: port_open(self.p_ws))
+        self.ws_backend.start()
+
+        gateway_conf = self.render("gateway.conf", "gateway.conf", DOMAIN=DOMAIN, PORT=self.p_gateway,
+                                   REDIS_PORT=self.p_redis)
+        check = command_output([str(self.gateway_bin), "-t", "-c", str(gateway_conf)])
+        if not check.endswith(": ok"):
+            raise RuntimeError(f"the gateway rejects the bench config: {check}")
+        self.gateway = Service("gateway", [str(self.gateway_bin), "-c", str(gateway_conf)], tmp / "gateway.log",
+                               cpu=self.cpu_proxy, ready=http_ready(self.p_gateway, self.host()))
+
+        nginx_conf = self.render("nginx-proxy.conf", "nginx-proxy.conf", TMP=tmp, PORT=self.p_nginx,
+                                 BACKEND_PORT=self.p_backend, WS_PORT=self.p_ws, NOFILE=self.nofile,
+                                 WORKER_CONNECTIONS=worker_connections,
+                                 PROXY_BUFFERING="off" if self.args.nginx_no_buffering else "on")
+        self.nginx = Service("nginx (peer)", ["nginx", "-c", str(nginx_conf), "-e", str(tmp / "nginx-proxy.error.log")],
+                             tmp / "nginx-proxy.out", cpu=self.cpu_proxy, ready=http_ready(self.p_nginx, self.host()))
+
+        haproxy_conf = self.render("haproxy.cfg", "haproxy.cfg", TMP=tmp, PORT=self.p_haproxy,
+                                   BACKEND_PORT=self.p_backend, WS_PORT=self.p_ws, MAXCONN=maxconn)
+        self.haproxy = Service("haproxy (peer)", ["haproxy", "-db", "-f", str(haproxy_conf)], tmp / "haproxy.out",
+                               cpu=self.cpu_proxy, ready=http_ready(self.p_haproxy, self.host()))
+
+        for service in (self.gateway, self.nginx, self.haproxy):
+            service.start()
+        self.proxies = {"gateway": self.gateway, "nginx": self.nginx, "haproxy": self.haproxy}
+        self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
+                      "nginx": self.p_nginx,
+                      "haproxy": self.p_haproxy}
+        self.verify()
+
+    def seed_catalog(self):
+        """The single route and args.churn_ids churn routes, all to 127.0.0.1, in one redis-cli --pipe."""
+        def resp(*words):
+            out = [f"*{len(words)}\r\n".encode()]
+            for word in words:
+                data = word.encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            return b"".join(out)
+        ids = [SINGLE_ID] + [f"{CHURN_PREFIX}{i:05d}" for i in range(self.args.churn_ids)]
+        payload = b"".join(resp("HSET", f"sandbox:catalog:{sid}", "addr", "127.0.0.1", "execution_id", "bench-1")
+                           for sid in ids)
+        proc = subprocess.run(["redis-cli", "-p", str(self.p_redis), "--pipe"], input=payload,
+                              capture_output=True, timeout=60)
+        out = proc.stdout.decode(errors="replace")
+        if proc.returncode != 0 or f"errors: 0, replies: {len(ids)}" not in out:
+            raise RuntimeError(f"seeding Redis failed: {out} {proc.stderr.decode(errors='replace')}")
+        self.seeded = len(ids)
+
+    def verify(self):
+        """Every path answers the same bytes through every server before anything is measured."""
+        large = (self.tmp / "www" / "1m").read_bytes()
+        for server, port in self.ports.items():
+            status, body = http_get(port, self.host(), "/")
+            if status != 200 or body.decode(errors="replace") != SMALL_BODY:
+                raise RuntimeError(f"{server}: GET / gave {status} {body[:200]!r}")
+            status, body = http_get(port, self.host(), "/1m", timeout=10)
+            if status != 200 or body != large:
+                raise RuntimeError(f"{server}: GET /1m gave {status} and {len(body)} bytes (not the 1 MiB file)")
+        status, body = http_get(self.p_gateway, f"{self.p_backend}-{CHURN_PREFIX}00042.{DOMAIN}", "/")
+        if status != 200:
+            raise RuntimeError(f"gateway: a churn route gave {status} {body[:200]!r}")
+
+    def check_alive(self):
+        for service in Service.registry:
+            if service.proc is not None and service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with status {service.proc.returncode} during the run:\n"
+                                   f"{read_tail(service.log)}")
+
+    def redis_hgetall_calls(self):
+        """How many HGETALLs Redis has answered (INFO commandstats), or None."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.p_redis), timeout=2) as sock:
+                sock.sendall(b"INFO commandstats\r\n")
+                data = b""
+                while True:   # one bulk string: $LEN CRLF, LEN bytes, CRLF
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    header, sep, rest = data.partition(b"\r\n")
+                    if sep and header[:1] == b"$" and len(rest) >= int(header[1:]) + 2:
+                        break
+        except (OSError, ValueError):
+            return None
+        match = re.search(rb"cmdstat_hgetall:calls=(\d+)", data)
+        return int(match.group(1)) if match else 0
+
+    # --------------------------------------------------------------------- wrk
+
+    def wrk(self, server, path="/", headers=(), script="report.lua", env=None, duration=None):
+        duration = duration or self.args.duration
+        argv = (["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []) + [
+            "wrk", "-t1", f"-c{self.args.connections}", f"-d{duration}s", "--timeout", "5s",
+            "-s", str(BENCH / "wrk" / script), "-H", f"Host: {self.host()}"]
+        for header in headers:
+            argv += ["-H", header]
+        argv.append(f"http://127.0.0.1:{self.ports[server]}{path}")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, **(env or {})), preexec_fn=_child_setup)
+        try:
+            out, _ = proc.communicate(timeout=duration + 30)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"wrk against {server} did not finish within {duration + 30}s")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        match = re.search(r"^BENCHJSON (\{.*\})$", out, re.M)
+        if not match:
+            raise RuntimeError(f"wrk against {server} printed no result:\n{out[-2000:]}")
+        raw = json.loads(match.group(1))
+        seconds = raw["duration_us"] / 1e6
+        errors = sum(raw["errors"].values())
+        return {
+            "rps": raw["requests"] / seconds if seconds else 0.0,
+            "mibs": raw["bytes"] / seconds / MiB if seconds else 0.0,
+            "p50_us": raw["p50_us"], "p90_us": raw["p90_us"], "p99_us": raw["p99_us"], "max_us": raw["max_us"],
+            "requests": raw["requests"], "errors": errors, "error_detail": raw["errors"],
+        }
+
+    # --------------------------------------------------------------------- scenarios
+
+    def scenario_plan(self):
+        """[(scenario, server, runner)] for one round, alternating servers."""
+        churn_env = {"BENCH_CHURN_IDS": str(self.args.churn_ids), "BENCH_PORT": str(self.p_backend),
+                     "BENCH_DOMAIN": DOMAIN}
+        plan = []
+        for scenario in self.scenarios:
+            if scenario == "keepalive":
+                for server in PEERS:
+                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/")))
+            elif scenario == "close":
+                for server in PEERS:
+                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/", headers=["Connection: close"])))
+            elif scenario == "large":
+                for server in PEERS:
+                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/1m")))
+            elif scenario == "churn":
+                # The same script everywhere; gateway_single sends every request to one sandbox, c00000.
+                for server in ["direct", "gateway_single", "gateway"]:
+                    env = dict(churn_env, BENCH_CHURN_IDS="1") if server == "gateway_single" else churn_env
+                    plan.append((scenario, server, lambda s=server, e=env: self.churn(s, e)))
+            elif scenario == "websocket":
+                for server in ["gateway", "nginx", "haproxy"]:
+                    plan.append((scenario, server, lambda s=server: self.websocket(s)))
+        return plan
+
+    def churn(self, server, env):
+        """The churn script, and how many catalog lookups reached Redis meanwhile (per second)."""
+        before = self.redis_hgetall_calls()
+        result = self.wrk(server, "/", script="churn.lua", env=env)
+        after = self.redis_hgetall_calls()
+        if before is not None and after is not None:
+            result["redis_lookups_per_s"] = (after - before) / self.args.duration
+        return result
+
+    def websocket(self, server):
+        """RSS growth of a freshly started proxy per idle upgraded connection it holds."""
+        service = self.proxies[server]
+        service.restart()
+        host, count = self.host(self.p_ws), self.args.ws_connections
+        warm = ws.open_idle(self.ports[server], host, "/ws", 8, timeout=10)   # first tunnels, route cached
+        warm.close()
+        for _ in range(20):
+            http_get(self.ports[server], self.host(), "/")
+        time.sleep(0.3)
+        before = service.rss_kib()
+        opened = ws.open_idle(self.ports[server], host, "/ws", count, timeout=60)
+        try:
+            time.sleep(1.0)
+            held = len(opened.sockets)
+            after = service.rss_kib()
+        finally:
+            opened.close()
+        return {
+            "kib_per_conn": (after - before) / held if held else None,
+            "rss_before_kib": before, "rss_after_kib": after, "held": held,
+            "errors": count - held, "error_detail": opened.failures, "open_seconds": opened.seconds,
+        }
+
+    def run(self):
+        plan = self.scenario_plan()
+        rounds = self.args.rounds
+        warm_ups = ["direct", "gateway", "nginx", "haproxy"]
+        churn_warm = "churn" in self.scenarios
+        progress = Progress(len(plan) * rounds + len(warm_ups) + (1 if churn_warm else 0))
+        for server in warm_ups:
+            progress.step(f"warm-up · {LABELS[server]} (1 s, not counted)")
+            self.wrk(server, "/", duration=1)
+        for scenario in self.scenarios:
+            todo = [(srv, runner) for (sc, srv, runner) in plan if sc == scenario]
+            if scenario == "churn":
+                progress.step(f"warm-up · route churn · sandbox-gateway (1 s, {self.args.churn_ids:,} IDs: routes cached, "
+                              "pools filled)")
+                self.wrk("gateway", "/", script="churn.lua", duration=1,
+                         env={"BENCH_CHURN_IDS": str(self.args.churn_ids), "BENCH_PORT": str(self.p_backend),
+                              "BENCH_DOMAIN": DOMAIN})
+            for round_no in range(1, rounds + 1):
+                for server, runner in todo:
+                    what = (f"{self.args.ws_connections:,} idle connections" if scenario == "websocket"
+                            else f"{self.args.duration} s")
+                    if scenario == "churn":
+                        what += ", 1 ID" if server == "gateway_single" else f", {self.args.churn_ids:,} IDs"
+                    progress.step(f"{TITLES[scenario]} · round {round_no}/{rounds} · {LABELS[server]} ({what})")
+                    result = runner()
+                    self.check_alive()
+                    result["round"] = round_no
+                    self.runs.setdefault(scenario, {}).setdefault(server, []).append(result)
+                    if result.get("errors"):
+                        progress.note(f"  note: {LABELS[server]} had {result['errors']} errors in "
+                                      f"{TITLES[scenario]}: {result.get('error_detail')}")
+                    time.sleep(0.3)
+        progress.finish()
+
+    # --------------------------------------------------------------------- results
+
+    def summary(self):
+        """scenario -> server -> medians over rounds."""
+        out = {}
+        for scenario, by_server in self.runs.items():
+            out[scenario] = {}
+            for server, runs in by_server.items():
+                keys = sorted({k for r in runs for k, v in r.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round"})
+                agg = {k: median([r.get(k) for r in runs]) for k in keys}
+                agg["errors"] = sum(r.get("errors") or 0 for r in runs)
+                agg["runs"] = len(runs)
+                out[scenario][server] = agg
+        return out
+
+
+TITLES = {
+    "keepalive": "small responses, keep-alive",
+    "close": "new connection per request",
+    "large": "1 MiB responses",
+    "churn": "route churn",
+    "websocket": "idle WebSocket connections",
+}
+METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
+          "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn")}
+
+
+def figure_text(scenario, value):
+    if value is None:
+        return "—"
+    if scenario == "large":
+        return f"{value:,.0f} MiB/s"
+    if scenario == "websocket":
+        return f"{value:.1f} KiB/conn"
+    return f"{value:,.0f} req/s"
+
+
+def table_rows(summary, args):
+    """Rows of the main table: (scenario title, server label, figure, p50, p99, errors, ×nginx, ×direct)."""
+    rows = []
+    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+        if scenario not in summary:
+            continue
+        key, _ = METRIC[scenario]
+        by = summary[scenario]
+        nginx_value = by.get("nginx", {}).get(key)
+        direct_value = by.get("direct", {}).get(key)
+        title = TITLES[scenario]
+        if scenario == "churn":
+            title = f"route churn, {args.churn_ids:,} IDs"
+        if scenario == "websocket":
+            title = f"{args.ws_connections:,} idle WebSockets"
+        for server in SERVERS:
+            if server not in by:
+                continue
+            agg = by[server]
+            value = agg.get(key)
+            latency = scenario != "websocket"
+            rows.append([
+                title, LABELS[server], figure_text(scenario, value),
+                fmt_ms(agg.get("p50_us")) if latency else "—",
+                fmt_ms(agg.get("p99_us")) if latency else "—",
+                f"{agg['errors']:,}",
+                fmt_ratio(ratio(value, nginx_value)) if server != "nginx" else ("1.00×" if value else "—"),
+                fmt_ratio(ratio(value, direct_value)) if server != "direct" else ("1.00×" if value else "—"),
+            ])
+            title = ""
+    return rows
+
+
+def targets(summary, args):
+    """[(target text, measured text, met: True/False/None)]"""
+    out = []
+
+    def get(scenario, server, key):
+        return summary.get(scenario, {}).get(server, {}).get(key)
+
+    def clean(scenario, server):
+        return (get(scenario, server, "errors") or 0) == 0
+
+    gw, ng = get("keepalive", "gateway", "rps"), get("keepalive", "nginx", "rps")
+    if gw and ng:
+        r = gw / ng
+        out.append(("keep-alive small: gateway ≥ 1.2 × nginx req/s", f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f})",
+                    r >= 1.2 and clean("keepalive", "gateway")))
+        g99, n99 = get("keepalive", "gateway", "p99_us"), get("keepalive", "nginx", "p99_us")
+        out.append(("keep-alive small: gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
+    gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
+    if gw and ng:
+        r = gw / ng
+        out.append(("connection per request: gateway ≥ 1.1 × nginx", f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f})",
+                    r >= 1.1 and clean("close", "gateway")))
+    gw, di = get("large", "gateway", "mibs"), get("large", "direct", "mibs")
+    if gw and di:
+        r = gw / di
+        out.append(("1 MiB responses: gateway ≥ 0.9 × direct MiB/s", f"{r:.2f} × ({gw:,.0f} vs {di:,.0f} MiB/s)",
+                    r >= 0.9 and clean("large", "gateway")))
+    gw, single = get("churn", "gateway", "rps"), get("churn", "gateway_single", "rps")
+    if gw and single:
+        r = gw / single
+        out.append((f"route churn over {args.churn_ids:,} IDs: ≥ 0.9 × gateway single-route (same script, 1 ID)",
+                    f"{r:.2f} × ({gw:,.0f} vs {single:,.0f})", r >= 0.9 and clean("churn", "gateway")))
+    kib = get("websocket", "gateway", "kib_per_conn")
+    if kib is not None:
+        out.append(("idle WebSocket: ≤ 8 KiB gateway RSS per connection", f"{kib:.1f} KiB",
+                    kib <= 8 and clean("websocket", "gateway")))
+    return out
+
+
+HEADERS = ["scenario", "server", "figure", "p50", "p99", "errors", "× nginx", "× direct"]
+
+
+def text_table(rows, headers):
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    right = {2, 3, 4, 5, 6, 7} if len(headers) == 8 else set()
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def md_table(rows, headers, right=()):
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(str(c) if c != "" else " " for c in row) + " |")
+    return "\n".join(out)
+
+
+def environment(bench):
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    git = command_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    if not re.fullmatch(r"[0-9a-f]{4,40}", git):
+        git = "unknown"
+    elif dirty:
+        git += " with local changes"
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "cores": bench.cores, "cpu": cpu, "memory": mem, "kernel": platform.release(),
+        "gateway": command_output([str(bench.gateway_bin), "--version"]).splitlines()[0] + f" (commit {git})",
+        "nginx": command_output(["nginx", "-v"]).replace("nginx version: ", "") + f" (Debian nginx-light {dpkg_version('nginx-light')})",
+        "haproxy": command_output(["haproxy", "-v"]).splitlines()[0].split(" - ")[0] + f" (Debian {dpkg_version('haproxy')})",
+        "redis": command_output(["redis-server", "--version"]).split(" sha=")[0] + f" (Debian {dpkg_version('redis-server')})",
+        "wrk": command_output(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0] + f" (Debian {dpkg_version('wrk')})",
+        "gnuplot": command_output(["gnuplot", "--version"]) if shutil.which("gnuplot") else "not installed",
+        "python": f"{platform.python_version()} ({sys.executable})",
+    }
+
+
+def pinning_text(bench):
+    if bench.cpu_proxy is None:
+        return "one core: nothing pinned (the figures mean little on one core)"
+    if bench.cpu_backend == bench.cpu_wrk:
+        return (f"the proxy under test (gateway, nginx or HAProxy) alone on core {bench.cpu_proxy}; wrk, the nginx "
+                f"backend, the WebSocket backend and Redis share core {bench.cpu_wrk}. Core {bench.cpu_wrk} does the "
+                "same work per request in every run (wrk + backend), so a direct run shows what that core can do and a "
+                "proxied run adds only the proxy, on its own core")
+    return (f"the proxy under test alone on core {bench.cpu_proxy}; wrk on core {bench.cpu_wrk}; the nginx backend, "
+            f"the WebSocket backend and Redis on core {bench.cpu_backend}")
+
+
+def run_mode(args):
+    """quick, full, or custom (other durations, rounds or scenarios than those two)."""
+    if args.only != list(TITLES) or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000:
+        return "custom"
+    if args.quick:
+        return "quick" if (args.duration, args.rounds) == (3, 2) else "custom"
+    return "full" if (args.duration, args.rounds) == (10, 3) else "custom"
+
+
+def write_outputs(bench, env, summary, args):
+    rows = table_rows(summary, args)
+    tgt = targets(summary, args)
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    mode = run_mode(args)
+
+    # terminal
+    print()
+    print(f"sandbox-gateway benchmark ({mode}: {args.duration} s × {args.rounds} rounds per server, wrk -t1 "
+          f"-c{args.connections}) on {env['cores']} cores, {env['date']}")
+    print()
+    print(text_table(rows, HEADERS))
+    print()
+    trows = [[t, m, "met" if ok else "NOT met"] for t, m, ok in tgt]
+    if trows:
+        print(text_table(trows, ["target", "measured", ""]))
+        print()
+    print(f"versions: gateway {env['gateway']}; nginx {env['nginx']}; {env['haproxy']}; {env['redis']}; {env['wrk']}")
+
+    # markdown
+    md = []
+    md.append(f"# sandbox-gateway benchmark, {env['date']} ({mode})\n")
+    md.append(f"`{args.command}` on {env['cores']} cores ({env['cpu']}, {env['memory']}, "
+              f"Linux {env['kernel']}). Each figure is the median of {args.rounds} runs of {args.duration} s per server, "
+              f"the servers alternating within each round; `× nginx` and `× direct` divide it by nginx's and by the "
+              f"direct backend's figure in the same scenario (for latencies lower is better, but the ratios are of the "
+              f"figure only).\n")
+    md.append(md_table(rows, HEADERS, right={2, 3, 4, 5, 6, 7}))
+    md.append("")
+    md.append("## Targets\n")
+    md.append(md_table([[t, m, "met" if ok else "**not met**"] for t, m, ok in tgt], ["target", "measured", ""]))
+    md.append("")
+    md.append("![bar chart](latest.png)\n")
+    md.append("## How it was measured\n")
+    md.append(f"- **Load**: wrk, one thread, {args.connections} connections, `--timeout 5s`; latency percentiles are "
+              "wrk's (from request written to response read). A 1 s warm-up of every server precedes the first round, "
+              "uncounted.")
+    md.append(f"- **Pinning** ({env['cores']} cores): {pinning_text(bench)}.")
+    md.append("- **Backend**: nginx, one worker, `access_log off`, answering `/` with a fixed "
+              f"{len(SMALL_BODY)}-byte text body (`return 200`) and `/1m` with a 1 MiB file (sendfile); "
+              "`keepalive_requests` unlimited in practice.")
+    md.append("- **sandbox-gateway**: `workers 1`, `access_log off`, `log_level warn`, Redis on loopback, "
+              "`drain_delay 0` and `drain_timeout 1s` (so that it stops at once), every other directive at its "
+              "default (route cache 2 s, upstream idle 4 s). Requests carry "
+              f"`Host: <port>-{SINGLE_ID}.{DOMAIN}`, routed through the catalog record `sandbox:catalog:{SINGLE_ID}`.")
+    lookups = ""
+    rate = summary.get("churn", {}).get("gateway", {}).get("redis_lookups_per_s")
+    if rate is not None:
+        lookups = (f" During the gateway's churn runs Redis answered {rate:,.0f} catalog lookups (HGETALL) a second "
+                   "(median), the rest being served from the route cache.")
+    buffering = ("`proxy_buffering off` (streaming like the gateway; not nginx's default)" if args.nginx_no_buffering
+                 else "`proxy_buffering on` (nginx's default, and its faster choice for 1 MiB bodies)")
+    md.append("- **nginx peer**: one worker, `proxy_pass` to an upstream with `keepalive 64`, `proxy_http_version 1.1`, "
+              "`proxy_set_header Connection \"\"`, `Host` set to the client's Host, `X-Forwarded-For`/`-Proto` set (as "
+              f"the gateway does), {buffering}, `access_log off`, "
+              "keep-alive requests unlimited in practice.")
+    md.append("- **HAProxy peer**: `nbthread 1`, `mode http`, `http-reuse always`, `option forwardfor`, "
+              "`X-Forwarded-Proto` set, no logging.")
+    md.append("- **Same request to all**: the same Host header goes to every server (the backend and the peers ignore "
+              "it for routing); every server is checked first to return the same bytes for `/` and `/1m`.")
+    md.append("- **new connection per request**: wrk with `Connection: close`; the proxies keep their upstream "
+              "connections alive.")
+    md.append(f"- **route churn**: `bench/wrk/churn.lua` sends each request to one of {args.churn_ids:,} sandboxes "
+              f"(`c00000`…), chosen at random, each a catalog record pointing at the backend; a 1 s warm-up fills the "
+              "route cache first. The peers have no routes, so only the gateway runs it, alternating with the same "
+              "script sending every request to one sandbox (`sandbox-gateway, 1 ID`: the single-route figure the "
+              "target compares with, with the same Lua cost in wrk) and with the script against the backend "
+              "(`direct`, which shows what wrk can send with it)." + lookups)
+    md.append(f"- **idle WebSockets**: each proxy is restarted, warmed with a few requests and 8 tunnels, then "
+              f"{args.ws_connections:,} connections are upgraded through it (101 from a Python backend that then "
+              "idles) and held; the figure is the growth of its RSS (VmRSS of the process and its children, from "
+              f"/proc) divided by the connections held. Memory a proxy allocates at start for its connection tables "
+              "(nginx's `worker_connections`) is not counted.")
+    md.append("- **errors**: wrk's connect/read/write/timeout errors and responses with a status of 400 or more, summed "
+              "over the rounds (for WebSockets, connections not upgraded); "
+              "a target is met only when the gateway's runs had none.")
+    md.append("")
+    md.append("## Versions\n")
+    for key in ["gateway", "nginx", "haproxy", "redis", "wrk", "gnuplot", "python"]:
+        md.append(f"- {key}: {env[key]}")
+    md.append("")
+    md.append("## Every run\n")
+    raw_rows = []
+    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+        for server in SERVERS:
+            for run in bench.runs.get(scenario, {}).get(server, []):
+                key, _ = METRIC[scenario]
+                raw_rows.append([TITLES[scenario], LABELS[server], run["round"], figure_text(scenario, run.get(key)),
+                                 fmt_ms(run.get("p50_us")), fmt_ms(run.get("p99_us")), run.get("errors", 0)])
+    md.append(md_table(raw_rows, ["scenario", "server", "round", "figure", "p50", "p99", "errors"], right={2, 3, 4, 5, 6}))
+    md.append("")
+    text = "\n".join(md)
+    (results / "latest.md").write_text(text)
+    (results / "latest.json").write_text(json.dumps(
+        {"mode": mode, "args": vars(args), "environment": env, "summary": summary, "runs": bench.runs,
+         "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tgt]}, indent=1, default=str) + "\n")
+    png = plot(bench, env, summary, args, results / "latest.png")
+    written = [results / "latest.md", results / "latest.json"] + ([png] if png else [])
+    if args.save:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M") + f"-{mode}"
+        dated_md = results / f"{stamp}.md"
+        dated_md.write_text(text.replace("](latest.png)", f"]({stamp}.png)"))
+        written.append(dated_md)
+        if png:
+            shutil.copyfile(png, results / f"{stamp}.png")
+            written.append(results / f"{stamp}.png")
+    print("wrote " + ", ".join(str(p.relative_to(REPO)) for p in written))
+
+
+COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "nginx": "#31a354",
+          "haproxy": "#3182bd"}
+
+
+def plot_label(scenario, server, args):
+    if scenario == "churn" and server in ("gateway", "gateway_single"):
+        return "gateway, 1 ID" if server == "gateway_single" else f"gateway, {args.churn_ids:,} IDs"
+    return {"direct": "backend"}.get(server, LABELS[server])
+
+
+def plot(bench, env, summary, args, out):
+    if not shutil.which("gnuplot"):
+        print("bench: gnuplot not found, no chart", file=sys.stderr)
+        return None
+    pdir = bench.tmp / "plot"
+    pdir.mkdir(exist_ok=True)
+    panels = []
+    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+        if scenario not in summary:
+            continue
+        key, unit = METRIC[scenario]
+        lines = []
+        for index, server in enumerate(SERVERS):
+            value = summary[scenario].get(server, {}).get(key)
+            if value is not None:
+                label = f"{value:.1f}" if scenario == "websocket" else f"{value:,.0f}"
+                lines.append(f'"{plot_label(scenario, server, args)}" {value:.3f} {index + 1} "{label}"')
+        title = {"keepalive": "small responses, keep-alive (req/s, higher is better)",
+                 "close": "new connection per request (req/s, higher is better)",
+                 "large": "1 MiB responses (MiB/s, higher is better)",
+                 "churn": f"route churn, {args.churn_ids:,} IDs (req/s, higher is better)",
+                 "websocket": f"{args.ws_connections:,} idle WebSockets (RSS KiB/conn, lower is better)"}[scenario]
+        target = None
+        s = summary[scenario]
+        if scenario == "keepalive" and s.get("nginx", {}).get("rps"):
+            target = (1.2 * s["nginx"]["rps"], "target 1.2 × nginx")
+        elif scenario == "close" and s.get("nginx", {}).get("rps"):
+            target = (1.1 * s["nginx"]["rps"], "target 1.1 × nginx")
+        elif scenario == "large" and s.get("direct", {}).get("mibs"):
+            target = (0.9 * s["direct"]["mibs"], "target 0.9 × direct")
+        elif scenario == "churn" and s.get("gateway_single", {}).get("rps"):
+            target = (0.9 * s["gateway_single"]["rps"], "target 0.9 × the gateway with 1 ID")
+        elif scenario == "websocket":
+            target = (8.0, "target 8 KiB")
+        (pdir / f"{scenario}.dat").write_text("\n".join(lines) + "\n")
+        top = max([summary[scenario].get(server, {}).get(key) or 0 for server in SERVERS] + [target[0] if target else 0])
+        panels.append((scenario, title, target, len(lines), top))
+    if "keepalive" in summary:
+        lines = []
+        for index, server in enumerate(SERVERS):
+            value = summary["keepalive"].get(server, {}).get("p99_us")
+            if value is not None:
+                lines.append(f'"{plot_label("keepalive", server, args)}" {value / 1000:.3f} {index + 1} '
+                             f'"{value / 1000:.2f}"')
+        (pdir / "p99.dat").write_text("\n".join(lines) + "\n")
+        top = max((summary["keepalive"].get(server, {}).get("p99_us") or 0) / 1000 for server in SERVERS)
+        nginx_p99 = summary["keepalive"].get("nginx", {}).get("p99_us")
+        target = (nginx_p99 / 1000, "target: gateway p99 ≤ nginx's") if nginx_p99 else None
+        panels.append(("p99", "small responses, keep-alive: p99 latency (ms, lower is better)", target, len(lines), top))
+    mode = run_mode(args)
+    script = [
+        f'set terminal pngcairo size 1500,{430 * ((len(panels) + 2) // 3) + 60} font "DejaVu Sans,10" noenhanced',
+        f'set output "{out}"',
+        "set style fill solid 0.9 border -1",
+        "set boxwidth 0.6",
+        "set grid ytics lc rgb '#dddddd'",
+        "unset key",
+        "set yrange [0:*]",
+    ]
+    for index, server in enumerate(SERVERS):
+        script.append(f"set linetype {index + 1} lc rgb '{COLORS[server]}'")
+    rows = (len(panels) + 2) // 3
+    script.append(f'set multiplot layout {rows},3 title "sandbox-gateway vs nginx vs HAProxy, one worker each — '
+                  f'{env["date"]}, {env["cores"]} cores, {mode} ({args.duration} s x {args.rounds} rounds)" '
+                  'font "DejaVu Sans,13"')
+    for scenario, title, target, count, top in panels:
+        subtitle = f"\\n{target[1]} (red dashes)" if target else "\\n "
+        script.append(f'set title "{title}{subtitle}"')
+        script.append("unset arrow; unset label")
+        script.append(f"set xrange [-0.6:{max(count, 1) - 0.4}]")
+        if target:
+            value = target[0]
+            script.append(f"set arrow from graph 0, first {value:.3f} to graph 1, first {value:.3f} nohead "
+                          "dt 2 lw 2 lc rgb '#cc0000' front")
+        script.append(f"set yrange [0:{top * 1.12 if top > 0 else 1:.3f}]")
+        script.append(f"set format y \"{'%.1f' if scenario in ('websocket', 'p99') else '%.0f'}\"")
+        data = pdir / f"{scenario}.dat"
+        script.append(f'plot "{data}" using 0:2:3:xtic(1) with boxes lc variable, '
+                      '"" using 0:2:4 with labels offset 0,0.7 font ",10"')
+    script.append("unset multiplot")
+    (pdir / "chart.gp").write_text("\n".join(script) + "\n")
+    proc = subprocess.run(["gnuplot", str(pdir / "chart.gp")], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not out.exists():
+        print(f"bench: gnuplot failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="bench/run", description=(
+        "Measures sandbox-gateway beside nginx and HAProxy on this machine: prints a table and writes "
+        "bench/results/latest.{md,json,png}."))
+    parser.add_argument("--quick", action="store_true", help="about 2 minutes: 3 s per run, 2 rounds")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 10, --quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds, each running every server once (default 3, --quick 2)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
+    parser.add_argument("--churn-ids", type=int, default=10000, help="sandbox IDs in route churn (default 10000)")
+    parser.add_argument("--ws-connections", type=int, default=5000, help="idle WebSockets held (default 5000)")
+    parser.add_argument("--only", default="keepalive,close,large,churn,websocket",
+                        help="comma-separated scenarios among keepalive,close,large,churn,websocket")
+    parser.add_argument("--nginx-no-buffering", action="store_true",
+                        help="run the nginx peer with proxy_buffering off (streaming like the gateway) instead of "
+                             "on, nginx's default")
+    parser.add_argument("--save", action="store_true",
+                        help="also keep this run as bench/results/<date>.md and .png, to commit")
+    parser.add_argument("--gateway", default=str(REPO / "build" / "sandbox-gateway"), help="the gateway binary")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (configs, logs)")
+    args = parser.parse_args(argv)
+    args.command = " ".join(["bench/run"] + list(argv))
+    args.duration = args.duration or (3 if args.quick else 10)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(TITLES)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.duration < 1 or args.rounds < 1 or args.connections < 1:
+        parser.error("--duration, --rounds and --connections must be at least 1")
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    bench = Bench(args)
+    if not bench.gateway_bin.exists():
+        sys.exit(f"bench: {bench.gateway_bin} not found (make build)")
+    needed = bench.args.ws_connections * 2 + 200
+    if "websocket" in args.only and bench.nofile < needed:
+        print(f"bench: open-files limit {bench.nofile} is below the {needed} the WebSocket scenario needs; "
+              f"holding {(bench.nofile - 200) // 2} connections instead", file=sys.stderr)
+        args.ws_connections = (bench.nofile - 200) // 2
+    try:
+        print(f"bench: temporary folder {bench.tmp}; {pinning_text(bench)}", file=sys.stderr)
+        bench.start_all()
+        env = environment(bench)
+        bench.run()
+        write_outputs(bench, env, bench.summary(), args)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping what it started", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"\nbench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        Service.stop_all()
+        if args.keep_tmp:
+            print(f"bench: kept {bench.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(bench.tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
