@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,12 +49,21 @@ static void gw_admin_handle(struct evhttp_request *request, void *arg) {
     }
     struct evkeyvalq *headers = evhttp_request_get_output_headers(request);
     evhttp_add_header(headers, "Cache-Control", "no-store");
-    bool get = evhttp_request_get_command(request) & (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    enum evhttp_cmd_type command = evhttp_request_get_command(request);
+    bool get = command == EVHTTP_REQ_GET || command == EVHTTP_REQ_HEAD;
     if (get && path_length == 7 && strncmp(uri, "/health", 7) == 0) {
         const char *text;
         int status = gw_admin_health(admin->server, &text);
-        evbuffer_add(body, text, strlen(text));
         evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8");
+        if (command == EVHTTP_REQ_HEAD) {
+            /* libevent 2.1 would send a body after a HEAD's head: send none,
+             * with the length a GET would have (RFC 9110 §9.3.2). */
+            char length[24];
+            snprintf(length, sizeof(length), "%zu", strlen(text));
+            evhttp_add_header(headers, "Content-Length", length);
+        } else {
+            evbuffer_add(body, text, strlen(text));
+        }
         evhttp_send_reply(request, status, status == 200 ? "OK" : "Service Unavailable", body);
     } else if (get && path_length == 8 && strncmp(uri, "/metrics", 8) == 0) {
         gw_metrics_render(body, admin->server);

@@ -17,6 +17,7 @@
 
 #include "auth/token.h"
 #include "gateway/error_page.h"
+#include "gateway/io.h"
 #include "gateway/proxy_protocol.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
@@ -484,6 +485,7 @@ static void gw_client_wait_next_request(gw_client_t *client) {
 
 /* The request's response is complete in the client's output. */
 static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool upstream_reusable) {
+    gw_io_flush(client->bev, client->plain);
     gw_client_log_request(client);
     client->request_started = false; /* logged: gw_client_close must not log it again */
     gw_client_release_request(client, upstream_reusable);
@@ -534,7 +536,6 @@ static void gw_client_fail(gw_client_t *client, int status, const char *message)
     client->request_started = true;
     if (client->started_us == 0)
         client->started_us = gw_now_us();
-    bufferevent_enable(client->bev, EV_WRITE);
     gw_client_end_request(client, keep_alive, false);
 }
 
@@ -653,8 +654,9 @@ static void gw_client_head_complete(gw_client_t *client) {
         return;
     }
     client->routed = true;
+    /* Reading stays on while routing: what arrives meanwhile waits in the
+     * input buffer (its read watermark bounds it), with no epoll change. */
     client->state = GW_CLIENT_ROUTING;
-    bufferevent_disable(client->bev, EV_READ);
     route_lookup_status_t lookup_status;
     route_record_t *record = NULL;
     if (route_catalog_lookup(client->worker->catalog, client->target.sandbox_id, &client->waiter,
@@ -832,7 +834,9 @@ static void gw_client_upstream_ready(gw_client_t *client) {
     bufferevent_setcb(upstream, gw_upstream_read, gw_upstream_write, gw_upstream_event, client);
     bufferevent_setwatermark(upstream, EV_READ, 0, GW_READ_HIGH);
     bufferevent_setwatermark(upstream, EV_WRITE, 0, 0);
-    bufferevent_enable(upstream, EV_READ | EV_WRITE);
+    /* Upstream sockets are plain: writes go out directly (gw_io_flush). */
+    bufferevent_disable(upstream, EV_WRITE);
+    bufferevent_enable(upstream, EV_READ);
     client->state = GW_CLIENT_PROXYING;
     client->upstream_eof = false; /* a retry's fresh connection */
     client->response_state = GW_RESPONSE_HEAD;
@@ -969,6 +973,12 @@ static void gw_client_forward_request(gw_client_t *client) {
     while (client->request_state == GW_REQUEST_BODY) {
         size_t queued = evbuffer_get_length(output);
         if (queued >= GW_BUFFER_HIGH) {
+            /* Full: write what the socket takes; pause only if it stays full
+             * (then the write callback, at the low watermark, resumes). */
+            gw_io_flush(client->upstream->bev, true);
+            queued = evbuffer_get_length(output);
+        }
+        if (queued >= GW_BUFFER_HIGH) {
             bufferevent_disable(client->bev, EV_READ);
             bufferevent_setwatermark(client->upstream->bev, EV_WRITE, GW_BUFFER_LOW, 0);
             return;
@@ -977,7 +987,7 @@ static void gw_client_forward_request(gw_client_t *client) {
         if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0) {
             /* An empty run still completes a message without a body. */
             if (!first)
-                return;
+                break;
             piece.iov_base = (void *)"";
             piece.iov_len = 0;
         }
@@ -993,6 +1003,7 @@ static void gw_client_forward_request(gw_client_t *client) {
             client->bytes_received += taken;
         }
         if (error == HPE_PAUSED && client->request_head.message_complete) {
+            gw_io_flush(client->upstream->bev, true);
             gw_client_request_done(client);
             return;
         }
@@ -1004,8 +1015,9 @@ static void gw_client_forward_request(gw_client_t *client) {
             return;
         }
         if (taken == 0 && piece.iov_len > 0)
-            return;
+            break;
     }
+    gw_io_flush(client->upstream->bev, true);
 }
 
 /* Appends the response head the client receives: the sandbox's, less
@@ -1120,7 +1132,7 @@ static void gw_client_response_done(gw_client_t *client) {
 
 /* Passes response bytes to the client as they arrive; heads are rewritten,
  * bodies pass raw until the message ends or the client's output is full. */
-static gw_step_t gw_client_forward_response(gw_client_t *client) {
+static gw_step_t gw_client_forward_response_pieces(gw_client_t *client) {
     struct evbuffer *input = bufferevent_get_input(client->upstream->bev);
     struct evbuffer *output = bufferevent_get_output(client->bev);
     llhttp_t *parser = &client->response_parser;
@@ -1128,6 +1140,10 @@ static gw_step_t gw_client_forward_response(gw_client_t *client) {
     bool head_just_completed = false;
     for (;;) {
         size_t queued = evbuffer_get_length(output);
+        if (queued >= GW_BUFFER_HIGH) {
+            gw_io_flush(client->bev, client->plain); /* as in gw_client_forward_request */
+            queued = evbuffer_get_length(output);
+        }
         if (queued >= GW_BUFFER_HIGH) {
             bufferevent_disable(client->upstream->bev, EV_READ);
             bufferevent_setwatermark(client->bev, EV_WRITE, GW_BUFFER_LOW, 0);
@@ -1193,6 +1209,14 @@ static gw_step_t gw_client_forward_response(gw_client_t *client) {
     }
 }
 
+/* Streams what the sandbox sent, then writes it to the client at once. */
+static gw_step_t gw_client_forward_response(gw_client_t *client) {
+    if (gw_client_forward_response_pieces(client) == GW_STEP_ENDED)
+        return GW_STEP_ENDED;
+    gw_io_flush(client->bev, client->plain);
+    return GW_STEP_CONTINUE;
+}
+
 /* The sandbox closed its side and every byte it sent was passed on. */
 static void gw_client_upstream_ended(gw_client_t *client) {
     if (client->response_state == GW_RESPONSE_BODY &&
@@ -1223,6 +1247,7 @@ static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct
         client->bytes_sent += length;
     evbuffer_add_buffer(output, input);
     client->last_activity_ms = gw_now_ms();
+    gw_io_flush(to, to == client->bev ? client->plain : true);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
         bufferevent_disable(from, EV_READ);
         bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);
@@ -1286,20 +1311,25 @@ static void gw_client_read(struct bufferevent *bev, void *arg) {
         gw_client_parse_head(client);
         break;
     case GW_CLIENT_PROXYING:
-        if (client->request_state == GW_REQUEST_BODY)
+        if (client->request_state == GW_REQUEST_BODY) {
+            if (client->plain)
+                gw_io_read_more(bev, GW_BUFFER_HIGH);
             gw_client_forward_request(client);
+        }
         break;
     case GW_CLIENT_TUNNEL:
+        if (client->plain)
+            gw_io_read_more(bev, GW_BUFFER_HIGH);
         gw_tunnel_pass(client, bev, client->upstream->bev);
         break;
     default:
-        bufferevent_disable(bev, EV_READ);
-        break;
+        break; /* ROUTING, CONNECTING: bytes wait for the upstream */
     }
 }
 
 static void gw_upstream_read(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
+    gw_io_read_more(bev, GW_BUFFER_HIGH);
     if (client->state == GW_CLIENT_TUNNEL)
         gw_tunnel_pass(client, bev, client->bev);
     else if (client->state == GW_CLIENT_PROXYING)
@@ -1309,6 +1339,7 @@ static void gw_upstream_read(struct bufferevent *bev, void *arg) {
 /* The client's output drained below its low watermark. */
 static void gw_client_write(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
+    gw_io_written(bev, client->plain);
     if (client->state == GW_CLIENT_CLOSING) {
         gw_client_linger(client);
         return;
@@ -1336,6 +1367,7 @@ static void gw_client_write(struct bufferevent *bev, void *arg) {
 /* The upstream's output drained below its low watermark. */
 static void gw_upstream_write(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
+    gw_io_written(bev, true);
     bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
     if (client->state == GW_CLIENT_PROXYING && client->request_state == GW_REQUEST_BODY) {
         bufferevent_enable(client->bev, EV_READ);
@@ -1354,7 +1386,9 @@ static void gw_client_event(struct bufferevent *bev, short events, void *arg) {
     gw_client_t *client = arg;
     if (events & BEV_EVENT_CONNECTED)
         return; /* a TLS handshake completed */
-    if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_PROXYING &&
+    /* libevent's TLS bufferevent stops writing too once it read the end of
+     * the stream, so only a plain client can half-close and still read. */
+    if ((events & BEV_EVENT_EOF) && client->plain && client->state == GW_CLIENT_PROXYING &&
         client->request_state == GW_REQUEST_DONE) {
         /* A client may shut down its sending side and still await the
          * response (RFC 9112 §9.6); the connection ends after it. */
@@ -1364,6 +1398,8 @@ static void gw_client_event(struct bufferevent *bev, short events, void *arg) {
     if ((events & BEV_EVENT_EOF) && client->state == GW_CLIENT_TUNNEL) {
         gw_tunnel_pass(client, client->bev, client->upstream->bev);
         client->tunnel_client_eof = true;
+        if (!client->plain)
+            client->tunnel_client_shut = true; /* nothing can reach it any more */
         gw_tunnel_half_close(client);
         return;
     }
@@ -1475,7 +1511,11 @@ static void gw_client_parse_head(gw_client_t *client) {
 static void gw_client_setup_bev(gw_client_t *client) {
     bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
     bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
-    bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+    /* A plain socket writes directly (gw_io_flush); TLS writes through
+     * libevent. (A new bufferevent starts with EV_WRITE enabled.) */
+    if (client->plain)
+        bufferevent_disable(client->bev, EV_WRITE);
+    bufferevent_enable(client->bev, client->plain ? EV_READ : EV_READ | EV_WRITE);
 }
 
 /* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4). */
@@ -1542,6 +1582,7 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     }
     client->worker = worker;
     client->listen = listen;
+    client->plain = !listen->tls;
     LIST_INSERT_HEAD(&worker->clients, client, link);
     worker->client_count++;
     GW_METRIC_ADD(&worker->metrics, client_connections, 1);
@@ -1572,7 +1613,9 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
 }
 
 void gw_client_drain(gw_client_t *client) {
-    /* A kept-alive connection between requests has nothing in flight. */
-    if (client->state == GW_CLIENT_READING_HEAD && !client->request_started)
+    /* A kept-alive connection between requests, or one still waiting for
+     * its PROXY header, has nothing in flight. */
+    if ((client->state == GW_CLIENT_READING_HEAD && !client->request_started) ||
+        client->state == GW_CLIENT_READING_PROXY)
         gw_client_close(client);
 }

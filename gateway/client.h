@@ -95,6 +95,7 @@ typedef struct gw_client {
     LIST_ENTRY(gw_client) link;
     struct gw_worker *worker;
     const struct gw_listen *listen; /* the listener that accepted it */
+    bool plain;                     /* a plain socket: direct reads and writes (gateway/io.c) */
     struct bufferevent *bev;
     struct event *timer;     /* wakes up at or before deadline_ms */
     uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
