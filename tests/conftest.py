@@ -892,3 +892,254 @@ def pytest_runtest_makereport(item, call):
             text = gateway.stderr_text()
             if text:
                 report.sections.append((f"gateway {index} stderr (last 6000 chars)", text[-6000:]))
+
+
+# --------------------------------------------------------------------------- raw backends
+# (added for test_streaming, test_websocket, test_hostile and test_upstream: scripted backends that
+# control every byte and every close, which the recording HTTP backend above cannot)
+
+@dataclass
+class RawRequest:
+    method: str
+    target: str
+    version: str
+    headers: list
+    body: bytes
+    trailers: list
+
+    def header(self, name):
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+class RawStream:
+    """A buffered socket for scripted peers: exact reads, HTTP heads, chunked bodies."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def fill(self, size=262144):
+        data = self.sock.recv(size)
+        if not data:
+            raise ConnectionError("peer closed")
+        self.buffer += data
+
+    def read_until(self, marker: bytes):
+        """Returns everything up to and including marker."""
+        while True:
+            index = self.buffer.find(marker)
+            if index >= 0:
+                end = index + len(marker)
+                data = bytes(self.buffer[:end])
+                del self.buffer[:end]
+                return data
+            self.fill()
+
+    def read_exactly(self, size):
+        while len(self.buffer) < size:
+            self.fill()
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_head(self):
+        """(first line, [(name, value)]) of an HTTP message head."""
+        lines = self.read_until(b"\r\n\r\n")[:-4].decode("latin-1").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return lines[0], headers
+
+    def read_chunked(self):
+        """(body, trailers) of a chunked body."""
+        body = bytearray()
+        while True:
+            size = int(self.read_until(b"\r\n").split(b";")[0].strip(), 16)
+            if size == 0:
+                trailers = []
+                while True:
+                    line = self.read_until(b"\r\n")[:-2]
+                    if not line:
+                        return bytes(body), trailers
+                    name, _, value = line.decode("latin-1").partition(":")
+                    trailers.append((name.strip(), value.strip()))
+            body += self.read_exactly(size)
+            assert self.read_exactly(2) == b"\r\n", "chunk data not followed by CRLF"
+
+    def read_request(self):
+        line, headers = self.read_head()
+        method, target, version = line.split(" ", 2)
+        request = RawRequest(method, target, version, headers, b"", [])
+        if "chunked" in (request.header("Transfer-Encoding") or "").lower():
+            request.body, request.trailers = self.read_chunked()
+        elif request.header("Content-Length"):
+            request.body = self.read_exactly(int(request.header("Content-Length")))
+        return request
+
+    def wait_eof(self, timeout):
+        """True if the peer closed (after any bytes, which are kept) within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.settimeout(left)
+                try:
+                    data = self.sock.recv(65536)
+                except socket.timeout:
+                    return False
+                if not data:
+                    return True
+                self.buffer += data
+        except OSError:
+            return True
+
+
+class RawServer:
+    """A listening socket whose every accepted connection runs handler(stream, server) in a thread.
+
+    Counts accepted connections; an exception other than a socket error in a handler is kept in
+    `errors` (assert it is empty); `released` is an event handlers may wait on (set by stop())."""
+
+    def __init__(self, handler, host="127.0.0.1", port=0, backlog=128):
+        self.handler = handler
+        self.host = host
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(backlog)
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.peers = []
+        self.requests = []  # whatever handlers choose to record
+        self.errors = []
+        self.live = set()
+        self.threads = []
+        self.released = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def record(self, item):
+        with self.lock:
+            self.requests.append(item)
+
+    def count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                connection, address = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            connection.settimeout(30)
+            with self.lock:
+                self.accepted += 1
+                self.peers.append(address)
+                self.live.add(connection)
+            thread = threading.Thread(target=self._handle, args=(connection,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _handle(self, connection):
+        try:
+            self.handler(RawStream(connection), self)
+        except (OSError, ConnectionError):
+            pass  # peers closing or resetting is part of these tests
+        except Exception as error:  # noqa: BLE001 - reported by the test through errors
+            with self.lock:
+                self.errors.append(repr(error))
+        finally:
+            with self.lock:
+                self.live.discard(connection)
+            with contextlib.suppress(OSError):
+                connection.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.released.set()
+        self.thread.join(5)
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with self.lock:
+            live = list(self.live)
+        for connection in live:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def raw_server_factory():
+    """raw_server_factory(handler, host=, port=, backlog=): a RawServer stopped at teardown.
+
+    Request it before gateway_factory so that gateways stop first."""
+    servers = []
+
+    def make(handler, host="127.0.0.1", port=0, backlog=128):
+        server = RawServer(handler, host, port, backlog)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- operations
+# (added for test_operations and test_fleet: the admin endpoint (admin_listen), its /health and
+# Prometheus /metrics)
+
+def admin_request(address, path="/health", method="GET", version="HTTP/1.1", headers=(), timeout=10):
+    """One request to an admin endpoint at address (host, port), on its own connection; no Host
+    unless given in headers. Returns a Response."""
+    host, port = address
+    with HttpConnection(port, host=host, timeout=timeout) as connection:
+        lines = [f"{method} {path} {version}"] + [f"{name}: {value}" for name, value in headers]
+        connection.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return connection.read_response(method)
+
+
+def parse_metrics(text):
+    """Prometheus text exposition -> {'name' or 'name{labels}': float}; every sample line must parse."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)', line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        samples[match.group(1)] = float(match.group(2))
+    return samples
+
+
+def admin_gateway(gateway_factory, redis, admin_host="127.0.0.1", **kwargs):
+    """gateway_factory(...) with admin_listen on a free port of admin_host; the gateway's .admin is
+    (host, port). kwargs go to gateway_factory (directives, extra, start, wait_routable)."""
+    port = free_port(admin_host)
+    gateway = gateway_factory(redis, admin_listen=f"{admin_host}:{port}", **kwargs)
+    gateway.admin = (admin_host, port)
+    return gateway
+
+
+def gateway_health(gateway, **kwargs):
+    """(status, body text) of GET /health on a gateway made by admin_gateway."""
+    response = admin_request(gateway.admin, "/health", **kwargs)
+    return response.status, response.text()
+
+
+def gateway_metrics(gateway):
+    """The parsed GET /metrics of a gateway made by admin_gateway."""
+    response = admin_request(gateway.admin, "/metrics")
+    assert response.status == 200, response
+    return parse_metrics(response.text())
