@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -448,8 +449,19 @@ static void gw_client_linger_event(struct bufferevent *bev, short events, void *
 
 /* The last response is in the kernel: half-close and read until the client
  * closes too. Closing with unread bytes would make the kernel send a reset,
- * which can destroy the response before the client reads it (RFC 9112 §9.6). */
+ * which can destroy the response before the client reads it (RFC 9112 §9.6).
+ * When the whole request was read and nothing else arrived, there is nothing
+ * to reset over, and the connection closes at once (as nginx's lingering_close
+ * on: it lingers only when more data may come). */
 static void gw_client_linger(gw_client_t *client) {
+    if (client->request_state == GW_REQUEST_DONE && client->plain &&
+        evbuffer_get_length(bufferevent_get_input(client->bev)) == 0) {
+        int pending = 0;
+        if (ioctl(bufferevent_getfd(client->bev), FIONREAD, &pending) == 0 && pending == 0) {
+            gw_client_close(client);
+            return;
+        }
+    }
     tls_bufferevent_shutdown_write(client->bev);
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
     bufferevent_setwatermark(client->bev, EV_READ, 0, 0);

@@ -1,5 +1,6 @@
 /* sandbox-gateway: command line, start-up, signals and shutdown. */
 #include <errno.h>
+#include <malloc.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <signal.h>
@@ -250,6 +251,11 @@ int main(int argc, char **argv) {
     log_set_level(server.config.log_level);
 
     signal(SIGPIPE, SIG_IGN);
+    /* Body buffers of up to a few hundred KiB come and go with every large
+     * response: keep freed memory in the process instead of returning it to
+     * the kernel each time (madvise per response), and never mmap them. */
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     /* No evthread_use_pthreads(): each loop belongs to one thread, and other
      * threads reach a worker through its eventfd, so no event call locks. */
     if (auth_init() < 0) {
