@@ -676,6 +676,15 @@ static void gw_client_head_complete(gw_client_t *client) {
         gw_client_routed(lookup_status, record, client);
 }
 
+/* Appends to a head being written into out (whose capacity the caller sized
+ * from the parts); both head writers below use it. */
+#define GW_PUT(data, count)                                                                        \
+    do {                                                                                           \
+        memcpy(out + length, (data), (count));                                                     \
+        length += (count);                                                                         \
+    } while (0)
+#define GW_PUT_LITERAL(literal) GW_PUT(literal, sizeof(literal) - 1)
+
 /* Writes the request head the sandbox receives (DESIGN "What the sandbox receives"). */
 static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *record) {
     const gw_head_t *head = &client->request_head;
@@ -698,12 +707,6 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
     if (out == NULL)
         return -1;
     size_t length = 0;
-#define GW_PUT(data, count)                                                                        \
-    do {                                                                                           \
-        memcpy(out + length, (data), (count));                                                     \
-        length += (count);                                                                         \
-    } while (0)
-#define GW_PUT_LITERAL(literal) GW_PUT(literal, sizeof(literal) - 1)
     GW_PUT(client->method, strlen(client->method));
     GW_PUT_LITERAL(" ");
     GW_PUT(client->path, path_length);
@@ -746,8 +749,6 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
     else if (http10)
         GW_PUT_LITERAL("Connection: close\r\n");
     GW_PUT_LITERAL("\r\n");
-#undef GW_PUT
-#undef GW_PUT_LITERAL
     client->upstream_head = out;
     client->upstream_head_length = length;
     return 0;
@@ -1045,12 +1046,6 @@ static int gw_client_write_response_head(gw_client_t *client, bool final) {
     if (out == NULL)
         return -1;
     size_t length = 0;
-#define GW_PUT(data, count)                                                                        \
-    do {                                                                                           \
-        memcpy(out + length, (data), (count));                                                     \
-        length += (count);                                                                         \
-    } while (0)
-#define GW_PUT_LITERAL(literal) GW_PUT(literal, sizeof(literal) - 1)
     GW_PUT_LITERAL("HTTP/1.1 ");
     /* llhttp accepts three-digit codes only (RFC 9110 §15). */
     out[length++] = (char)('0' + status / 100 % 10);
@@ -1077,8 +1072,6 @@ static int gw_client_write_response_head(gw_client_t *client, bool final) {
     else if (final && client->close_after_response)
         GW_PUT_LITERAL("Connection: close\r\n");
     GW_PUT_LITERAL("\r\n");
-#undef GW_PUT
-#undef GW_PUT_LITERAL
     evbuffer_add(bufferevent_get_output(client->bev), out, length);
     client->bytes_sent += length;
     return status;
