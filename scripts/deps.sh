@@ -7,7 +7,7 @@ profile="${1:-build}"
 build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev libsodium-dev node-llhttp libnftables-dev)
 case "$profile" in
     build) wanted=("${build_packages[@]}") ;;
-    run)   wanted=("${build_packages[@]}" redis-server curl python3) ;;
+    run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
     test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest redis-server curl wrk openssl nftables iproute2 haproxy) ;;
     bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk openssl nginx-light haproxy gnuplot-nox) ;;
     -h|--help)

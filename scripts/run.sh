@@ -6,6 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 config="${SGW_CONFIG:-gateway.conf}"
 demo_port="${DEMO_PORT:-3000}"
+tls_port="${TLS_PORT:-8443}"
 run_dir="$PWD/.run"
 
 bash scripts/deps.sh run
@@ -125,17 +126,59 @@ if grep -qw tls <<<"$listen_line"; then scheme=https; curl_flags="-k "; fi
 domain="$(directive domain)"
 domain="${domain:-sandbox.localhost}"
 
+# HTTPS beside HTTP: unless the config has a TLS listener of its own, run it with a generated copy
+# (.run/gateway.conf: the config plus `listen 127.0.0.1:$tls_port tls` and a self-signed ECDSA P-256
+# certificate for *.<domain> and <domain>, made once into .run/tls/ and again when it no longer fits).
+run_config="$config"
+https_line=""
+if ! awk '{ sub(/#.*/, "") } $1 == "listen" { for (i = 3; i <= NF; i++) if ($i == "tls") found = 1 } END { exit !found }' "$config"; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null; then
+        echo "run.sh: port $tls_port is taken; stop what listens there or set TLS_PORT" >&2
+        exit 1
+    fi
+    tls_dir="$run_dir/tls"
+    certificate="$tls_dir/cert.pem"
+    certificate_key="$tls_dir/key.pem"
+    mkdir -p "$tls_dir"
+    if [ ! -s "$certificate" ] || [ ! -s "$certificate_key" ] ||
+        ! openssl x509 -in "$certificate" -noout -checkend 86400 >/dev/null 2>&1 ||
+        ! openssl x509 -in "$certificate" -noout -checkhost "${demo_port}-demo.${domain}" 2>/dev/null | grep -q "does match"; then
+        echo "run.sh: generating a self-signed certificate for *.${domain} into .run/tls/"
+        if ! openssl_output="$( (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -nodes -keyout "$certificate_key" -out "$certificate" -days 365 -subj "/CN=*.${domain}" \
+            -addext "subjectAltName=DNS:*.${domain},DNS:${domain}" \
+            -addext "basicConstraints=critical,CA:FALSE" \
+            -addext "keyUsage=critical,digitalSignature" \
+            -addext "extendedKeyUsage=serverAuth") 2>&1)"; then
+            echo "$openssl_output" >&2
+            echo "run.sh: openssl could not make the certificate" >&2
+            exit 1
+        fi
+        chmod 644 "$certificate"
+    fi
+    run_config="$run_dir/gateway.conf"
+    {
+        cat "$config"
+        printf '\n# ---- added by scripts/run.sh (make run): HTTPS with a self-signed certificate\n'
+        printf 'listen 127.0.0.1:%s tls\n' "$tls_port"
+        printf 'tls_certificate %s\n' "$certificate"
+        printf 'tls_certificate_key %s\n' "$certificate_key"
+    } >"$run_config"
+    https_line="curl --cacert .run/tls/cert.pem https://${demo_port}-demo.${domain}:${tls_port}/"
+fi
+
 cat <<MSG
 
   sandbox-gateway is starting on $listen_address; in another terminal try:
 
     curl ${curl_flags}${scheme}://${demo_port}-demo.${domain}:${listen_port}/
-
+${https_line:+    $https_line
+}
   (*.localhost resolves to 127.0.0.1 in curl and browsers.) Ctrl-C stops it all.
 
 MSG
 
-"$gateway_binary" -c "$config" &
+"$gateway_binary" -c "$run_config" &
 gateway_pid=$!
 started_pids+=("$gateway_pid")
 status=0
