@@ -184,30 +184,14 @@ static int egress_config_set_log_level(egress_config_parser_t *parser,
 
 /* The file */
 
-/* Splits line (NUL-terminated) into whitespace-separated tokens, "#" at the start of a token
- * ending it, and applies the directive; returns 0 or -1. */
+/* Splits line (NUL-terminated) into tokens (gw_config_split_line, as gateway.conf) and applies
+ * the directive; returns 0 or -1. */
 static int egress_config_parse_line(egress_config_parser_t *parser, char *line) {
     char *tokens[EGRESS_CONFIG_TOKEN_LIMIT];
-    size_t token_count = 0;
-    char *cursor = line;
-    for (;;) {
-        while (*cursor == ' ' || *cursor == '\t')
-            cursor++;
-        if (*cursor == '\0' || *cursor == '#')
-            break;
-        char *token = cursor;
-        while (*cursor != '\0' && *cursor != ' ' && *cursor != '\t') {
-            unsigned char c = (unsigned char)*cursor;
-            if (c < 0x20 || c == 0x7f)
-                return egress_config_error(parser, "invalid control character 0x%02x", c);
-            cursor++;
-        }
-        if (*cursor != '\0')
-            *cursor++ = '\0';
-        if (token_count < EGRESS_CONFIG_TOKEN_LIMIT)
-            tokens[token_count] = token;
-        token_count++;
-    }
+    size_t token_count;
+    int control = gw_config_split_line(line, tokens, EGRESS_CONFIG_TOKEN_LIMIT, &token_count);
+    if (control != 0)
+        return egress_config_error(parser, "invalid control character 0x%02x", control);
     if (token_count == 0)
         return 0;
 

@@ -890,30 +890,37 @@ static const gw_config_directive_t *gw_config_find_directive(const char *name) {
     return NULL;
 }
 
-/* Splits line (NUL-terminated, no line ending) into whitespace-separated tokens, a "#" at the
- * start of a token ending the line, and applies the directive; returns 0 or -1. */
-static int gw_config_parse_line(gw_config_parser_t *parser, char *line) {
-    char *tokens[GW_CONFIG_TOKEN_LIMIT];
-    size_t token_count = 0;
+int gw_config_split_line(char *line, char **tokens, size_t limit, size_t *count) {
+    *count = 0;
     char *cursor = line;
     for (;;) {
         while (*cursor == ' ' || *cursor == '\t')
             cursor++;
         if (*cursor == '\0' || *cursor == '#')
-            break;
+            return 0;
         char *token = cursor;
         while (*cursor != '\0' && *cursor != ' ' && *cursor != '\t') {
             unsigned char c = (unsigned char)*cursor;
             if (c < 0x20 || c == 0x7f)
-                return gw_config_error(parser, "invalid control character 0x%02x", c);
+                return c;
             cursor++;
         }
         if (*cursor != '\0')
             *cursor++ = '\0';
-        if (token_count < GW_CONFIG_TOKEN_LIMIT)
-            tokens[token_count] = token;
-        token_count++;
+        if (*count < limit)
+            tokens[*count] = token;
+        (*count)++;
     }
+}
+
+/* Splits line (NUL-terminated, no line ending) into tokens and applies the
+ * directive; returns 0 or -1. */
+static int gw_config_parse_line(gw_config_parser_t *parser, char *line) {
+    char *tokens[GW_CONFIG_TOKEN_LIMIT];
+    size_t token_count;
+    int control = gw_config_split_line(line, tokens, GW_CONFIG_TOKEN_LIMIT, &token_count);
+    if (control != 0)
+        return gw_config_error(parser, "invalid control character 0x%02x", control);
     if (token_count == 0)
         return 0;
 

@@ -88,6 +88,13 @@ int gw_config_parse(gw_config_t *config, const char *name, const char *text, cha
 /* Frees what config owns and leaves it zeroed. */
 void gw_config_free(gw_config_t *config);
 
+/* Splits line (NUL-terminated, no line ending) in place into whitespace-separated
+ * tokens, a "#" at the start of a token ending the line; stores the first limit
+ * in tokens and sets *count to how many there are (possibly more than limit).
+ * Returns 0, or the first control byte found (the line is then invalid).
+ * Shared by every configuration file of the project. */
+int gw_config_split_line(char *line, char **tokens, size_t limit, size_t *count);
+
 /* Parses "500ms", "2s", "5m", "24h" (a bare number is seconds); returns 0 or -1. */
 int gw_config_parse_duration(const char *text, uint64_t *milliseconds);
 
