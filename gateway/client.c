@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -454,13 +453,12 @@ static void gw_client_linger_event(struct bufferevent *bev, short events, void *
  * to reset over, and the connection closes at once (as nginx's lingering_close
  * on: it lingers only when more data may come). */
 static void gw_client_linger(gw_client_t *client) {
-    if (client->request_state == GW_REQUEST_DONE && client->plain &&
+    /* Only a plain socket: a TLS bufferevent may still hold encrypted bytes
+     * below its (empty) output, which its shutdown flushes. */
+    if (client->plain && client->request_state == GW_REQUEST_DONE &&
         evbuffer_get_length(bufferevent_get_input(client->bev)) == 0) {
-        int pending = 0;
-        if (ioctl(bufferevent_getfd(client->bev), FIONREAD, &pending) == 0 && pending == 0) {
-            gw_client_close(client);
-            return;
-        }
+        gw_client_close(client);
+        return;
     }
     tls_bufferevent_shutdown_write(client->bev);
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
@@ -1594,8 +1592,8 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     arena_init(&client->arena, GW_ARENA_BLOCK);
     gw_address_text(address, client->address_text, sizeof(client->address_text));
     client->https = listen->tls;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* TCP_NODELAY comes from the listening socket (Linux copies it to
+     * accepted ones): one system call less per connection. */
     /* The one place that knows about TLS: a TLS bufferevent reads and writes
      * plaintext like a socket one (a PROXY header comes before TLS). */
     if (listen->tls && !listen->proxy_protocol)

@@ -2,6 +2,8 @@
 #include "gateway/worker.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -200,6 +202,11 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
             return -1;
         }
         evconnlistener_set_error_cb(entry->listener, gw_worker_accept_error);
+        /* Accepted sockets inherit it: responses and SSE events are never
+         * held back by Nagle's algorithm. */
+        int one = 1;
+        setsockopt(evconnlistener_get_fd(entry->listener), IPPROTO_TCP, TCP_NODELAY, &one,
+                   sizeof(one));
     }
     return 0;
 }
