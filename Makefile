@@ -32,7 +32,7 @@ test:
 run:
 	bash scripts/run.sh
 
-# Measures the gateway beside nginx and HAProxy (bench/run; `bash bench/run --quick` takes about 2 minutes).
+# Measures the gateway beside nginx and HAProxy (bench/run; `bash bench/run --quick` takes about 2.5 minutes).
 bench:
 	bash bench/run
 

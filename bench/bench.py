@@ -3,8 +3,10 @@
 Starts a private Redis with a catalog of routes, an nginx backend on loopback, a WebSocket backend,
 the gateway, and the two peers (nginx and HAProxy as plain reverse proxies), each proxy with one
 worker pinned to the same core; then runs every scenario against the backend directly, the gateway,
-nginx and HAProxy in turn, round after round; prints a table and writes bench/results/latest.md,
-latest.json and latest.png. Everything it started is stopped on the way out, however it ends.
+nginx and HAProxy in turn, round after round (the TLS scenarios against the gateway and nginx, both
+terminating TLS with the same ECDSA P-256 certificate); prints a table and writes
+bench/results/latest.md, latest.json and latest.png. Everything it started is stopped on the way out,
+however it ends.
 """
 import argparse
 import ctypes
@@ -38,6 +40,20 @@ PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but
 SERVERS = ["direct", "gateway_single", "gateway", "nginx", "haproxy"]   # table order; gateway_single: churn only
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
           "nginx": "nginx", "haproxy": "HAProxy"}
+TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
+TLS_SCENARIOS = ("tls-keepalive", "tls-handshake")
+# wrk's OpenSSL settings for full handshakes: OpenSSL 3 reads OPENSSL_CONF at start. wrk keeps each
+# connection's session across reconnects and would resume it; TLS 1.2 without tickets leaves it
+# nothing to resume with (neither server keeps a session cache).
+WRK_FULL_HANDSHAKE_CNF = """openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MaxProtocol = TLSv1.2
+Options = -SessionTicket
+"""
 MiB = 1 << 20
 
 
@@ -224,6 +240,17 @@ class Service:
                 pass
         return total
 
+    def cpu_seconds(self):
+        """User + system CPU time of this process and its descendants so far (from /proc/PID/stat)."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])     # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     @classmethod
     def stop_all(cls):
         for service in reversed(cls.registry):
@@ -295,12 +322,12 @@ class Bench:
             self.cpu_proxy, self.cpu_wrk, self.cpu_backend = 0, 1, 1
         else:
             self.cpu_proxy = self.cpu_wrk = self.cpu_backend = None
-        (self.p_redis, self.p_backend, self.p_ws, self.p_gateway,
-         self.p_nginx, self.p_haproxy) = free_ports(6)
+        (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
+         self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin) = free_ports(9)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
-        self.scenarios = [s for s in ["keepalive", "close", "large", "churn", "websocket"]
-                          if s in args.only]
+        self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
+        self.scenarios = [s for s in SCENARIOS if s in args.only]
 
     # --------------------------------------------------------------------- setup
 
@@ -326,6 +353,7 @@ class Bench:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         worker_connections = max(1024, self.nofile - 200)
         maxconn = max(1000, (self.nofile - 200) // 2)
+        self.make_tls_files()
 
         # Redis: private, no persistence, keyspace notifications on as in production.
         self.redis = Service("redis", [
@@ -349,7 +377,8 @@ class Bench:
         self.ws_backend.start()
 
         gateway_conf = self.render("gateway.conf", "gateway.conf", DOMAIN=DOMAIN, PORT=self.p_gateway,
-                                   REDIS_PORT=self.p_redis)
+                                   REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_gateway_tls,
+                                   ADMIN_PORT=self.p_gateway_admin)
         check = command_output([str(self.gateway_bin), "-t", "-c", str(gateway_conf)])
         if not check.endswith(": ok"):
             raise RuntimeError(f"the gateway rejects the bench config: {check}")
@@ -357,6 +386,7 @@ class Bench:
                                cpu=self.cpu_proxy, ready=http_ready(self.p_gateway, self.host()))
 
         nginx_conf = self.render("nginx-proxy.conf", "nginx-proxy.conf", TMP=tmp, PORT=self.p_nginx,
+                                 TLS_PORT=self.p_nginx_tls,
                                  BACKEND_PORT=self.p_backend, WS_PORT=self.p_ws, NOFILE=self.nofile,
                                  WORKER_CONNECTIONS=worker_connections,
                                  PROXY_BUFFERING="off" if self.args.nginx_no_buffering else "on")
@@ -374,7 +404,81 @@ class Bench:
         self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
                       "nginx": self.p_nginx,
                       "haproxy": self.p_haproxy}
+        self.tls_ports = {"gateway": self.p_gateway_tls, "nginx": self.p_nginx_tls}
         self.verify()
+        self.verify_tls()
+
+    def make_tls_files(self):
+        """The certificate both TLS servers serve (ECDSA P-256, *.DOMAIN), the shared ticket key, and wrk's
+        OpenSSL configuration for full handshakes."""
+        tls = self.tmp / "tls"
+        tls.mkdir()
+        proc = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"), "-days", "2",
+             "-subj", f"/CN=*.{DOMAIN}", "-addext", f"subjectAltName=DNS:*.{DOMAIN},DNS:{DOMAIN}"],
+            capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"openssl req failed: {proc.stderr.strip()}")
+        (tls / "ticket.key").write_bytes(os.urandom(80))   # = openssl rand 80: one key, nginx's format
+        for path in tls.iterdir():
+            os.chmod(path, 0o644)    # nginx reads them as root at start; the gateway as whoever runs it
+        self.wrk_full_handshake_cnf = self.tmp / "wrk-full-handshake.cnf"
+        self.wrk_full_handshake_cnf.write_text(WRK_FULL_HANDSHAKE_CNF)
+
+    def verify_tls(self):
+        """Over TLS, verified against the certificate (curl --cacert), every TLS server returns the same bytes
+        as over plain HTTP; then records what a wrk-like client negotiates with and without the
+        full-handshake configuration."""
+        cert = self.tmp / "tls" / "cert.pem"
+        large = (self.tmp / "www" / "1m").read_bytes()
+        host = self.host()
+        for server, port in self.tls_ports.items():
+            for path, expected in [("/", SMALL_BODY.encode()), ("/1m", large)]:
+                proc = subprocess.run(
+                    ["curl", "-sS", "--fail", "--http1.1", "--max-time", "10", "--cacert", str(cert),
+                     "--resolve", f"{host}:{port}:127.0.0.1", "-H", f"Host: {host}", f"https://{host}:{port}{path}"],
+                    capture_output=True, timeout=20)
+                if proc.returncode != 0 or proc.stdout != expected:
+                    raise RuntimeError(f"{server} over TLS: GET {path} gave curl status {proc.returncode}, "
+                                       f"{len(proc.stdout)} bytes {proc.stdout[:120]!r} "
+                                       f"{proc.stderr.decode(errors='replace').strip()}")
+            for kind, env in [("keepalive", {}), ("handshake", {"OPENSSL_CONF": str(self.wrk_full_handshake_cnf)})]:
+                self.tls_notes.setdefault(kind, {})[server] = self.tls_negotiated(port, env)
+        for server in self.tls_ports:
+            if not self.tls_notes["handshake"][server].startswith("TLSv1.2"):
+                raise RuntimeError(f"{server}: the full-handshake client configuration did not give TLS 1.2: "
+                                   f"{self.tls_notes['handshake'][server]}")
+
+    def tls_negotiated(self, port, env):
+        """'TLSv1.3, TLS_AES_256_GCM_SHA384, X25519, ECDSA P-256' or so, from openssl s_client -brief."""
+        proc = subprocess.run(
+            ["openssl", "s_client", "-brief", "-connect", f"127.0.0.1:{port}", "-servername", self.host(),
+             "-CAfile", str(self.tmp / "tls" / "cert.pem")],
+            input="", capture_output=True, text=True, timeout=10, env=dict(os.environ, **env))
+        out = proc.stdout + proc.stderr
+        fields = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        parts = [fields.get("Protocol version"), fields.get("Ciphersuite"),
+                 (fields.get("Server Temp Key") or "").split(",")[0] or None]
+        if not parts[0]:
+            raise RuntimeError(f"openssl s_client to 127.0.0.1:{port} failed:\n{out[-1500:]}")
+        return ", ".join(p for p in parts if p) + ", ECDSA P-256 certificate"
+
+    def gateway_tls_counters(self):
+        """(handshakes, resumed) from the gateway's /metrics, or (None, None)."""
+        status, body = http_get(self.p_gateway_admin, "127.0.0.1", "/metrics")
+        if status != 200:
+            return None, None
+        text = body.decode(errors="replace")
+
+        def counter(name):
+            match = re.search(rf"^{name}(?:{{[^}}]*}})? (\d+)", text, re.M)
+            return int(match.group(1)) if match else None
+        return counter("sgw_tls_handshakes_total"), counter("sgw_tls_sessions_resumed_total")
 
     def seed_catalog(self):
         """The single route and args.churn_ids churn routes, all to 127.0.0.1, in one redis-cli --pipe."""
@@ -435,14 +539,15 @@ class Bench:
 
     # --------------------------------------------------------------------- wrk
 
-    def wrk(self, server, path="/", headers=(), script="report.lua", env=None, duration=None):
+    def wrk(self, server, path="/", headers=(), script="report.lua", env=None, duration=None, tls=False):
         duration = duration or self.args.duration
         argv = (["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []) + [
             "wrk", "-t1", f"-c{self.args.connections}", f"-d{duration}s", "--timeout", "5s",
             "-s", str(BENCH / "wrk" / script), "-H", f"Host: {self.host()}"]
         for header in headers:
             argv += ["-H", header]
-        argv.append(f"http://127.0.0.1:{self.ports[server]}{path}")
+        argv.append(f"https://127.0.0.1:{self.tls_ports[server]}{path}" if tls
+                    else f"http://127.0.0.1:{self.ports[server]}{path}")
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, **(env or {})), preexec_fn=_child_setup)
         try:
@@ -491,7 +596,40 @@ class Bench:
             elif scenario == "websocket":
                 for server in ["gateway", "nginx", "haproxy"]:
                     plan.append((scenario, server, lambda s=server: self.websocket(s)))
+            elif scenario == "tls-keepalive":
+                for server in TLS_PEERS:
+                    plan.append((scenario, server, lambda s=server: self.with_proxy_cpu(
+                        s, lambda: self.wrk(s, "/", tls=True))))
+            elif scenario == "tls-handshake":
+                for server in TLS_PEERS:
+                    plan.append((scenario, server, lambda s=server: self.tls_handshakes(s)))
         return plan
+
+    def with_proxy_cpu(self, server, run):
+        """run()'s result plus the proxy's CPU time over the run, in % of one core and per request (wrk's side of
+        TLS shares the other core with the backend and may be the limit; this shows how busy the proxy was)."""
+        service = self.proxies[server]
+        start_cpu, start = service.cpu_seconds(), time.monotonic()
+        result = run()
+        used = service.cpu_seconds() - start_cpu
+        result["proxy_cpu_pct"] = 100.0 * used / (time.monotonic() - start)
+        if result.get("requests"):
+            result["proxy_cpu_us_per_request"] = 1e6 * used / result["requests"]
+        return result
+
+    def tls_handshakes(self, server):
+        """A new TLS connection per request, each a full TLS 1.2 handshake (wrk under the full-handshake
+        configuration); for the gateway, also how many handshakes it completed and resumed meanwhile."""
+        before = self.gateway_tls_counters() if server == "gateway" else (None, None)
+        result = self.with_proxy_cpu(server, lambda: self.wrk(
+            server, "/", headers=["Connection: close"], tls=True,
+            env={"OPENSSL_CONF": str(self.wrk_full_handshake_cnf)}))
+        if server == "gateway":
+            after = self.gateway_tls_counters()
+            if None not in before + after:
+                result["tls_handshakes"] = after[0] - before[0]
+                result["tls_resumed"] = after[1] - before[1]
+        return result
 
     def churn(self, server, env):
         """The churn script, and how many catalog lookups reached Redis meanwhile (per second)."""
@@ -557,6 +695,9 @@ class Bench:
                     if result.get("errors"):
                         progress.note(f"  note: {LABELS[server]} had {result['errors']} errors in "
                                       f"{TITLES[scenario]}: {result.get('error_detail')}")
+                    if result.get("tls_resumed"):
+                        progress.note(f"  note: {LABELS[server]} resumed {result['tls_resumed']} of "
+                                      f"{result.get('tls_handshakes')} TLS sessions in {TITLES[scenario]}")
                     time.sleep(0.3)
         progress.finish()
 
@@ -583,9 +724,13 @@ TITLES = {
     "large": "1 MiB responses",
     "churn": "route churn",
     "websocket": "idle WebSocket connections",
+    "tls-keepalive": "TLS keep-alive (TLS 1.3, ECDSA P-256)",
+    "tls-handshake": "full handshakes (TLS 1.2 ECDHE-ECDSA P-256, no resumption)",
 }
+SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
 METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
-          "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn")}
+          "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn"),
+          "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s")}
 
 
 def figure_text(scenario, value):
@@ -595,13 +740,15 @@ def figure_text(scenario, value):
         return f"{value:,.0f} MiB/s"
     if scenario == "websocket":
         return f"{value:.1f} KiB/conn"
+    if scenario == "tls-handshake":
+        return f"{value:,.0f} handshakes/s"
     return f"{value:,.0f} req/s"
 
 
 def table_rows(summary, args):
     """Rows of the main table: (scenario title, server label, figure, p50, p99, errors, ×nginx, ×direct)."""
     rows = []
-    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+    for scenario in SCENARIOS:
         if scenario not in summary:
             continue
         key, _ = METRIC[scenario]
@@ -738,7 +885,7 @@ def pinning_text(bench):
 
 def run_mode(args):
     """quick, full, or custom (other durations, rounds or scenarios than those two)."""
-    if args.only != list(TITLES) or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000:
+    if args.only != SCENARIOS or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000:
         return "custom"
     if args.quick:
         return "quick" if (args.duration, args.rounds) == (3, 2) else "custom"
@@ -805,7 +952,7 @@ def write_outputs(bench, env, summary, args):
     md.append("- **HAProxy peer**: `nbthread 1`, `mode http`, `http-reuse always`, `option forwardfor`, "
               "`X-Forwarded-Proto` set, no logging.")
     md.append("- **Same request to all**: the same Host header goes to every server (the backend and the peers ignore "
-              "it for routing); every server is checked first to return the same bytes for `/` and `/1m`.")
+              "it for routing); every server is checked first to return the same bytes for `/` and `/1m`, over TLS too.")
     md.append("- **new connection per request**: wrk with `Connection: close`; the proxies keep their upstream "
               "connections alive.")
     md.append(f"- **route churn**: `bench/wrk/churn.lua` sends each request to one of {args.churn_ids:,} sandboxes "
@@ -819,6 +966,56 @@ def write_outputs(bench, env, summary, args):
               "idles) and held; the figure is the growth of its RSS (VmRSS of the process and its children, from "
               f"/proc) divided by the connections held. Memory a proxy allocates at start for its connection tables "
               "(nginx's `worker_connections`) is not counted.")
+    if any(s in summary for s in TLS_SCENARIOS):
+        notes = bench.tls_notes
+
+        def negotiated(kind):
+            return "; ".join(f"{LABELS[s]}: {notes.get(kind, {}).get(s, '?')}" for s in TLS_PEERS)
+        md.append("- **TLS**: the gateway (`listen … tls`, `tls_certificate`, `tls_certificate_key`, "
+                  "`tls_ticket_key_file`) and nginx (a second `server` in the same configuration, `listen … ssl`, "
+                  "proxying as above) terminate TLS with the same certificate, an ECDSA P-256 one for "
+                  f"`*.{DOMAIN}` made by `openssl req` at start, and the same ticket key (`openssl rand 80`); nginx "
+                  "is set to the gateway's TLS settings: TLS 1.2 and 1.3, its ECDHE+AEAD cipher list with server "
+                  "preference, curves X25519:P-256:P-384, `ssl_session_cache off` (the gateway keeps no session "
+                  "cache either), tickets on. Both are checked first (`curl --cacert`) to return the same bytes "
+                  "for `/` and `/1m` as over plain HTTP. **HAProxy is not measured over TLS**, and there is no "
+                  "direct figure (the backend speaks plain HTTP), hence no `× direct`. Upstream, both proxies "
+                  "speak plain HTTP with keep-alive, as in the other scenarios.")
+        if "tls-keepalive" in summary:
+            md.append(f"- **{TITLES['tls-keepalive']}**: wrk as in the plain keep-alive scenario (same Host, "
+                      "`report.lua`), to `https://127.0.0.1:<port>/`; one handshake per connection, then requests. "
+                      f"Negotiated (openssl s_client with wrk's defaults): {negotiated('keepalive')}.")
+        if "tls-handshake" in summary:
+            gw = bench.runs.get("tls-handshake", {}).get("gateway", [])
+            counted = [r for r in gw if r.get("tls_handshakes") is not None]
+            check = ""
+            if counted:
+                made = sum(r["tls_handshakes"] for r in counted)
+                resumed = sum(r["tls_resumed"] for r in counted)
+                requests = sum(r["requests"] for r in counted)
+                check = (f" The gateway's own counters (`sgw_tls_handshakes_total`, `sgw_tls_sessions_resumed_total`) "
+                         f"over its runs: {made:,} handshakes for {requests:,} requests, {resumed:,} resumed.")
+            md.append(f"- **{TITLES['tls-handshake']}**: the same with `Connection: close`, so every request "
+                      "opens a connection and makes a handshake (the figure is requests/s = handshakes/s). wrk keeps "
+                      "each connection's TLS session across reconnects and would resume it; it runs with "
+                      "`OPENSSL_CONF` pointing at a file setting `MaxProtocol = TLSv1.2` and "
+                      "`Options = -SessionTicket`, and with neither tickets nor a server session cache every "
+                      f"handshake is a full one. Negotiated: {negotiated('handshake')}." + check)
+        busy = []
+        for scenario in TLS_SCENARIOS:
+            for server in TLS_PEERS:
+                agg = summary.get(scenario, {}).get(server, {})
+                pct, per = agg.get("proxy_cpu_pct"), agg.get("proxy_cpu_us_per_request")
+                if pct is not None and per is not None:
+                    busy.append(f"{LABELS[server]} {pct:.0f}%, {per:.0f} µs a request in {scenario}")
+        if busy:
+            md.append("- **Who is the limit over TLS**: wrk's side of TLS (for a full handshake, verifying the "
+                      "ECDSA signature and the ECDHE exchange) runs on the core it shares with the backend, and "
+                      "can saturate it before the proxy does. The proxy's own CPU time (its processes' user + system "
+                      "time from /proc) over each run, in % of its core and per request, medians: "
+                      f"{'; '.join(busy)}. Below 100% the proxy was not the limit: the figure is then bounded by the "
+                      "client (and the machine's other work), and the CPU time per request compares the proxies' "
+                      "own cost better than `× nginx` does.")
     md.append("- **errors**: wrk's connect/read/write/timeout errors and responses with a status of 400 or more, summed "
               "over the rounds (for WebSockets, connections not upgraded); "
               "a target is met only when the gateway's runs had none.")
@@ -829,7 +1026,7 @@ def write_outputs(bench, env, summary, args):
     md.append("")
     md.append("## Every run\n")
     raw_rows = []
-    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+    for scenario in SCENARIOS:
         for server in SERVERS:
             for run in bench.runs.get(scenario, {}).get(server, []):
                 key, _ = METRIC[scenario]
@@ -841,6 +1038,7 @@ def write_outputs(bench, env, summary, args):
     (results / "latest.md").write_text(text)
     (results / "latest.json").write_text(json.dumps(
         {"mode": mode, "args": vars(args), "environment": env, "summary": summary, "runs": bench.runs,
+         "tls_negotiated": bench.tls_notes, "tls_servers": TLS_PEERS,
          "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tgt]}, indent=1, default=str) + "\n")
     png = plot(bench, env, summary, args, results / "latest.png")
     written = [results / "latest.md", results / "latest.json"] + ([png] if png else [])
@@ -872,7 +1070,7 @@ def plot(bench, env, summary, args, out):
     pdir = bench.tmp / "plot"
     pdir.mkdir(exist_ok=True)
     panels = []
-    for scenario in ["keepalive", "close", "large", "churn", "websocket"]:
+    for scenario in SCENARIOS:
         if scenario not in summary:
             continue
         key, unit = METRIC[scenario]
@@ -886,7 +1084,9 @@ def plot(bench, env, summary, args, out):
                  "close": "new connection per request (req/s, higher is better)",
                  "large": "1 MiB responses (MiB/s, higher is better)",
                  "churn": f"route churn, {args.churn_ids:,} IDs (req/s, higher is better)",
-                 "websocket": f"{args.ws_connections:,} idle WebSockets (RSS KiB/conn, lower is better)"}[scenario]
+                 "websocket": f"{args.ws_connections:,} idle WebSockets (RSS KiB/conn, lower is better)",
+                 "tls-keepalive": "TLS 1.3, small responses, keep-alive (req/s, higher is better)",
+                 "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)"}[scenario]
         target = None
         s = summary[scenario]
         if scenario == "keepalive" and s.get("nginx", {}).get("rps"):
@@ -913,7 +1113,8 @@ def plot(bench, env, summary, args, out):
         top = max((summary["keepalive"].get(server, {}).get("p99_us") or 0) / 1000 for server in SERVERS)
         nginx_p99 = summary["keepalive"].get("nginx", {}).get("p99_us")
         target = (nginx_p99 / 1000, "target: gateway p99 ≤ nginx's") if nginx_p99 else None
-        panels.append(("p99", "small responses, keep-alive: p99 latency (ms, lower is better)", target, len(lines), top))
+        # before the TLS panels, so that these (gateway and nginx only) share the last row
+        panels.insert(len([p for p in panels if p[0] not in TLS_SCENARIOS]), ("p99", "small responses, keep-alive: p99 latency (ms, lower is better)", target, len(lines), top))
     mode = run_mode(args)
     script = [
         f'set terminal pngcairo size 1500,{430 * ((len(panels) + 2) // 3) + 60} font "DejaVu Sans,10" noenhanced',
@@ -931,7 +1132,9 @@ def plot(bench, env, summary, args, out):
                   f'{env["date"]}, {env["cores"]} cores, {mode} ({args.duration} s x {args.rounds} rounds)" '
                   'font "DejaVu Sans,13"')
     for scenario, title, target, count, top in panels:
-        subtitle = f"\\n{target[1]} (red dashes)" if target else "\\n "
+        notes = {"tls-keepalive": "ECDSA P-256 certificate, same for both; HAProxy not measured",
+                 "tls-handshake": "ECDHE-ECDSA, P-256 certificate, a new connection per request"}
+        subtitle = f"\\n{target[1]} (red dashes)" if target else "\\n" + notes.get(scenario, " ")
         script.append(f'set title "{title}{subtitle}"')
         script.append("unset arrow; unset label")
         script.append(f"set xrange [-0.6:{max(count, 1) - 0.4}]")
@@ -959,14 +1162,14 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="bench/run", description=(
         "Measures sandbox-gateway beside nginx and HAProxy on this machine: prints a table and writes "
         "bench/results/latest.{md,json,png}."))
-    parser.add_argument("--quick", action="store_true", help="about 2 minutes: 3 s per run, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="about 2.5 minutes: 3 s per run, 2 rounds")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 10, --quick 3)")
     parser.add_argument("--rounds", type=int, help="rounds, each running every server once (default 3, --quick 2)")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--churn-ids", type=int, default=10000, help="sandbox IDs in route churn (default 10000)")
     parser.add_argument("--ws-connections", type=int, default=5000, help="idle WebSockets held (default 5000)")
-    parser.add_argument("--only", default="keepalive,close,large,churn,websocket",
-                        help="comma-separated scenarios among keepalive,close,large,churn,websocket")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated scenarios among {','.join(SCENARIOS)} (default: all)")
     parser.add_argument("--nginx-no-buffering", action="store_true",
                         help="run the nginx peer with proxy_buffering off (streaming like the gateway) instead of "
                              "on, nginx's default")
