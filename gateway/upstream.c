@@ -16,9 +16,9 @@
 #include "gateway/worker.h"
 #include "util/log.h"
 
-/* Idle connections kept per key and per worker: enough for a busy sandbox's
- * concurrency, few enough that one sandbox cannot hold a worker's descriptors. */
-enum { GW_POOL_IDLE_PER_KEY = 64, GW_POOL_IDLE_PER_WORKER = 4096 };
+/* Idle connections kept per key: enough for a busy sandbox's concurrency, few
+ * enough that one sandbox cannot hold a worker's descriptors. */
+enum { GW_POOL_IDLE_PER_KEY = 64 };
 
 static size_t gw_append(char *out, size_t out_size, size_t length, const char *text) {
     size_t text_length = strlen(text);
@@ -89,10 +89,12 @@ static void gw_pool_sweep(evutil_socket_t fd, short events, void *arg) {
     }
 }
 
-int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms) {
+int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms,
+                 size_t idle_limit) {
     memset(pool, 0, sizeof(*pool));
     TAILQ_INIT(&pool->idle_order);
     pool->idle_timeout_ms = idle_timeout_ms;
+    pool->idle_limit = idle_limit;
     pool->sweep = evtimer_new(base, gw_pool_sweep, pool);
     if (pool->sweep == NULL)
         return -1;
@@ -179,7 +181,7 @@ static void gw_pool_idle_event(struct bufferevent *bev, short events, void *arg)
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
     gw_pool_slot_t *slot = entry ? entry->value : NULL;
-    if (pool->idle_count >= GW_POOL_IDLE_PER_WORKER ||
+    if (pool->idle_count >= pool->idle_limit ||
         (slot != NULL && slot->idle_count >= GW_POOL_IDLE_PER_KEY))
         goto close;
     if (slot == NULL) {

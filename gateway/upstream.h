@@ -48,6 +48,7 @@ typedef struct gw_pool {
     strmap_t slots; /* key -> gw_pool_slot_t */
     TAILQ_HEAD(gw_upstream_idle_order, gw_upstream) idle_order;
     size_t idle_count;
+    size_t idle_limit; /* idle connections kept at most, over all keys */
     uint64_t idle_timeout_ms;
     struct event *sweep; /* closes connections idle past idle_timeout_ms */
     uint64_t reused;  /* connections taken from the pool */
@@ -60,8 +61,9 @@ size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const cha
                    const char *address_text, uint16_t port);
 
 /* Prepares an empty pool on base whose idle connections close after
- * idle_timeout_ms; returns 0 or -1. */
-int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms);
+ * idle_timeout_ms, keeping at most idle_limit of them; returns 0 or -1. */
+int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms,
+                 size_t idle_limit);
 
 /* Closes every idle connection and frees the pool. */
 void gw_pool_free(gw_pool_t *pool);

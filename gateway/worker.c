@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <stdlib.h>
@@ -136,6 +137,18 @@ static void gw_worker_request(gw_worker_t *worker, int request) {
         log_error("worker %d: cannot wake: %s", worker->index, strerror(errno));
 }
 
+/* Idle upstream connections a worker may keep: half of the descriptors
+ * the process may open, shared by the workers (many sandboxes each keep a
+ * warm connection; clients and dials need the rest). */
+static size_t gw_worker_pool_limit(const gw_server_t *server) {
+    struct rlimit limit;
+    size_t descriptors = 4096;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        descriptors = (size_t)limit.rlim_cur;
+    size_t share = descriptors / 2 / server->worker_count;
+    return share > 16 ? share : 16;
+}
+
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     const gw_config_t *config = &server->config;
     memset(worker, 0, sizeof(*worker));
@@ -158,7 +171,8 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         worker->wake_event = event_new(worker->base, worker->wake_fd, EV_READ | EV_PERSIST,
                                        gw_worker_on_wake, worker);
     if (worker->stop_event == NULL || worker->wake_event == NULL ||
-        event_add(worker->wake_event, NULL) < 0 || gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms) < 0) {
+        event_add(worker->wake_event, NULL) < 0 || gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms,
+                     gw_worker_pool_limit(server)) < 0) {
         log_error("worker %d: out of memory", index);
         return -1;
     }
