@@ -8,18 +8,16 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "egress/apply.h"
 #include "egress/policy.h"
+#include "routing/redis_link.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
 enum {
-    EGRESS_AGENT_BACKOFF_FIRST_MS = 50,
-    EGRESS_AGENT_BACKOFF_MAX_MS = 1000, /* DESIGN.md: at most 1 s between attempts */
     EGRESS_AGENT_CONNECT_TIMEOUT_MS = 1000,
     /* Replies awaited this long with none arriving: the server or the path to it hangs. */
     EGRESS_AGENT_REPLY_TIMEOUT_MS = 5000,
@@ -32,31 +30,6 @@ enum {
      * notified change waits behind that burst; this bounds it to a few milliseconds. */
     EGRESS_AGENT_RESYNC_WINDOW = 32,
 };
-
-typedef enum egress_connection_state {
-    EGRESS_CONNECTION_IDLE = 0,   /* no context; the timer starts the next attempt */
-    EGRESS_CONNECTION_CONNECTING, /* connecting or handshaking; the timer cuts the attempt */
-    EGRESS_CONNECTION_READY,      /* handshake answered */
-} egress_connection_state_t;
-
-typedef enum egress_connection_role {
-    EGRESS_CONNECTION_COMMANDS = 0, /* SMEMBERS and HGETALL */
-    EGRESS_CONNECTION_SUBSCRIPTION, /* PSUBSCRIBE to keyspace notifications */
-} egress_connection_role_t;
-
-typedef struct egress_connection {
-    egress_agent_t *agent;
-    egress_connection_role_t role;
-    egress_connection_state_t state;
-    /* NULL when idle. Its data points back here while we own it, and is NULLed when we let go,
-     * so hiredis callbacks that come later find nothing to act on. */
-    redisAsyncContext *context;
-    struct event *timer;
-    uint64_t backoff_ms;
-    int confirmations; /* subscription: patterns Redis confirmed */
-    bool down;         /* failed since last ready: the outage is logged once */
-    bool ever_ready;
-} egress_connection_t;
 
 /* One sandbox of the node set: what its record asks for and what is in force. */
 typedef struct egress_sandbox {
@@ -90,14 +63,14 @@ typedef struct egress_request {
 struct egress_agent {
     struct event_base *base;
     const egress_config_t *config;
-    char redis_address[300]; /* for the log */
     char *node_key;          /* sandbox:node:<node_id> */
     char *node_channel;      /* __keyspace@<db>__:<node key> */
     char *record_channel;    /* __keyspace@<db>__:<prefix>; the ID follows */
     size_t record_channel_length;
     char *patterns[EGRESS_AGENT_PATTERN_COUNT]; /* glob-escaped, for PSUBSCRIBE */
-    egress_connection_t commands;
-    egress_connection_t subscription;
+    route_redis_link_t commands;     /* SMEMBERS and HGETALL, after SELECT or PING */
+    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
+    int subscription_confirmations;  /* patterns Redis confirmed */
     struct event *resync_timer;
     struct event *retry_timer;
     struct event *watchdog_timer; /* armed while replies are awaited */
@@ -116,7 +89,6 @@ struct egress_agent {
     egress_applier_t applier;
 };
 
-static void egress_agent_connection_start(egress_connection_t *connection);
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync);
 
 static void egress_agent_arm(struct event *timer, uint64_t milliseconds) {
@@ -288,7 +260,7 @@ static void egress_agent_dequeue(egress_agent_t *agent, egress_sandbox_t *sandbo
 /* Sends queued resync reads while the window has room. */
 static void egress_agent_pump(egress_agent_t *agent) {
     while (agent->queue_head != NULL && agent->resync_in_flight < EGRESS_AGENT_RESYNC_WINDOW &&
-           agent->commands.state == EGRESS_CONNECTION_READY) {
+           agent->commands.state == ROUTE_REDIS_LINK_READY) {
         egress_sandbox_t *sandbox = agent->queue_head;
         egress_agent_dequeue(agent, sandbox);
         egress_agent_fetch(agent, sandbox, true);
@@ -468,8 +440,6 @@ static void egress_agent_read_record(egress_agent_t *agent, egress_sandbox_t *sa
 
 /* ---- commands ---- */
 
-static void egress_agent_connection_drop(egress_connection_t *connection, const char *reason);
-
 /* A reply arrived on the commands connection: it is alive. */
 static void egress_agent_replied(egress_agent_t *agent) {
     if (agent->outstanding > 0)
@@ -484,8 +454,8 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
     (void)fd;
     (void)events;
     egress_agent_t *agent = argument;
-    if (agent->commands.state == EGRESS_CONNECTION_READY && agent->outstanding > 0)
-        egress_agent_connection_drop(&agent->commands, "no reply within 5 s");
+    if (agent->commands.state == ROUTE_REDIS_LINK_READY && agent->outstanding > 0)
+        route_redis_link_drop(&agent->commands, "no reply within 5 s");
 }
 
 /* Sends a command whose reply goes to callback with request (freed by the callback); returns
@@ -493,7 +463,7 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
 static bool egress_agent_send(egress_agent_t *agent, redisCallbackFn *callback,
                               egress_request_t *request, int argc, const char **argv,
                               const size_t *lengths) {
-    if (agent->commands.state != EGRESS_CONNECTION_READY ||
+    if (agent->commands.state != ROUTE_REDIS_LINK_READY ||
         redisAsyncCommandArgv(agent->commands.context, callback, request, argc, argv, lengths) !=
             REDIS_OK) {
         free(request);
@@ -508,13 +478,13 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
                                       void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    egress_connection_t *connection = context->data;
+    route_redis_link_t *link = route_redis_link_of(context);
     /* NULL: the connection is gone; its loss already reset every fetch. */
-    if (reply == NULL || connection == NULL) {
+    if (reply == NULL || link == NULL) {
         free(request);
         return;
     }
-    egress_agent_t *agent = connection->agent;
+    egress_agent_t *agent = link->config.owner;
     egress_agent_replied(agent);
     if (request->resync)
         agent->resync_in_flight--;
@@ -535,7 +505,7 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
 /* Reads the record of sandbox, or asks for another read when one is in flight; resync reads
  * count in the window. */
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync) {
-    if (agent->commands.state != EGRESS_CONNECTION_READY)
+    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
         return; /* the full read on reconnect covers it */
     if (sandbox->fetching) {
         sandbox->refetch = true;
@@ -571,12 +541,12 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
                                        void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    egress_connection_t *connection = context->data;
+    route_redis_link_t *link = route_redis_link_of(context);
     bool full = request->full;
     free(request);
-    if (reply == NULL || connection == NULL)
+    if (reply == NULL || link == NULL)
         return;
-    egress_agent_t *agent = connection->agent;
+    egress_agent_t *agent = link->config.owner;
     egress_agent_replied(agent);
     agent->members_fetching = false;
 
@@ -634,7 +604,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
 
 /* Reads the node set; full also reads every member's record (resync), else only new members'. */
 static void egress_agent_sync(egress_agent_t *agent, bool full) {
-    if (agent->commands.state != EGRESS_CONNECTION_READY)
+    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
         return;
     if (agent->members_fetching) {
         agent->members_again = true;
@@ -686,54 +656,22 @@ static void egress_agent_notification(egress_agent_t *agent, const redisReply *c
 
 /* ---- connections ---- */
 
-static const char *egress_agent_connection_name(const egress_connection_t *connection) {
-    return connection->role == EGRESS_CONNECTION_COMMANDS ? "reads" : "keyspace notifications";
+/* The commands connection failed: replies in flight are lost with it, and the full read on
+ * reconnect redoes them. */
+static void egress_agent_commands_down(route_redis_link_t *link) {
+    egress_agent_t *agent = link->config.owner;
+    agent->outstanding = 0;
+    evtimer_del(agent->watchdog_timer);
+    agent->members_fetching = false;
+    agent->members_again = false;
+    agent->members_again_full = false;
+    agent->resync_in_flight = 0;
+    strmap_foreach(&agent->sandboxes, egress_agent_reset_visit, agent);
 }
 
-/* The attempt or connection is over (its context let go already): logs the outage once and
- * schedules the next attempt with exponential backoff. */
-static void egress_agent_connection_failed(egress_connection_t *connection, const char *reason) {
-    egress_agent_t *agent = connection->agent;
-    connection->state = EGRESS_CONNECTION_IDLE;
-    connection->confirmations = 0;
-    if (connection->role == EGRESS_CONNECTION_COMMANDS) {
-        /* Replies in flight are lost with the connection: the full read on reconnect redoes
-         * them. */
-        agent->outstanding = 0;
-        evtimer_del(agent->watchdog_timer);
-        agent->members_fetching = false;
-        agent->members_again = false;
-        agent->members_again_full = false;
-        agent->resync_in_flight = 0;
-        strmap_foreach(&agent->sandboxes, egress_agent_reset_visit, agent);
-    }
-    if (!connection->down) {
-        connection->down = true;
-        log_warn("redis %s unreachable for %s (%s); the rules in force stay, reconnecting",
-                 agent->redis_address, egress_agent_connection_name(connection), reason);
-    }
-    egress_agent_arm(connection->timer, connection->backoff_ms);
-    connection->backoff_ms *= 2;
-    if (connection->backoff_ms > EGRESS_AGENT_BACKOFF_MAX_MS)
-        connection->backoff_ms = EGRESS_AGENT_BACKOFF_MAX_MS;
-}
-
-/* hiredis is freeing the context: let go of it before any of its later callbacks run. */
-static void egress_agent_connection_lost(egress_connection_t *connection, const char *reason) {
-    if (connection->context != NULL) {
-        connection->context->data = NULL;
-        connection->context = NULL;
-    }
-    egress_agent_connection_failed(connection, reason);
-}
-
-/* Closes the connection ourselves (a hang, a refused handshake). */
-static void egress_agent_connection_drop(egress_connection_t *connection, const char *reason) {
-    redisAsyncContext *context = connection->context;
-    egress_agent_connection_lost(connection, reason);
-    /* Inside a hiredis callback this only flags the context; hiredis frees it on return. */
-    if (context != NULL)
-        redisAsyncFree(context);
+static void egress_agent_subscription_down(route_redis_link_t *link) {
+    egress_agent_t *agent = link->config.owner;
+    agent->subscription_confirmations = 0;
 }
 
 /* The reply to CONFIG GET notify-keyspace-events: without K and the h, g and s classes (or A), a
@@ -741,11 +679,11 @@ static void egress_agent_connection_drop(egress_connection_t *connection, const 
 static void egress_agent_notifications_reply(redisAsyncContext *context, void *reply_pointer,
                                              void *privdata) {
     free(privdata);
-    egress_connection_t *connection = context->data;
+    route_redis_link_t *link = route_redis_link_of(context);
     redisReply *reply = reply_pointer;
-    if (reply == NULL || connection == NULL)
+    if (reply == NULL || link == NULL)
         return;
-    egress_agent_t *agent = connection->agent;
+    egress_agent_t *agent = link->config.owner;
     egress_agent_replied(agent);
     /* Managed servers often refuse CONFIG: nothing can be told then. */
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
@@ -773,7 +711,7 @@ static void egress_agent_notifications_reply(redisAsyncContext *context, void *r
     }
     log_warn("redis %s: notify-keyspace-events \"%s\" lacks %s: such changes are seen within "
              "policy_resync_interval, not 100 ms (set it to Kghs or wider)",
-             agent->redis_address, flags, detail);
+             agent->commands.address, flags, detail);
 }
 
 static void egress_agent_check_notifications(egress_agent_t *agent) {
@@ -788,164 +726,49 @@ static void egress_agent_check_notifications(egress_agent_t *agent) {
     egress_agent_send(agent, egress_agent_notifications_reply, request, 3, argv, lengths);
 }
 
-static void egress_agent_connection_ready(egress_connection_t *connection) {
-    egress_agent_t *agent = connection->agent;
-    evtimer_del(connection->timer);
-    connection->state = EGRESS_CONNECTION_READY;
-    connection->backoff_ms = EGRESS_AGENT_BACKOFF_FIRST_MS;
-    if (connection->down)
-        log_info("redis %s reachable again for %s", agent->redis_address,
-                 egress_agent_connection_name(connection));
-    else if (!connection->ever_ready)
-        log_info("connected to redis %s for %s", agent->redis_address,
-                 egress_agent_connection_name(connection));
-    connection->down = false;
-    connection->ever_ready = true;
-    if (connection->role == EGRESS_CONNECTION_COMMANDS)
-        egress_agent_check_notifications(agent);
-    /* Changes made while we were away (or before a subscription) were not notified. */
+static void egress_agent_commands_up(route_redis_link_t *link) {
+    egress_agent_t *agent = link->config.owner;
+    egress_agent_check_notifications(agent);
+    /* Changes made while we were away were not notified. */
     egress_agent_sync(agent, true);
 }
 
-static const char *egress_agent_context_error(const redisAsyncContext *context) {
-    if (context->err != 0 && context->errstr != NULL)
-        return context->errstr;
-    if (context->c.err != 0)
-        return context->c.errstr;
-    return "connection closed";
-}
-
-/* The reply to SELECT (or PING with database 0): the commands connection works. */
-static void egress_agent_handshake_reply(redisAsyncContext *context, void *reply_pointer,
-                                         void *privdata) {
-    (void)privdata;
-    egress_connection_t *connection = context->data;
-    redisReply *reply = reply_pointer;
-    if (connection == NULL || reply == NULL)
-        return; /* the disconnect callback handles a lost connection */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        char reason[256];
-        snprintf(reason, sizeof(reason), "handshake refused: %s", reply->str);
-        egress_agent_connection_drop(connection, reason);
-        return;
-    }
-    egress_agent_connection_ready(connection);
+static void egress_agent_subscription_up(route_redis_link_t *link) {
+    /* Changes made before the subscription was confirmed were not notified. */
+    egress_agent_sync(link->config.owner, true);
 }
 
 static void egress_agent_subscription_message(redisAsyncContext *context, void *reply_pointer,
                                               void *privdata) {
     (void)privdata;
-    egress_connection_t *connection = context->data;
+    route_redis_link_t *link = route_redis_link_of(context);
     redisReply *reply = reply_pointer;
-    if (connection == NULL || reply == NULL)
-        return;
+    if (link == NULL || reply == NULL)
+        return; /* the disconnect callback handles a lost connection */
+    egress_agent_t *agent = link->config.owner;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "psubscribe") == 0) {
-        if (++connection->confirmations == EGRESS_AGENT_PATTERN_COUNT)
-            egress_agent_connection_ready(connection);
+        if (++agent->subscription_confirmations == EGRESS_AGENT_PATTERN_COUNT)
+            route_redis_link_ready(link);
         return;
     }
     if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
         reply->element[2]->type != REDIS_REPLY_STRING)
         return;
-    egress_agent_notification(connection->agent, reply->element[2]);
+    egress_agent_notification(agent, reply->element[2]);
 }
 
-/* hiredis's connect callback; nothing here may free the context. */
-static void egress_agent_connected(const redisAsyncContext *const_context, int status) {
-    egress_connection_t *connection = const_context->data;
-    if (connection == NULL)
-        return;
-    if (status != REDIS_OK) {
-        egress_agent_connection_lost(connection, egress_agent_context_error(const_context));
-        return;
-    }
-    egress_agent_t *agent = connection->agent;
-    redisAsyncContext *context = connection->context;
-    int sent;
-    if (connection->role == EGRESS_CONNECTION_SUBSCRIPTION)
-        sent = redisAsyncCommand(context, egress_agent_subscription_message, NULL,
-                                 "PSUBSCRIBE %s %s", agent->patterns[0], agent->patterns[1]);
-    else if (agent->config->redis.database != 0)
-        sent = redisAsyncCommand(context, egress_agent_handshake_reply, NULL, "SELECT %d",
-                                 agent->config->redis.database);
-    else
-        sent = redisAsyncCommand(context, egress_agent_handshake_reply, NULL, "PING");
-    /* On failure the attempt's timer, still armed, closes the connection. */
-    if (sent != REDIS_OK)
-        log_debug("could not send the handshake to redis %s", agent->redis_address);
-}
-
-static void egress_agent_disconnected(const redisAsyncContext *context, int status) {
-    (void)status;
-    egress_connection_t *connection = context->data;
-    if (connection == NULL)
-        return;
-    egress_agent_connection_lost(connection, egress_agent_context_error(context));
-}
-
-static void egress_agent_connection_start(egress_connection_t *connection) {
-    egress_agent_t *agent = connection->agent;
-    const gw_redis_target_t *target = &agent->config->redis;
-    redisAsyncContext *context = target->unix_path != NULL
-                                     ? redisAsyncConnectUnix(target->unix_path)
-                                     : redisAsyncConnect(target->host, target->port);
-    if (context == NULL) {
-        egress_agent_connection_failed(connection, "out of memory");
-        return;
-    }
-    if (context->err != 0) {
-        char reason[128];
-        snprintf(reason, sizeof(reason), "%s", egress_agent_context_error(context));
-        redisAsyncFree(context);
-        egress_agent_connection_failed(connection, reason);
-        return;
-    }
-    /* A silently dead peer would otherwise keep the subscription "up" while changes are lost. */
-    if (target->unix_path == NULL && redisEnableKeepAlive(&context->c) != REDIS_OK) {
-        redisAsyncFree(context);
-        egress_agent_connection_failed(connection, "cannot enable TCP keep-alive");
-        return;
-    }
-    if (redisLibeventAttach(context, agent->base) != REDIS_OK) {
-        redisAsyncFree(context);
-        egress_agent_connection_failed(connection, "cannot attach to the event loop");
-        return;
-    }
-    context->data = connection;
-    redisAsyncSetConnectCallback(context, egress_agent_connected);
-    redisAsyncSetDisconnectCallback(context, egress_agent_disconnected);
-    connection->context = context;
-    connection->state = EGRESS_CONNECTION_CONNECTING;
-    connection->confirmations = 0;
-    egress_agent_arm(connection->timer, EGRESS_AGENT_CONNECT_TIMEOUT_MS);
-}
-
-/* The connection's timer: start the next attempt, or cut one that hangs. */
-static void egress_agent_connection_timer(evutil_socket_t fd, short events, void *argument) {
-    (void)fd;
-    (void)events;
-    egress_connection_t *connection = argument;
-    if (connection->state == EGRESS_CONNECTION_IDLE)
-        egress_agent_connection_start(connection);
-    else if (connection->state == EGRESS_CONNECTION_CONNECTING)
-        egress_agent_connection_drop(connection, "no answer within 1 s");
-}
-
-static void egress_agent_connection_close(egress_connection_t *connection) {
-    redisAsyncContext *context = connection->context;
-    if (context != NULL) {
-        context->data = NULL;
-        connection->context = NULL;
-        redisAsyncFree(context); /* runs the callbacks in flight with NULL replies */
-    }
-    connection->state = EGRESS_CONNECTION_IDLE;
-    if (connection->timer != NULL)
-        event_free(connection->timer);
-    connection->timer = NULL;
+/* The subscription's handshake: ready once Redis confirms both patterns. */
+static int egress_agent_subscribe(route_redis_link_t *link) {
+    egress_agent_t *agent = link->config.owner;
+    agent->subscription_confirmations = 0;
+    return redisAsyncCommand(link->context, egress_agent_subscription_message, NULL,
+                             "PSUBSCRIBE %s %s", agent->patterns[0], agent->patterns[1]) == REDIS_OK
+               ? 0
+               : -1;
 }
 
 /* ---- life cycle ---- */
@@ -980,16 +803,6 @@ static char *egress_agent_concatenate(const char *left, const char *right) {
     return joined;
 }
 
-static int egress_agent_connection_init(egress_agent_t *agent, egress_connection_t *connection,
-                                        egress_connection_role_t role) {
-    connection->agent = agent;
-    connection->role = role;
-    connection->state = EGRESS_CONNECTION_IDLE;
-    connection->backoff_ms = EGRESS_AGENT_BACKOFF_FIRST_MS;
-    connection->timer = evtimer_new(agent->base, egress_agent_connection_timer, connection);
-    return connection->timer != NULL ? 0 : -1;
-}
-
 egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t *config,
                                  char *error, size_t error_size) {
     egress_agent_t *agent = calloc(1, sizeof(*agent));
@@ -1001,12 +814,6 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     agent->config = config;
     agent->applier.home = -1;
     agent->retry_backoff_ms = EGRESS_AGENT_RETRY_FIRST_MS;
-    if (config->redis.unix_path != NULL)
-        snprintf(agent->redis_address, sizeof(agent->redis_address), "unix://%s",
-                 config->redis.unix_path);
-    else
-        snprintf(agent->redis_address, sizeof(agent->redis_address), "%s:%d", config->redis.host,
-                 config->redis.port);
     if (egress_applier_init(&agent->applier, NULL, error, error_size) != 0)
         goto fail;
 
@@ -1031,14 +838,31 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (agent->resync_timer == NULL || agent->retry_timer == NULL ||
         agent->watchdog_timer == NULL)
         goto out_of_memory;
-    if (egress_agent_connection_init(agent, &agent->commands, EGRESS_CONNECTION_COMMANDS) != 0 ||
-        egress_agent_connection_init(agent, &agent->subscription,
-                                     EGRESS_CONNECTION_SUBSCRIPTION) != 0)
+    route_redis_link_config_t link_config = {
+        .host = config->redis.host,
+        .port = config->redis.port,
+        .unix_path = config->redis.unix_path,
+        .database = config->redis.database,
+        .connect_timeout_ms = EGRESS_AGENT_CONNECT_TIMEOUT_MS,
+        .log_prefix = "",
+        .purpose = "reads",
+        .outage_effect = "the rules in force stay",
+        .up = egress_agent_commands_up,
+        .down = egress_agent_commands_down,
+        .owner = agent,
+    };
+    if (route_redis_link_init(&agent->commands, base, &link_config) != 0)
+        goto out_of_memory;
+    link_config.purpose = "keyspace notifications";
+    link_config.handshake = egress_agent_subscribe;
+    link_config.up = egress_agent_subscription_up;
+    link_config.down = egress_agent_subscription_down;
+    if (route_redis_link_init(&agent->subscription, base, &link_config) != 0)
         goto out_of_memory;
 
     egress_agent_arm(agent->resync_timer, config->resync_interval_ms);
-    egress_agent_connection_start(&agent->commands);
-    egress_agent_connection_start(&agent->subscription);
+    route_redis_link_start(&agent->commands);
+    route_redis_link_start(&agent->subscription);
     return agent;
 
 out_of_memory:
@@ -1058,8 +882,8 @@ static void egress_agent_free_visit(strmap_t *map, strmap_entry_t *entry, void *
 void egress_agent_free(egress_agent_t *agent) {
     if (agent == NULL)
         return;
-    egress_agent_connection_close(&agent->commands);
-    egress_agent_connection_close(&agent->subscription);
+    route_redis_link_close(&agent->commands);
+    route_redis_link_close(&agent->subscription);
     if (agent->resync_timer != NULL)
         event_free(agent->resync_timer);
     if (agent->retry_timer != NULL)

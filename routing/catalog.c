@@ -7,48 +7,18 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "routing/redis_link.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
 enum {
-    ROUTE_CATALOG_BACKOFF_FIRST_MS = 50,
-    ROUTE_CATALOG_BACKOFF_MAX_MS = 1000, /* DESIGN.md: at most 1 s between attempts */
     ROUTE_CATALOG_DEFAULT_TIMEOUT_MS = 1000,
     ROUTE_CATALOG_STACK_PAIRS = 32, /* record fields read without allocating */
     ROUTE_CATALOG_TRIM_PER_STORE = 2,
 };
-
-/* hiredis 0.14 has no timeouts: each connection keeps one timer whose meaning
- * depends on the state (the delay before the next attempt, or the limit of the
- * attempt in progress). */
-typedef enum route_connection_state {
-    ROUTE_CONNECTION_IDLE = 0,   /* no context; the timer starts the next attempt */
-    ROUTE_CONNECTION_CONNECTING, /* connecting or handshaking; the timer cuts the attempt */
-    ROUTE_CONNECTION_READY,      /* handshake answered; the timer is idle */
-} route_connection_state_t;
-
-typedef enum route_connection_role {
-    ROUTE_CONNECTION_LOOKUP = 0,   /* HGETALL queries, after SELECT or PING */
-    ROUTE_CONNECTION_SUBSCRIPTION, /* PSUBSCRIBE to keyspace notifications */
-} route_connection_role_t;
-
-typedef struct route_connection {
-    route_catalog_t *catalog;
-    route_connection_role_t role;
-    route_connection_state_t state;
-    /* NULL when idle. Its data points back here while this connection owns it,
-     * and is NULLed when we let go, so that hiredis callbacks that come later
-     * (hiredis frees contexts lazily) find nothing to act on. */
-    redisAsyncContext *context;
-    struct event *timer;
-    uint64_t backoff_ms;
-    bool down;       /* failed since last ready: the outage is logged once */
-    bool ever_ready;
-} route_connection_t;
 
 /* One cached answer. Entries sit in one of two lists, oldest first: found and
  * malformed routes, and "not found". TTLs are uniform within a list, so the
@@ -89,7 +59,6 @@ struct route_catalog {
     int redis_port;
     char *redis_unix_path;
     int redis_database;
-    char *redis_address; /* for the log */
     char *key_prefix;
     uint64_t redis_timeout_ms;
     uint64_t cache_ttl_ms;
@@ -99,8 +68,8 @@ struct route_catalog {
     char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
     char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
     size_t channel_prefix_length;
-    route_connection_t lookup;
-    route_connection_t subscription;
+    route_redis_link_t lookup;       /* HGETALL queries, after SELECT or PING */
+    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
     uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
     strmap_t cache;
     route_cache_list_t found_entries;     /* FOUND and MALFORMED */
@@ -113,8 +82,6 @@ struct route_catalog {
     bool freeing;
     route_catalog_stats_t stats;
 };
-
-static void route_catalog_connection_start(route_connection_t *connection);
 
 /* Monotonic milliseconds: wall-clock steps must not expire or revive routes. */
 static uint64_t route_catalog_now_ms(void) {
@@ -420,118 +387,28 @@ done:
 
 /* ---- connections ---- */
 
-static const char *route_catalog_connection_name(const route_connection_t *connection) {
-    return connection->role == ROUTE_CONNECTION_LOOKUP ? "lookups" : "keyspace notifications";
+static void route_catalog_lookup_up(route_redis_link_t *link) {
+    route_catalog_t *catalog = link->config.owner;
+    catalog->ever_connected = true;
+    catalog->last_reply_ms = route_catalog_now_ms();
 }
 
-/* The attempt or connection is over (its context already let go): logs the
- * outage once and schedules the next attempt with exponential backoff. */
-static void route_catalog_connection_failed(route_connection_t *connection, const char *reason) {
-    route_catalog_t *catalog = connection->catalog;
-    connection->state = ROUTE_CONNECTION_IDLE;
-    if (catalog->freeing)
-        return;
-    if (connection->role == ROUTE_CONNECTION_LOOKUP)
+static void route_catalog_lookup_down(route_redis_link_t *link) {
+    route_catalog_t *catalog = link->config.owner;
+    if (!catalog->freeing)
         catalog->stats.redis_errors++;
-    if (!connection->down) {
-        connection->down = true;
-        if (connection->role == ROUTE_CONNECTION_LOOKUP)
-            log_warn("route catalog: redis %s unreachable for lookups (%s); cached routes "
-                     "keep serving, misses get 503, reconnecting",
-                     catalog->redis_address, reason);
-        else
-            log_warn("route catalog: keyspace subscription to redis %s lost (%s); changes "
-                     "are seen within route_cache_ttl, reconnecting",
-                     catalog->redis_address, reason);
-    }
-    route_catalog_arm(connection->timer, connection->backoff_ms);
-    connection->backoff_ms *= 2;
-    if (connection->backoff_ms > ROUTE_CATALOG_BACKOFF_MAX_MS)
-        connection->backoff_ms = ROUTE_CATALOG_BACKOFF_MAX_MS;
-}
-
-/* hiredis is freeing the context (an error, the server closed, a failed
- * connect): let go of it, before any of its later callbacks can run. */
-static void route_catalog_connection_lost(route_connection_t *connection, const char *reason) {
-    if (connection->context != NULL) {
-        connection->context->data = NULL;
-        connection->context = NULL;
-    }
-    route_catalog_connection_failed(connection, reason);
-}
-
-/* Closes the connection ourselves (a hang, a refused handshake). The free runs
- * the callbacks of queries in flight, whose waiters may free the catalog:
- * callers must not touch the catalog afterwards. */
-static void route_catalog_connection_drop(route_connection_t *connection, const char *reason) {
-    redisAsyncContext *context = connection->context;
-    route_catalog_connection_lost(connection, reason);
-    /* Inside a hiredis callback this only flags the context; hiredis frees it
-     * when the callback returns. */
-    if (context != NULL)
-        redisAsyncFree(context);
-}
-
-static void route_catalog_connection_ready(route_connection_t *connection) {
-    route_catalog_t *catalog = connection->catalog;
-    evtimer_del(connection->timer);
-    connection->state = ROUTE_CONNECTION_READY;
-    connection->backoff_ms = ROUTE_CATALOG_BACKOFF_FIRST_MS;
-    if (connection->role == ROUTE_CONNECTION_LOOKUP) {
-        catalog->ever_connected = true;
-        catalog->last_reply_ms = route_catalog_now_ms();
-    }
-    if (connection->down)
-        log_info("route catalog: redis %s reachable again for %s", catalog->redis_address,
-                 route_catalog_connection_name(connection));
-    else if (!connection->ever_ready)
-        log_info("route catalog: connected to redis %s for %s", catalog->redis_address,
-                 route_catalog_connection_name(connection));
-    connection->down = false;
-    connection->ever_ready = true;
-}
-
-static const char *route_catalog_context_error(const redisAsyncContext *context) {
-    if (context->err != 0 && context->errstr != NULL)
-        return context->errstr;
-    if (context->c.err != 0)
-        return context->c.errstr;
-    return "connection closed";
-}
-
-/* The reply to SELECT (or PING with database 0): the lookup connection works. */
-static void route_catalog_handshake_reply(redisAsyncContext *context, void *reply_pointer,
-                                          void *privdata) {
-    (void)privdata;
-    route_connection_t *connection = context->data;
-    redisReply *reply = reply_pointer;
-    if (connection == NULL)
-        return;
-    if (reply == NULL) {
-        route_catalog_connection_lost(connection, route_catalog_context_error(context));
-        return;
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        /* Logged once with the outage, not on every attempt. */
-        char reason[256];
-        snprintf(reason, sizeof(reason), "%s refused: %s",
-                 connection->catalog->redis_database != 0 ? "SELECT" : "PING", reply->str);
-        route_catalog_connection_drop(connection, reason);
-        return;
-    }
-    route_catalog_connection_ready(connection);
 }
 
 /* Keyspace notifications: "pmessage", pattern, "__keyspace@<db>__:<key>", event. */
 static void route_catalog_subscription_message(redisAsyncContext *context, void *reply_pointer,
                                                void *privdata) {
     (void)privdata;
-    route_connection_t *connection = context->data;
+    route_redis_link_t *link = route_redis_link_of(context);
     redisReply *reply = reply_pointer;
-    if (connection == NULL)
+    if (link == NULL)
         return;
     if (reply == NULL) {
-        route_catalog_connection_lost(connection, route_catalog_context_error(context));
+        route_redis_link_lost_context(context);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
@@ -539,13 +416,13 @@ static void route_catalog_subscription_message(redisAsyncContext *context, void 
         return;
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "psubscribe") == 0) {
-        route_catalog_connection_ready(connection);
+        route_redis_link_ready(link);
         return;
     }
     if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
         reply->element[2]->type != REDIS_REPLY_STRING)
         return;
-    route_catalog_t *catalog = connection->catalog;
+    route_catalog_t *catalog = link->config.owner;
     const redisReply *channel = reply->element[2];
     if (channel->len <= catalog->channel_prefix_length ||
         memcmp(channel->str, catalog->channel_prefix, catalog->channel_prefix_length) != 0)
@@ -559,103 +436,23 @@ static void route_catalog_subscription_message(redisAsyncContext *context, void 
     route_catalog_invalidate(catalog, sandbox_id);
 }
 
-/* hiredis's connect callback. Nothing here may free the context: hiredis
- * keeps using it after this returns. */
-static void route_catalog_connected_callback(const redisAsyncContext *const_context, int status) {
-    route_connection_t *connection = const_context->data;
-    if (connection == NULL)
-        return;
-    if (status != REDIS_OK) {
-        route_catalog_connection_lost(connection, route_catalog_context_error(const_context));
-        return;
-    }
-    route_catalog_t *catalog = connection->catalog;
-    redisAsyncContext *context = connection->context;
-    int sent;
-    if (connection->role == ROUTE_CONNECTION_SUBSCRIPTION)
-        sent = redisAsyncCommand(context, route_catalog_subscription_message, NULL,
-                                 "PSUBSCRIBE %s", catalog->subscription_pattern);
-    else if (catalog->redis_database != 0)
-        sent = redisAsyncCommand(context, route_catalog_handshake_reply, NULL, "SELECT %d",
-                                 catalog->redis_database);
-    else
-        sent = redisAsyncCommand(context, route_catalog_handshake_reply, NULL, "PING");
-    /* On failure the attempt's timer, still armed, closes the connection. */
-    if (sent != REDIS_OK)
-        log_debug("route catalog: could not send the handshake to redis %s",
-                  catalog->redis_address);
-}
-
-/* hiredis's disconnect callback; the context is freed right after. */
-static void route_catalog_disconnected_callback(const redisAsyncContext *context, int status) {
-    (void)status;
-    route_connection_t *connection = context->data;
-    if (connection == NULL)
-        return;
-    route_catalog_connection_lost(connection, route_catalog_context_error(context));
-}
-
-static void route_catalog_connection_start(route_connection_t *connection) {
-    route_catalog_t *catalog = connection->catalog;
-    redisAsyncContext *context;
-    if (catalog->redis_unix_path != NULL)
-        context = redisAsyncConnectUnix(catalog->redis_unix_path);
-    else
-        context = redisAsyncConnect(catalog->redis_host, catalog->redis_port);
-    if (context == NULL) {
-        route_catalog_connection_failed(connection, "out of memory");
-        return;
-    }
-    if (context->err != 0) {
-        char reason[128];
-        snprintf(reason, sizeof(reason), "%s", route_catalog_context_error(context));
-        redisAsyncFree(context);
-        route_catalog_connection_failed(connection, reason);
-        return;
-    }
-    /* A silently dead peer (no RST) would otherwise keep the subscription
-     * "up" forever while notifications are lost. On failure hiredis marks the
-     * context broken, so the attempt ends here. */
-    if (catalog->redis_unix_path == NULL && redisEnableKeepAlive(&context->c) != REDIS_OK) {
-        char reason[192];
-        snprintf(reason, sizeof(reason), "cannot enable TCP keep-alive: %.128s",
-                 context->c.errstr);
-        redisAsyncFree(context);
-        route_catalog_connection_failed(connection, reason);
-        return;
-    }
-    if (redisLibeventAttach(context, catalog->base) != REDIS_OK) {
-        redisAsyncFree(context);
-        route_catalog_connection_failed(connection, "cannot attach to the event loop");
-        return;
-    }
-    context->data = connection;
-    redisAsyncSetConnectCallback(context, route_catalog_connected_callback);
-    redisAsyncSetDisconnectCallback(context, route_catalog_disconnected_callback);
-    connection->context = context;
-    connection->state = ROUTE_CONNECTION_CONNECTING;
-    route_catalog_arm(connection->timer, catalog->redis_timeout_ms);
-}
-
-/* The connection's timer: start the next attempt, or cut one that hangs. */
-static void route_catalog_connection_timer(evutil_socket_t fd, short events, void *argument) {
-    (void)fd;
-    (void)events;
-    route_connection_t *connection = argument;
-    if (connection->state == ROUTE_CONNECTION_IDLE)
-        route_catalog_connection_start(connection);
-    else if (connection->state == ROUTE_CONNECTION_CONNECTING)
-        route_catalog_connection_drop(connection, "no answer within redis_timeout");
+/* The subscription's handshake: ready once Redis confirms the pattern. */
+static int route_catalog_subscribe(route_redis_link_t *link) {
+    route_catalog_t *catalog = link->config.owner;
+    return redisAsyncCommand(link->context, route_catalog_subscription_message, NULL,
+                             "PSUBSCRIBE %s", catalog->subscription_pattern) == REDIS_OK
+               ? 0
+               : -1;
 }
 
 /* Misses may be sent to Redis: the connection is up, or being made for the
  * first time after an up (then queries wait for it, bounded by their timer). */
 static bool route_catalog_can_query(const route_catalog_t *catalog) {
-    const route_connection_t *lookup = &catalog->lookup;
+    const route_redis_link_t *lookup = &catalog->lookup;
     if (lookup->context == NULL)
         return false;
-    return lookup->state == ROUTE_CONNECTION_READY ||
-           (lookup->state == ROUTE_CONNECTION_CONNECTING && !lookup->down);
+    return lookup->state == ROUTE_REDIS_LINK_READY ||
+           (lookup->state == ROUTE_REDIS_LINK_CONNECTING && !lookup->down);
 }
 
 /* ---- lookups ---- */
@@ -673,15 +470,15 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply == NULL && context->data != NULL)
-            route_catalog_connection_lost(context->data, route_catalog_context_error(context));
+        if (reply == NULL)
+            route_redis_link_lost_context(context);
         if (reply != NULL) {
             catalog->last_reply_ms = route_catalog_now_ms();
             /* Once per streak: a loading or misconfigured server refuses
              * every query, and each miss would log otherwise. */
             if (!catalog->refusing)
                 log_warn("route catalog: redis %s refused HGETALL %s%s: %s",
-                         catalog->redis_address, catalog->key_prefix, pending->sandbox_id,
+                         catalog->lookup.address, catalog->key_prefix, pending->sandbox_id,
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
             catalog->refusing = true;
         }
@@ -732,12 +529,12 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
     uint64_t now = route_catalog_now_ms();
-    if (catalog->lookup.state == ROUTE_CONNECTION_READY &&
+    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY &&
         now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
         /* No reply at all for redis_timeout while a query waited: the server
          * or the path to it hangs. Reconnecting answers every query (this one
          * too) through hiredis's callbacks. */
-        route_catalog_connection_drop(&catalog->lookup, "no reply within redis_timeout");
+        route_redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
         return;
     }
     /* Replies still come, only slowly (or the connect timer owns the
@@ -873,11 +670,11 @@ bool route_catalog_ever_connected(const route_catalog_t *catalog) {
 }
 
 bool route_catalog_connected(const route_catalog_t *catalog) {
-    return catalog->lookup.state == ROUTE_CONNECTION_READY;
+    return catalog->lookup.state == ROUTE_REDIS_LINK_READY;
 }
 
 bool route_catalog_subscribed(const route_catalog_t *catalog) {
-    return catalog->subscription.state == ROUTE_CONNECTION_READY;
+    return catalog->subscription.state == ROUTE_REDIS_LINK_READY;
 }
 
 route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
@@ -925,32 +722,6 @@ static int route_catalog_build_channels(route_catalog_t *catalog) {
     return 0;
 }
 
-static int route_catalog_connection_init(route_catalog_t *catalog, route_connection_t *connection,
-                                         route_connection_role_t role) {
-    connection->catalog = catalog;
-    connection->role = role;
-    connection->state = ROUTE_CONNECTION_IDLE;
-    connection->backoff_ms = ROUTE_CATALOG_BACKOFF_FIRST_MS;
-    connection->timer = evtimer_new(catalog->base, route_catalog_connection_timer, connection);
-    return connection->timer != NULL ? 0 : -1;
-}
-
-static void route_catalog_connection_close(route_connection_t *connection) {
-    redisAsyncContext *context = connection->context;
-    if (context != NULL) {
-        context->data = NULL;
-        connection->context = NULL;
-        /* Runs the callbacks of queries still in flight with NULL replies;
-         * their pendings were detached from the catalog already. */
-        redisAsyncFree(context);
-    }
-    connection->state = ROUTE_CONNECTION_IDLE;
-    if (connection->timer != NULL) {
-        event_free(connection->timer);
-        connection->timer = NULL;
-    }
-}
-
 route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config) {
     route_catalog_t *catalog = calloc(1, sizeof(*catalog));
     if (catalog == NULL)
@@ -969,33 +740,45 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
     catalog->key_prefix = route_catalog_copy(config->key_prefix != NULL ? config->key_prefix : "");
     if (catalog->key_prefix == NULL)
         goto fail;
-    char address[300];
     if (config->redis_unix_path != NULL) {
         catalog->redis_unix_path = route_catalog_copy(config->redis_unix_path);
         if (catalog->redis_unix_path == NULL)
             goto fail;
-        snprintf(address, sizeof(address), "unix://%s", config->redis_unix_path);
     } else {
         catalog->redis_host =
             route_catalog_copy(config->redis_host != NULL ? config->redis_host : "127.0.0.1");
         if (catalog->redis_host == NULL)
             goto fail;
-        snprintf(address, sizeof(address), "%s:%d", catalog->redis_host, catalog->redis_port);
     }
-    catalog->redis_address = route_catalog_copy(address);
-    if (catalog->redis_address == NULL)
-        goto fail;
     if (route_catalog_build_channels(catalog) != 0)
         goto fail;
     if (strmap_init(&catalog->cache) != 0 || strmap_init(&catalog->pending_map) != 0)
         goto fail;
-    if (route_catalog_connection_init(catalog, &catalog->lookup, ROUTE_CONNECTION_LOOKUP) != 0 ||
-        route_catalog_connection_init(catalog, &catalog->subscription,
-                                      ROUTE_CONNECTION_SUBSCRIPTION) != 0)
+    route_redis_link_config_t link_config = {
+        .host = catalog->redis_host,
+        .port = catalog->redis_port,
+        .unix_path = catalog->redis_unix_path,
+        .database = catalog->redis_database,
+        .connect_timeout_ms = catalog->redis_timeout_ms,
+        .log_prefix = "route catalog: ",
+        .purpose = "lookups",
+        .outage_effect = "cached routes keep serving, misses get 503",
+        .up = route_catalog_lookup_up,
+        .down = route_catalog_lookup_down,
+        .owner = catalog,
+    };
+    if (route_redis_link_init(&catalog->lookup, base, &link_config) != 0)
+        goto fail;
+    link_config.purpose = "keyspace notifications";
+    link_config.outage_effect = "changes are seen within route_cache_ttl";
+    link_config.handshake = route_catalog_subscribe;
+    link_config.up = NULL;
+    link_config.down = NULL;
+    if (route_redis_link_init(&catalog->subscription, base, &link_config) != 0)
         goto fail;
 
-    route_catalog_connection_start(&catalog->lookup);
-    route_catalog_connection_start(&catalog->subscription);
+    route_redis_link_start(&catalog->lookup);
+    route_redis_link_start(&catalog->subscription);
     return catalog;
 
 fail:
@@ -1019,8 +802,10 @@ void route_catalog_free(route_catalog_t *catalog) {
         route_catalog_pending_answer(pending, ROUTE_LOOKUP_UNAVAILABLE, NULL);
     }
 
-    route_catalog_connection_close(&catalog->lookup);
-    route_catalog_connection_close(&catalog->subscription);
+    /* The callbacks of queries still in flight run with NULL replies; their
+     * pendings were detached from the catalog already. */
+    route_redis_link_close(&catalog->lookup);
+    route_redis_link_close(&catalog->subscription);
 
     if (catalog->cache.buckets != NULL)
         strmap_foreach(&catalog->cache, route_catalog_cache_free_entry, NULL);
@@ -1030,8 +815,6 @@ void route_catalog_free(route_catalog_t *catalog) {
     catalog->subscription_pattern = NULL;
     free(catalog->channel_prefix);
     catalog->channel_prefix = NULL;
-    free(catalog->redis_address);
-    catalog->redis_address = NULL;
     free(catalog->key_prefix);
     catalog->key_prefix = NULL;
     free(catalog->redis_unix_path);
