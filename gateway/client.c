@@ -288,7 +288,6 @@ static void gw_parser_settings_init(void) {
 static bool gw_name_is(const gw_header_t *header, const char *name, size_t length) {
     return header->name_length == length && strncasecmp(header->name, name, length) == 0;
 }
-#define GW_NAME_IS(header, literal) gw_name_is((header), literal, sizeof(literal) - 1)
 
 static const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, size_t length) {
     for (size_t i = 0; i < head->header_count; i++) {

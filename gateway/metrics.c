@@ -36,6 +36,8 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
             total->duration_buckets[i] += GW_METRIC_READ(metrics, duration_buckets[i]);
         total->duration_sum_us += GW_METRIC_READ(metrics, duration_sum_us);
         total->upstream_dial_errors += GW_METRIC_READ(metrics, upstream_dial_errors);
+        total->upstream_dials += GW_METRIC_READ(metrics, upstream_dials);
+        total->upstream_reuses += GW_METRIC_READ(metrics, upstream_reuses);
         total->client_connections += GW_METRIC_READ(metrics, client_connections);
         total->upstream_connections += GW_METRIC_READ(metrics, upstream_connections);
         total->tunnels += GW_METRIC_READ(metrics, tunnels);
@@ -111,6 +113,11 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
                        catalog.redis_errors);
     gw_metrics_counter(out, "sgw_route_invalidations_total",
                        "Cached routes dropped by keyspace notifications.", catalog.invalidations);
+    gw_metrics_counter(out, "sgw_upstream_dials_total", "Connections dialled to sandboxes.",
+                       total.upstream_dials);
+    gw_metrics_counter(out, "sgw_upstream_reuses_total",
+                       "Requests sent on a pooled (kept-alive) sandbox connection.",
+                       total.upstream_reuses);
     gw_metrics_counter(out, "sgw_upstream_dial_errors_total",
                        "Dials to sandboxes that failed (after retries) or timed out.",
                        total.upstream_dial_errors);

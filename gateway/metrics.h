@@ -15,6 +15,8 @@ typedef struct gw_metrics {
     uint64_t duration_buckets[GW_DURATION_BUCKET_COUNT + 1]; /* not cumulative; last is +Inf */
     uint64_t duration_sum_us;
     uint64_t upstream_dial_errors;
+    uint64_t upstream_dials;  /* connections dialled to sandboxes */
+    uint64_t upstream_reuses; /* requests sent on a pooled connection */
     uint64_t client_connections;   /* gauge */
     uint64_t upstream_connections; /* gauge */
     uint64_t tunnels;              /* gauge: WebSocket and other upgraded connections */

@@ -161,7 +161,7 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     gw_pool_remove(pool, upstream);
     upstream->state = GW_UPSTREAM_BUSY;
     bufferevent_setcb(upstream->bev, NULL, NULL, NULL, NULL);
-    pool->reused++;
+    GW_METRIC_ADD(&upstream->worker->metrics, upstream_reuses, 1);
     return upstream;
 }
 
@@ -237,7 +237,7 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     if (bufferevent_socket_connect(upstream->bev, (struct sockaddr *)address, (int)address_length) <
         0)
         goto fail;
-    worker->pool.dialled++;
+    GW_METRIC_ADD(&worker->metrics, upstream_dials, 1);
     GW_METRIC_ADD(&worker->metrics, upstream_connections, 1);
     return upstream;
 fail:

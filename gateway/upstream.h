@@ -51,8 +51,6 @@ typedef struct gw_pool {
     size_t idle_limit; /* idle connections kept at most, over all keys */
     uint64_t idle_timeout_ms;
     struct event *sweep; /* closes connections idle past idle_timeout_ms */
-    uint64_t reused;  /* connections taken from the pool */
-    uint64_t dialled; /* connections dialled */
 } gw_pool_t;
 
 /* Writes the pool key of (sandbox, execution, address text, port) into out;
