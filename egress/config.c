@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 /* As gateway.conf: a longer line is an error, a larger file surely not a configuration. */
-#define EGRESS_CONFIG_LINE_LIMIT 4096
 #define EGRESS_CONFIG_FILE_LIMIT (1024 * 1024)
 #define EGRESS_CONFIG_TOKEN_LIMIT 4
 #define EGRESS_CONFIG_DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
@@ -214,6 +213,10 @@ static int egress_config_parse_line(egress_config_parser_t *parser, char *line) 
     return directive->set(parser, directive, tokens[1]);
 }
 
+static int egress_config_parse_line_callback(void *arg, char *line) {
+    return egress_config_parse_line(arg, line);
+}
+
 static int egress_config_parse_text(egress_config_t *config, const char *name, const char *text,
                                     size_t length, char *error, size_t error_size) {
     egress_config_parser_t parser = {
@@ -223,25 +226,17 @@ static int egress_config_parse_text(egress_config_t *config, const char *name, c
     if (egress_config_replace(&parser, &config->path, name) != 0)
         return -1;
 
-    size_t position = 0;
-    while (position < length) {
-        const char *start = text + position;
-        const char *newline = memchr(start, '\n', length - position);
-        size_t line_length = newline != NULL ? (size_t)(newline - start) : length - position;
-        position += line_length + (newline != NULL ? 1 : 0);
-        parser.line++;
-        if (line_length > 0 && start[line_length - 1] == '\r')
-            line_length--;
-        if (line_length > EGRESS_CONFIG_LINE_LIMIT)
-            return egress_config_error(&parser, "line too long (more than %d bytes)",
-                                       EGRESS_CONFIG_LINE_LIMIT);
-        if (memchr(start, '\0', line_length) != NULL)
-            return egress_config_error(&parser, "invalid control character 0x00");
-        char line[EGRESS_CONFIG_LINE_LIMIT + 1];
-        memcpy(line, start, line_length);
-        line[line_length] = '\0';
-        if (egress_config_parse_line(&parser, line) != 0)
-            return -1;
+    switch (gw_config_split_lines(text, length, &parser.line, egress_config_parse_line_callback,
+                                  &parser)) {
+    case GW_CONFIG_LINES_OK:
+        break;
+    case GW_CONFIG_LINES_FAILED:
+        return -1;
+    case GW_CONFIG_LINES_TOO_LONG:
+        return egress_config_error(&parser, "line too long (more than %d bytes)",
+                                   GW_CONFIG_LINE_LIMIT);
+    case GW_CONFIG_LINES_NUL:
+        return egress_config_error(&parser, "invalid control character 0x00");
     }
     if (parser.line == 0)
         parser.line = 1;

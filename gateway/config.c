@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 /* A longer line is an error rather than silently cut; any sane directive fits. */
-#define GW_CONFIG_LINE_LIMIT 4096
 /* A larger file is surely not a configuration (and /dev/zero must not hang -t). */
 #define GW_CONFIG_FILE_LIMIT (1024 * 1024)
 /* Tokens kept per line; more are only counted, to report "too many arguments". */
@@ -964,6 +963,36 @@ static int gw_config_finish(gw_config_parser_t *parser) {
     return 0;
 }
 
+gw_config_lines_status_t gw_config_split_lines(const char *text, size_t length, int *line_number,
+                                               int (*parse_line)(void *arg, char *line),
+                                               void *arg) {
+    size_t position = 0;
+    while (position < length) {
+        const char *start = text + position;
+        const char *newline = memchr(start, '\n', length - position);
+        size_t line_length = newline != NULL ? (size_t)(newline - start) : length - position;
+        position += line_length + (newline != NULL ? 1 : 0);
+        (*line_number)++;
+        if (line_length > 0 && start[line_length - 1] == '\r')
+            line_length--;
+        if (line_length > GW_CONFIG_LINE_LIMIT)
+            return GW_CONFIG_LINES_TOO_LONG;
+        /* The tokenizer works on C strings: a NUL byte would hide the rest of the line. */
+        if (memchr(start, '\0', line_length) != NULL)
+            return GW_CONFIG_LINES_NUL;
+        char line[GW_CONFIG_LINE_LIMIT + 1];
+        memcpy(line, start, line_length);
+        line[line_length] = '\0';
+        if (parse_line(arg, line) != 0)
+            return GW_CONFIG_LINES_FAILED;
+    }
+    return GW_CONFIG_LINES_OK;
+}
+
+static int gw_config_parse_line_callback(void *arg, char *line) {
+    return gw_config_parse_line(arg, line);
+}
+
 static int gw_config_parse_text(gw_config_t *config, const char *name, const char *text,
                                 size_t length, char *error, size_t error_size) {
     gw_config_parser_t parser = {
@@ -976,26 +1005,17 @@ static int gw_config_parse_text(gw_config_t *config, const char *name, const cha
     free(config->path);
     config->path = path;
 
-    size_t position = 0;
-    while (position < length) {
-        const char *start = text + position;
-        const char *newline = memchr(start, '\n', length - position);
-        size_t line_length = newline != NULL ? (size_t)(newline - start) : length - position;
-        position += line_length + (newline != NULL ? 1 : 0);
-        parser.line++;
-        if (line_length > 0 && start[line_length - 1] == '\r')
-            line_length--;
-        if (line_length > GW_CONFIG_LINE_LIMIT)
-            return gw_config_error(&parser, "line too long (more than %d bytes)",
-                                   GW_CONFIG_LINE_LIMIT);
-        /* The tokenizer works on C strings: a NUL byte would hide the rest of the line. */
-        if (memchr(start, '\0', line_length) != NULL)
-            return gw_config_error(&parser, "invalid control character 0x00");
-        char line[GW_CONFIG_LINE_LIMIT + 1];
-        memcpy(line, start, line_length);
-        line[line_length] = '\0';
-        if (gw_config_parse_line(&parser, line) != 0)
-            return -1;
+    switch (gw_config_split_lines(text, length, &parser.line, gw_config_parse_line_callback,
+                                  &parser)) {
+    case GW_CONFIG_LINES_OK:
+        break;
+    case GW_CONFIG_LINES_FAILED:
+        return -1;
+    case GW_CONFIG_LINES_TOO_LONG:
+        return gw_config_error(&parser, "line too long (more than %d bytes)",
+                               GW_CONFIG_LINE_LIMIT);
+    case GW_CONFIG_LINES_NUL:
+        return gw_config_error(&parser, "invalid control character 0x00");
     }
     /* Errors about the whole file name its last line, or line 1 of an empty one. */
     if (parser.line == 0)

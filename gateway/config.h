@@ -95,6 +95,23 @@ void gw_config_free(gw_config_t *config);
  * Shared by every configuration file of the project. */
 int gw_config_split_line(char *line, char **tokens, size_t limit, size_t *count);
 
+/* The longest configuration line, in bytes, without its line ending. */
+enum { GW_CONFIG_LINE_LIMIT = 4096 };
+
+typedef enum gw_config_lines_status {
+    GW_CONFIG_LINES_OK = 0,
+    GW_CONFIG_LINES_FAILED,   /* parse_line returned -1 (and reported why) */
+    GW_CONFIG_LINES_TOO_LONG, /* a line over GW_CONFIG_LINE_LIMIT */
+    GW_CONFIG_LINES_NUL,      /* a NUL byte, which would hide the rest of the line */
+} gw_config_lines_status_t;
+
+/* Calls parse_line(arg, line) with each line of text as a NUL-terminated copy
+ * (LF or CRLF ends removed), counting lines in *line_number (1 for the first);
+ * stops at the first problem. Shared by every configuration file of the project. */
+gw_config_lines_status_t gw_config_split_lines(const char *text, size_t length, int *line_number,
+                                               int (*parse_line)(void *arg, char *line),
+                                               void *arg);
+
 /* Parses "500ms", "2s", "5m", "24h" (a bare number is seconds); returns 0 or -1. */
 int gw_config_parse_duration(const char *text, uint64_t *milliseconds);
 
