@@ -593,6 +593,16 @@ fail:
     return NULL;
 }
 
+/* A route in use is read again in the second half of its TTL, while the
+ * cached one still answers: a busy route never makes a request wait for
+ * Redis, and no answer is older than route_cache_ttl. The query has no
+ * waiters; its reply only refreshes the cache. */
+static void route_catalog_refresh(route_catalog_t *catalog, const char *sandbox_id,
+                                  size_t id_length) {
+    if (strmap_get(&catalog->pending_map, sandbox_id, id_length) == NULL)
+        route_catalog_pending_start(catalog, sandbox_id, id_length);
+}
+
 int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
                          route_lookup_cb callback, void *arg, route_lookup_status_t *status,
                          route_record_t **record) {
@@ -620,6 +630,9 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
             catalog->stats.cache_hits++;
             *status = entry->status;
             *record = entry->record != NULL ? route_record_ref(entry->record) : NULL;
+            if (fresh && can_query && entry->status != ROUTE_LOOKUP_NOT_FOUND &&
+                entry->expires_ms - now <= catalog->cache_ttl_ms / 2)
+                route_catalog_refresh(catalog, sandbox_id, id_length);
             return 1;
         }
     }

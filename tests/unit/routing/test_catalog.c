@@ -306,6 +306,7 @@ static int setup(void **state) {
     admin_command("SELECT 0");
     admin_command("FLUSHALL");
     admin_command("CONFIG RESETSTAT");
+    admin_command("CONFIG SET notify-keyspace-events Kgh"); /* a test may turn them off */
     base = event_base_new();
     return base != NULL ? 0 : -1;
 }
@@ -595,6 +596,42 @@ static void test_ttl_expiry(void **state) {
     assert_true(loop_until(answer_done, &answer, 3000));
     assert_found(&answer, "10.0.0.1");
     assert_int_equal(hgetall_calls(), 2);
+    answer_clear(&answer);
+}
+
+/* In the second half of its TTL a route is read again in the background: the
+ * cached answer still serves at once, and the new one replaces it before the
+ * TTL ends (a change made without a notification shows within the TTL). */
+static void test_refresh_ahead(void **state) {
+    (void)state;
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1");
+    route_catalog_config_t config = default_config();
+    config.cache_ttl_ms = 600;
+    catalog_start(&config);
+    admin_command("CONFIG SET notify-keyspace-events %s", "");
+
+    static answer_t answer;
+
+    memset(&answer, 0, sizeof(answer));
+    lookup_wait(&answer, "abc");
+    uint64_t stored = now_ms();
+    assert_int_equal(lookup(&answer, "abc"), 1); /* first half: no query */
+    loop_for(20);
+    assert_int_equal(hgetall_calls(), 1);
+
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.2");
+    loop_for(350);
+    assert_int_equal(lookup(&answer, "abc"), 1); /* second half: served, and refreshed */
+    assert_found(&answer, "10.0.0.1");
+    assert_int_equal(lookup(&answer, "abc"), 1); /* one refresh in flight at a time */
+    loop_for(50);
+    assert_int_equal(hgetall_calls(), 2);
+    assert_int_equal(lookup(&answer, "abc"), 1);
+    assert_found(&answer, "10.0.0.2");
+    assert_true(now_ms() - stored < 600);
+    route_catalog_stats_t stats = route_catalog_get_stats(catalog);
+    assert_int_equal(stats.redis_lookups, 2);
+    assert_int_equal(stats.cache_misses, 1);
     answer_clear(&answer);
 }
 
@@ -1020,6 +1057,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_serves_cache_and_reconnects, setup,
                                         teardown),
