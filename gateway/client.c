@@ -30,6 +30,8 @@
 enum { GW_BUFFER_HIGH = 256 * 1024, GW_BUFFER_LOW = GW_BUFFER_HIGH / 2 };
 /* Input read ahead of parsing: bounds memory while a head is routed. */
 enum { GW_READ_HIGH = 64 * 1024 };
+/* A sized response body at least this large moves by splice (gateway/io.h). */
+enum { GW_SPLICE_MIN = 64 * 1024 };
 /* A sandbox's response head may be larger than a client's request head. */
 enum { GW_RESPONSE_HEAD_MAX = 64 * 1024 };
 /* First and longest pause between dials of a port that refused. */
@@ -393,6 +395,8 @@ static void gw_client_log_request(gw_client_t *client) {
 /* Releases what the current request holds: catalog wait, route, limit, upstream. */
 static void gw_client_release_request(gw_client_t *client, bool upstream_reusable) {
     route_catalog_cancel(&client->waiter);
+    gw_io_splice_free(client->splice);
+    client->splice = NULL;
     route_record_unref(client->record);
     client->record = NULL;
     if (client->limit != NULL) {
@@ -419,6 +423,7 @@ void gw_client_close(gw_client_t *client) {
     GW_METRIC_ADD(&client->worker->metrics, client_connections, -1);
     if (client->timer != NULL)
         event_free(client->timer);
+    gw_io_reader_free(&client->reader);
     if (client->bev != NULL)
         bufferevent_free(client->bev);
     arena_free(&client->arena);
@@ -461,15 +466,15 @@ static void gw_client_linger(gw_client_t *client) {
     }
     tls_bufferevent_shutdown_write(client->bev);
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
-    bufferevent_setwatermark(client->bev, EV_READ, 0, 0);
-    bufferevent_enable(client->bev, EV_READ);
+    gw_io_read_watermark(&client->reader, 0);
+    gw_io_read_enable(&client->reader);
     gw_client_set_deadline(client, GW_LINGER_MS);
 }
 
 /* Closes once everything written so far has reached the kernel. */
 static void gw_client_close_after_flush(gw_client_t *client) {
     client->state = GW_CLIENT_CLOSING;
-    bufferevent_disable(client->bev, EV_READ);
+    gw_io_read_disable(&client->reader);
     if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
         gw_client_linger(client);
         return;
@@ -485,7 +490,7 @@ static void gw_client_wait_next_request(gw_client_t *client) {
     client->started_us = 0;
     gw_client_set_deadline(client, client->worker->config->client_idle_timeout_ms);
     bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(client->bev, EV_READ);
+    gw_io_read_enable(&client->reader);
     /* Pipelined bytes may be waiting already; parse them from the loop, not
      * from here, so a long pipeline never deepens the stack. */
     if (evbuffer_get_length(bufferevent_get_input(client->bev)) > 0)
@@ -842,11 +847,11 @@ static void gw_client_upstream_ready(gw_client_t *client) {
     struct bufferevent *upstream = client->upstream->bev;
     client->upstream->state = GW_UPSTREAM_BUSY;
     bufferevent_setcb(upstream, gw_upstream_read, gw_upstream_write, gw_upstream_event, client);
-    bufferevent_setwatermark(upstream, EV_READ, 0, GW_READ_HIGH);
+    gw_io_read_watermark(&client->upstream->reader, GW_READ_HIGH);
     bufferevent_setwatermark(upstream, EV_WRITE, 0, 0);
     /* Upstream sockets are plain: writes go out directly (gw_io_flush). */
     bufferevent_disable(upstream, EV_WRITE);
-    bufferevent_enable(upstream, EV_READ);
+    gw_io_read_enable(&client->upstream->reader);
     client->state = GW_CLIENT_PROXYING;
     client->upstream_eof = false; /* a retry's fresh connection */
     client->response_state = GW_RESPONSE_HEAD;
@@ -856,7 +861,7 @@ static void gw_client_upstream_ready(gw_client_t *client) {
     client->response_parser.data = &client->response_head;
     evbuffer_add(bufferevent_get_output(upstream), client->upstream_head,
                  client->upstream_head_length);
-    bufferevent_enable(client->bev, EV_READ);
+    gw_io_read_enable(&client->reader);
     gw_client_forward_request(client);
 }
 
@@ -989,7 +994,7 @@ static void gw_client_forward_request(gw_client_t *client) {
             queued = evbuffer_get_length(output);
         }
         if (queued >= GW_BUFFER_HIGH) {
-            bufferevent_disable(client->bev, EV_READ);
+            gw_io_read_disable(&client->reader);
             bufferevent_setwatermark(client->upstream->bev, EV_WRITE, GW_BUFFER_LOW, 0);
             return;
         }
@@ -1147,7 +1152,7 @@ static gw_step_t gw_client_forward_response_pieces(gw_client_t *client) {
             queued = evbuffer_get_length(output);
         }
         if (queued >= GW_BUFFER_HIGH) {
-            bufferevent_disable(client->upstream->bev, EV_READ);
+            gw_io_read_disable(&client->upstream->reader);
             bufferevent_setwatermark(client->bev, EV_WRITE, GW_BUFFER_LOW, 0);
             return GW_STEP_CONTINUE;
         }
@@ -1211,11 +1216,46 @@ static gw_step_t gw_client_forward_response_pieces(gw_client_t *client) {
     }
 }
 
+/* The spliced rest of a body arrived (or the move failed). */
+static void gw_client_splice_done(gw_io_splice_t *splice, int error, void *arg) {
+    gw_client_t *client = arg;
+    client->bytes_sent += gw_io_splice_moved(splice);
+    gw_io_splice_free(splice);
+    client->splice = NULL;
+    if (error != 0) {
+        log_debug("sandbox %s: response body cut short: %s", client->target.sandbox_id,
+                  strerror(error));
+        gw_client_close(client); /* a started response can only end in a close */
+        return;
+    }
+    gw_client_response_done(client);
+}
+
+/* The rest of a large body of known length goes from the sandbox's socket to
+ * a plain client's without entering user space, once nothing is buffered
+ * either way. llhttp is not shown those bytes: the length is all it would
+ * check. Without a pipe the copying path simply carries on. */
+static void gw_client_try_splice(gw_client_t *client) {
+    const llhttp_t *parser = &client->response_parser;
+    if (!client->plain || client->splice != NULL || client->response_state != GW_RESPONSE_BODY ||
+        client->upstream_eof || (parser->flags & F_CONTENT_LENGTH) == 0 ||
+        (parser->flags & F_CHUNKED) != 0 || parser->content_length < GW_SPLICE_MIN ||
+        evbuffer_get_length(bufferevent_get_input(client->upstream->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(client->bev)) > 0)
+        return;
+    client->splice = gw_io_splice_start(
+        client->worker->base, bufferevent_getfd(client->upstream->bev),
+        bufferevent_getfd(client->bev), parser->content_length, gw_client_splice_done, client);
+    if (client->splice != NULL)
+        gw_io_read_disable(&client->upstream->reader);
+}
+
 /* Streams what the sandbox sent, then writes it to the client at once. */
 static gw_step_t gw_client_forward_response(gw_client_t *client) {
     if (gw_client_forward_response_pieces(client) == GW_STEP_ENDED)
         return GW_STEP_ENDED;
     gw_io_flush(client->bev, client->plain);
+    gw_client_try_splice(client);
     return GW_STEP_CONTINUE;
 }
 
@@ -1251,7 +1291,7 @@ static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct
     client->last_activity_ms = gw_now_ms();
     gw_io_flush(to, to == client->bev ? client->plain : true);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
-        bufferevent_disable(from, EV_READ);
+        gw_io_read_disable(from == client->bev ? &client->reader : &client->upstream->reader);
         bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);
     }
 }
@@ -1295,8 +1335,8 @@ static void gw_client_start_tunnel(gw_client_t *client) {
     client->response_state = GW_RESPONSE_DONE;
     client->last_activity_ms = gw_now_ms();
     gw_client_set_deadline(client, client->worker->config->tunnel_idle_timeout_ms);
-    bufferevent_enable(client->bev, EV_READ);
-    bufferevent_enable(client->upstream->bev, EV_READ);
+    gw_io_read_enable(&client->reader);
+    gw_io_read_enable(&client->upstream->reader);
     gw_tunnel_pass(client, client->upstream->bev, client->bev);
     gw_tunnel_pass(client, client->bev, client->upstream->bev);
 }
@@ -1314,14 +1354,12 @@ static void gw_client_read(struct bufferevent *bev, void *arg) {
         break;
     case GW_CLIENT_PROXYING:
         if (client->request_state == GW_REQUEST_BODY) {
-            if (client->plain)
-                gw_io_read_more(bev, GW_BUFFER_HIGH);
+            gw_io_read_more(&client->reader, GW_BUFFER_HIGH);
             gw_client_forward_request(client);
         }
         break;
     case GW_CLIENT_TUNNEL:
-        if (client->plain)
-            gw_io_read_more(bev, GW_BUFFER_HIGH);
+        gw_io_read_more(&client->reader, GW_BUFFER_HIGH);
         gw_tunnel_pass(client, bev, client->upstream->bev);
         break;
     default:
@@ -1331,7 +1369,7 @@ static void gw_client_read(struct bufferevent *bev, void *arg) {
 
 static void gw_upstream_read(struct bufferevent *bev, void *arg) {
     gw_client_t *client = arg;
-    gw_io_read_more(bev, GW_BUFFER_HIGH);
+    gw_io_read_more(&client->upstream->reader, GW_BUFFER_HIGH);
     if (client->state == GW_CLIENT_TUNNEL)
         gw_tunnel_pass(client, bev, client->bev);
     else if (client->state == GW_CLIENT_PROXYING)
@@ -1351,7 +1389,7 @@ static void gw_client_write(struct bufferevent *bev, void *arg) {
         return;
     if (client->state == GW_CLIENT_PROXYING) {
         if (!client->upstream_eof) {
-            bufferevent_enable(client->upstream->bev, EV_READ);
+            gw_io_read_enable(&client->upstream->reader);
             gw_client_forward_response(client);
         } else if (gw_client_forward_response(client) == GW_STEP_CONTINUE &&
                    evbuffer_get_length(bufferevent_get_input(client->upstream->bev)) == 0) {
@@ -1359,7 +1397,7 @@ static void gw_client_write(struct bufferevent *bev, void *arg) {
         }
     } else if (client->state == GW_CLIENT_TUNNEL) {
         if (!client->tunnel_upstream_eof) {
-            bufferevent_enable(client->upstream->bev, EV_READ);
+            gw_io_read_enable(&client->upstream->reader);
             gw_tunnel_pass(client, client->upstream->bev, bev);
         }
         gw_tunnel_half_close(client);
@@ -1372,11 +1410,11 @@ static void gw_upstream_write(struct bufferevent *bev, void *arg) {
     gw_io_written(bev, true);
     bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
     if (client->state == GW_CLIENT_PROXYING && client->request_state == GW_REQUEST_BODY) {
-        bufferevent_enable(client->bev, EV_READ);
+        gw_io_read_enable(&client->reader);
         gw_client_forward_request(client);
     } else if (client->state == GW_CLIENT_TUNNEL) {
         if (!client->tunnel_client_eof) {
-            bufferevent_enable(client->bev, EV_READ);
+            gw_io_read_enable(&client->reader);
             gw_tunnel_pass(client, client->bev, bev);
         }
         gw_tunnel_half_close(client);
@@ -1510,14 +1548,21 @@ static void gw_client_parse_head(gw_client_t *client) {
     }
 }
 
-static void gw_client_setup_bev(gw_client_t *client) {
+/* Returns 0, or -1 when memory is exhausted. */
+static int gw_client_setup_bev(gw_client_t *client) {
+    gw_io_reader_free(&client->reader);
+    if (gw_io_reader_init(&client->reader, client->bev, client->plain) < 0)
+        return -1;
     bufferevent_setcb(client->bev, gw_client_read, gw_client_write, gw_client_event, client);
-    bufferevent_setwatermark(client->bev, EV_READ, 0, GW_READ_HIGH);
+    gw_io_read_watermark(&client->reader, GW_READ_HIGH);
     /* A plain socket writes directly (gw_io_flush); TLS writes through
      * libevent. (A new bufferevent starts with EV_WRITE enabled.) */
     if (client->plain)
         bufferevent_disable(client->bev, EV_WRITE);
-    bufferevent_enable(client->bev, client->plain ? EV_READ : EV_READ | EV_WRITE);
+    else
+        bufferevent_enable(client->bev, EV_WRITE);
+    gw_io_read_enable(&client->reader);
+    return 0;
 }
 
 /* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4). */
@@ -1567,7 +1612,8 @@ static void gw_client_parse_proxy_header(gw_client_t *client) {
             return;
         }
         client->bev = wrapped;
-        gw_client_setup_bev(client);
+        if (gw_client_setup_bev(client) < 0)
+            gw_client_close(client);
         return;
     }
     gw_client_parse_head(client);
@@ -1608,7 +1654,10 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     }
     gw_client_reset_request(client);
     client->state = listen->proxy_protocol ? GW_CLIENT_READING_PROXY : GW_CLIENT_READING_HEAD;
-    gw_client_setup_bev(client);
+    if (gw_client_setup_bev(client) < 0) {
+        gw_client_close(client);
+        return;
+    }
     /* From accept, the whole head must arrive within client_header_timeout. */
     client->started_us = gw_now_us();
     gw_client_set_deadline(client, worker->config->client_header_timeout_ms);

@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "gateway/io.h"
 #include "routing/catalog.h"
 #include "routing/host.h"
 #include "routing/limit.h"
@@ -97,6 +98,7 @@ typedef struct gw_client {
     const struct gw_listen *listen; /* the listener that accepted it */
     bool plain;                     /* a plain socket: direct reads and writes (gateway/io.c) */
     struct bufferevent *bev;
+    gw_io_reader_t reader;   /* reads bev: gateway/io.c for a plain socket, else libevent */
     struct event *timer;     /* wakes up at or before deadline_ms */
     uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
     uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */
@@ -147,6 +149,7 @@ typedef struct gw_client {
     gw_head_t response_head;
     size_t response_head_bytes;
     bool response_sent; /* a byte of the final response reached the client output */
+    gw_io_splice_t *splice; /* a large sized body moving socket to socket, or NULL */
     bool upstream_eof;  /* the sandbox closed its side; pending bytes still pass */
     bool close_after_response;
     uint64_t last_activity_ms; /* tunnel idle accounting */

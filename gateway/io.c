@@ -1,77 +1,250 @@
-/* Socket I/O beside libevent's bufferevents, for plain sockets: bigger reads and writes without a loop turn. */
+/* Socket I/O for plain sockets beside libevent's bufferevents: fewer system calls, and splice. */
 #include "gateway/io.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
-/* One read at most: large enough for a body to move in few calls. */
+/* The first read of a readiness: a request or response head fits, and a
+ * small message does not reserve (allocate) more than it needs. */
+enum { GW_IO_READ_FIRST = 16 * 1024 };
+/* Each further read of a body: large enough to move it in few calls. */
 enum { GW_IO_READ_CHUNK = 64 * 1024 };
-/* What libevent 2.1 reads per call (EVBUFFER_MAX_READ): less than that in the
- * input means the socket was drained, and another read would only fail. */
-enum { GW_IO_LIBEVENT_READ_MAX = 4096 };
+/* Pieces of the output one write hands to the kernel. */
+enum { GW_IO_WRITE_PIECES = 16 };
+/* A splice's pipe: as much as the socket buffers move per call on loopback. */
+enum { GW_IO_PIPE_SIZE = 256 * 1024 };
 
-size_t gw_io_read_more(struct bufferevent *bev, size_t limit) {
-    struct evbuffer *input = bufferevent_get_input(bev);
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    size_t total = 0;
-    if (evbuffer_get_length(input) < GW_IO_LIBEVENT_READ_MAX)
+/* The input is below its high watermark, or has none. */
+static bool gw_io_has_room(const gw_io_reader_t *reader) {
+    return reader->high == 0 ||
+           evbuffer_get_length(bufferevent_get_input(reader->bev)) < reader->high;
+}
+
+/* Keeps the read event in the loop exactly while reading is wanted and the
+ * input has room. */
+static void gw_io_reader_update(gw_io_reader_t *reader) {
+    bool listen = reader->wanted && gw_io_has_room(reader);
+    if (listen && !reader->added) {
+        event_add(reader->event, NULL);
+        reader->added = true;
+    } else if (!listen && reader->added) {
+        event_del(reader->event);
+        reader->added = false;
+    }
+}
+
+/* The owner drained the input: reading may resume. */
+static void gw_io_input_changed(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+                                void *arg) {
+    (void)buffer;
+    gw_io_reader_t *reader = arg;
+    if (info->n_deleted > 0 && reader->wanted && !reader->added)
+        gw_io_reader_update(reader);
+}
+
+/* One recv() of at most want bytes into the input; returns what recv returned. */
+static ssize_t gw_io_receive(gw_io_reader_t *reader, size_t want) {
+    struct evbuffer *input = bufferevent_get_input(reader->bev);
+    struct evbuffer_iovec space[2];
+    int count = evbuffer_reserve_space(input, (ev_ssize_t)want, space, 2);
+    if (count <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct iovec vectors[2];
+    size_t reserved = 0;
+    for (int i = 0; i < count; i++) {
+        if (space[i].iov_len > want - reserved)
+            space[i].iov_len = want - reserved;
+        vectors[i].iov_base = space[i].iov_base;
+        vectors[i].iov_len = space[i].iov_len;
+        reserved += space[i].iov_len;
+    }
+    int fd = bufferevent_getfd(reader->bev);
+    ssize_t got;
+    if (count == 1 || space[1].iov_len == 0) {
+        count = 1;
+        got = recv(fd, vectors[0].iov_base, vectors[0].iov_len, 0);
+    } else {
+        struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
+        got = recvmsg(fd, &message, 0);
+    }
+    if (got <= 0) {
+        int saved = errno;
+        evbuffer_commit_space(input, space, 0);
+        errno = saved;
+        reader->filled = false;
+        return got;
+    }
+    size_t remaining = (size_t)got;
+    for (int i = 0; i < count; i++) {
+        if (space[i].iov_len > remaining)
+            space[i].iov_len = remaining;
+        remaining -= space[i].iov_len;
+    }
+    evbuffer_commit_space(input, space, count);
+    reader->filled = (size_t)got == reserved;
+    return got;
+}
+
+/* The socket is readable: one read, then the bufferevent's callbacks, which
+ * may free the connection (nothing is touched after them). */
+static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_io_reader_t *reader = arg;
+    size_t want = GW_IO_READ_FIRST;
+    if (reader->high != 0) {
+        size_t held = evbuffer_get_length(bufferevent_get_input(reader->bev));
+        if (held >= reader->high) {
+            gw_io_reader_update(reader);
+            return;
+        }
+        if (want > reader->high - held)
+            want = reader->high - held;
+    }
+    ssize_t got = gw_io_receive(reader, want);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    struct bufferevent *bev = reader->bev;
+    bufferevent_data_cb on_read;
+    bufferevent_event_cb on_event;
+    void *callback_arg;
+    bufferevent_getcb(bev, &on_read, NULL, &on_event, &callback_arg);
+    if (got > 0) {
+        gw_io_reader_update(reader);
+        if (on_read != NULL)
+            on_read(bev, callback_arg);
+        return;
+    }
+    /* End of stream or an error: like libevent, stop reading, then tell. */
+    reader->wanted = false;
+    gw_io_reader_update(reader);
+    if (on_event != NULL)
+        on_event(bev, BEV_EVENT_READING | (got == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+                 callback_arg);
+}
+
+int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain) {
+    *reader = (gw_io_reader_t){.bev = bev};
+    if (!plain)
         return 0;
-    /* A socket bufferevent freezes the end of its input to everyone but
-     * itself; this reads on its behalf. */
+    struct evbuffer *input = bufferevent_get_input(bev);
+    reader->event = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev),
+                              EV_READ | EV_PERSIST, gw_io_reader_ready, reader);
+    if (reader->event == NULL)
+        goto fail;
+    reader->on_drain = evbuffer_add_cb(input, gw_io_input_changed, reader);
+    if (reader->on_drain == NULL)
+        goto fail;
+    /* A socket bufferevent freezes the end of its input to all but its own
+     * reads; here the gateway's reads are the only ones. */
     evbuffer_unfreeze(input, 0);
-    while (fd >= 0) {
+    return 0;
+fail:
+    gw_io_reader_free(reader);
+    return -1;
+}
+
+void gw_io_reader_free(gw_io_reader_t *reader) {
+    if (reader->event != NULL) {
+        event_free(reader->event);
+        reader->event = NULL;
+    }
+    if (reader->on_drain != NULL) {
+        evbuffer_remove_cb_entry(bufferevent_get_input(reader->bev), reader->on_drain);
+        reader->on_drain = NULL;
+    }
+    reader->added = false;
+    reader->wanted = false;
+}
+
+void gw_io_read_enable(gw_io_reader_t *reader) {
+    if (reader->event == NULL) {
+        bufferevent_enable(reader->bev, EV_READ);
+        return;
+    }
+    reader->wanted = true;
+    gw_io_reader_update(reader);
+}
+
+void gw_io_read_disable(gw_io_reader_t *reader) {
+    if (reader->event == NULL) {
+        bufferevent_disable(reader->bev, EV_READ);
+        return;
+    }
+    reader->wanted = false;
+    gw_io_reader_update(reader);
+}
+
+void gw_io_read_watermark(gw_io_reader_t *reader, size_t high) {
+    if (reader->event == NULL) {
+        bufferevent_setwatermark(reader->bev, EV_READ, 0, high);
+        return;
+    }
+    reader->high = high;
+    gw_io_reader_update(reader);
+}
+
+size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
+    size_t total = 0;
+    if (reader->event == NULL)
+        return 0;
+    struct evbuffer *input = bufferevent_get_input(reader->bev);
+    while (reader->filled) {
         size_t held = evbuffer_get_length(input);
         if (held >= limit)
             break;
         size_t want = limit - held;
         if (want > GW_IO_READ_CHUNK)
             want = GW_IO_READ_CHUNK;
-        struct evbuffer_iovec space[2];
-        int count = evbuffer_reserve_space(input, (ev_ssize_t)want, space, 2);
-        if (count <= 0)
-            break;
-        struct iovec vectors[2];
-        size_t reserved = 0;
-        for (int i = 0; i < count; i++) {
-            if (space[i].iov_len > want - reserved)
-                space[i].iov_len = want - reserved;
-            vectors[i].iov_base = space[i].iov_base;
-            vectors[i].iov_len = space[i].iov_len;
-            reserved += space[i].iov_len;
-        }
-        ssize_t got = readv(fd, vectors, count);
-        if (got <= 0) {
-            evbuffer_commit_space(input, space, 0);
-            break;
-        }
-        size_t remaining = (size_t)got;
-        for (int i = 0; i < count; i++) {
-            if (space[i].iov_len > remaining)
-                space[i].iov_len = remaining;
-            remaining -= space[i].iov_len;
-        }
-        evbuffer_commit_space(input, space, count);
+        ssize_t got = gw_io_receive(reader, want);
+        if (got <= 0)
+            break; /* drained, or an end libevent's next readiness reports */
         total += (size_t)got;
-        if ((size_t)got < reserved)
-            break; /* the socket is empty for now */
     }
-    evbuffer_freeze(input, 0);
     return total;
 }
 
 void gw_io_flush(struct bufferevent *bev, bool plain) {
     struct evbuffer *output = bufferevent_get_output(bev);
     if (plain) {
-        evutil_socket_t fd = bufferevent_getfd(bev);
+        int fd = bufferevent_getfd(bev);
         /* The start of a socket bufferevent's output is frozen to everyone
          * but itself; this writes on its behalf. */
         evbuffer_unfreeze(output, 1);
         while (fd >= 0 && evbuffer_get_length(output) > 0) {
-            if (evbuffer_write(output, fd) <= 0)
-                break; /* full, or an error libevent will report */
+            struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
+            int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
+            if (count > GW_IO_WRITE_PIECES)
+                count = GW_IO_WRITE_PIECES;
+            struct iovec vectors[GW_IO_WRITE_PIECES];
+            size_t offered = 0;
+            for (int i = 0; i < count; i++) {
+                vectors[i].iov_base = pieces[i].iov_base;
+                vectors[i].iov_len = pieces[i].iov_len;
+                offered += pieces[i].iov_len;
+            }
+            /* send/sendmsg: no pass through the file layer as writev takes. */
+            ssize_t sent;
+            if (count == 1) {
+                sent = send(fd, vectors[0].iov_base, vectors[0].iov_len, MSG_NOSIGNAL);
+            } else {
+                struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
+                sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+            }
+            if (sent <= 0)
+                break; /* full, or an error libevent's write reports */
+            evbuffer_drain(output, (size_t)sent);
+            if ((size_t)sent < offered)
+                break; /* the socket is full: another call would only fail */
         }
         evbuffer_freeze(output, 1);
         if (evbuffer_get_length(output) == 0)
@@ -83,4 +256,134 @@ void gw_io_flush(struct bufferevent *bev, bool plain) {
 void gw_io_written(struct bufferevent *bev, bool plain) {
     if (plain && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE);
+}
+
+struct gw_io_splice {
+    int from;
+    int to;
+    int pipe_read;
+    int pipe_write;
+    size_t pipe_capacity;
+    size_t in_pipe;       /* read from the source, not yet written */
+    uint64_t to_read;     /* bytes the source still owes */
+    uint64_t moved;       /* bytes written to the destination */
+    struct event *readable;
+    struct event *writable;
+    struct event *start;  /* runs the first step from the loop */
+    gw_io_splice_done_cb done;
+    void *arg;
+};
+
+/* Moves what it can without blocking; returns 0 when the move is complete,
+ * EAGAIN when it waits (with the events it needs added), else an errno. */
+static int gw_io_splice_step(gw_io_splice_t *move) {
+    for (;;) {
+        while (move->in_pipe > 0) {
+            ssize_t written = splice(move->pipe_read, NULL, move->to, NULL, move->in_pipe,
+                                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (written == 0)
+                return EPIPE;
+            if (written < 0) {
+                if (errno != EAGAIN)
+                    return errno;
+                /* The destination is full: wait for it, and read no more
+                 * until it takes what the pipe holds. */
+                event_del(move->readable);
+                event_add(move->writable, NULL);
+                return EAGAIN;
+            }
+            move->in_pipe -= (size_t)written;
+            move->moved += (uint64_t)written;
+        }
+        if (move->to_read == 0)
+            return 0;
+        size_t want = move->pipe_capacity;
+        if (want > move->to_read)
+            want = (size_t)move->to_read;
+        ssize_t got = splice(move->from, NULL, move->pipe_write, NULL, want,
+                             SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (got == 0)
+            return EPIPE; /* the source ended before its length */
+        if (got < 0) {
+            if (errno != EAGAIN)
+                return errno;
+            event_del(move->writable);
+            event_add(move->readable, NULL);
+            return EAGAIN;
+        }
+        move->in_pipe = (size_t)got;
+        move->to_read -= (uint64_t)got;
+    }
+}
+
+/* Either socket is ready (or the first step): step, and report the end.
+ * Nothing is touched after done, which frees the splice. */
+static void gw_io_splice_ready(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_io_splice_t *move = arg;
+    int error = gw_io_splice_step(move);
+    if (error == EAGAIN)
+        return;
+    event_del(move->readable);
+    event_del(move->writable);
+    move->done(move, error, move->arg);
+}
+
+gw_io_splice_t *gw_io_splice_start(struct event_base *base, int from, int to, uint64_t length,
+                                   gw_io_splice_done_cb done, void *arg) {
+    gw_io_splice_t *move = calloc(1, sizeof(*move));
+    if (move == NULL)
+        return NULL;
+    move->from = from;
+    move->to = to;
+    move->to_read = length;
+    move->done = done;
+    move->arg = arg;
+    int pipe_ends[2];
+    move->pipe_read = -1;
+    move->pipe_write = -1;
+    if (pipe2(pipe_ends, O_NONBLOCK | O_CLOEXEC) < 0)
+        goto fail;
+    move->pipe_read = pipe_ends[0];
+    move->pipe_write = pipe_ends[1];
+    /* A larger pipe moves more per call; the default (64 KiB) if refused. */
+    int capacity = fcntl(move->pipe_write, F_SETPIPE_SZ, GW_IO_PIPE_SIZE);
+    if (capacity <= 0)
+        capacity = fcntl(move->pipe_write, F_GETPIPE_SZ);
+    if (capacity <= 0)
+        goto fail;
+    move->pipe_capacity = (size_t)capacity;
+    move->readable = event_new(base, from, EV_READ | EV_PERSIST, gw_io_splice_ready, move);
+    move->writable = event_new(base, to, EV_WRITE | EV_PERSIST, gw_io_splice_ready, move);
+    move->start = evtimer_new(base, gw_io_splice_ready, move);
+    if (move->readable == NULL || move->writable == NULL || move->start == NULL)
+        goto fail;
+    event_active(move->start, EV_TIMEOUT, 0);
+    return move;
+fail:
+    {
+        int saved = errno;
+        gw_io_splice_free(move);
+        errno = saved ? saved : ENOMEM;
+    }
+    return NULL;
+}
+
+uint64_t gw_io_splice_moved(const gw_io_splice_t *move) { return move->moved; }
+
+void gw_io_splice_free(gw_io_splice_t *move) {
+    if (move == NULL)
+        return;
+    if (move->readable != NULL)
+        event_free(move->readable);
+    if (move->writable != NULL)
+        event_free(move->writable);
+    if (move->start != NULL)
+        event_free(move->start);
+    if (move->pipe_read >= 0)
+        close(move->pipe_read);
+    if (move->pipe_write >= 0)
+        close(move->pipe_write);
+    free(move);
 }

@@ -1,19 +1,53 @@
-/* Socket I/O beside libevent's bufferevents, for plain sockets: bigger reads and writes without a loop turn. */
+/* Socket I/O for plain sockets beside libevent's bufferevents: fewer system calls, and splice. */
 #ifndef SGW_GATEWAY_IO_H
 #define SGW_GATEWAY_IO_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct bufferevent;
+struct event;
+struct event_base;
+struct evbuffer_cb_entry;
 
-/* Reads what a plain socket bufferevent's socket holds into its input buffer
- * until it holds limit bytes; libevent 2.1 reads at most 4 KiB per call and
- * asks FIONREAD first, which costs a large body hundreds of system calls.
- * Only runs when the input holds a full libevent read (else the socket was
- * drained). Returns the bytes read; an end of file or an error is left for
- * libevent's own next read to report. */
-size_t gw_io_read_more(struct bufferevent *bev, size_t limit);
+/* Who reads a bufferevent's socket. libevent 2.1 asks FIONREAD before every
+ * read (one system call of the four a proxied request needs otherwise) and
+ * reads at most 4 KiB; for a plain socket the gateway reads itself, with one
+ * recv() into the bufferevent's input, and runs the bufferevent's own read
+ * and event callbacks as libevent would. A TLS bufferevent (plain false)
+ * keeps libevent's reads: every call below then acts on the bufferevent. */
+typedef struct gw_io_reader {
+    struct bufferevent *bev;
+    struct event *event;                /* EV_READ | EV_PERSIST; NULL: libevent reads */
+    struct evbuffer_cb_entry *on_drain; /* resumes reading below the high watermark */
+    size_t high;                        /* reading pauses while the input holds this; 0: never */
+    bool wanted;                        /* the owner enabled reading */
+    bool added;                         /* event is in the loop */
+    bool filled;                        /* the last read filled its space: more may wait */
+} gw_io_reader_t;
+
+/* Sets up reader for bev (reading disabled, no high watermark); returns 0, or
+ * -1 when memory is exhausted. reader must not move afterwards. */
+int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain);
+
+/* Releases what init took; call before freeing the bufferevent. Idempotent. */
+void gw_io_reader_free(gw_io_reader_t *reader);
+
+/* Reading on or off (bufferevent_enable/disable of EV_READ). End of stream or
+ * an error turns it off, as libevent does, before the event callback runs. */
+void gw_io_read_enable(gw_io_reader_t *reader);
+void gw_io_read_disable(gw_io_reader_t *reader);
+
+/* The input's high watermark (0: none): reading pauses while the input holds
+ * that much and resumes when it is drained below. */
+void gw_io_read_watermark(gw_io_reader_t *reader, size_t high);
+
+/* After a read callback: reads more of what a plain socket holds, until the
+ * input holds limit bytes or the socket is drained, so a large body moves in
+ * few calls of up to 64 KiB. Returns the bytes read; an end of file or an
+ * error is left for the next readiness to report. */
+size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit);
 
 /* Writes a plain socket bufferevent's output now, and enables EV_WRITE only
  * when the socket cannot take it all: libevent would otherwise add and remove
@@ -24,5 +58,28 @@ void gw_io_flush(struct bufferevent *bev, bool plain);
 /* A plain bufferevent's write callback ran: with its output empty, EV_WRITE
  * goes off again so the next flush writes directly. */
 void gw_io_written(struct bufferevent *bev, bool plain);
+
+/* Moves a known number of bytes from one plain socket to another through a
+ * pipe with splice(2): the bytes never enter user space (a large sized
+ * response body). Backpressure is the pipe: reading the source pauses while
+ * the destination cannot take what the pipe holds. */
+typedef struct gw_io_splice gw_io_splice_t;
+
+/* Called once when the move ends: error 0 when every byte reached the
+ * destination's kernel buffer, else an errno (EPIPE: the source ended early).
+ * The callback frees the splice with gw_io_splice_free. */
+typedef void (*gw_io_splice_done_cb)(gw_io_splice_t *splice, int error, void *arg);
+
+/* Starts moving length bytes from socket from to socket to on base; returns
+ * the splice, or NULL (errno set; nothing moved) when no pipe or event can be
+ * had. done is never called from inside this call. */
+gw_io_splice_t *gw_io_splice_start(struct event_base *base, int from, int to, uint64_t length,
+                                   gw_io_splice_done_cb done, void *arg);
+
+/* The bytes delivered to the destination so far. */
+uint64_t gw_io_splice_moved(const gw_io_splice_t *splice);
+
+/* Stops and frees (pipe and events). NULL is allowed. */
+void gw_io_splice_free(gw_io_splice_t *splice);
 
 #endif

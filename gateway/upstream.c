@@ -120,6 +120,7 @@ void gw_upstream_close(gw_upstream_t *upstream) {
     if (upstream->slot != NULL)
         gw_pool_remove(&upstream->worker->pool, upstream);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
+    gw_io_reader_free(&upstream->reader);
     bufferevent_free(upstream->bev);
     upstream->bev = NULL;
     free(upstream);
@@ -134,6 +135,7 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
         TAILQ_REMOVE(&slot->idle, upstream, pool_link);
         upstream->slot = NULL;
         GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
+        gw_io_reader_free(&upstream->reader);
         bufferevent_free(upstream->bev);
         free(upstream);
     }
@@ -203,7 +205,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     upstream->state = GW_UPSTREAM_IDLE;
     upstream->idle_since_ms = gw_pool_now_ms();
     bufferevent_setcb(upstream->bev, gw_pool_idle_read, NULL, gw_pool_idle_event, upstream);
-    bufferevent_enable(upstream->bev, EV_READ);
+    gw_io_read_enable(&upstream->reader);
     if (!evtimer_pending(pool->sweep, NULL)) {
         struct timeval interval = gw_pool_sweep_interval(pool);
         evtimer_add(pool->sweep, &interval);
@@ -232,6 +234,9 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
         close(fd);
         goto fail;
     }
+    /* Upstream sockets are plain: the gateway reads them itself. */
+    if (gw_io_reader_init(&upstream->reader, upstream->bev, true) < 0)
+        goto fail;
     /* A refusal found at once is reported through the event callback later
      * (libevent defers it), so callers see one path for every outcome. */
     if (bufferevent_socket_connect(upstream->bev, (struct sockaddr *)address, (int)address_length) <
@@ -241,6 +246,7 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     GW_METRIC_ADD(&worker->metrics, upstream_connections, 1);
     return upstream;
 fail:
+    gw_io_reader_free(&upstream->reader);
     if (upstream->bev != NULL)
         bufferevent_free(upstream->bev);
     free(upstream);

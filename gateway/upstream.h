@@ -8,6 +8,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "gateway/io.h"
 #include "util/strmap.h"
 
 struct bufferevent;
@@ -27,6 +28,7 @@ typedef enum gw_upstream_state {
  * while in use, to the client connection that took it. */
 typedef struct gw_upstream {
     struct bufferevent *bev;
+    gw_io_reader_t reader; /* reads bev's socket (gateway/io.h) */
     struct gw_worker *worker;
     gw_upstream_state_t state;
     gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */

@@ -235,6 +235,37 @@ def test_download_1gib_slow_reader_keeps_rss_flat(raw_server_factory, gateway_fa
     assert not server.errors, server.errors
 
 
+def test_sized_downloads_back_to_back_on_one_connection(raw_server_factory, gateway_factory,
+                                                        redis, sandbox):
+    """Sized bodies around and far above the size from which the gateway splices them
+    (gateway/io.c) arrive whole, one after another on one keep-alive connection, and the
+    connection then serves an ordinary request."""
+    backend = BigBackend()
+    server = raw_server_factory(backend)
+    gateway = gateway_factory(redis)
+    host = gateway.host(sandbox, server.port)
+    sizes = [65535, 65536, 65537, 3 * MiB + 7, 1, 8 * MiB]
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as client:
+        stream = RawStream(client)
+        for size in sizes:
+            client.sendall(f"GET /download?bytes={size} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            line, headers = stream.read_head()
+            assert line.startswith("HTTP/1.1 200"), line
+            assert dict((k.lower(), v) for k, v in headers)["content-length"] == str(size)
+            body = stream.read_exactly(size)
+            assert hashlib.sha256(body).hexdigest() == expected_digest(size), size
+        client.sendall(f"GET /other HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        line, headers = stream.read_head()
+        assert line.startswith("HTTP/1.1 200"), line
+        assert stream.read_exactly(2) == b"ok"
+        client.settimeout(0.2)
+        try:
+            assert client.recv(1) == b"", "bytes after the last response"
+        except socket.timeout:
+            pass  # nothing more, and the connection stays open: as it should
+    assert not server.errors, server.errors
+
+
 def test_upload_1gib_to_slow_backend_keeps_rss_flat(raw_server_factory, gateway_factory, redis,
                                                     sandbox, build):
     backend = BigBackend()
