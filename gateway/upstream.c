@@ -19,6 +19,8 @@
 /* Idle connections kept per key: enough for a busy sandbox's concurrency, few
  * enough that one sandbox cannot hold a worker's descriptors. */
 enum { GW_POOL_IDLE_PER_KEY = 64 };
+/* Expired connections one sweep closes before it lets the loop run. */
+enum { GW_POOL_SWEEP_BATCH = 64 };
 
 static size_t gw_append(char *out, size_t out_size, size_t length, const char *text) {
     size_t text_length = strlen(text);
@@ -73,16 +75,27 @@ static struct timeval gw_pool_sweep_interval(const gw_pool_t *pool) {
 }
 
 /* One timer for the whole pool instead of one per connection: taking and
- * returning a connection then costs no timer operation. */
+ * returning a connection then costs no timer operation. A sweep closes at
+ * most GW_POOL_SWEEP_BATCH connections and comes back on the next loop turn
+ * for the rest: thousands expiring together (a burst of sandboxes gone
+ * quiet) would otherwise stall every other connection of the worker. */
 static void gw_pool_sweep(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_pool_t *pool = arg;
     uint64_t now = gw_pool_now_ms();
     gw_upstream_t *oldest;
+    int closed = 0;
     while ((oldest = TAILQ_FIRST(&pool->idle_order)) != NULL &&
-           now - oldest->idle_since_ms >= pool->idle_timeout_ms)
+           now - oldest->idle_since_ms >= pool->idle_timeout_ms) {
+        if (closed == GW_POOL_SWEEP_BATCH) {
+            struct timeval next_turn = {0, 0};
+            evtimer_add(pool->sweep, &next_turn);
+            return;
+        }
         gw_upstream_close(oldest);
+        closed++;
+    }
     if (pool->idle_count > 0) {
         struct timeval interval = gw_pool_sweep_interval(pool);
         evtimer_add(pool->sweep, &interval);
