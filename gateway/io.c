@@ -18,6 +18,8 @@ enum { GW_IO_READ_FIRST = 16 * 1024 };
 enum { GW_IO_READ_CHUNK = 64 * 1024 };
 /* Pieces of the output one write hands to the kernel. */
 enum { GW_IO_WRITE_PIECES = 16 };
+/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
+enum { GW_IO_TLS_RECORD_MAX = 16384 };
 /* A splice's pipe: as much as the socket buffers move per call on loopback. */
 enum { GW_IO_PIPE_SIZE = 256 * 1024 };
 
@@ -249,6 +251,11 @@ void gw_io_flush(struct bufferevent *bev, bool plain) {
         evbuffer_freeze(output, 1);
         if (evbuffer_get_length(output) == 0)
             return;
+    } else if (evbuffer_get_length(output) <= GW_IO_TLS_RECORD_MAX) {
+        /* libevent's TLS bufferevent seals each piece of its output as a
+         * record of its own, written with a system call of its own: a small
+         * response (head and body) goes out as one. */
+        evbuffer_pullup(output, -1);
     }
     bufferevent_enable(bev, EV_WRITE);
 }

@@ -171,7 +171,8 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         worker->wake_event = event_new(worker->base, worker->wake_fd, EV_READ | EV_PERSIST,
                                        gw_worker_on_wake, worker);
     if (worker->stop_event == NULL || worker->wake_event == NULL ||
-        event_add(worker->wake_event, NULL) < 0 || gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms,
+        event_add(worker->wake_event, NULL) < 0 ||
+        gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms,
                      gw_worker_pool_limit(server)) < 0) {
         log_error("worker %d: out of memory", index);
         return -1;
