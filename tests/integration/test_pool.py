@@ -55,3 +55,19 @@ def test_app_closing_a_pooled_connection_is_not_an_error(gateway_factory, redis,
         response = gateway.get("closer1", backend.port, f"/close?n={number}")
         assert response.status == 200, response
         assert response.json()["path"] == f"/close?n={number}"
+
+
+def test_many_idle_connections_expire_together(gateway_factory, redis, backend):
+    """More pooled connections than one sweep closes at a time (64) expire at once: the sweep
+    comes back for the rest, and every one is closed."""
+    gateway = gateway_factory(redis, upstream_idle_timeout="500ms")
+    sandboxes = [f"many{number:03d}" for number in range(200)]
+    for sandbox_id in sandboxes:
+        redis.put(sandbox_id)
+    with gateway.connect() as connection:
+        for sandbox_id in sandboxes:
+            response = connection.request("GET", f"/{sandbox_id}", host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+    upstreams = {record.client for record in backend.requests}
+    assert len(upstreams) == len(sandboxes)
+    wait_for(lambda: upstreams <= set(backend.closed), 10, 0.05, "every idle pooled connection to be closed")
