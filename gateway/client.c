@@ -1565,17 +1565,33 @@ static int gw_client_setup_bev(gw_client_t *client) {
     return 0;
 }
 
-/* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4). */
+/* Dotted-quad text of an IPv4 address; glibc's inet_ntop formats it with
+ * sprintf, a sixth of the instructions a short connection costs. out holds
+ * at least 16 bytes. */
+static void gw_ipv4_text(const uint8_t *bytes, char *out) {
+    char *cursor = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned value = bytes[i];
+        if (value >= 100)
+            *cursor++ = (char)('0' + value / 100);
+        if (value >= 10)
+            *cursor++ = (char)('0' + value / 10 % 10);
+        *cursor++ = (char)('0' + value % 10);
+        *cursor++ = i < 3 ? '.' : '\0';
+    }
+}
+
+/* Writes an address as X-Forwarded-For wants it (IPv4-mapped IPv6 as IPv4);
+ * out_size is at least INET6_ADDRSTRLEN. */
 static void gw_address_text(const struct sockaddr *address, char *out, size_t out_size) {
     if (address->sa_family == AF_INET6) {
         const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
         if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
-            inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], out, (socklen_t)out_size);
+            gw_ipv4_text(&v6->sin6_addr.s6_addr[12], out);
         else
             inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)out_size);
     } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr, out,
-                  (socklen_t)out_size);
+        gw_ipv4_text((const uint8_t *)&((const struct sockaddr_in *)address)->sin_addr, out);
     }
 }
 

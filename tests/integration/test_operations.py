@@ -401,8 +401,9 @@ def access_client(gateway, path):
 
 
 @pytest.mark.parametrize("source, destination", [("203.0.113.7", "192.0.2.1"),
+                                                 ("10.0.99.250", "192.0.2.1"),
                                                  ("2001:db8::7", "2001:db8::1")],
-                         ids=["tcp4", "tcp6"])
+                         ids=["tcp4", "tcp4-octets", "tcp6"])
 def test_proxy_v1(proxy_gateway, backend, source, destination):
     path = f"/v1-{len(source)}"
     _, seen = proxied(proxy_gateway, backend, proxy_v1(source, destination), path,
