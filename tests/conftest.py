@@ -37,11 +37,20 @@ BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like G
               "Chrome/120.0.0.0 Safari/537.36")
 
 
+_PORTS_HANDED_OUT = set()
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port nothing listens on right now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    """A TCP port nothing listens on right now (bound to port 0, then released), and never one
+    this run handed out before: two calls in a row can get the same released port from the
+    kernel, and a configuration with both (a plain and a TLS listener) then fails to start."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(predicate, timeout, interval=0.02, message="condition"):
