@@ -12,8 +12,8 @@ struct event_base;
 struct evbuffer_cb_entry;
 
 /* Who reads a bufferevent's socket. libevent 2.1 asks FIONREAD before every
- * read (one system call of the four a proxied request needs otherwise) and
- * reads at most 4 KiB; for a plain socket the gateway reads itself, with one
+ * read (a proxied keep-alive request then costs six system calls, not four)
+ * and reads at most 4 KiB; for a plain socket the gateway reads itself, with one
  * recv() into the bufferevent's input, and runs the bufferevent's own read
  * and event callbacks as libevent would. A TLS bufferevent (plain false)
  * keeps libevent's reads: every call below then acts on the bufferevent. */
