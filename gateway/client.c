@@ -30,6 +30,8 @@
 enum { GW_BUFFER_HIGH = 256 * 1024, GW_BUFFER_LOW = GW_BUFFER_HIGH / 2 };
 /* Input read ahead of parsing: bounds memory while a head is routed. */
 enum { GW_READ_HIGH = 64 * 1024 };
+/* Encrypted bytes a TLS connection reads ahead, and writes ahead of its socket. */
+enum { GW_TLS_SOCKET_HIGH = 64 * 1024 };
 /* A sized response body at least this large moves by splice (gateway/io.h). */
 enum { GW_SPLICE_MIN = 64 * 1024 };
 /* A sandbox's response head may be larger than a client's request head. */
@@ -102,6 +104,13 @@ static void gw_client_set_deadline(gw_client_t *client, uint64_t milliseconds) {
 
 /* The current state has no deadline; a pending timer will find none. */
 static void gw_client_clear_deadline(gw_client_t *client) { client->deadline_ms = 0; }
+
+/* Writes the client's output now: a plain socket directly; TLS records (the
+ * filter seals them as the output grows) go out with one send. */
+static void gw_client_flush(gw_client_t *client) {
+    gw_io_flush(client->bev, client->plain);
+    gw_io_socket_send(&client->tls_socket);
+}
 
 /* ---- message heads, collected from llhttp's span callbacks ---- */
 
@@ -424,6 +433,7 @@ void gw_client_close(gw_client_t *client) {
     if (client->timer != NULL)
         event_free(client->timer);
     gw_io_reader_free(&client->reader);
+    gw_io_socket_free(&client->tls_socket);
     if (client->bev != NULL)
         bufferevent_free(client->bev);
     arena_free(&client->arena);
@@ -433,6 +443,10 @@ void gw_client_close(gw_client_t *client) {
     free(client);
     gw_worker_client_closed(worker);
 }
+
+static void gw_client_linger(gw_client_t *client);
+
+static void gw_client_linger_after_drain(void *arg) { gw_client_linger(arg); }
 
 /* Discards what a closing client still sends, up to a bound. */
 static void gw_client_linger_read(struct bufferevent *bev, void *arg) {
@@ -464,6 +478,10 @@ static void gw_client_linger(gw_client_t *client) {
         gw_client_close(client);
         return;
     }
+    /* The last records must reach the kernel before the close_notify and
+     * the close: closing would drop them. */
+    if (gw_io_socket_when_drained(&client->tls_socket, gw_client_linger_after_drain, client))
+        return;
     tls_bufferevent_shutdown_write(client->bev);
     bufferevent_setcb(client->bev, gw_client_linger_read, NULL, gw_client_linger_event, client);
     gw_io_read_watermark(&client->reader, 0);
@@ -499,7 +517,7 @@ static void gw_client_wait_next_request(gw_client_t *client) {
 
 /* The request's response is complete in the client's output. */
 static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool upstream_reusable) {
-    gw_io_flush(client->bev, client->plain);
+    gw_client_flush(client);
     gw_client_log_request(client);
     client->request_started = false; /* logged: gw_client_close must not log it again */
     gw_client_release_request(client, upstream_reusable);
@@ -1148,7 +1166,7 @@ static gw_step_t gw_client_forward_response_pieces(gw_client_t *client) {
     for (;;) {
         size_t queued = evbuffer_get_length(output);
         if (queued >= GW_BUFFER_HIGH) {
-            gw_io_flush(client->bev, client->plain); /* as in gw_client_forward_request */
+            gw_client_flush(client); /* as in gw_client_forward_request */
             queued = evbuffer_get_length(output);
         }
         if (queued >= GW_BUFFER_HIGH) {
@@ -1254,7 +1272,7 @@ static void gw_client_try_splice(gw_client_t *client) {
 static gw_step_t gw_client_forward_response(gw_client_t *client) {
     if (gw_client_forward_response_pieces(client) == GW_STEP_ENDED)
         return GW_STEP_ENDED;
-    gw_io_flush(client->bev, client->plain);
+    gw_client_flush(client);
     gw_client_try_splice(client);
     return GW_STEP_CONTINUE;
 }
@@ -1289,7 +1307,10 @@ static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct
         client->bytes_sent += length;
     evbuffer_add_buffer(output, input);
     client->last_activity_ms = gw_now_ms();
-    gw_io_flush(to, to == client->bev ? client->plain : true);
+    if (to == client->bev)
+        gw_client_flush(client);
+    else
+        gw_io_flush(to, true);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
         gw_io_read_disable(from == client->bev ? &client->reader : &client->upstream->reader);
         bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);
@@ -1565,6 +1586,23 @@ static int gw_client_setup_bev(gw_client_t *client) {
     return 0;
 }
 
+/* Puts TLS over the client's socket bufferevent (at accept, or after a PROXY
+ * header): libevent's OpenSSL filter does TLS, the gateway reads and writes
+ * the socket under it (gw_io_socket_t). Returns 0, or -1 when memory is
+ * exhausted. */
+static int gw_client_start_tls(gw_client_t *client) {
+    struct bufferevent *socket_bev = client->bev;
+    gw_io_reader_free(&client->reader);
+    struct bufferevent *wrapped =
+        tls_bufferevent_wrap(client->worker->server->tls, client->worker->base, socket_bev);
+    if (wrapped == NULL)
+        return -1;
+    client->bev = wrapped;
+    if (gw_io_socket_init(&client->tls_socket, socket_bev, GW_TLS_SOCKET_HIGH) < 0)
+        return -1;
+    return gw_client_setup_bev(client);
+}
+
 /* Dotted-quad text of an IPv4 address; glibc's inet_ntop formats it with
  * sprintf, a sixth of the instructions a short connection costs. out holds
  * at least 16 bytes. */
@@ -1621,14 +1659,7 @@ static void gw_client_parse_proxy_header(gw_client_t *client) {
     client->state = GW_CLIENT_READING_HEAD;
     if (client->listen->tls) {
         /* TLS starts after the PROXY header: the handshake reads what follows. */
-        struct bufferevent *wrapped =
-            tls_bufferevent_wrap(client->worker->server->tls, client->worker->base, client->bev);
-        if (wrapped == NULL) {
-            gw_client_close(client);
-            return;
-        }
-        client->bev = wrapped;
-        if (gw_client_setup_bev(client) < 0)
+        if (gw_client_start_tls(client) < 0)
             gw_client_close(client);
         return;
     }
@@ -1655,12 +1686,7 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     client->https = listen->tls;
     /* TCP_NODELAY comes from the listening socket (Linux copies it to
      * accepted ones): one system call less per connection. */
-    /* The one place that knows about TLS: a TLS bufferevent reads and writes
-     * plaintext like a socket one (a PROXY header comes before TLS). */
-    if (listen->tls && !listen->proxy_protocol)
-        client->bev = tls_bufferevent_new(worker->server->tls, worker->base, fd);
-    else
-        client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    client->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
     client->timer = evtimer_new(worker->base, gw_client_timer, client);
     if (client->bev == NULL || client->timer == NULL) {
         if (client->bev == NULL)
@@ -1670,7 +1696,10 @@ void gw_client_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     }
     gw_client_reset_request(client);
     client->state = listen->proxy_protocol ? GW_CLIENT_READING_PROXY : GW_CLIENT_READING_HEAD;
-    if (gw_client_setup_bev(client) < 0) {
+    /* The one place that knows about TLS: a TLS bufferevent reads and writes
+     * plaintext like a socket one (a PROXY header comes before TLS). */
+    bool tls_now = listen->tls && !listen->proxy_protocol;
+    if ((tls_now ? gw_client_start_tls(client) : gw_client_setup_bev(client)) < 0) {
         gw_client_close(client);
         return;
     }

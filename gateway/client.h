@@ -99,6 +99,7 @@ typedef struct gw_client {
     bool plain;                     /* a plain socket: direct reads and writes (gateway/io.c) */
     struct bufferevent *bev;
     gw_io_reader_t reader;   /* reads bev: gateway/io.c for a plain socket, else libevent */
+    gw_io_socket_t tls_socket; /* the socket under bev when bev is TLS (gateway/io.h) */
     struct event *timer;     /* wakes up at or before deadline_ms */
     uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
     uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */

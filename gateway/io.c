@@ -18,8 +18,6 @@ enum { GW_IO_READ_FIRST = 16 * 1024 };
 enum { GW_IO_READ_CHUNK = 64 * 1024 };
 /* Pieces of the output one write hands to the kernel. */
 enum { GW_IO_WRITE_PIECES = 16 };
-/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
-enum { GW_IO_TLS_RECORD_MAX = 16384 };
 /* A splice's pipe: as much as the socket buffers move per call on loopback. */
 enum { GW_IO_PIPE_SIZE = 256 * 1024 };
 
@@ -215,47 +213,47 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
     return total;
 }
 
-void gw_io_flush(struct bufferevent *bev, bool plain) {
+/* Sends a socket bufferevent's output as far as the socket takes it now. */
+static void gw_io_send_output(struct bufferevent *bev) {
     struct evbuffer *output = bufferevent_get_output(bev);
-    if (plain) {
-        int fd = bufferevent_getfd(bev);
-        /* The start of a socket bufferevent's output is frozen to everyone
-         * but itself; this writes on its behalf. */
-        evbuffer_unfreeze(output, 1);
-        while (fd >= 0 && evbuffer_get_length(output) > 0) {
-            struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
-            int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
-            if (count > GW_IO_WRITE_PIECES)
-                count = GW_IO_WRITE_PIECES;
-            struct iovec vectors[GW_IO_WRITE_PIECES];
-            size_t offered = 0;
-            for (int i = 0; i < count; i++) {
-                vectors[i].iov_base = pieces[i].iov_base;
-                vectors[i].iov_len = pieces[i].iov_len;
-                offered += pieces[i].iov_len;
-            }
-            /* send/sendmsg: no pass through the file layer as writev takes. */
-            ssize_t sent;
-            if (count == 1) {
-                sent = send(fd, vectors[0].iov_base, vectors[0].iov_len, MSG_NOSIGNAL);
-            } else {
-                struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
-                sent = sendmsg(fd, &message, MSG_NOSIGNAL);
-            }
-            if (sent <= 0)
-                break; /* full, or an error libevent's write reports */
-            evbuffer_drain(output, (size_t)sent);
-            if ((size_t)sent < offered)
-                break; /* the socket is full: another call would only fail */
+    int fd = bufferevent_getfd(bev);
+    /* The start of a socket bufferevent's output is frozen to everyone but
+     * itself; this writes on its behalf. */
+    evbuffer_unfreeze(output, 1);
+    while (fd >= 0 && evbuffer_get_length(output) > 0) {
+        struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
+        int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
+        if (count > GW_IO_WRITE_PIECES)
+            count = GW_IO_WRITE_PIECES;
+        struct iovec vectors[GW_IO_WRITE_PIECES];
+        size_t offered = 0;
+        for (int i = 0; i < count; i++) {
+            vectors[i].iov_base = pieces[i].iov_base;
+            vectors[i].iov_len = pieces[i].iov_len;
+            offered += pieces[i].iov_len;
         }
-        evbuffer_freeze(output, 1);
-        if (evbuffer_get_length(output) == 0)
+        /* send/sendmsg: no pass through the file layer as writev takes. */
+        ssize_t sent;
+        if (count == 1) {
+            sent = send(fd, vectors[0].iov_base, vectors[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
+            sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+        }
+        if (sent <= 0)
+            break; /* full, or an error libevent's write reports */
+        evbuffer_drain(output, (size_t)sent);
+        if ((size_t)sent < offered)
+            break; /* the socket is full: another call would only fail */
+    }
+    evbuffer_freeze(output, 1);
+}
+
+void gw_io_flush(struct bufferevent *bev, bool plain) {
+    if (plain) {
+        gw_io_send_output(bev);
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
             return;
-    } else if (evbuffer_get_length(output) <= GW_IO_TLS_RECORD_MAX) {
-        /* libevent's TLS bufferevent seals each piece of its output as a
-         * record of its own, written with a system call of its own: a small
-         * response (head and body) goes out as one. */
-        evbuffer_pullup(output, -1);
     }
     bufferevent_enable(bev, EV_WRITE);
 }
@@ -393,4 +391,115 @@ void gw_io_splice_free(gw_io_splice_t *move) {
     if (move->pipe_write >= 0)
         close(move->pipe_write);
     free(move);
+}
+
+/* What TLS wrote goes out once the current callbacks are done, so the records
+ * of one response (head and body are sealed separately) leave in one send.
+ * Nothing is touched after a callback: each may free socket_io. */
+static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_io_socket_t *socket_io = arg;
+    struct bufferevent *bev = socket_io->reader.bev;
+    socket_io->flush_scheduled = false;
+    gw_io_flush(bev, true);
+    gw_io_written(bev, true);
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    if (socket_io->drained != NULL) {
+        if (left == 0) {
+            void (*drained)(void *) = socket_io->drained;
+            socket_io->drained = NULL;
+            drained(socket_io->drained_arg);
+        }
+        return;
+    }
+    /* As libevent's own write would at the low watermark: TLS may be
+     * holding plaintext back until there is room. */
+    if (left <= socket_io->high / 2) {
+        bufferevent_data_cb on_write;
+        void *callback_arg;
+        bufferevent_getcb(bev, NULL, &on_write, NULL, &callback_arg);
+        if (on_write != NULL)
+            on_write(bev, callback_arg);
+    }
+}
+
+/* TLS added to the output, or libevent's write emptied it for a waiting
+ * drained callback: flush from the loop. */
+static void gw_io_socket_output_changed(struct evbuffer *buffer,
+                                        const struct evbuffer_cb_info *info, void *arg) {
+    gw_io_socket_t *socket_io = arg;
+    if (info->n_deleted > 0 && evbuffer_get_length(buffer) == 0)
+        gw_io_written(socket_io->reader.bev, true); /* libevent's write emptied it */
+    bool wanted = info->n_added > 0 ||
+                  (socket_io->drained != NULL && evbuffer_get_length(buffer) == 0);
+    if (wanted && !socket_io->flush_scheduled) {
+        socket_io->flush_scheduled = true;
+        event_active(socket_io->flush, EV_WRITE, 0);
+    }
+}
+
+int gw_io_socket_init(gw_io_socket_t *socket_io, struct bufferevent *underlying, size_t high) {
+    *socket_io = (gw_io_socket_t){.high = high};
+    /* The filter enabled libevent's own reads and writes of underlying. */
+    bufferevent_disable(underlying, EV_READ | EV_WRITE);
+    /* TLS writes into underlying up to high, then holds plaintext back in
+     * its own output (which the gateway's backpressure watches); it goes on
+     * when libevent's write has drained underlying to half. */
+    bufferevent_setwatermark(underlying, EV_WRITE, high / 2, high);
+    if (gw_io_reader_init(&socket_io->reader, underlying, true) < 0)
+        goto fail;
+    socket_io->flush = event_new(bufferevent_get_base(underlying), -1, 0, gw_io_socket_flush,
+                                socket_io);
+    if (socket_io->flush == NULL)
+        goto fail;
+    socket_io->on_output = evbuffer_add_cb(bufferevent_get_output(underlying),
+                                           gw_io_socket_output_changed, socket_io);
+    if (socket_io->on_output == NULL)
+        goto fail;
+    gw_io_read_watermark(&socket_io->reader, high);
+    gw_io_read_enable(&socket_io->reader);
+    /* Bytes already read (a ClientHello behind a PROXY header) and anything
+     * already written go through the same paths. */
+    if (evbuffer_get_length(bufferevent_get_output(underlying)) > 0) {
+        socket_io->flush_scheduled = true;
+        event_active(socket_io->flush, EV_WRITE, 0);
+    }
+    return 0;
+fail:
+    gw_io_socket_free(socket_io);
+    return -1;
+}
+
+void gw_io_socket_free(gw_io_socket_t *socket_io) {
+    if (socket_io->on_output != NULL) {
+        /* What TLS wrote last (an alert, a close_notify) leaves if the
+         * socket takes it now; the filter is about to be freed. */
+        if (socket_io->flush_scheduled)
+            gw_io_send_output(socket_io->reader.bev);
+        evbuffer_remove_cb_entry(bufferevent_get_output(socket_io->reader.bev),
+                                 socket_io->on_output);
+        socket_io->on_output = NULL;
+    }
+    if (socket_io->flush != NULL) {
+        event_free(socket_io->flush);
+        socket_io->flush = NULL;
+    }
+    gw_io_reader_free(&socket_io->reader);
+    socket_io->drained = NULL;
+}
+
+void gw_io_socket_send(gw_io_socket_t *socket_io) {
+    if (socket_io->flush != NULL)
+        gw_io_send_output(socket_io->reader.bev);
+}
+
+bool gw_io_socket_when_drained(gw_io_socket_t *socket_io, void (*drained)(void *arg),
+                               void *arg) {
+    if (socket_io->flush == NULL ||
+        evbuffer_get_length(bufferevent_get_output(socket_io->reader.bev)) == 0)
+        return false;
+    socket_io->drained = drained;
+    socket_io->drained_arg = arg;
+    return true;
 }

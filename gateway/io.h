@@ -59,6 +59,45 @@ void gw_io_flush(struct bufferevent *bev, bool plain);
  * goes off again so the next flush writes directly. */
 void gw_io_written(struct bufferevent *bev, bool plain);
 
+/* The socket bufferevent under a TLS bufferevent (libevent's OpenSSL
+ * filter). libevent's TLS over a socket reads each record with two read()s
+ * and adds and removes an EPOLLOUT registration around every response; over
+ * the filter, the gateway reads the socket itself (one recv per readiness,
+ * records are decrypted from memory) and sends what TLS wrote once the
+ * current callbacks are done, so a response costs one send. */
+typedef struct gw_io_socket {
+    gw_io_reader_t reader;               /* reads the socket; runs the filter's callbacks */
+    struct event *flush;                 /* activated when TLS wrote */
+    struct evbuffer_cb_entry *on_output; /* watches what TLS writes */
+    size_t high;                         /* write and read-ahead bound */
+    bool flush_scheduled;
+    void (*drained)(void *arg);          /* called once when the output is sent, if set */
+    void *drained_arg;
+} gw_io_socket_t;
+
+/* Takes over underlying, the socket bufferevent a TLS filter was just made
+ * over: libevent's own reads and writes of it stop, the gateway's start. TLS
+ * writes at most high bytes ahead of the socket, and at most high encrypted
+ * bytes are read ahead. Returns 0, or -1 when memory is exhausted.
+ * socket_io must not move afterwards. */
+int gw_io_socket_init(gw_io_socket_t *socket_io, struct bufferevent *underlying, size_t high);
+
+/* Sends what TLS wrote and the socket takes at once (a last alert or
+ * close_notify), then releases what init took; call before freeing the
+ * filter. Idempotent (and harmless on a zeroed socket). */
+void gw_io_socket_free(gw_io_socket_t *socket_io);
+
+/* Sends what TLS wrote as far as the socket takes it now, calling nothing:
+ * the flush already scheduled does the rest (EV_WRITE, telling TLS). Does
+ * nothing on a socket not initialised (a plain connection's). */
+void gw_io_socket_send(gw_io_socket_t *socket_io);
+
+/* When TLS output still waits for the socket: arranges for drained(arg) to be
+ * called from the loop once it is sent, and returns true. Returns false when
+ * nothing waits, or the socket was not initialised (drained is not called). */
+bool gw_io_socket_when_drained(gw_io_socket_t *socket_io, void (*drained)(void *arg),
+                               void *arg);
+
 /* Moves a known number of bytes from one plain socket to another through a
  * pipe with splice(2): the bytes never enter user space (a large sized
  * response body). Backpressure is the pipe: reading the source pauses while

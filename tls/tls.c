@@ -750,24 +750,6 @@ int tls_context_rotate_ticket_keys(tls_context_t *context) {
 
 /* ---- bufferevents ---- */
 
-struct bufferevent *tls_bufferevent_new(tls_context_t *context, struct event_base *base,
-                                        evutil_socket_t fd) {
-    SSL *ssl = tls_context_new_ssl(context);
-    if (ssl == NULL)
-        return NULL;
-    /* libevent gives the SSL a socket BIO that does not own fd; with
-     * BEV_OPT_CLOSE_ON_FREE the bufferevent frees the SSL and closes fd, and
-     * on failure it has freed the SSL already. */
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (bev == NULL)
-        return NULL;
-    /* With SSL_OP_IGNORE_UNEXPECTED_EOF OpenSSL already reports a bare TCP
-     * close as a clean one; this covers libevent's own check as well. */
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-}
-
 struct bufferevent *tls_bufferevent_wrap(tls_context_t *context, struct event_base *base,
                                          struct bufferevent *underlying) {
     SSL *ssl = tls_context_new_ssl(context);
@@ -782,7 +764,9 @@ struct bufferevent *tls_bufferevent_wrap(tls_context_t *context, struct event_ba
         return NULL;
     /* The ClientHello often came in the same segment as the PROXY header and
      * waits in underlying's input, where no read event will announce it:
-     * enabling EV_READ on bev makes libevent read it at once (tested). */
+     * enabling EV_READ on bev makes libevent read it at once (tested). With
+     * SSL_OP_IGNORE_UNEXPECTED_EOF OpenSSL already reports a bare TCP close
+     * as a clean one; this covers libevent's own check as well. */
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     return bev;
 }
@@ -790,15 +774,13 @@ struct bufferevent *tls_bufferevent_wrap(tls_context_t *context, struct event_ba
 void tls_bufferevent_shutdown_write(struct bufferevent *bev) {
     SSL *ssl = bufferevent_openssl_get_ssl(bev); /* NULL for a plain bufferevent */
     if (ssl != NULL && SSL_is_init_finished(ssl)) {
-        /* A socket bufferevent's close_notify goes straight to the socket:
-         * with the output buffer empty nothing queued can follow it. If the
-         * socket buffer is full the alert is lost and the client sees a bare
-         * TCP close instead. */
+        /* close_notify joins the underlying bufferevent's output, after
+         * everything written before it. */
         SSL_shutdown(ssl);
         ERR_clear_error();
     }
-    /* A wrapped one's close_notify waits in its underlying bufferevent's
-     * output: shutting the socket now would cut it off. */
+    /* There it waits to be written: shutting the socket now would cut it
+     * off. */
     if (bufferevent_get_underlying(bev) != NULL)
         return;
     shutdown(bufferevent_getfd(bev), SHUT_WR);

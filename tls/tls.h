@@ -58,27 +58,23 @@ tls_stats_t tls_context_get_stats(const tls_context_t *context);
  * returns 0, or -1 with a ticket key file, whose keys only a reload changes. */
 int tls_context_rotate_ticket_keys(tls_context_t *context);
 
-/* Wraps an accepted socket in a bufferevent that terminates TLS (the handshake
- * runs before the first read callback; its end is reported to the event
- * callback as BEV_EVENT_CONNECTED, which a caller must not treat as an error).
- * Options: BEV_OPT_CLOSE_ON_FREE; a close without close_notify is reported as
- * BEV_EVENT_EOF. Returns NULL on failure, fd then still open (the caller closes it). */
-struct bufferevent *tls_bufferevent_new(tls_context_t *context, struct event_base *base,
-                                        evutil_socket_t fd);
-
-/* As tls_bufferevent_new, on a bufferevent that has read a plaintext prefix
- * (a PROXY header) and may hold what followed it: TLS then runs over it, and
- * the new bufferevent owns it (BEV_OPT_CLOSE_ON_FREE frees it and its socket).
- * Bytes already buffered feed the handshake as soon as EV_READ is enabled on it.
- * Returns NULL on failure (out of memory); the caller then frees underlying. */
+/* Wraps a socket bufferevent (an accepted connection; it may have read a
+ * plaintext prefix such as a PROXY header, and hold what followed) in a
+ * bufferevent that terminates TLS over it: the handshake runs before the
+ * first read callback, fed at once by bytes already buffered when EV_READ is
+ * enabled; its end is reported to the event callback as BEV_EVENT_CONNECTED,
+ * which a caller must not treat as an error. A close without close_notify is
+ * reported as BEV_EVENT_EOF. The new bufferevent owns underlying
+ * (BEV_OPT_CLOSE_ON_FREE frees it and its socket). Returns NULL on failure
+ * (out of memory); the caller then frees underlying. */
 struct bufferevent *tls_bufferevent_wrap(tls_context_t *context, struct event_base *base,
                                          struct bufferevent *underlying);
 
 /* Half-closes the sending side of a client bufferevent, plain or TLS, so
- * callers never branch on TLS: a TLS one sends close_notify (TLS's end of
- * stream), then the socket is shut for writing; a wrapped one sends only
- * close_notify, which its underlying bufferevent flushes. Call it when the
- * output buffer is empty; reading goes on until the peer closes. */
+ * callers never branch on TLS: a plain one's socket is shut for writing; a
+ * TLS one sends close_notify (TLS's end of stream), which its underlying
+ * bufferevent writes. Call it when the output buffer is empty; reading goes
+ * on until the peer closes. */
 void tls_bufferevent_shutdown_write(struct bufferevent *bev);
 
 #endif

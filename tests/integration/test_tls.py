@@ -394,6 +394,48 @@ def test_streaming_over_tls(tls_gw, certs, backend):
         connection.read_until(b"data: event 2", timeout=15)
 
 
+def test_slow_tls_reader_holds_the_sandbox_back(raw_server_factory, gateway_factory, redis, certs,
+                                                tmp_path, sandbox):
+    """Backpressure over TLS: while the client reads nothing the sandbox is stopped after what the
+    sockets and the gateway's bounded buffers hold, and then every byte arrives, in order."""
+    size = 32 * MiB
+    body = pattern_bytes(size)
+    sent = {"bytes": 0}
+
+    def handler(stream, server):
+        stream.read_head()
+        stream.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        view = memoryview(body)
+        for offset in range(0, size, 65536):
+            stream.sock.sendall(view[offset:offset + 65536])
+            sent["bytes"] = offset + 65536
+
+    backend = raw_server_factory(handler)
+    gateway = tls_gateway(gateway_factory, redis, certs, tmp_path)
+    host = hostname(backend.port)
+    with TlsConnection(gateway.tls_port, certs, host) as connection:
+        connection.send(f"GET /big HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        last, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + 20
+        while time.monotonic() - still_since < 1.0:  # until the backend stopped for 1 s
+            assert time.monotonic() < deadline, "the backend never stopped sending"
+            if sent["bytes"] != last:
+                last, still_since = sent["bytes"], time.monotonic()
+            time.sleep(0.05)
+        assert last < 24 * MiB, f"the backend wrote {last} bytes while the client read nothing"
+        version, status, reason, headers = connection.read_head()
+        assert status == 200
+        received = bytearray(connection.buffer)
+        while len(received) < size:
+            data = connection.sock.recv(1 << 20)
+            if not data:
+                break
+            received += data
+    assert len(received) == size
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+    assert not backend.errors, backend.errors
+
+
 def open_connections(gateway):
     metrics = gateway_metrics(gateway)
     return {name: metrics[f"sgw_{name}"] for name in ("client_connections", "upstream_connections", "tunnels")}

@@ -992,7 +992,10 @@ static void test_bufferevent(void **state) {
 
     server_side_t server = {.base = event_base_new()};
     assert_non_null(server.base);
-    struct bufferevent *bev = tls_bufferevent_new(context, server.base, fds[0]);
+    struct bufferevent *socket_bev =
+        bufferevent_socket_new(server.base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+    assert_non_null(socket_bev);
+    struct bufferevent *bev = tls_bufferevent_wrap(context, server.base, socket_bev);
     assert_non_null(bev);
     bufferevent_setcb(bev, server_read, server_written, server_event, &server);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
