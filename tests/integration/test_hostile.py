@@ -317,10 +317,14 @@ def test_backend_dying_mid_response(raw_server_factory, gateway_factory, redis, 
 
 # --------------------------------------------------------------------------- leak check
 
+# A leak checker scans the stack conservatively: a pointer left in a dead stack slot can make one
+# lost block look reachable (it once did, and the canary failed). Of 64 blocks lost in turn, all but
+# the last are certainly unreachable.
 LEAKY_C = r"""
 #include <stdlib.h>
 #include <string.h>
-int main(void) { char *p = malloc(4096); memset(p, 1, 4096); p = 0; return 0; }
+static void leak(void) { char *p = malloc(4096); memset(p, 1, 4096); }
+int main(void) { for (int i = 0; i < 64; i++) leak(); return 0; }
 """
 
 
@@ -459,8 +463,8 @@ def test_no_leaks_after_mixed_traffic(raw_server_factory, gateway_factory, redis
                        check=True, capture_output=True)
         canary = subprocess.run(["valgrind", "--leak-check=full", "--error-exitcode=99",
                                  str(tmp_path / "leak")], capture_output=True, text=True, timeout=120)
-        assert canary.returncode == 99 and "definitely lost: 4,096 bytes" in canary.stderr, \
-            canary.stderr
+        assert canary.returncode == 99 and "definitely lost:" in canary.stderr and \
+            "definitely lost: 0 bytes" not in canary.stderr, canary.stderr
         wrapper, log = make_valgrind_wrapper(build, tmp_path)
         gateway = gateway_factory(redis, start=False, **directives)
         gateway.build = ValgrindBuild(build.name, build.path, wrapper)
