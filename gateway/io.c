@@ -424,6 +424,13 @@ static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     }
 }
 
+static void gw_io_socket_schedule_flush(gw_io_socket_t *socket_io) {
+    if (!socket_io->flush_scheduled) {
+        socket_io->flush_scheduled = true;
+        event_active(socket_io->flush, EV_WRITE, 0);
+    }
+}
+
 /* TLS added to the output, or libevent's write emptied it for a waiting
  * drained callback: flush from the loop. */
 static void gw_io_socket_output_changed(struct evbuffer *buffer,
@@ -431,12 +438,8 @@ static void gw_io_socket_output_changed(struct evbuffer *buffer,
     gw_io_socket_t *socket_io = arg;
     if (info->n_deleted > 0 && evbuffer_get_length(buffer) == 0)
         gw_io_written(socket_io->reader.bev, true); /* libevent's write emptied it */
-    bool wanted = info->n_added > 0 ||
-                  (socket_io->drained != NULL && evbuffer_get_length(buffer) == 0);
-    if (wanted && !socket_io->flush_scheduled) {
-        socket_io->flush_scheduled = true;
-        event_active(socket_io->flush, EV_WRITE, 0);
-    }
+    if (info->n_added > 0 || (socket_io->drained != NULL && evbuffer_get_length(buffer) == 0))
+        gw_io_socket_schedule_flush(socket_io);
 }
 
 int gw_io_socket_init(gw_io_socket_t *socket_io, struct bufferevent *underlying, size_t high) {
@@ -459,12 +462,9 @@ int gw_io_socket_init(gw_io_socket_t *socket_io, struct bufferevent *underlying,
         goto fail;
     gw_io_read_watermark(&socket_io->reader, high);
     gw_io_read_enable(&socket_io->reader);
-    /* Bytes already read (a ClientHello behind a PROXY header) and anything
-     * already written go through the same paths. */
-    if (evbuffer_get_length(bufferevent_get_output(underlying)) > 0) {
-        socket_io->flush_scheduled = true;
-        event_active(socket_io->flush, EV_WRITE, 0);
-    }
+    /* Anything TLS already wrote goes out the same way. */
+    if (evbuffer_get_length(bufferevent_get_output(underlying)) > 0)
+        gw_io_socket_schedule_flush(socket_io);
     return 0;
 fail:
     gw_io_socket_free(socket_io);
