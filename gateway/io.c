@@ -431,15 +431,15 @@ static void gw_io_socket_schedule_flush(gw_io_socket_t *socket_io) {
     }
 }
 
-/* TLS added to the output, or libevent's write emptied it for a waiting
- * drained callback: flush from the loop. */
+/* TLS added to the output (to be sent), or a send took from it (TLS may be
+ * waiting for that room, a drained callback for it to be empty): the flush
+ * from the loop does each. */
 static void gw_io_socket_output_changed(struct evbuffer *buffer,
                                         const struct evbuffer_cb_info *info, void *arg) {
     gw_io_socket_t *socket_io = arg;
     if (info->n_deleted > 0 && evbuffer_get_length(buffer) == 0)
         gw_io_written(socket_io->reader.bev, true); /* libevent's write emptied it */
-    if (info->n_added > 0 || (socket_io->drained != NULL && evbuffer_get_length(buffer) == 0))
-        gw_io_socket_schedule_flush(socket_io);
+    gw_io_socket_schedule_flush(socket_io);
 }
 
 int gw_io_socket_init(gw_io_socket_t *socket_io, struct bufferevent *underlying, size_t high) {
