@@ -274,7 +274,6 @@ struct gw_io_splice {
     uint64_t moved;       /* bytes written to the destination */
     struct event *readable;
     struct event *writable;
-    struct event *start;  /* runs the first step from the loop */
     gw_io_splice_done_cb done;
     void *arg;
 };
@@ -321,7 +320,7 @@ static int gw_io_splice_step(gw_io_splice_t *move) {
     }
 }
 
-/* Either socket is ready (or the first step): step, and report the end.
+/* Either socket is ready: step, and report the end.
  * Nothing is touched after done, which frees the splice. */
 static void gw_io_splice_ready(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
@@ -361,10 +360,10 @@ gw_io_splice_t *gw_io_splice_start(struct event_base *base, int from, int to, ui
     move->pipe_capacity = (size_t)capacity;
     move->readable = event_new(base, from, EV_READ | EV_PERSIST, gw_io_splice_ready, move);
     move->writable = event_new(base, to, EV_WRITE | EV_PERSIST, gw_io_splice_ready, move);
-    move->start = evtimer_new(base, gw_io_splice_ready, move);
-    if (move->readable == NULL || move->writable == NULL || move->start == NULL)
+    if (move->readable == NULL || move->writable == NULL)
         goto fail;
-    event_active(move->start, EV_TIMEOUT, 0);
+    /* The first step runs from the loop, as if the source were readable. */
+    event_active(move->readable, EV_READ, 0);
     return move;
 fail:
     {
@@ -384,8 +383,6 @@ void gw_io_splice_free(gw_io_splice_t *move) {
         event_free(move->readable);
     if (move->writable != NULL)
         event_free(move->writable);
-    if (move->start != NULL)
-        event_free(move->start);
     if (move->pipe_read >= 0)
         close(move->pipe_read);
     if (move->pipe_write >= 0)

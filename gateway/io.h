@@ -67,8 +67,8 @@ void gw_io_written(struct bufferevent *bev, bool plain);
  * current callbacks are done, so a response costs one send. */
 typedef struct gw_io_socket {
     gw_io_reader_t reader;               /* reads the socket; runs the filter's callbacks */
-    struct event *flush;                 /* activated when TLS wrote */
-    struct evbuffer_cb_entry *on_output; /* watches what TLS writes */
+    struct event *flush;                 /* activated when the output changes */
+    struct evbuffer_cb_entry *on_output; /* watches the output */
     size_t high;                         /* write and read-ahead bound */
     bool flush_scheduled;
     void (*drained)(void *arg);          /* called once when the output is sent, if set */
