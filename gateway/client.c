@@ -32,6 +32,8 @@ enum { GW_BUFFER_HIGH = 256 * 1024, GW_BUFFER_LOW = GW_BUFFER_HIGH / 2 };
 enum { GW_READ_HIGH = 64 * 1024 };
 /* Encrypted bytes a TLS connection reads ahead, and writes ahead of its socket. */
 enum { GW_TLS_SOCKET_HIGH = 64 * 1024 };
+/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
+enum { GW_TLS_RECORD = 16 * 1024 };
 /* A sized response body at least this large moves by splice (gateway/io.h). */
 enum { GW_SPLICE_MIN = 64 * 1024 };
 /* A sandbox's response head may be larger than a client's request head. */
@@ -105,10 +107,28 @@ static void gw_client_set_deadline(gw_client_t *client, uint64_t milliseconds) {
 /* The current state has no deadline; a pending timer will find none. */
 static void gw_client_clear_deadline(gw_client_t *client) { client->deadline_ms = 0; }
 
-/* Writes the client's output now: a plain socket directly; TLS records (the
- * filter seals them as the output grows) go out with one send. */
+/* libevent's TLS filter seals a record for every write into it, as it comes:
+ * a response head and its body would go out as two records, and a client then
+ * needs two reads for them. While a response is passed on the filter is held
+ * (its EV_WRITE off), and gw_client_flush seals what gathered: the first
+ * record's worth made contiguous (one record), then the rest. */
+static void gw_client_hold_records(gw_client_t *client) {
+    if (!client->plain)
+        bufferevent_disable(client->bev, EV_WRITE);
+}
+
+/* Writes the client's output now: a plain socket directly; TLS seals the held
+ * records and sends them with one send. */
 static void gw_client_flush(gw_client_t *client) {
-    gw_io_flush(client->bev, client->plain);
+    if (client->plain) {
+        gw_io_flush(client->bev);
+        return;
+    }
+    struct evbuffer *output = bufferevent_get_output(client->bev);
+    size_t length = evbuffer_get_length(output);
+    if (length > 1)
+        evbuffer_pullup(output, (ev_ssize_t)(length < GW_TLS_RECORD ? length : GW_TLS_RECORD));
+    bufferevent_enable(client->bev, EV_WRITE);
     gw_io_socket_send(&client->tls_socket);
 }
 
@@ -1008,7 +1028,7 @@ static void gw_client_forward_request(gw_client_t *client) {
         if (queued >= GW_BUFFER_HIGH) {
             /* Full: write what the socket takes; pause only if it stays full
              * (then the write callback, at the low watermark, resumes). */
-            gw_io_flush(client->upstream->bev, true);
+            gw_io_flush(client->upstream->bev);
             queued = evbuffer_get_length(output);
         }
         if (queued >= GW_BUFFER_HIGH) {
@@ -1036,7 +1056,7 @@ static void gw_client_forward_request(gw_client_t *client) {
             client->bytes_received += taken;
         }
         if (error == HPE_PAUSED && client->request_head.message_complete) {
-            gw_io_flush(client->upstream->bev, true);
+            gw_io_flush(client->upstream->bev);
             gw_client_request_done(client);
             return;
         }
@@ -1050,7 +1070,7 @@ static void gw_client_forward_request(gw_client_t *client) {
         if (taken == 0 && piece.iov_len > 0)
             break;
     }
-    gw_io_flush(client->upstream->bev, true);
+    gw_io_flush(client->upstream->bev);
 }
 
 /* Appends the response head the client receives: the sandbox's, less
@@ -1270,6 +1290,7 @@ static void gw_client_try_splice(gw_client_t *client) {
 
 /* Streams what the sandbox sent, then writes it to the client at once. */
 static gw_step_t gw_client_forward_response(gw_client_t *client) {
+    gw_client_hold_records(client);
     if (gw_client_forward_response_pieces(client) == GW_STEP_ENDED)
         return GW_STEP_ENDED;
     gw_client_flush(client);
@@ -1310,7 +1331,7 @@ static void gw_tunnel_pass(gw_client_t *client, struct bufferevent *from, struct
     if (to == client->bev)
         gw_client_flush(client);
     else
-        gw_io_flush(to, true);
+        gw_io_flush(to);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
         gw_io_read_disable(from == client->bev ? &client->reader : &client->upstream->reader);
         bufferevent_setwatermark(to, EV_WRITE, GW_BUFFER_LOW, 0);

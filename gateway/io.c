@@ -249,13 +249,10 @@ static void gw_io_send_output(struct bufferevent *bev) {
     evbuffer_freeze(output, 1);
 }
 
-void gw_io_flush(struct bufferevent *bev, bool plain) {
-    if (plain) {
-        gw_io_send_output(bev);
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            return;
-    }
-    bufferevent_enable(bev, EV_WRITE);
+void gw_io_flush(struct bufferevent *bev) {
+    gw_io_send_output(bev);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        bufferevent_enable(bev, EV_WRITE);
 }
 
 void gw_io_written(struct bufferevent *bev, bool plain) {
@@ -399,7 +396,7 @@ static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     gw_io_socket_t *socket_io = arg;
     struct bufferevent *bev = socket_io->reader.bev;
     socket_io->flush_scheduled = false;
-    gw_io_flush(bev, true);
+    gw_io_flush(bev);
     gw_io_written(bev, true);
     size_t left = evbuffer_get_length(bufferevent_get_output(bev));
     if (socket_io->drained != NULL) {

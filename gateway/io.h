@@ -51,9 +51,8 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit);
 
 /* Writes a plain socket bufferevent's output now, and enables EV_WRITE only
  * when the socket cannot take it all: libevent would otherwise add and remove
- * an EPOLLOUT registration and wait a loop turn for every response. For a TLS
- * bufferevent (plain false) it only enables EV_WRITE. */
-void gw_io_flush(struct bufferevent *bev, bool plain);
+ * an EPOLLOUT registration and wait a loop turn for every response. */
+void gw_io_flush(struct bufferevent *bev);
 
 /* A plain bufferevent's write callback ran: with its output empty, EV_WRITE
  * goes off again so the next flush writes directly. */
