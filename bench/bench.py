@@ -260,6 +260,25 @@ class Service:
                 print(f"bench: stopping {service.name}: {exc}", file=sys.stderr)
 
 
+def core_times():
+    """{core number: (total jiffies, idle jiffies)} from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            values = [int(v) for v in fields]
+            out[int(name[3:])] = (sum(values), values[3] + values[4])
+    return out
+
+
+def core_busy_pct(before, after, core):
+    """How busy one core was between two core_times() readings, in % (interrupts and softirqs count as busy)."""
+    if core is None or core not in before or core not in after:
+        return None
+    total = after[core][0] - before[core][0]
+    return 100.0 * (1 - (after[core][1] - before[core][1]) / total) if total > 0 else None
+
+
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -512,6 +531,27 @@ class Bench:
         if status != 200:
             raise RuntimeError(f"gateway: a churn route gave {status} {body[:200]!r}")
 
+    def serve(self):
+        """--serve: what is running, pinned where, and how to load it; then wait until interrupted."""
+        print(f"bench: serving until Ctrl-C (temporary folder {self.tmp})")
+        for name, port in [("redis", self.p_redis), ("backend (direct)", self.p_backend),
+                           ("websocket backend", self.p_ws), ("gateway", self.p_gateway),
+                           ("gateway tls", self.p_gateway_tls), ("gateway admin", self.p_gateway_admin),
+                           ("nginx", self.p_nginx), ("nginx tls", self.p_nginx_tls), ("haproxy", self.p_haproxy)]:
+            print(f"  {name:18} 127.0.0.1:{port}")
+        for service in Service.registry:
+            if service.proc is not None:
+                print(f"  {service.name:18} pids {' '.join(map(str, service.pids()))}")
+        wrk_cpu = f"taskset -c {self.cpu_wrk} " if self.cpu_wrk is not None else ""
+        print(f"  e.g. {wrk_cpu}wrk -t1 -c{self.args.connections} -d5s -H 'Host: {self.host()}' "
+              f"http://127.0.0.1:{self.p_gateway}/")
+        print(f"  churn: BENCH_CHURN_IDS={self.args.churn_ids} BENCH_PORT={self.p_backend} BENCH_DOMAIN={DOMAIN} "
+              f"{wrk_cpu}wrk -t1 -c{self.args.connections} -d5s -s {BENCH / 'wrk' / 'churn.lua'} "
+              f"http://127.0.0.1:{self.p_gateway}/", flush=True)
+        while True:
+            time.sleep(1)
+            self.check_alive()
+
     def check_alive(self):
         for service in Service.registry:
             if service.proc is not None and service.proc.poll() is not None:
@@ -581,47 +621,54 @@ class Bench:
         for scenario in self.scenarios:
             if scenario == "keepalive":
                 for server in PEERS:
-                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/")))
+                    plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/"))))
             elif scenario == "close":
                 for server in PEERS:
-                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/", headers=["Connection: close"])))
+                    plan.append((scenario, server, lambda s=server: self.measured(
+                        s, lambda: self.wrk(s, "/", headers=["Connection: close"]))))
             elif scenario == "large":
                 for server in PEERS:
-                    plan.append((scenario, server, lambda s=server: self.wrk(s, "/1m")))
+                    plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/1m"))))
             elif scenario == "churn":
                 # The same script everywhere; gateway_single sends every request to one sandbox, c00000.
                 for server in ["direct", "gateway_single", "gateway"]:
                     env = dict(churn_env, BENCH_CHURN_IDS="1") if server == "gateway_single" else churn_env
-                    plan.append((scenario, server, lambda s=server, e=env: self.churn(s, e)))
+                    plan.append((scenario, server, lambda s=server, e=env: self.measured(s, lambda: self.churn(s, e))))
             elif scenario == "websocket":
                 for server in ["gateway", "nginx", "haproxy"]:
                     plan.append((scenario, server, lambda s=server: self.websocket(s)))
             elif scenario == "tls-keepalive":
                 for server in TLS_PEERS:
-                    plan.append((scenario, server, lambda s=server: self.with_proxy_cpu(
+                    plan.append((scenario, server, lambda s=server: self.measured(
                         s, lambda: self.wrk(s, "/", tls=True))))
             elif scenario == "tls-handshake":
                 for server in TLS_PEERS:
                     plan.append((scenario, server, lambda s=server: self.tls_handshakes(s)))
         return plan
 
-    def with_proxy_cpu(self, server, run):
-        """run()'s result plus the proxy's CPU time over the run, in % of one core and per request (wrk's side of
-        TLS shares the other core with the backend and may be the limit; this shows how busy the proxy was)."""
-        service = self.proxies[server]
-        start_cpu, start = service.cpu_seconds(), time.monotonic()
+    def measured(self, server, run):
+        """run()'s result plus who worked how hard meanwhile: the proxy's CPU time (its processes' user + system
+        time) in % of one core and per request, and how busy the proxy's core and the load core (wrk, backend,
+        Redis) were. A proxy below 100 % was not what limited the figure."""
+        service = self.proxies.get("gateway" if server == "gateway_single" else server)
+        start_cpu = service.cpu_seconds() if service else None
+        start_cores, start = core_times(), time.monotonic()
         result = run()
-        used = service.cpu_seconds() - start_cpu
-        result["proxy_cpu_pct"] = 100.0 * used / (time.monotonic() - start)
-        if result.get("requests"):
-            result["proxy_cpu_us_per_request"] = 1e6 * used / result["requests"]
+        end_cores, elapsed = core_times(), time.monotonic() - start
+        result["proxy_core_pct"] = core_busy_pct(start_cores, end_cores, self.cpu_proxy)
+        result["load_core_pct"] = core_busy_pct(start_cores, end_cores, self.cpu_wrk)
+        if service:
+            used = service.cpu_seconds() - start_cpu
+            result["proxy_cpu_pct"] = 100.0 * used / elapsed
+            if result.get("requests"):
+                result["proxy_cpu_us_per_request"] = 1e6 * used / result["requests"]
         return result
 
     def tls_handshakes(self, server):
         """A new TLS connection per request, each a full TLS 1.2 handshake (wrk under the full-handshake
         configuration); for the gateway, also how many handshakes it completed and resumed meanwhile."""
         before = self.gateway_tls_counters() if server == "gateway" else (None, None)
-        result = self.with_proxy_cpu(server, lambda: self.wrk(
+        result = self.measured(server, lambda: self.wrk(
             server, "/", headers=["Connection: close"], tls=True,
             env={"OPENSSL_CONF": str(self.wrk_full_handshake_cnf)}))
         if server == "gateway":
@@ -778,6 +825,42 @@ def table_rows(summary, args):
     return rows
 
 
+LIMIT_HEADERS = ["scenario", "server", "figure", "proxy CPU", "proxy CPU per request", "proxy's core", "load core"]
+
+
+def fmt_pct(value):
+    return "—" if value is None else f"{value:.0f}%"
+
+
+def limit_rows(summary, args):
+    """Who worked how hard in each wrk scenario: the proxy's CPU time (% of a core, µs a request) and how busy
+    the proxy's core and the load core were (medians over the rounds)."""
+    rows = []
+    for scenario in SCENARIOS:
+        if scenario == "websocket" or scenario not in summary:
+            continue
+        title = TITLES[scenario]
+        for server in SERVERS:
+            agg = summary[scenario].get(server)
+            if agg is None:
+                continue
+            per = agg.get("proxy_cpu_us_per_request")
+            rows.append([title, LABELS[server], figure_text(scenario, agg.get(METRIC[scenario][0])),
+                         fmt_pct(agg.get("proxy_cpu_pct")), "—" if per is None else f"{per:,.1f} µs",
+                         fmt_pct(agg.get("proxy_core_pct")), fmt_pct(agg.get("load_core_pct"))])
+            title = ""
+    return rows
+
+
+def limit_clause(summary, scenario, server="gateway"):
+    """'; the load core was the limit (...)' when the proxy had CPU to spare and the load core had none."""
+    agg = summary.get(scenario, {}).get(server, {})
+    proxy, load = agg.get("proxy_cpu_pct"), agg.get("load_core_pct")
+    if proxy is None or load is None or not (load >= 95 and proxy < 90):
+        return ""
+    return f"; limit: the load core ({load:.0f}% busy), not the gateway ({proxy:.0f}% of its core)"
+
+
 def targets(summary, args):
     """[(target text, measured text, met: True/False/None)]"""
     out = []
@@ -791,25 +874,29 @@ def targets(summary, args):
     gw, ng = get("keepalive", "gateway", "rps"), get("keepalive", "nginx", "rps")
     if gw and ng:
         r = gw / ng
-        out.append(("keep-alive small: gateway ≥ 1.2 × nginx req/s", f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f})",
+        out.append(("keep-alive small: gateway ≥ 1.2 × nginx req/s",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'keepalive')}",
                     r >= 1.2 and clean("keepalive", "gateway")))
         g99, n99 = get("keepalive", "gateway", "p99_us"), get("keepalive", "nginx", "p99_us")
         out.append(("keep-alive small: gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
     gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
     if gw and ng:
         r = gw / ng
-        out.append(("connection per request: gateway ≥ 1.1 × nginx", f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f})",
+        out.append(("connection per request: gateway ≥ 1.1 × nginx",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'close')}",
                     r >= 1.1 and clean("close", "gateway")))
     gw, di = get("large", "gateway", "mibs"), get("large", "direct", "mibs")
     if gw and di:
         r = gw / di
-        out.append(("1 MiB responses: gateway ≥ 0.9 × direct MiB/s", f"{r:.2f} × ({gw:,.0f} vs {di:,.0f} MiB/s)",
+        out.append(("1 MiB responses: gateway ≥ 0.9 × direct MiB/s",
+                    f"{r:.2f} × ({gw:,.0f} vs {di:,.0f} MiB/s){limit_clause(summary, 'large')}",
                     r >= 0.9 and clean("large", "gateway")))
     gw, single = get("churn", "gateway", "rps"), get("churn", "gateway_single", "rps")
     if gw and single:
         r = gw / single
         out.append((f"route churn over {args.churn_ids:,} IDs: ≥ 0.9 × gateway single-route (same script, 1 ID)",
-                    f"{r:.2f} × ({gw:,.0f} vs {single:,.0f})", r >= 0.9 and clean("churn", "gateway")))
+                    f"{r:.2f} × ({gw:,.0f} vs {single:,.0f}){limit_clause(summary, 'churn')}",
+                    r >= 0.9 and clean("churn", "gateway")))
     kib = get("websocket", "gateway", "kib_per_conn")
     if kib is not None:
         out.append(("idle WebSocket: ≤ 8 KiB gateway RSS per connection", f"{kib:.1f} KiB",
@@ -910,6 +997,10 @@ def write_outputs(bench, env, summary, args):
     if trows:
         print(text_table(trows, ["target", "measured", ""]))
         print()
+    lrows = limit_rows(summary, args)
+    if lrows:
+        print(text_table(lrows, LIMIT_HEADERS))
+        print()
     print(f"versions: gateway {env['gateway']}; nginx {env['nginx']}; {env['haproxy']}; {env['redis']}; {env['wrk']}")
 
     # markdown
@@ -925,6 +1016,15 @@ def write_outputs(bench, env, summary, args):
     md.append("## Targets\n")
     md.append(md_table([[t, m, "met" if ok else "**not met**"] for t, m, ok in tgt], ["target", "measured", ""]))
     md.append("")
+    if lrows:
+        md.append("## Who was the limit\n")
+        md.append("The proxy's own CPU time over each run (its processes' user + system time from /proc: % of one core, "
+                  "and per request; a 1 MiB request is 1 MiB), and how busy the proxy's core and the load core "
+                  "(wrk, the backend and Redis) were (/proc/stat, interrupts included), medians over the rounds. A "
+                  "proxy below 100% had time to spare: its figure was bounded by the load core (or the machine's "
+                  "other work), and its CPU time per request compares it with its peers better than `× nginx` does.\n")
+        md.append(md_table(lrows, LIMIT_HEADERS, right={2, 3, 4, 5, 6}))
+        md.append("")
     md.append("![bar chart](latest.png)\n")
     md.append("## How it was measured\n")
     md.append(f"- **Load**: wrk, one thread, {args.connections} connections, `--timeout 5s`; latency percentiles are "
@@ -1001,21 +1101,6 @@ def write_outputs(bench, env, summary, args):
                       "`OPENSSL_CONF` pointing at a file setting `MaxProtocol = TLSv1.2` and "
                       "`Options = -SessionTicket`, and with neither tickets nor a server session cache every "
                       f"handshake is a full one. Negotiated: {negotiated('handshake')}." + check)
-        busy = []
-        for scenario in TLS_SCENARIOS:
-            for server in TLS_PEERS:
-                agg = summary.get(scenario, {}).get(server, {})
-                pct, per = agg.get("proxy_cpu_pct"), agg.get("proxy_cpu_us_per_request")
-                if pct is not None and per is not None:
-                    busy.append(f"{LABELS[server]} {pct:.0f}%, {per:.0f} µs a request in {scenario}")
-        if busy:
-            md.append("- **Who is the limit over TLS**: wrk's side of TLS (for a full handshake, verifying the "
-                      "ECDSA signature and the ECDHE exchange) runs on the core it shares with the backend, and "
-                      "can saturate it before the proxy does. The proxy's own CPU time (its processes' user + system "
-                      "time from /proc) over each run, in % of its core and per request, medians: "
-                      f"{'; '.join(busy)}. Below 100% the proxy was not the limit: the figure is then bounded by the "
-                      "client (and the machine's other work), and the CPU time per request compares the proxies' "
-                      "own cost better than `× nginx` does.")
     md.append("- **errors**: wrk's connect/read/write/timeout errors and responses with a status of 400 or more, summed "
               "over the rounds (for WebSockets, connections not upgraded); "
               "a target is met only when the gateway's runs had none.")
@@ -1177,6 +1262,9 @@ def parse_args(argv):
                         help="also keep this run as bench/results/<date>.md and .png, to commit")
     parser.add_argument("--gateway", default=str(REPO / "build" / "sandbox-gateway"), help="the gateway binary")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (configs, logs)")
+    parser.add_argument("--serve", action="store_true",
+                        help="start everything as for a run, print the ports and pids, measure nothing and wait "
+                             "for Ctrl-C (to profile by hand)")
     args = parser.parse_args(argv)
     args.command = " ".join(["bench/run"] + list(argv))
     args.duration = args.duration or (3 if args.quick else 10)
@@ -1209,6 +1297,9 @@ def main(argv):
     try:
         print(f"bench: temporary folder {bench.tmp}; {pinning_text(bench)}", file=sys.stderr)
         bench.start_all()
+        if args.serve:
+            bench.serve()
+            return 0
         env = environment(bench)
         bench.run()
         write_outputs(bench, env, bench.summary(), args)
