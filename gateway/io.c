@@ -388,8 +388,8 @@ void gw_io_splice_free(gw_io_splice_t *move) {
 }
 
 /* What TLS wrote goes out once the current callbacks are done, so the records
- * of one response (head and body are sealed separately) leave in one send.
- * Nothing is touched after a callback: each may free socket_io. */
+ * of one response (a large one takes several) leave in one send. Nothing is
+ * touched after a callback: each may free socket_io. */
 static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
