@@ -832,7 +832,7 @@ def fmt_pct(value):
     return "—" if value is None else f"{value:.0f}%"
 
 
-def limit_rows(summary, args):
+def limit_rows(summary):
     """Who worked how hard in each wrk scenario: the proxy's CPU time (% of a core, µs a request) and how busy
     the proxy's core and the load core were (medians over the rounds)."""
     rows = []
@@ -853,7 +853,7 @@ def limit_rows(summary, args):
 
 
 def limit_clause(summary, scenario, server="gateway"):
-    """'; the load core was the limit (...)' when the proxy had CPU to spare and the load core had none."""
+    """'; limit: the load core (...)' when the gateway had CPU to spare and the load core had none, else ''."""
     agg = summary.get(scenario, {}).get(server, {})
     proxy, load = agg.get("proxy_cpu_pct"), agg.get("load_core_pct")
     if proxy is None or load is None or not (load >= 95 and proxy < 90):
@@ -997,7 +997,7 @@ def write_outputs(bench, env, summary, args):
     if trows:
         print(text_table(trows, ["target", "measured", ""]))
         print()
-    lrows = limit_rows(summary, args)
+    lrows = limit_rows(summary)
     if lrows:
         print(text_table(lrows, LIMIT_HEADERS))
         print()
