@@ -196,9 +196,19 @@ static void gw_pool_idle_event(struct bufferevent *bev, short events, void *arg)
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
     gw_pool_slot_t *slot = entry ? entry->value : NULL;
-    if (pool->idle_count >= pool->idle_limit ||
-        (slot != NULL && slot->idle_count >= GW_POOL_IDLE_PER_KEY))
+    if (slot != NULL && slot->idle_count >= GW_POOL_IDLE_PER_KEY)
         goto close;
+    if (pool->idle_count >= pool->idle_limit) {
+        /* Full: the connection idle longest makes room, so a busy sandbox
+         * keeps its warm connection and a quiet one dials when it wakes. */
+        gw_upstream_t *oldest = TAILQ_FIRST(&pool->idle_order);
+        if (oldest == NULL)
+            goto close;
+        if (oldest->slot == slot && slot->idle_count == 1)
+            slot = NULL; /* closing it frees the slot */
+        gw_upstream_close(oldest);
+        GW_METRIC_ADD(&upstream->worker->metrics, upstream_evictions, 1);
+    }
     if (slot == NULL) {
         slot = calloc(1, sizeof(*slot));
         if (slot == NULL)

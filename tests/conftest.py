@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import resource
 import socket
 import subprocess
 import threading
@@ -744,13 +745,20 @@ class Gateway:
         self.config.write_text("\n".join(lines) + "\n")
         self.process = None
         self.checked = False
+        self.open_files = None   # RLIMIT_NOFILE for the process, when set before start()
 
     def start(self, wait_routable=True, timeout=15):
         self.stdout = open(self.stdout_path, "wb")
         self.stderr = open(self.stderr_path, "wb")
+        limit = self.open_files
+
+        def limits():
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.process = subprocess.Popen([str(self.build.binary), "-c", str(self.config)],
                                         stdin=subprocess.DEVNULL, stdout=self.stdout,
-                                        stderr=self.stderr, env=self.build.env(), cwd=self.workdir)
+                                        stderr=self.stderr, env=self.build.env(), cwd=self.workdir,
+                                        preexec_fn=limits if limit is not None else None)
         deadline = time.monotonic() + timeout
 
         def accepting():

@@ -71,3 +71,28 @@ def test_many_idle_connections_expire_together(gateway_factory, redis, backend):
     upstreams = {record.client for record in backend.requests}
     assert len(upstreams) == len(sandboxes)
     wait_for(lambda: upstreams <= set(backend.closed), 10, 0.05, "every idle pooled connection to be closed")
+
+
+def test_a_full_pool_closes_the_connection_idle_longest(gateway_factory, redis, backend):
+    """With the pool full, a connection coming back from a busy sandbox stays and the one idle
+    longest (another sandbox's) is closed for it. Open files 64: the pool keeps 32."""
+    gateway = gateway_factory(redis, start=False, upstream_idle_timeout="60s")
+    gateway.open_files = 64
+    gateway.start()
+    quiet = [f"quiet{number:02d}" for number in range(32)]
+    for sandbox_id in quiet + ["busy"]:
+        redis.put(sandbox_id)
+    with gateway.connect() as connection:
+        def get(sandbox_id):
+            response = connection.request("GET", f"/{sandbox_id}", host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+            return backend.requests[-1].client
+        quiet_sources = [get(sandbox_id) for sandbox_id in quiet]   # 32 idle: the pool is full
+        busy_sources = [get("busy") for _ in range(5)]
+        assert len(set(busy_sources)) == 1, "the busy sandbox lost its pooled connection"
+        wait_for(lambda: quiet_sources[0] in backend.closed, 5, 0.02,
+                 "the connection idle longest to be closed")
+        assert not set(quiet_sources[1:]) & set(backend.closed)
+        # The quiet sandbox whose connection went dials again; the rest still reuse theirs.
+        assert get(quiet[0]) not in quiet_sources
+        assert get(quiet[5]) == quiet_sources[5]
