@@ -231,6 +231,60 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
     return gw_ascii_prefix(name, length, "x-forwarded-") ? GW_HEADER_FORWARDED : GW_HEADER_OTHER;
 }
 
+/* The next element of a comma-separated list (RFC 9110 §5.6.1) from *cursor
+ * on, without its surrounding blanks; false at the end of value. */
+static bool gw_list_next(const char *value, size_t value_length, size_t *cursor,
+                         const char **element, size_t *element_length) {
+    size_t i = *cursor;
+    for (;;) {
+        while (i < value_length && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        if (i == value_length) {
+            *cursor = i;
+            return false;
+        }
+        size_t start = i;
+        while (i < value_length && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end > start) {
+            *cursor = i;
+            *element = value + start;
+            *element_length = end - start;
+            return true;
+        }
+    }
+}
+
+/* True if value, a comma-separated list, holds token (case-insensitive). */
+static bool gw_list_has(const char *value, size_t value_length, const char *token,
+                        size_t token_length) {
+    const char *element;
+    size_t length, cursor = 0;
+    while (gw_list_next(value, value_length, &cursor, &element, &length)) {
+        if (length == token_length && strncasecmp(element, token, token_length) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Whether a Connection value names a field that only it makes hop-by-hop:
+ * any option but keep-alive and upgrade, whose fields (Keep-Alive, Upgrade)
+ * go by their kind anyway. Most messages carry only those, and then no field
+ * needs looking up in it. */
+static bool gw_connection_names_fields(const char *value, size_t value_length) {
+    const char *element;
+    size_t length, cursor = 0;
+    while (gw_list_next(value, value_length, &cursor, &element, &length)) {
+        if (!(length == 10 && strncasecmp(element, "keep-alive", 10) == 0) &&
+            !(length == 7 && strncasecmp(element, "upgrade", 7) == 0))
+            return true;
+    }
+    return false;
+}
+
 static int gw_head_on_value_complete(llhttp_t *parser) {
     gw_head_t *head = parser->data;
     if (head->failed)
@@ -253,7 +307,7 @@ static int gw_head_on_value_complete(llhttp_t *parser) {
            (head->value[value_length - 1] == ' ' || head->value[value_length - 1] == '\t'))
         value_length--;
     gw_header_kind_t kind = gw_header_classify(head->field, head->field_length);
-    if (kind == GW_HEADER_CONNECTION) {
+    if (kind == GW_HEADER_CONNECTION && gw_connection_names_fields(head->value, value_length)) {
         if (head->connection_count < 4)
             head->connection_headers[head->connection_count] = head->header_count;
         head->connection_count++;
@@ -326,25 +380,6 @@ static const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, 
             return &head->headers[i];
     }
     return NULL;
-}
-
-/* True if value, a comma-separated list, holds token (case-insensitive). */
-static bool gw_list_has(const char *value, size_t value_length, const char *token,
-                        size_t token_length) {
-    size_t i = 0;
-    while (i < value_length) {
-        while (i < value_length && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < value_length && value[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-            end--;
-        if (end - start == token_length && strncasecmp(value + start, token, token_length) == 0)
-            return true;
-    }
-    return false;
 }
 
 /* RFC 9110 §7.6.1: Connection and the fields it names, and the classic

@@ -81,8 +81,10 @@ typedef struct gw_head {
     char *value;
     size_t value_length;
     size_t value_capacity;
-    size_t connection_headers[4]; /* indexes of Connection fields, for hop-by-hop checks */
-    size_t connection_count;      /* may exceed 4: then every field is searched */
+    /* Connection fields naming other fields (gw_is_hop_by_hop looks them up):
+     * their indexes, and how many; above 4 every field is searched. */
+    size_t connection_headers[4];
+    size_t connection_count;
     bool head_complete;
     bool message_complete;
     bool skip_body; /* response to HEAD: no body whatever the headers say */

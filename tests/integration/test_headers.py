@@ -112,3 +112,36 @@ def test_response_headers_and_status_pass_through(gateway, redis, backend):
     assert response.status == 418, response
     assert response.body == b"status\n"
     assert response.header("Content-Type") == "text/plain"
+
+
+def test_hop_by_hop_response_headers_removed(raw_server_factory, gateway, redis):
+    """The sandbox's Connection options are for its hop only: fields it names are dropped from the
+    response, and so are Keep-Alive and the Connection fields themselves; a Connection that names
+    only keep-alive drops nothing else."""
+    responses = [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: X-Resp-Hop, x-other-hop\r\n"
+        b"X-Resp-Hop: 1\r\nX-Other-Hop: 2\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n"
+        b"Content-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive , \r\nKeep-Alive: timeout=5\r\nX-Plain: 1\r\n"
+        b"X-Resp-Hop: 3\r\nContent-Length: 2\r\n\r\nok",
+    ]
+
+    def handler(stream, server):
+        for response in responses:
+            stream.read_head()
+            stream.sock.sendall(response)
+
+    backend = raw_server_factory(handler)
+    redis.put("hop1")
+    with gateway.connect() as connection:
+        host = gateway.host("hop1", backend.port)
+        first = connection.request("GET", "/one", host=host)
+        second = connection.request("GET", "/two", host=host)
+    assert first.status == 200 and first.body == b"ok", first
+    for name in ["X-Resp-Hop", "X-Other-Hop", "Keep-Alive"]:
+        assert first.header_all(name) == [], (name, first.headers)
+    assert first.header_all("X-Kept") == ["yes"]
+    assert second.status == 200 and second.body == b"ok", second
+    assert second.header_all("Keep-Alive") == []
+    assert second.header_all("X-Plain") == ["1"]
+    assert second.header_all("X-Resp-Hop") == ["3"], second.headers   # not named this time
