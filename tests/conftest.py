@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import re
-import signal
 import resource
+import signal
 import socket
 import subprocess
 import threading
@@ -753,8 +753,7 @@ class Gateway:
         limit = self.open_files
 
         def limits():
-            if limit is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.process = subprocess.Popen([str(self.build.binary), "-c", str(self.config)],
                                         stdin=subprocess.DEVNULL, stdout=self.stdout,
                                         stderr=self.stderr, env=self.build.env(), cwd=self.workdir,
