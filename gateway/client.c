@@ -572,12 +572,17 @@ static void gw_client_wait_next_request(gw_client_t *client) {
 
 /* The request's response is complete in the client's output. */
 static void gw_client_end_request(gw_client_t *client, bool keep_alive, bool upstream_reusable) {
-    gw_client_flush(client);
+    keep_alive = keep_alive && !client->worker->draining;
+    /* A plain connection that closes now sends its FIN with the last bytes. */
+    if (client->plain && !keep_alive)
+        gw_io_flush_last(client->bev);
+    else
+        gw_client_flush(client);
     gw_client_log_request(client);
     client->request_started = false; /* logged: gw_client_close must not log it again */
     gw_client_release_request(client, upstream_reusable);
     gw_client_clear_deadline(client);
-    if (keep_alive && !client->worker->draining)
+    if (keep_alive)
         gw_client_wait_next_request(client);
     else
         gw_client_close_after_flush(client);

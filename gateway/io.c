@@ -213,8 +213,9 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
     return total;
 }
 
-/* Sends a socket bufferevent's output as far as the socket takes it now. */
-static void gw_io_send_output(struct bufferevent *bev) {
+/* Sends a socket bufferevent's output as far as the socket takes it now;
+ * flags are added to every send (MSG_MORE: hold a short tail back). */
+static void gw_io_send_output(struct bufferevent *bev, int flags) {
     struct evbuffer *output = bufferevent_get_output(bev);
     int fd = bufferevent_getfd(bev);
     /* The start of a socket bufferevent's output is frozen to everyone but
@@ -235,10 +236,10 @@ static void gw_io_send_output(struct bufferevent *bev) {
         /* send/sendmsg: no pass through the file layer as writev takes. */
         ssize_t sent;
         if (count == 1) {
-            sent = send(fd, vectors[0].iov_base, vectors[0].iov_len, MSG_NOSIGNAL);
+            sent = send(fd, vectors[0].iov_base, vectors[0].iov_len, MSG_NOSIGNAL | flags);
         } else {
             struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
-            sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+            sent = sendmsg(fd, &message, MSG_NOSIGNAL | flags);
         }
         if (sent <= 0)
             break; /* full, or an error libevent's write reports */
@@ -249,11 +250,15 @@ static void gw_io_send_output(struct bufferevent *bev) {
     evbuffer_freeze(output, 1);
 }
 
-void gw_io_flush(struct bufferevent *bev) {
-    gw_io_send_output(bev);
+static void gw_io_flush_with(struct bufferevent *bev, int flags) {
+    gw_io_send_output(bev, flags);
     if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
         bufferevent_enable(bev, EV_WRITE);
 }
+
+void gw_io_flush(struct bufferevent *bev) { gw_io_flush_with(bev, 0); }
+
+void gw_io_flush_last(struct bufferevent *bev) { gw_io_flush_with(bev, MSG_MORE); }
 
 void gw_io_written(struct bufferevent *bev, bool plain) {
     if (plain && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
@@ -470,7 +475,7 @@ void gw_io_socket_free(gw_io_socket_t *socket_io) {
         /* What TLS wrote last (an alert, a close_notify) leaves if the
          * socket takes it now; the filter is about to be freed. */
         if (socket_io->flush_scheduled)
-            gw_io_send_output(socket_io->reader.bev);
+            gw_io_send_output(socket_io->reader.bev, 0);
         evbuffer_remove_cb_entry(bufferevent_get_output(socket_io->reader.bev),
                                  socket_io->on_output);
         socket_io->on_output = NULL;
@@ -485,7 +490,7 @@ void gw_io_socket_free(gw_io_socket_t *socket_io) {
 
 void gw_io_socket_send(gw_io_socket_t *socket_io) {
     if (socket_io->flush != NULL)
-        gw_io_send_output(socket_io->reader.bev);
+        gw_io_send_output(socket_io->reader.bev, 0);
 }
 
 bool gw_io_socket_when_drained(gw_io_socket_t *socket_io, void (*drained)(void *arg),

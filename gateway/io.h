@@ -54,6 +54,13 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit);
  * an EPOLLOUT registration and wait a loop turn for every response. */
 void gw_io_flush(struct bufferevent *bev);
 
+/* gw_io_flush for the last bytes before the socket is closed or shut for
+ * writing: they are sent with MSG_MORE, so the kernel holds the short tail
+ * back and the close's FIN goes out in the same segment: a segment fewer,
+ * and the client ACKs data and FIN at once. The caller must close or shut the
+ * socket, or write more without MSG_MORE, or the tail waits. */
+void gw_io_flush_last(struct bufferevent *bev);
+
 /* A plain bufferevent's write callback ran: with its output empty, EV_WRITE
  * goes off again so the next flush writes directly. */
 void gw_io_written(struct bufferevent *bev, bool plain);

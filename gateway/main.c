@@ -98,6 +98,8 @@ static void gw_main_signal(evutil_socket_t signal_number, short events, void *ar
     }
     log_info("%s: draining (health 503 now, listeners close in %llu ms)", name,
              (unsigned long long)server->config.drain_delay_ms);
+    for (size_t i = 0; i < server->worker_count; i++)
+        gw_worker_stop_deferring(&server->workers[i]);
     struct timeval delay = gw_timeval(server->config.drain_delay_ms);
     evtimer_add(main_loop->drain_timer, &delay);
     struct timeval poll = gw_timeval(50);

@@ -198,8 +198,13 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         return -1;
     for (size_t i = 0; i < config->listen_count; i++) {
         const gw_listen_t *listen = &config->listens[i];
+        /* Deferred accept (TCP_DEFER_ACCEPT, 1 s): an HTTP, TLS or PROXY
+         * client speaks first, so the worker is woken once, when a new
+         * connection's first bytes are there, not also for its handshake. A
+         * client that sends nothing is accepted about a second later (at
+         * once from SIGTERM on: gw_worker_stop_deferring). */
         unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
-                         LEV_OPT_REUSEABLE_PORT;
+                         LEV_OPT_REUSEABLE_PORT | LEV_OPT_DEFERRED_ACCEPT;
         if (listen->address.ss_family == AF_INET6)
             flags |= LEV_OPT_BIND_IPV6ONLY;
         /* SO_REUSEPORT: every worker has its own socket on the same address,
@@ -231,6 +236,13 @@ static void *gw_worker_run(void *arg) {
     event_base_dispatch(worker->base);
     __atomic_store_n(&worker->finished, 1, __ATOMIC_RELEASE);
     return NULL;
+}
+
+void gw_worker_stop_deferring(gw_worker_t *worker) {
+    int off = 0;
+    for (size_t i = 0; i < worker->listener_count; i++)
+        setsockopt(evconnlistener_get_fd(worker->listeners[i].listener), IPPROTO_TCP,
+                   TCP_DEFER_ACCEPT, &off, sizeof(off));
 }
 
 void gw_worker_drain(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_DRAIN); }

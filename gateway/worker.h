@@ -67,6 +67,11 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index);
 /* Runs the worker's loop on a new thread; returns 0 or -1. */
 int gw_worker_start(gw_worker_t *worker);
 
+/* From the main thread at SIGTERM, before the worker drains: its listeners
+ * stop deferring accept, so a connection that has sent nothing is accepted now
+ * and closed cleanly at drain, not dropped with the listener. */
+void gw_worker_stop_deferring(gw_worker_t *worker);
+
 /* Asks a running worker (from any thread) to close its listeners and idle
  * connections, and to return once its in-flight requests have ended. */
 void gw_worker_drain(gw_worker_t *worker);

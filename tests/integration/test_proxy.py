@@ -1,12 +1,14 @@
 """Proxying itself: bodies, keep-alive, streaming, upgrades, dial failures, timeouts, limits."""
 import hashlib
 import os
+import socket
+import struct
 import threading
 import time
 
 import pytest
 
-from conftest import free_port, pattern_bytes, wait_for
+from conftest import admin_gateway, free_port, gateway_metrics, pattern_bytes, wait_for
 
 
 @pytest.fixture
@@ -88,6 +90,50 @@ def test_connection_close_honoured(gateway, backend, sandbox):
                                       headers=[("Connection", "close")])
         assert response.status == 200, response
         assert connection.is_closed(5), "the gateway kept a Connection: close connection open"
+
+
+def segments_received(sock):
+    """tcpi_segs_in of a socket's TCP_INFO: the segments it has taken in, the SYN-ACK included."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, 140)[0]
+
+
+@pytest.mark.parametrize("case", ["proxied", "own 400"])
+def test_the_last_response_carries_the_fin(gateway_factory, redis, raw_server_factory, sandbox, case):
+    """When the gateway closes after a response, its FIN goes in the response's last segment. The
+    client takes the SYN-ACK, the ACK of its request and the response with the FIN: three segments,
+    where a FIN of its own would make four. The sandbox answers in one send, so the proxied response
+    is one segment too."""
+    def handler(stream, server):
+        while True:
+            stream.read_request()
+            stream.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    server = raw_server_factory(handler)
+    gateway = gateway_factory(redis)
+    host = gateway.host(sandbox, server.port)
+    assert gateway.request(host, "GET", "/warm").status == 200  # route cached, pool warm
+    last = "Connection: close" if case == "proxied" else "Content-Length: x"
+    with gateway.connect() as connection:
+        connection.send(f"GET /last HTTP/1.1\r\nHost: {host}\r\n{last}\r\n\r\n".encode())
+        response = connection.read_response()
+        assert response.status == (200 if case == "proxied" else 400), response
+        assert connection.is_closed(5)
+        assert segments_received(connection.sock) <= 3, \
+            f"the client took {segments_received(connection.sock)} segments"
+
+
+def test_a_connection_is_accepted_when_its_first_bytes_arrive(gateway_factory, redis, backend, sandbox):
+    """Deferred accept: a connection that has sent nothing waits in the kernel, not in a worker; its
+    request is served as soon as it comes."""
+    gateway = admin_gateway(gateway_factory, redis)
+    with gateway.connect() as connection:
+        time.sleep(0.3)
+        assert gateway_metrics(gateway)["sgw_client_connections"] == 0
+        connection.send(f"GET /late HTTP/1.1\r\nHost: {gateway.host(sandbox, backend.port)}\r\n\r\n".encode())
+        response = connection.read_response()
+        assert response.status == 200, response
+        assert gateway_metrics(gateway)["sgw_client_connections"] == 1
 
 
 def test_http10_request(gateway, backend, sandbox):
