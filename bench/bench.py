@@ -852,13 +852,19 @@ def limit_rows(summary):
     return rows
 
 
-def limit_clause(summary, scenario, server="gateway"):
-    """'; limit: the load core (...)' when the gateway had CPU to spare and the load core had none, else ''."""
+def limit_clause(summary, scenario, server="gateway", peer=None):
+    """'; limit: the load core (...)' when the gateway had CPU to spare and the load core had none, else ''.
+    With a peer, also each one's CPU per request: what the two would do if the proxies were the limit."""
     agg = summary.get(scenario, {}).get(server, {})
     proxy, load = agg.get("proxy_cpu_pct"), agg.get("load_core_pct")
     if proxy is None or load is None or not (load >= 95 and proxy < 90):
         return ""
-    return f"; limit: the load core ({load:.0f}% busy), not the gateway ({proxy:.0f}% of its core)"
+    clause = f"; limit: the load core ({load:.0f}% busy), not the gateway ({proxy:.0f}% of its core)"
+    mine = agg.get("proxy_cpu_us_per_request")
+    theirs = summary.get(scenario, {}).get(peer, {}).get("proxy_cpu_us_per_request") if peer else None
+    if mine and theirs:
+        clause += f"; CPU per request {mine:.1f} vs {theirs:.1f} µs ({theirs / mine:.2f} ×)"
+    return clause
 
 
 def targets(summary, args):
@@ -875,7 +881,7 @@ def targets(summary, args):
     if gw and ng:
         r = gw / ng
         out.append(("keep-alive small: gateway ≥ 1.2 × nginx req/s",
-                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'keepalive')}",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'keepalive', peer='nginx')}",
                     r >= 1.2 and clean("keepalive", "gateway")))
         g99, n99 = get("keepalive", "gateway", "p99_us"), get("keepalive", "nginx", "p99_us")
         out.append(("keep-alive small: gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
@@ -883,7 +889,7 @@ def targets(summary, args):
     if gw and ng:
         r = gw / ng
         out.append(("connection per request: gateway ≥ 1.1 × nginx",
-                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'close')}",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'close', peer='nginx')}",
                     r >= 1.1 and clean("close", "gateway")))
     gw, di = get("large", "gateway", "mibs"), get("large", "direct", "mibs")
     if gw and di:
