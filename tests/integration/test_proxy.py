@@ -121,6 +121,7 @@ def test_the_last_response_carries_the_fin(gateway_factory, redis, raw_server_fa
         assert connection.is_closed(5)
         assert segments_received(connection.sock) <= 3, \
             f"the client took {segments_received(connection.sock)} segments"
+    assert not server.errors, server.errors
 
 
 def test_a_connection_is_accepted_when_its_first_bytes_arrive(gateway_factory, redis, backend, sandbox):
