@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+
+#include "util/cidr.h"
 
 /* The longest entry worth reading: an IPv6 literal with an embedded IPv4 and "/128" is 49. */
 #define EGRESS_POLICY_ENTRY_MAX 64
@@ -141,55 +144,41 @@ void egress_range_list_merge(egress_range_list_t *list, egress_family_t family) 
  * error about field's entry. */
 static int egress_policy_parse_block(const char *field, const char *text, egress_range_t *range,
                                      egress_family_t *family, char *error, size_t error_size) {
-    char address_text[EGRESS_POLICY_ENTRY_MAX + 1];
-    const char *slash = strchr(text, '/');
-    size_t address_length = slash != NULL ? (size_t)(slash - text) : strlen(text);
-    memcpy(address_text, text, address_length);
-    address_text[address_length] = '\0';
-
-    *family = strchr(address_text, ':') != NULL ? EGRESS_IPV6 : EGRESS_IPV4;
-    size_t width = egress_family_width[*family];
-    unsigned bits = egress_family_bits[*family];
-    memset(range, 0, sizeof(*range));
-    if (inet_pton(*family == EGRESS_IPV6 ? AF_INET6 : AF_INET, address_text, range->first) != 1)
+    cidr_t block;
+    cidr_status_t status = cidr_parse(text, &block);
+    *family = block.family == AF_INET6 ? EGRESS_IPV6 : EGRESS_IPV4;
+    switch (status) {
+    case CIDR_OK:
+        break;
+    case CIDR_BAD_ADDRESS:
         return egress_policy_error(
             error, error_size,
             "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field, text);
-
-    unsigned prefix = bits;
-    if (slash != NULL) {
-        const char *digits = slash + 1;
-        size_t digit_count = strspn(digits, "0123456789");
-        if (digit_count == 0 || digit_count > 3 || digits[digit_count] != '\0')
-            return egress_policy_error(error, error_size,
-                                       "%s: \"%s\" has a bad prefix length (write ADDR/LEN)",
-                                       field, text);
-        prefix = (unsigned)strtoul(digits, NULL, 10);
-        if (prefix > bits)
-            return egress_policy_error(error, error_size,
-                                       "%s: \"%s\": the prefix length of an %s block is 0 to %u",
-                                       field, text, *family == EGRESS_IPV6 ? "IPv6" : "IPv4",
-                                       bits);
-    }
-
-    /* first = the address with its host bits cleared, last = with them set. */
-    memcpy(range->last, range->first, width);
-    bool host_bits = false;
-    for (unsigned bit = prefix; bit < bits; bit++) {
-        uint8_t mask = (uint8_t)(0x80u >> (bit % 8));
-        if (range->first[bit / 8] & mask)
-            host_bits = true;
-        range->first[bit / 8] &= (uint8_t)~mask;
-        range->last[bit / 8] |= mask;
-    }
-    if (host_bits) {
+    case CIDR_BAD_PREFIX:
+        return egress_policy_error(error, error_size,
+                                   "%s: \"%s\" has a bad prefix length (write ADDR/LEN)", field,
+                                   text);
+    case CIDR_PREFIX_RANGE:
+        return egress_policy_error(error, error_size,
+                                   "%s: \"%s\": the prefix length of an %s block is 0 to %u",
+                                   field, text, *family == EGRESS_IPV6 ? "IPv6" : "IPv4",
+                                   egress_family_bits[*family]);
+    case CIDR_HOST_BITS: {
         char network[INET6_ADDRSTRLEN];
-        inet_ntop(*family == EGRESS_IPV6 ? AF_INET6 : AF_INET, range->first, network,
-                  sizeof(network));
+        inet_ntop(block.family, block.address, network, sizeof(network));
         return egress_policy_error(error, error_size,
                                    "%s: \"%s\" has host bits set (the block is %s/%u)", field,
-                                   text, network, prefix);
+                                   text, network, block.prefix);
     }
+    }
+
+    /* first = the network, last = it with every host bit set. */
+    size_t width = egress_family_width[*family];
+    memset(range, 0, sizeof(*range));
+    memcpy(range->first, block.address, width);
+    memcpy(range->last, block.address, width);
+    for (unsigned bit = block.prefix; bit < egress_family_bits[*family]; bit++)
+        range->last[bit / 8] |= (uint8_t)(0x80u >> (bit % 8));
     return 0;
 }
 
