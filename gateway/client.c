@@ -43,6 +43,8 @@ enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
 enum { GW_ARENA_BLOCK = 4096 };
 /* The longest path a tunnel keeps for its access-log line (the log cuts at 2 KiB too). */
 enum { GW_TUNNEL_PATH_MAX = 2048 };
+/* The most bytes of extensions one chunk may carry (DESIGN "What the sandbox receives"). */
+enum { GW_CHUNK_EXTENSION_MAX = 4096 };
 /* How long and how much a closing connection reads before it closes anyway. */
 enum { GW_LINGER_MS = 2000, GW_LINGER_MAX_BYTES = 1024 * 1024 };
 
@@ -52,10 +54,12 @@ static const char GW_MESSAGE_PORT_CLOSED[] = "The sandbox is running but port is
 static const char GW_MESSAGE_UNAVAILABLE[] = "Sandbox routing is temporarily unavailable";
 static const char GW_MESSAGE_TIMEOUT[] = "The sandbox did not respond in time";
 static const char GW_MESSAGE_MISDIRECTED[] = "Misdirected request";
-static const char GW_MESSAGE_MALFORMED_ROUTE[] = "The sandbox route is invalid";
+static const char GW_MESSAGE_MALFORMED_RECORD[] = "The sandbox record is invalid";
 static const char GW_MESSAGE_UPSTREAM_CLOSED[] = "The sandbox closed the connection without a response";
 static const char GW_MESSAGE_HEAD_TOO_LARGE[] = "Request header too large";
 static const char GW_MESSAGE_HEAD_TIMEOUT[] = "Request header timeout";
+static const char GW_MESSAGE_ADDRESS_REFUSED[] = "The sandbox address is not allowed";
+static const char GW_MESSAGE_LOOP[] = "Loop detected";
 
 static void gw_client_read(struct bufferevent *bev, void *arg);
 static void gw_client_write(struct bufferevent *bev, void *arg);
@@ -162,6 +166,8 @@ static void gw_head_reset(gw_head_t *head, arena_t *arena) {
 
 static int gw_head_on_target(llhttp_t *parser, const char *at, size_t length) {
     gw_head_t *head = parser->data;
+    if (head->target_length == 0)
+        head->target_offset = (size_t)(at - head->piece_start);
     if (gw_text_append(head->arena, &head->target, &head->target_length, &head->target_capacity,
                        at, length) < 0)
         head->failed = true;
@@ -202,6 +208,8 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
     switch (length) {
     case 2:
         return GW_IS("te") ? GW_HEADER_HOP_BY_HOP : GW_HEADER_OTHER;
+    case 3:
+        return GW_IS("via") ? GW_HEADER_VIA : GW_HEADER_OTHER;
     case 4:
         return GW_IS("host") ? GW_HEADER_HOST : GW_HEADER_OTHER;
     case 7:
@@ -212,10 +220,18 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
         return GW_IS("connection")   ? GW_HEADER_CONNECTION
                : GW_IS("keep-alive") ? GW_HEADER_HOP_BY_HOP
                                      : GW_HEADER_OTHER;
+    case 14:
+        if (GW_IS("content-length"))
+            return GW_HEADER_CONTENT_LENGTH;
+        if (GW_IS("e2b-sandbox-id"))
+            return GW_HEADER_ROUTING;
+        break;
     case 16:
         if (GW_IS("proxy-connection"))
             return GW_HEADER_HOP_BY_HOP;
-        break;
+        if (GW_IS("e2b-sandbox-port"))
+            return GW_HEADER_ROUTING;
+        break; /* X-Forwarded-Host, -Port: below */
     case 17:
         if (GW_IS("transfer-encoding"))
             return GW_HEADER_TRANSFER_ENCODING;
@@ -311,6 +327,10 @@ static int gw_head_on_value_complete(llhttp_t *parser) {
         if (head->connection_count < 4)
             head->connection_headers[head->connection_count] = head->header_count;
         head->connection_count++;
+        if (gw_list_has(head->value, value_length, "content-length", 14) ||
+            gw_list_has(head->value, value_length, "transfer-encoding", 17) ||
+            gw_list_has(head->value, value_length, "host", 4))
+            head->connection_names_framing = true;
     }
     head->headers[head->header_count++] = (gw_header_t){
         .kind = kind,
@@ -342,6 +362,32 @@ static int gw_head_on_headers_complete(llhttp_t *parser) {
     return HPE_PAUSED;
 }
 
+static int gw_head_on_version_complete(llhttp_t *parser) {
+    ((gw_head_t *)parser->data)->version_seen = true;
+    return 0;
+}
+
+/* RFC 9112 §7.1.1 sets no limit on chunk extensions; the gateway passes them
+ * on, so it bounds them as it bounds a head. */
+static int gw_head_on_chunk_extension(llhttp_t *parser, const char *at, size_t length) {
+    (void)at;
+    gw_head_t *head = parser->data;
+    head->extension_bytes += length;
+    return head->extension_bytes > GW_CHUNK_EXTENSION_MAX ? -1 : 0;
+}
+
+/* The last chunk of a request body: pausing here lets the trailer section
+ * that follows be filtered like a head (RFC 9110 §6.5) instead of passing raw. */
+static int gw_head_on_chunk_header(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    head->extension_bytes = 0;
+    if (parser->content_length != 0)
+        return 0;
+    head->in_trailers = true;
+    head->trailer_start = head->header_count;
+    return HPE_PAUSED;
+}
+
 /* Pausing at the end of each message keeps pipelined bytes unread. */
 static int gw_head_on_message_complete(llhttp_t *parser) {
     gw_head_t *head = parser->data;
@@ -364,8 +410,12 @@ static void gw_parser_settings_init(void) {
         all[i]->on_header_value_complete = gw_head_on_value_complete;
         all[i]->on_headers_complete = gw_head_on_headers_complete;
         all[i]->on_message_complete = gw_head_on_message_complete;
+        all[i]->on_chunk_extension_name = gw_head_on_chunk_extension;
+        all[i]->on_chunk_extension_value = gw_head_on_chunk_extension;
     }
     gw_request_settings.on_url = gw_head_on_target;
+    gw_request_settings.on_version_complete = gw_head_on_version_complete;
+    gw_request_settings.on_chunk_header = gw_head_on_chunk_header;
     gw_response_settings.on_status = gw_head_on_target;
     done = true;
 }
@@ -388,8 +438,9 @@ static bool gw_is_hop_by_hop(const gw_head_t *head, const gw_header_t *header) {
     if (header->kind == GW_HEADER_CONNECTION || header->kind == GW_HEADER_HOP_BY_HOP ||
         header->kind == GW_HEADER_UPGRADE)
         return true;
-    if (head->connection_count == 0 || header->kind == GW_HEADER_TRANSFER_ENCODING ||
-        header->kind == GW_HEADER_HOST)
+    /* A Connection naming a framing field makes the message bad
+     * (connection_names_framing): only other fields are looked up. */
+    if (head->connection_count == 0)
         return false;
     bool all = head->connection_count > 4;
     size_t count = all ? head->header_count : head->connection_count;
@@ -425,6 +476,7 @@ static void gw_client_reset_request(gw_client_t *client) {
     client->upstream_head_length = 0;
     client->retried_on_fresh = false;
     client->body_forwarded = 0;
+    client->trailer_bytes = 0;
     client->bytes_received = 0;
     client->bytes_sent = 0;
     client->status = 0;
@@ -643,6 +695,40 @@ static const char *const gw_idempotent_methods[] = {"GET", "HEAD", "OPTIONS", "P
 
 static void gw_client_routed(route_lookup_status_t status, route_record_t *record, void *arg);
 
+/* True if the request carries this gateway's own Via entry (RFC 9110 §7.6.3:
+ * "protocol received-by [comment]", a list): it went round a loop through a
+ * balancer, NAT or another gateway back here. */
+static bool gw_client_passed_here(const gw_client_t *client) {
+    const gw_head_t *head = &client->request_head;
+    const gw_server_t *server = client->worker->server;
+    for (size_t i = 0; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (header->kind != GW_HEADER_VIA)
+            continue;
+        const char *element;
+        size_t length, cursor = 0;
+        while (gw_list_next(header->value, header->value_length, &cursor, &element, &length)) {
+            size_t protocol = 0;
+            while (protocol < length && element[protocol] != ' ' && element[protocol] != '\t')
+                protocol++;
+            const char *received_by = element + protocol;
+            size_t rest = length - protocol;
+            while (rest > 0 && (*received_by == ' ' || *received_by == '\t')) {
+                received_by++;
+                rest--;
+            }
+            size_t name_length = 0;
+            while (name_length < rest && received_by[name_length] != ' ' &&
+                   received_by[name_length] != '\t')
+                name_length++;
+            if (name_length == server->instance_length &&
+                memcmp(received_by, server->instance, name_length) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
 /* The request head is complete: check it, find its sandbox, and route it. */
 static void gw_client_head_complete(gw_client_t *client) {
     gw_head_t *head = &client->request_head;
@@ -713,16 +799,24 @@ static void gw_client_head_complete(gw_client_t *client) {
      * chunked not last, leaves the length unknown: a smuggling vector). */
     size_t transfer_encodings = 0;
     bool transfer_encoding_valid = true;
+    size_t tokens = 0;
     for (size_t i = 0; i < head->header_count; i++) {
         const gw_header_t *header = &head->headers[i];
         if (header->kind == GW_HEADER_TRANSFER_ENCODING) {
             transfer_encodings++;
             if (header->value_length != 7 || strncasecmp(header->value, "chunked", 7) != 0)
                 transfer_encoding_valid = false;
+        } else if (header->kind == GW_HEADER_TOKEN) {
+            tokens++;
         }
     }
-    /* RFC 9112 §3.2: more than one Host is an error. */
-    if (host_count > 1 || transfer_encodings > 1 || !transfer_encoding_valid) {
+    /* RFC 9112 §3.2: more than one Host is an error. RFC 9112 §6.1: a
+     * Transfer-Encoding in an HTTP/1.0 request is faulty framing. A Connection
+     * naming a framing field would have it removed under the body it frames.
+     * Two tokens: which one counts would be the attacker's choice. */
+    if (host_count > 1 || transfer_encodings > 1 || !transfer_encoding_valid ||
+        (transfer_encodings > 0 && llhttp_get_http_minor(parser) == 0) ||
+        head->connection_names_framing || tokens > 1) {
         client->request_keep_alive = false;
         gw_client_fail(client, 400, GW_MESSAGE_BAD_REQUEST);
         return;
@@ -733,6 +827,10 @@ static void gw_client_head_complete(gw_client_t *client) {
     }
     client->client_authority = authority;
     client->client_authority_length = authority_length;
+    if (gw_client_passed_here(client)) {
+        gw_client_fail(client, 508, GW_MESSAGE_LOOP);
+        return;
+    }
 
     route_host_status_t host_status =
         route_parse_host(authority, authority_length, client->worker->config->domains,
@@ -780,7 +878,9 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
             return -1;
     }
     bool http10 = llhttp_get_http_minor(&client->request_parser) == 0;
-    size_t capacity = 256 + path_length + client_host_length * 2 + sizeof(masked_host);
+    const gw_server_t *server = client->worker->server;
+    size_t capacity = 256 + path_length + client_host_length * 2 + sizeof(masked_host) +
+                      server->instance_length;
     for (size_t i = 0; i < head->header_count; i++)
         capacity += head->headers[i].name_length + head->headers[i].value_length + 4;
     char *out = arena_alloc(&client->arena, capacity);
@@ -805,7 +905,8 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
         if (header->kind == GW_HEADER_UPGRADE && client->request_upgrade) {
             /* kept on upgrade requests, with Connection: upgrade below */
         } else if (header->kind == GW_HEADER_HOST || header->kind == GW_HEADER_FORWARDED ||
-                   header->kind == GW_HEADER_TOKEN || gw_is_hop_by_hop(head, header)) {
+                   header->kind == GW_HEADER_TOKEN || header->kind == GW_HEADER_ROUTING ||
+                   gw_is_hop_by_hop(head, header)) {
             continue;
         }
         GW_PUT(header->name, header->name_length);
@@ -824,6 +925,10 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
         GW_PUT_LITERAL("\r\nX-Forwarded-Proto: https\r\n");
     else
         GW_PUT_LITERAL("\r\nX-Forwarded-Proto: http\r\n");
+    /* RFC 9110 §7.6.3, and how a loop through other hops is found. */
+    GW_PUT_LITERAL("Via: 1.1 ");
+    GW_PUT(server->instance, server->instance_length);
+    GW_PUT_LITERAL("\r\n");
     if (client->request_upgrade)
         GW_PUT_LITERAL("Connection: upgrade\r\n");
     else if (http10)
@@ -847,10 +952,31 @@ static void gw_client_routed(route_lookup_status_t status, route_record_t *recor
     case ROUTE_LOOKUP_MALFORMED:
         log_error("sandbox %s: malformed catalog record: %s", client->target.sandbox_id,
                   record && record->error ? record->error : "unknown");
-        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_ROUTE);
+        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_RECORD);
         return;
     case ROUTE_LOOKUP_FOUND:
         break;
+    }
+    memcpy(&client->upstream_address, &record->address, record->address_length);
+    client->upstream_address_length = record->address_length;
+    if (client->upstream_address.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&client->upstream_address)->sin6_port = htons(client->target.port);
+    else
+        ((struct sockaddr_in *)&client->upstream_address)->sin_port = htons(client->target.port);
+    switch (route_address_check(&client->worker->server->address_policy,
+                                (const struct sockaddr *)&client->upstream_address)) {
+    case ROUTE_ADDRESS_ALLOWED:
+        break;
+    case ROUTE_ADDRESS_REFUSED:
+        log_warn("sandbox %s: record points at a refused address %s", record->sandbox_id,
+                 record->address_text);
+        gw_client_fail(client, 502, GW_MESSAGE_ADDRESS_REFUSED);
+        return;
+    case ROUTE_ADDRESS_LOOP:
+        log_warn("sandbox %s: record points at the gateway itself (%s port %u)",
+                 record->sandbox_id, record->address_text, (unsigned)client->target.port);
+        gw_client_fail(client, 508, GW_MESSAGE_LOOP);
+        return;
     }
     if (!record->allow_public_traffic) {
         const gw_header_t *token =
@@ -875,18 +1001,15 @@ static void gw_client_routed(route_lookup_status_t status, route_record_t *recor
     }
     if (gw_client_rewrite_head(client, record) < 0) {
         log_error("sandbox %s: cannot expand mask_request_host", record->sandbox_id);
-        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_ROUTE);
+        gw_client_fail(client, 502, GW_MESSAGE_MALFORMED_RECORD);
         return;
     }
-    memcpy(&client->upstream_address, &record->address, record->address_length);
-    client->upstream_address_length = record->address_length;
-    if (client->upstream_address.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&client->upstream_address)->sin6_port = htons(client->target.port);
-    else
-        ((struct sockaddr_in *)&client->upstream_address)->sin_port = htons(client->target.port);
-    client->pool_key_length =
-        gw_pool_key(client->pool_key, sizeof(client->pool_key), record->sandbox_id,
-                    record->execution_id, record->address_text, client->target.port);
+    client->pool_key = gw_pool_key(&client->arena, record, client->target.port,
+                                   &client->pool_key_length);
+    if (client->pool_key == NULL) {
+        gw_client_fail(client, 500, "Out of memory");
+        return;
+    }
     client->dial_started_ms = gw_now_ms();
     client->retry_delay_ms = GW_RETRY_FIRST_MS;
     client->state = GW_CLIENT_CONNECTING;
@@ -939,6 +1062,7 @@ static void gw_client_upstream_ready(gw_client_t *client) {
     client->response_parser.data = &client->response_head;
     evbuffer_add(bufferevent_get_output(upstream), client->upstream_head,
                  client->upstream_head_length);
+    GW_METRIC_ADD(&client->worker->metrics, upstream_requests, 1);
     gw_io_read_enable(&client->reader);
     gw_client_forward_request(client);
 }
@@ -1029,6 +1153,7 @@ static size_t gw_parse_piece(llhttp_t *parser, const char *data, size_t length,
                              llhttp_errno_t *error) {
     gw_head_t *head = parser->data;
     head->piece_start = data;
+    head->target_offset = 0;
     *error = llhttp_execute(parser, data, length);
     size_t taken = length;
     if (*error != HPE_OK) {
@@ -1055,6 +1180,33 @@ static void gw_client_request_done(gw_client_t *client) {
      * closing client is noticed, and no epoll change is paid per request. */
     if (client->response_state == GW_RESPONSE_HEAD && !client->response_sent)
         gw_client_set_deadline(client, client->worker->config->upstream_response_timeout_ms);
+}
+
+/* Writes the request's trailer section to the sandbox, and the empty line
+ * that ends the message: a trailer passes only as it would pass as a header
+ * (DESIGN "What the sandbox receives"), and framing fields, which RFC 9110
+ * §6.5.1 forbids in trailers, never. Returns 0, or -1 when memory is exhausted. */
+static int gw_client_write_trailers(gw_client_t *client, struct evbuffer *output) {
+    const gw_head_t *head = &client->request_head;
+    size_t capacity = 2;
+    for (size_t i = head->trailer_start; i < head->header_count; i++)
+        capacity += head->headers[i].name_length + head->headers[i].value_length + 4;
+    char *out = arena_alloc(&client->arena, capacity);
+    if (out == NULL)
+        return -1;
+    size_t length = 0;
+    for (size_t i = head->trailer_start; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (header->kind != GW_HEADER_OTHER || gw_is_hop_by_hop(head, header))
+            continue;
+        GW_PUT(header->name, header->name_length);
+        GW_PUT_LITERAL(": ");
+        GW_PUT(header->value, header->value_length);
+        GW_PUT_LITERAL("\r\n");
+    }
+    GW_PUT_LITERAL("\r\n");
+    evbuffer_add(output, out, length);
+    return 0;
 }
 
 /* Passes request body bytes to the sandbox as they arrive, raw (chunked
@@ -1088,14 +1240,26 @@ static void gw_client_forward_request(gw_client_t *client) {
         if (piece.iov_len > GW_BUFFER_HIGH - queued)
             piece.iov_len = GW_BUFFER_HIGH - queued;
         llhttp_errno_t error;
+        gw_head_t *head = &client->request_head;
+        bool in_trailers = head->in_trailers;
         size_t taken = gw_parse_piece(&client->request_parser, piece.iov_base, piece.iov_len,
                                       &error);
-        if (taken > 0) {
+        if (in_trailers) {
+            /* Collected by the parser and written filtered at the end. */
+            evbuffer_drain(input, taken);
+            client->trailer_bytes += taken;
+            if (client->trailer_bytes > client->worker->config->max_header_size)
+                error = HPE_USER;
+        } else if (taken > 0) {
             evbuffer_remove_buffer(input, output, taken);
             client->body_forwarded += taken;
-            client->bytes_received += taken;
         }
-        if (error == HPE_PAUSED && client->request_head.message_complete) {
+        client->bytes_received += taken;
+        if (error == HPE_PAUSED && head->message_complete) {
+            if (head->in_trailers && gw_client_write_trailers(client, output) < 0) {
+                gw_client_fail(client, 500, "Out of memory");
+                return;
+            }
             gw_io_flush(client->upstream->bev);
             gw_client_request_done(client);
             return;
@@ -1163,6 +1327,12 @@ static void gw_client_start_tunnel(gw_client_t *client);
 static gw_step_t gw_client_response_head(gw_client_t *client) {
     llhttp_t *parser = &client->response_parser;
     int status = llhttp_get_status_code(parser);
+    if (client->response_head.connection_names_framing) {
+        log_warn("sandbox %s: bad response: Connection names a framing field",
+                 client->target.sandbox_id);
+        gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
     if (client->response_head.failed) {
         gw_client_fail(client, 502, GW_MESSAGE_UPSTREAM_CLOSED);
         return GW_STEP_ENDED;
@@ -1602,6 +1772,14 @@ static void gw_client_parse_head(gw_client_t *client) {
         llhttp_errno_t error;
         size_t taken = gw_parse_piece(&client->request_parser, piece.iov_base, piece.iov_len,
                                       &error);
+        /* RFC 9112 §3: a request line ends with its HTTP-version; one that
+         * ended without (HTTP/0.9) would otherwise wait for a head that never
+         * comes. Empty lines before the request line are allowed (§2.2). */
+        const gw_head_t *head = &client->request_head;
+        if (!head->version_seen && head->target != NULL && head->target_offset < taken &&
+            memchr((const char *)piece.iov_base + head->target_offset, '\n',
+                   taken - head->target_offset) != NULL)
+            error = HPE_INVALID_VERSION;
         evbuffer_drain(input, taken);
         client->request_head_bytes += taken;
         client->bytes_received += taken;

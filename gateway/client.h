@@ -56,6 +56,9 @@ typedef enum gw_header_kind {
     GW_HEADER_TRANSFER_ENCODING,
     GW_HEADER_FORWARDED,  /* Forwarded and X-Forwarded-*: replaced, never trusted */
     GW_HEADER_TOKEN,      /* e2b-traffic-access-token */
+    GW_HEADER_CONTENT_LENGTH,
+    GW_HEADER_ROUTING,    /* E2b-Sandbox-Id, E2b-Sandbox-Port: the gateway's, never the sandbox's */
+    GW_HEADER_VIA,        /* passes; loop detection reads it */
 } gw_header_kind_t;
 
 typedef struct gw_header {
@@ -85,6 +88,15 @@ typedef struct gw_head {
      * their indexes, and how many; above 4 every field is searched. */
     size_t connection_headers[4];
     size_t connection_count;
+    /* A Connection field names Content-Length, Transfer-Encoding or Host:
+     * removing that field while the message keeps its framing is smuggling
+     * (RFC 9110 §7.6.1 allows naming them; a proxy cannot honour it). */
+    bool connection_names_framing;
+    bool version_seen;    /* a request line's HTTP-version was read */
+    size_t target_offset; /* where the target began in the piece being parsed (0: before it) */
+    size_t trailer_start; /* headers from here on are trailers (after a chunked body) */
+    bool in_trailers;     /* the last chunk was read: what follows is the trailer section */
+    size_t extension_bytes; /* of the current chunk's extensions */
     bool head_complete;
     bool message_complete;
     bool skip_body; /* response to HEAD: no body whatever the headers say */
@@ -134,12 +146,13 @@ typedef struct gw_client {
     size_t upstream_head_length;
     struct sockaddr_storage upstream_address;
     socklen_t upstream_address_length;
-    char pool_key[160];
+    char *pool_key; /* in the arena */
     size_t pool_key_length;
     uint64_t dial_started_ms;
     uint64_t retry_delay_ms;
     bool retried_on_fresh;
     uint64_t body_forwarded;
+    size_t trailer_bytes; /* of the request's trailer section, bounded by max_header_size */
     uint64_t bytes_received;
     uint64_t bytes_sent;
     uint64_t started_us;

@@ -18,7 +18,7 @@
 /* A larger file is surely not a configuration (and /dev/zero must not hang -t). */
 #define GW_CONFIG_FILE_LIMIT (1024 * 1024)
 /* Tokens kept per line; more are only counted, to report "too many arguments". */
-#define GW_CONFIG_TOKEN_LIMIT 8
+#define GW_CONFIG_TOKEN_LIMIT 32
 
 #define GW_CONFIG_SECOND ((uint64_t)1000)
 #define GW_CONFIG_MINUTE (60 * GW_CONFIG_SECOND)
@@ -70,6 +70,8 @@ static gw_config_setter_t gw_config_set_size;
 static gw_config_setter_t gw_config_set_count;
 static gw_config_setter_t gw_config_set_access_log;
 static gw_config_setter_t gw_config_set_log_level;
+static gw_config_setter_t gw_config_set_upstream_deny;
+static gw_config_setter_t gw_config_set_instance_name;
 
 // clang-format off
 #define GW_CONFIG_FIELD(field) offsetof(gw_config_t, field)
@@ -108,6 +110,10 @@ static const gw_config_directive_t gw_config_directives[] = {
     {"access_log",          1, 1, gw_config_set_access_log,
      0, 0, 0, GW_CONFIG_ONCE},
     {"log_level",           1, 1, gw_config_set_log_level,
+     0, 0, 0, GW_CONFIG_ONCE},
+    {"upstream_deny",       1, GW_CONFIG_TOKEN_LIMIT - 1, gw_config_set_upstream_deny,
+     0, 0, 0, GW_CONFIG_REPEATABLE},
+    {"instance_name",       1, 1, gw_config_set_instance_name,
      0, 0, 0, GW_CONFIG_ONCE},
 
     /*                  name                         field                         minimum */
@@ -869,6 +875,54 @@ static int gw_config_set_access_log(gw_config_parser_t *parser,
     return 0;
 }
 
+static int gw_config_set_upstream_deny(gw_config_parser_t *parser,
+                                       const gw_config_directive_t *directive, char **arguments,
+                                       size_t argument_count) {
+    gw_config_t *config = parser->config;
+    cidr_t *grown = realloc(config->upstream_deny,
+                            (config->upstream_deny_count + argument_count) * sizeof(*grown));
+    if (grown == NULL)
+        return gw_config_error(parser, "out of memory");
+    config->upstream_deny = grown;
+    for (size_t i = 0; i < argument_count; i++) {
+        cidr_t *block = &config->upstream_deny[config->upstream_deny_count];
+        cidr_status_t status = cidr_parse(arguments[i], block);
+        if (status == CIDR_HOST_BITS) {
+            char network[INET6_ADDRSTRLEN];
+            inet_ntop(block->family, block->address, network, sizeof(network));
+            return gw_config_error(parser, "\"%s\" for \"%s\" has host bits set (the block is %s/%u)",
+                                   arguments[i], directive->name, network, block->prefix);
+        }
+        if (status != CIDR_OK)
+            return gw_config_error(parser,
+                                   "invalid block \"%s\" for \"%s\" (write ADDR or ADDR/LEN, IPv4 "
+                                   "or IPv6)",
+                                   arguments[i], directive->name);
+        config->upstream_deny_count++;
+    }
+    return 0;
+}
+
+/* RFC 9110 §7.6.3: a Via received-by is a host or a pseudonym (a token). */
+static int gw_config_set_instance_name(gw_config_parser_t *parser,
+                                       const gw_config_directive_t *directive, char **arguments,
+                                       size_t argument_count) {
+    size_t length = strlen(arguments[0]);
+    if (length > GW_INSTANCE_NAME_MAX ||
+        strspn(arguments[0], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+            length)
+        return gw_config_error(parser,
+                               "invalid name \"%s\" for \"%s\" (1 to %d letters, digits, \"-\", "
+                               "\".\" or \"_\")",
+                               arguments[0], directive->name, GW_INSTANCE_NAME_MAX);
+    char *copy = strdup(arguments[0]);
+    if (copy == NULL)
+        return gw_config_error(parser, "out of memory");
+    free(parser->config->instance_name);
+    parser->config->instance_name = copy;
+    return 0;
+}
+
 static int gw_config_set_log_level(gw_config_parser_t *parser,
                                    const gw_config_directive_t *directive, char **arguments,
                                    size_t argument_count) {
@@ -993,8 +1047,8 @@ static int gw_config_parse_line_callback(void *arg, char *line) {
     return gw_config_parse_line(arg, line);
 }
 
-static int gw_config_parse_text(gw_config_t *config, const char *name, const char *text,
-                                size_t length, char *error, size_t error_size) {
+int gw_config_parse_bytes(gw_config_t *config, const char *name, const char *text,
+                          size_t length, char *error, size_t error_size) {
     gw_config_parser_t parser = {
         .config = config, .name = name, .error = error, .error_size = error_size};
     if (error != NULL && error_size > 0)
@@ -1055,7 +1109,7 @@ void gw_config_defaults(gw_config_t *config) {
 
 int gw_config_parse(gw_config_t *config, const char *name, const char *text, char *error,
                     size_t error_size) {
-    return gw_config_parse_text(config, name, text, strlen(text), error, error_size);
+    return gw_config_parse_bytes(config, name, text, strlen(text), error, error_size);
 }
 
 int gw_config_load(gw_config_t *config, const char *path, char *error, size_t error_size) {
@@ -1100,7 +1154,7 @@ int gw_config_load(gw_config_t *config, const char *path, char *error, size_t er
         goto fail;
     }
     result =
-        gw_config_parse_text(config, path, text == NULL ? "" : text, length, error, error_size);
+        gw_config_parse_bytes(config, path, text == NULL ? "" : text, length, error, error_size);
 fail:
     if (descriptor >= 0)
         close(descriptor);
@@ -1124,5 +1178,7 @@ void gw_config_free(gw_config_t *config) {
     gw_config_free_redis_target(&config->redis);
     gw_config_release(&config->redis_key_prefix);
     free(config->access_log);
+    free(config->upstream_deny);
+    free(config->instance_name);
     memset(config, 0, sizeof(*config));
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "util/cidr.h"
 #include "util/log.h"
 
 typedef struct gw_listen {
@@ -69,9 +70,16 @@ typedef struct gw_config {
     size_t max_header_size; /* bytes */
     long max_connections;
 
+    cidr_t *upstream_deny; /* blocks a record may not point at */
+    size_t upstream_deny_count;
+    char *instance_name;   /* this gateway's name in Via; NULL: random per process */
+
     char *access_log; /* NULL when off; "stderr" or a path */
     log_level_t log_level;
 } gw_config_t;
+
+/* The longest instance_name (a Via received-by pseudonym). */
+enum { GW_INSTANCE_NAME_MAX = 63 };
 
 /* Sets every default of DESIGN.md; required directives stay empty. */
 void gw_config_defaults(gw_config_t *config);
@@ -84,6 +92,10 @@ int gw_config_load(gw_config_t *config, const char *path, char *error, size_t er
 /* As gw_config_load, on text already in memory; name stands for FILE in errors. */
 int gw_config_parse(gw_config_t *config, const char *name, const char *text, char *error,
                     size_t error_size);
+
+/* As gw_config_parse, on length bytes that may hold NULs (an error names the line). */
+int gw_config_parse_bytes(gw_config_t *config, const char *name, const char *text, size_t length,
+                          char *error, size_t error_size);
 
 /* Frees what config owns and leaves it zeroed. */
 void gw_config_free(gw_config_t *config);

@@ -142,6 +142,11 @@ static int gw_run(gw_server_t *server) {
             goto stop;
         }
     }
+    if (gw_server_init_routing(server) < 0) {
+        log_error("out of memory");
+        goto stop;
+    }
+    log_info("instance name %s (sent in Via)", server->instance);
     server->workers = calloc(server->worker_count, sizeof(*server->workers));
     main_loop.base = event_base_new();
     if (server->workers == NULL || main_loop.base == NULL)
@@ -164,7 +169,8 @@ static int gw_run(gw_server_t *server) {
     for (size_t i = 0; i < 3; i++)
         sigaddset(&signals, handled_signals[i]);
     for (; initialised < server->worker_count; initialised++) {
-        if (gw_worker_init(&server->workers[initialised], server, (int)initialised) < 0) {
+        if (gw_worker_init(&server->workers[initialised], server, (int)initialised) < 0 ||
+            gw_worker_listen(&server->workers[initialised]) < 0) {
             initialised++;
             goto stop;
         }
@@ -212,6 +218,7 @@ stop:
     /* After the workers joined: their connections' SSL objects point into it. */
     tls_context_free(server->tls);
     server->tls = NULL;
+    gw_server_free_routing(server);
     gw_access_log_close(server->access_log);
     server->access_log = NULL;
     return status;

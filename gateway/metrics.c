@@ -38,6 +38,7 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
         total->upstream_dial_errors += GW_METRIC_READ(metrics, upstream_dial_errors);
         total->upstream_dials += GW_METRIC_READ(metrics, upstream_dials);
         total->upstream_reuses += GW_METRIC_READ(metrics, upstream_reuses);
+        total->upstream_requests += GW_METRIC_READ(metrics, upstream_requests);
         total->upstream_evictions += GW_METRIC_READ(metrics, upstream_evictions);
         total->client_connections += GW_METRIC_READ(metrics, client_connections);
         total->upstream_connections += GW_METRIC_READ(metrics, upstream_connections);
@@ -119,6 +120,9 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     gw_metrics_counter(out, "sgw_upstream_reuses_total",
                        "Requests sent on a pooled (kept-alive) sandbox connection.",
                        total.upstream_reuses);
+    gw_metrics_counter(out, "sgw_upstream_requests_total",
+                       "Request heads sent to sandboxes, a retry on a fresh connection included.",
+                       total.upstream_requests);
     gw_metrics_counter(out, "sgw_upstream_evictions_total",
                        "Idle sandbox connections closed to make room in a full pool.",
                        total.upstream_evictions);

@@ -17,6 +17,7 @@ typedef struct gw_metrics {
     uint64_t upstream_dial_errors;
     uint64_t upstream_dials;  /* connections dialled to sandboxes */
     uint64_t upstream_reuses; /* requests sent on a pooled connection */
+    uint64_t upstream_requests; /* request heads sent to sandboxes, retries included */
     uint64_t upstream_evictions; /* idle connections closed to make room in a full pool */
     uint64_t client_connections;   /* gauge */
     uint64_t upstream_connections; /* gauge */

@@ -22,38 +22,25 @@ enum { GW_POOL_IDLE_PER_KEY = 64 };
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
 
-static size_t gw_append(char *out, size_t out_size, size_t length, const char *text) {
-    size_t text_length = strlen(text);
-    if (text_length > out_size - 1 - length)
-        text_length = out_size - 1 - length;
-    memcpy(out + length, text, text_length);
-    return length + text_length;
-}
-
-size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
-                   const char *address_text, uint16_t port) {
-    /* '\n' cannot occur in any part (IDs are [a-z0-9], the rest validated).
-     * Built by hand: this runs for every request. */
-    char port_text[6];
+char *gw_pool_key(arena_t *arena, const route_record_t *record, uint16_t port, size_t *length) {
+    /* Built by hand: this runs for every request. */
+    char reversed[5];
     size_t digits = 0;
-    char reversed[6];
     unsigned value = port;
     do {
         reversed[digits++] = (char)('0' + value % 10);
         value /= 10;
     } while (value > 0);
+    size_t prefix_length = record->pool_key_prefix_length;
+    char *key = arena_alloc(arena, prefix_length + digits + 1);
+    if (key == NULL)
+        return NULL;
+    memcpy(key, record->pool_key_prefix, prefix_length);
     for (size_t i = 0; i < digits; i++)
-        port_text[i] = reversed[digits - 1 - i];
-    port_text[digits] = '\0';
-    size_t length = gw_append(out, out_size, 0, sandbox_id);
-    length = gw_append(out, out_size, length, "\n");
-    length = gw_append(out, out_size, length, execution_id);
-    length = gw_append(out, out_size, length, "\n");
-    length = gw_append(out, out_size, length, address_text);
-    length = gw_append(out, out_size, length, "\n");
-    length = gw_append(out, out_size, length, port_text);
-    out[length] = '\0';
-    return length;
+        key[prefix_length + i] = reversed[digits - 1 - i];
+    key[prefix_length + digits] = '\0';
+    *length = prefix_length + digits;
+    return key;
 }
 
 static uint64_t gw_pool_now_ms(void) {

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #include "gateway/io.h"
+#include "routing/record.h"
+#include "util/arena.h"
 #include "util/strmap.h"
 
 struct bufferevent;
@@ -55,10 +57,10 @@ typedef struct gw_pool {
     struct event *sweep; /* closes connections idle past idle_timeout_ms */
 } gw_pool_t;
 
-/* Writes the pool key of (sandbox, execution, address text, port) into out;
- * returns its length. */
-size_t gw_pool_key(char *out, size_t out_size, const char *sandbox_id, const char *execution_id,
-                   const char *address_text, uint16_t port);
+/* The pool key of a request to port of record's sandbox: its lifetime's
+ * fields whole (route_record_t.pool_key_prefix) and the port, in arena. Returns
+ * it NUL-terminated with its *length, or NULL when memory is exhausted. */
+char *gw_pool_key(arena_t *arena, const route_record_t *record, uint16_t port, size_t *length);
 
 /* Prepares an empty pool on base whose idle connections close after
  * idle_timeout_ms, keeping at most idle_limit of them; returns 0 or -1. */

@@ -10,6 +10,7 @@
 #include <event2/listener.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "gateway/client.h"
@@ -149,6 +150,38 @@ static size_t gw_worker_pool_limit(const gw_server_t *server) {
     return share > 16 ? share : 16;
 }
 
+int gw_server_init_routing(gw_server_t *server) {
+    const gw_config_t *config = &server->config;
+    if (config->instance_name != NULL) {
+        server->instance_length = strlen(config->instance_name);
+        memcpy(server->instance, config->instance_name, server->instance_length + 1);
+    } else {
+        /* 48 random bits: two gateways of a fleet never share a name. */
+        unsigned char random[6];
+        randombytes_buf(random, sizeof(random));
+        memcpy(server->instance, "sgw-", 4);
+        sodium_bin2hex(server->instance + 4, sizeof(server->instance) - 4, random,
+                       sizeof(random));
+        server->instance_length = strlen(server->instance);
+    }
+    route_address_policy_init(&server->address_policy, config->upstream_deny,
+                              config->upstream_deny_count);
+    for (size_t i = 0; i < config->listen_count; i++) {
+        if (route_address_policy_add_own(&server->address_policy,
+                                         (const struct sockaddr *)&config->listens[i].address) < 0)
+            return -1;
+    }
+    if (config->has_admin_listen &&
+        route_address_policy_add_own(&server->address_policy,
+                                     (const struct sockaddr *)&config->admin_listen.address) < 0)
+        return -1;
+    return 0;
+}
+
+void gw_server_free_routing(gw_server_t *server) {
+    route_address_policy_free(&server->address_policy);
+}
+
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     const gw_config_t *config = &server->config;
     memset(worker, 0, sizeof(*worker));
@@ -193,6 +226,11 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         log_error("worker %d: cannot create the catalog client", index);
         return -1;
     }
+    return 0;
+}
+
+int gw_worker_listen(gw_worker_t *worker) {
+    const gw_config_t *config = worker->config;
     worker->listeners = calloc(config->listen_count, sizeof(*worker->listeners));
     if (worker->listeners == NULL)
         return -1;

@@ -12,6 +12,7 @@
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/upstream.h"
+#include "routing/address.h"
 #include "routing/catalog.h"
 
 struct event_base;
@@ -27,6 +28,9 @@ typedef struct gw_server {
     size_t worker_count;
     int draining; /* set (atomically) once SIGTERM arrived: health says 503 */
     struct tls_context *tls; /* NULL without tls listeners */
+    route_address_policy_t address_policy; /* where records may point (gw_server_init_routing) */
+    char instance[GW_INSTANCE_NAME_MAX + 1]; /* this gateway's name in Via */
+    size_t instance_length;
 } gw_server_t;
 
 /* One listening socket of a worker and the configuration line it serves. */
@@ -60,9 +64,21 @@ typedef struct gw_worker {
     gw_metrics_t metrics;
 } gw_worker_t;
 
-/* Prepares worker index of server: event loop, listeners, catalog. Returns 0,
- * or -1 after logging why (the worker must still be freed). */
+/* Prepares what routing takes from server's configuration: the instance name
+ * (instance_name, else random per process) and the address policy with every
+ * socket the gateway listens on. Returns 0, or -1 when memory is exhausted. */
+int gw_server_init_routing(gw_server_t *server);
+
+/* Frees what gw_server_init_routing took. Idempotent. */
+void gw_server_free_routing(gw_server_t *server);
+
+/* Prepares worker index of server: event loop, pool, catalog. Returns 0, or
+ * -1 after logging why (the worker must still be freed). */
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index);
+
+/* Opens the worker's own listening socket for each listen of the
+ * configuration. Returns 0, or -1 after logging why. */
+int gw_worker_listen(gw_worker_t *worker);
 
 /* Runs the worker's loop on a new thread; returns 0 or -1. */
 int gw_worker_start(gw_worker_t *worker);

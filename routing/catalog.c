@@ -16,7 +16,6 @@
 
 enum {
     ROUTE_CATALOG_DEFAULT_TIMEOUT_MS = 1000,
-    ROUTE_CATALOG_STACK_PAIRS = 32, /* record fields read without allocating */
     ROUTE_CATALOG_TRIM_PER_STORE = 2,
 };
 
@@ -37,7 +36,7 @@ typedef struct route_cache_list {
     route_cache_entry_t *newest;
 } route_cache_list_t;
 
-/* One HGETALL in flight and the lookups that wait for it (single flight). */
+/* One HMGET in flight and the lookups that wait for it (single flight). */
 struct route_pending {
     route_catalog_t *catalog;  /* NULL once the catalog is freed: the reply only frees this */
     struct route_pending *next; /* the catalog's queries in flight, timed out ones included */
@@ -53,8 +52,8 @@ struct route_pending {
     char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
 };
 
-/* The longest "*2\r\n$7\r\nHGETALL\r\n$<key length>\r\n" (a 20-digit length), with its NUL. */
-enum { ROUTE_CATALOG_COMMAND_HEAD = 4 + 4 + 9 + 1 + 20 + 2 + 1 };
+/* The longest "*<count>\r\n$5\r\nHMGET\r\n$<key length>\r\n" (a 20-digit length), with its NUL. */
+enum { ROUTE_CATALOG_COMMAND_HEAD = 6 + 4 + 7 + 1 + 20 + 2 + 1 };
 
 struct route_catalog {
     struct event_base *base;
@@ -64,7 +63,9 @@ struct route_catalog {
     int redis_database;
     char *key_prefix;
     size_t key_prefix_length;
-    char *command; /* room for the longest HGETALL (route_catalog_format_lookup) */
+    char *command; /* room for the longest HMGET (route_catalog_format_lookup) */
+    char *command_fields; /* the fields HMGET asks for, in RESP: the command's constant tail */
+    size_t command_fields_length;
     uint64_t redis_timeout_ms;
     uint64_t cache_ttl_ms;
     uint64_t negative_ttl_ms;
@@ -73,7 +74,8 @@ struct route_catalog {
     char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
     char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
     size_t channel_prefix_length;
-    route_redis_link_t lookup;       /* HGETALL queries, after SELECT or PING */
+    route_redis_link_t lookup;       /* HMGET queries, after SELECT or PING */
+    size_t reader_bytes;             /* lookup's unparsed reply bytes at the last timeout check */
     route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
     uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
     strmap_t cache;
@@ -337,57 +339,34 @@ static void route_catalog_pending_fail(struct route_pending *pending) {
     route_record_unref(stale);
 }
 
-/* Turns an HGETALL reply (an array of field/value pairs) into an answer;
- * *record is a new reference or NULL. */
+/* Turns an HMGET reply (the values of route_record_fields, each a string or
+ * nil) into an answer; *record is a new reference or NULL. */
 static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
                                                        const redisReply *reply,
                                                        route_record_t **record) {
     *record = NULL;
-    if (reply->elements == 0)
-        return ROUTE_LOOKUP_NOT_FOUND;
-    if (reply->elements % 2 != 0)
+    if (reply->elements != ROUTE_RECORD_FIELD_COUNT)
         return ROUTE_LOOKUP_UNAVAILABLE;
-    size_t pair_count = reply->elements / 2;
-
-    const char *stack_fields[ROUTE_CATALOG_STACK_PAIRS];
-    const char *stack_values[ROUTE_CATALOG_STACK_PAIRS];
-    size_t stack_field_lengths[ROUTE_CATALOG_STACK_PAIRS];
-    size_t stack_value_lengths[ROUTE_CATALOG_STACK_PAIRS];
-    const char **fields = stack_fields;
-    const char **values = stack_values;
-    size_t *field_lengths = stack_field_lengths;
-    size_t *value_lengths = stack_value_lengths;
-    void *heap = NULL;
-    if (pair_count > ROUTE_CATALOG_STACK_PAIRS) {
-        /* One block for the four arrays: pointers first, then lengths. */
-        heap = malloc(pair_count * 2 * (sizeof(char *) + sizeof(size_t)));
-        if (heap == NULL)
+    route_record_value_t values[ROUTE_RECORD_FIELD_COUNT] = {{0}};
+    bool any = false;
+    for (size_t i = 0; i < ROUTE_RECORD_FIELD_COUNT; i++) {
+        const redisReply *value = reply->element[i];
+        if (value->type == REDIS_REPLY_NIL)
+            continue;
+        if (value->type != REDIS_REPLY_STRING)
             return ROUTE_LOOKUP_UNAVAILABLE;
-        fields = heap;
-        values = fields + pair_count;
-        field_lengths = (size_t *)(values + pair_count);
-        value_lengths = field_lengths + pair_count;
+        values[i].text = value->str;
+        values[i].length = value->len;
+        any = true;
     }
-
-    route_lookup_status_t status = ROUTE_LOOKUP_UNAVAILABLE;
-    for (size_t i = 0; i < pair_count; i++) {
-        const redisReply *field = reply->element[2 * i];
-        const redisReply *value = reply->element[2 * i + 1];
-        if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
-            goto done;
-        fields[i] = field->str;
-        field_lengths[i] = field->len;
-        values[i] = value->str;
-        value_lengths[i] = value->len;
-    }
-    *record = route_record_parse(sandbox_id, pair_count, fields, field_lengths, values,
-                                 value_lengths);
-    if (*record != NULL)
-        status = (*record)->error != NULL ? ROUTE_LOOKUP_MALFORMED : ROUTE_LOOKUP_FOUND;
-
-done:
-    free(heap);
-    return status;
+    /* No key, or a hash without any field of the gateway's (only the egress
+     * agent's, say): no sandbox the gateway can route to. */
+    if (!any)
+        return ROUTE_LOOKUP_NOT_FOUND;
+    *record = route_record_parse_fields(sandbox_id, values);
+    if (*record == NULL)
+        return ROUTE_LOOKUP_UNAVAILABLE;
+    return (*record)->error != NULL ? ROUTE_LOOKUP_MALFORMED : ROUTE_LOOKUP_FOUND;
 }
 
 /* ---- connections ---- */
@@ -462,7 +441,7 @@ static bool route_catalog_can_query(const route_catalog_t *catalog) {
 
 /* ---- lookups ---- */
 
-/* The reply to one HGETALL, or NULL when its connection is gone. */
+/* The reply to one HMGET, or NULL when its connection is gone. */
 static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_pointer,
                                        void *privdata) {
     struct route_pending *pending = privdata;
@@ -482,7 +461,7 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
             /* Once per streak: a loading or misconfigured server refuses
              * every query, and each miss would log otherwise. */
             if (!catalog->refusing)
-                log_warn("route catalog: redis %s refused HGETALL %s%s: %s",
+                log_warn("route catalog: redis %s refused HMGET %s%s: %s",
                          catalog->lookup.address, catalog->key_prefix, pending->sandbox_id,
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
             catalog->refusing = true;
@@ -497,6 +476,7 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
 
     uint64_t now = route_catalog_now_ms();
     catalog->last_reply_ms = now;
+    catalog->reader_bytes = 0;
     catalog->refusing = false;
     route_record_t *record = NULL;
     route_lookup_status_t status = route_catalog_parse_reply(pending->sandbox_id, reply, &record);
@@ -534,6 +514,16 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
     uint64_t now = route_catalog_now_ms();
+    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY && catalog->lookup.context != NULL) {
+        /* Bytes of a reply still arriving (a record's large value) are not
+         * a hang: that connection serves every other sandbox's lookups. */
+        const redisReader *reader = catalog->lookup.context->c.reader;
+        size_t unparsed = reader != NULL ? reader->len - reader->pos : 0;
+        if (unparsed > 0 && unparsed != catalog->reader_bytes) {
+            catalog->reader_bytes = unparsed;
+            catalog->last_reply_ms = now;
+        }
+    }
     if (catalog->lookup.state == ROUTE_REDIS_LINK_READY &&
         now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
         /* No reply at all for redis_timeout while a query waited: the server
@@ -554,25 +544,44 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     route_catalog_pending_fail(pending);
 }
 
-/* Writes HGETALL <prefix><sandbox_id> into catalog->command in the protocol's
- * own form (RESP arrays of bulk strings) and returns its length: hiredis's
- * printf-like formatting of the same took half the instructions of a lookup. */
+/* Writes HMGET <prefix><sandbox_id> <route_record_fields...> into
+ * catalog->command in the protocol's own form (RESP arrays of bulk strings)
+ * and returns its length: hiredis's printf-like formatting of the same took
+ * half the instructions of a lookup. */
 static size_t route_catalog_format_lookup(route_catalog_t *catalog, const char *sandbox_id,
                                           size_t id_length) {
     char *out = catalog->command;
-    int head = snprintf(out, ROUTE_CATALOG_COMMAND_HEAD, "*2\r\n$7\r\nHGETALL\r\n$%zu\r\n",
-                        catalog->key_prefix_length + id_length);
+    int head = snprintf(out, ROUTE_CATALOG_COMMAND_HEAD, "*%d\r\n$5\r\nHMGET\r\n$%zu\r\n",
+                        2 + ROUTE_RECORD_FIELD_COUNT, catalog->key_prefix_length + id_length);
     size_t length = (size_t)head;
     memcpy(out + length, catalog->key_prefix, catalog->key_prefix_length);
     length += catalog->key_prefix_length;
     memcpy(out + length, sandbox_id, id_length);
     length += id_length;
     /* hiredis 0.14 reads the command with strchr: it needs the NUL. */
-    memcpy(out + length, "\r\n", 3);
-    return length + 2;
+    memcpy(out + length, catalog->command_fields, catalog->command_fields_length + 1);
+    return length + catalog->command_fields_length;
 }
 
-/* Sends HGETALL for sandbox_id; returns the new query, or NULL. */
+/* Writes the command's constant tail: the key's CRLF, then each field as a
+ * bulk string. Returns 0, or -1 when memory is exhausted. */
+static int route_catalog_format_fields(route_catalog_t *catalog) {
+    size_t capacity = 3;
+    for (size_t i = 0; i < ROUTE_RECORD_FIELD_COUNT; i++)
+        capacity += strlen(route_record_fields[i]) + 16;
+    catalog->command_fields = malloc(capacity);
+    if (catalog->command_fields == NULL)
+        return -1;
+    size_t length = (size_t)snprintf(catalog->command_fields, capacity, "\r\n");
+    for (size_t i = 0; i < ROUTE_RECORD_FIELD_COUNT; i++)
+        length += (size_t)snprintf(catalog->command_fields + length, capacity - length,
+                                   "$%zu\r\n%s\r\n", strlen(route_record_fields[i]),
+                                   route_record_fields[i]);
+    catalog->command_fields_length = length;
+    return 0;
+}
+
+/* Sends HMGET for sandbox_id; returns the new query, or NULL. */
 static struct route_pending *route_catalog_pending_start(route_catalog_t *catalog,
                                                         const char *sandbox_id,
                                                         size_t id_length) {
@@ -677,6 +686,11 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
     return 0;
 }
 
+void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
+                        route_lookup_status_t status, route_record_t *record) {
+    route_catalog_cache_store(catalog, sandbox_id, status, record, route_catalog_now_ms());
+}
+
 void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) {
     size_t id_length = strlen(sandbox_id);
     bool dropped = false;
@@ -778,8 +792,10 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
     if (catalog->key_prefix == NULL)
         goto fail;
     catalog->key_prefix_length = strlen(catalog->key_prefix);
+    if (route_catalog_format_fields(catalog) != 0)
+        goto fail;
     catalog->command = malloc(ROUTE_CATALOG_COMMAND_HEAD + catalog->key_prefix_length +
-                              ROUTE_SANDBOX_ID_MAX + 3);
+                              ROUTE_SANDBOX_ID_MAX + catalog->command_fields_length + 1);
     if (catalog->command == NULL)
         goto fail;
     if (config->redis_unix_path != NULL) {
@@ -861,6 +877,8 @@ void route_catalog_free(route_catalog_t *catalog) {
     catalog->key_prefix = NULL;
     free(catalog->command);
     catalog->command = NULL;
+    free(catalog->command_fields);
+    catalog->command_fields = NULL;
     free(catalog->redis_unix_path);
     catalog->redis_unix_path = NULL;
     free(catalog->redis_host);

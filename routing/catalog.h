@@ -49,7 +49,7 @@ typedef struct route_waiter {
 typedef struct route_catalog_stats {
     uint64_t cache_hits;    /* answered from the cache, stale routes included */
     uint64_t cache_misses;  /* everything else */
-    uint64_t redis_lookups; /* HGETALL queries sent */
+    uint64_t redis_lookups; /* HMGET queries sent */
     uint64_t redis_errors;  /* failed queries (error, timeout, dropped) and failed connections */
     uint64_t invalidations; /* cached routes or in-flight lookups dropped by a change */
     uint64_t cache_entries; /* a gauge: IDs cached now */
@@ -80,6 +80,12 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
 
 /* Stops waiting; the callback will not be called. Harmless if not waiting. */
 void route_catalog_cancel(route_waiter_t *waiter);
+
+/* Puts an answer into the route cache as a reply from Redis would (record is
+ * borrowed; NULL for NOT_FOUND); it serves for route_cache_ttl. For tests and
+ * fuzzing: a catalog with known records and no Redis behind it. */
+void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
+                        route_lookup_status_t status, route_record_t *record);
 
 /* Drops the cached route of sandbox_id (keyspace notification, tests). */
 void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id);

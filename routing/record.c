@@ -12,8 +12,9 @@
 
 #include "routing/mask.h"
 
-/* The fields the gateway reads; others (netns, deny_out, allow_out,
- * allow_internet_access, ...) belong to other readers and are ignored. */
+/* The fields the gateway reads, in route_record_fields order; others (netns,
+ * deny_out, allow_out, allow_internet_access, ...) belong to other readers
+ * and are never read (the catalog asks for these alone with HMGET). */
 typedef enum route_record_field {
     ROUTE_RECORD_ADDR,
     ROUTE_RECORD_EXECUTION_ID,
@@ -22,10 +23,9 @@ typedef enum route_record_field {
     ROUTE_RECORD_TOKEN_SHA256,
     ROUTE_RECORD_MASK_REQUEST_HOST,
     ROUTE_RECORD_MAX_CONNECTIONS,
-    ROUTE_RECORD_FIELD_COUNT
 } route_record_field_t;
 
-static const char *const route_record_field_names[ROUTE_RECORD_FIELD_COUNT] = {
+const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
     [ROUTE_RECORD_ADDR] = "addr",
     [ROUTE_RECORD_EXECUTION_ID] = "execution_id",
     [ROUTE_RECORD_ALLOW_PUBLIC_TRAFFIC] = "allow_public_traffic",
@@ -34,11 +34,6 @@ static const char *const route_record_field_names[ROUTE_RECORD_FIELD_COUNT] = {
     [ROUTE_RECORD_MASK_REQUEST_HOST] = "mask_request_host",
     [ROUTE_RECORD_MAX_CONNECTIONS] = "max_connections",
 };
-
-typedef struct route_record_value {
-    const char *text; /* NULL when the field is absent; not NUL-terminated */
-    size_t length;
-} route_record_value_t;
 
 enum {
     ROUTE_RECORD_QUOTE_INPUT_MAX = 48, /* bytes of a bad value shown in its error */
@@ -227,7 +222,33 @@ static int route_record_fill(route_record_t *record, const route_record_value_t 
     return 0;
 }
 
+/* Builds record->pool_key_prefix; returns 0, or -1 when memory is exhausted. */
+static int route_record_build_pool_key(route_record_t *record) {
+    size_t id_length = strlen(record->sandbox_id);
+    size_t execution_length = strlen(record->execution_id);
+    size_t address_length = strlen(record->address_text);
+    size_t length = id_length + execution_length + address_length + 3;
+    char *key = malloc(length + 1);
+    if (key == NULL)
+        return -1;
+    char *cursor = key;
+    memcpy(cursor, record->sandbox_id, id_length);
+    cursor += id_length;
+    *cursor++ = '\n';
+    memcpy(cursor, record->execution_id, execution_length);
+    cursor += execution_length;
+    *cursor++ = '\n';
+    memcpy(cursor, record->address_text, address_length);
+    cursor += address_length;
+    *cursor++ = '\n';
+    *cursor = '\0';
+    record->pool_key_prefix = key;
+    record->pool_key_prefix_length = length;
+    return 0;
+}
+
 static void route_record_free(route_record_t *record) {
+    free(record->pool_key_prefix);
     free(record->execution_id);
     free(record->mask_request_host);
     free(record->error);
@@ -235,9 +256,8 @@ static void route_record_free(route_record_t *record) {
     free(record);
 }
 
-route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
-                                   const char *const *fields, const size_t *field_lengths,
-                                   const char *const *values, const size_t *value_lengths) {
+route_record_t *route_record_parse_fields(const char *sandbox_id,
+                                          const route_record_value_t *values) {
     route_record_t *record = calloc(1, sizeof(*record));
     if (record == NULL)
         return NULL;
@@ -256,11 +276,34 @@ route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
     }
     memcpy(record->sandbox_id, sandbox_id, id_length + 1);
 
+    size_t total = 0;
+    for (size_t field = 0; field < ROUTE_RECORD_FIELD_COUNT; field++)
+        total += values[field].text != NULL ? values[field].length : 0;
+    if (total > ROUTE_RECORD_BYTES_MAX) {
+        if (route_record_fail(record, "its fields hold %zu bytes, over %d", total,
+                              ROUTE_RECORD_BYTES_MAX) != 0)
+            goto fail;
+        return record;
+    }
+    if (route_record_fill(record, values) != 0)
+        goto fail;
+    if (record->error == NULL && route_record_build_pool_key(record) != 0)
+        goto fail;
+    return record;
+
+fail:
+    route_record_free(record);
+    return NULL;
+}
+
+route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
+                                   const char *const *fields, const size_t *field_lengths,
+                                   const char *const *values, const size_t *value_lengths) {
     /* Redis hashes have unique fields; should one repeat anyway, the last wins. */
     route_record_value_t known[ROUTE_RECORD_FIELD_COUNT] = {{0}};
     for (size_t i = 0; i < field_count; i++) {
         for (size_t field = 0; field < ROUTE_RECORD_FIELD_COUNT; field++) {
-            const char *name = route_record_field_names[field];
+            const char *name = route_record_fields[field];
             if (field_lengths[i] == strlen(name) && memcmp(fields[i], name, field_lengths[i]) == 0) {
                 known[field].text = values[i];
                 known[field].length = value_lengths[i];
@@ -268,13 +311,7 @@ route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
             }
         }
     }
-    if (route_record_fill(record, known) != 0)
-        goto fail;
-    return record;
-
-fail:
-    route_record_free(record);
-    return NULL;
+    return route_record_parse_fields(sandbox_id, known);
 }
 
 route_record_t *route_record_ref(route_record_t *record) {

@@ -21,14 +21,41 @@ typedef struct route_record {
     auth_secret_t secret;            /* used when !allow_public_traffic */
     char *mask_request_host;         /* NULL when absent */
     long max_connections;            /* 0: no limit */
+    /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
+     * the port, every field whole. No ID, address or port holds a '\n', so the
+     * first and the last two newlines delimit the fields whatever execution_id
+     * holds: no two lifetimes, addresses or ports share a key. NULL when
+     * malformed. */
+    char *pool_key_prefix;
+    size_t pool_key_prefix_length;
     char *error;                     /* non-NULL: malformed (answered 502); why, for the log */
 } route_record_t;
 
-/* Builds a record from a catalog hash given as field/value pairs (not
- * NUL-terminated). Returns a record with one reference, or NULL when memory is
- * exhausted; a malformed hash gives a record whose error says what is wrong
- * (missing or bad addr, a mask with spaces/CR/LF, a bad token digest, a bad
- * max_connections or allow_public_traffic). */
+/* The fields the gateway reads from a catalog hash, in the order
+ * route_record_parse_fields takes their values (the catalog's HMGET order). */
+enum { ROUTE_RECORD_FIELD_COUNT = 7 };
+extern const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT];
+
+/* The most bytes those fields may hold together: a valid record is far
+ * smaller, and a larger one is malformed (DESIGN "The catalog": 64 KiB). */
+enum { ROUTE_RECORD_BYTES_MAX = 64 * 1024 };
+
+/* One field's value as Redis returns it. */
+typedef struct route_record_value {
+    const char *text; /* NULL when the field is absent; not NUL-terminated */
+    size_t length;
+} route_record_value_t;
+
+/* Builds a record from the values of route_record_fields, in that order.
+ * Returns a record with one reference, or NULL when memory is exhausted; a
+ * malformed hash gives a record whose error says what is wrong (missing or
+ * bad addr, a mask with spaces/CR/LF, a bad token digest, a bad
+ * max_connections or allow_public_traffic, over ROUTE_RECORD_BYTES_MAX). */
+route_record_t *route_record_parse_fields(const char *sandbox_id,
+                                          const route_record_value_t *values);
+
+/* As route_record_parse_fields, from a hash given as field/value pairs (not
+ * NUL-terminated); fields the gateway does not read are skipped. */
 route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
                                    const char *const *fields, const size_t *field_lengths,
                                    const char *const *values, const size_t *value_lengths);

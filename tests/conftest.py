@@ -242,8 +242,9 @@ class RedisServer:
         match = re.search(rf"^cmdstat_{name.lower()}:calls=(\d+)", info, re.MULTILINE)
         return int(match.group(1)) if match else 0
 
-    def hgetall_calls(self):
-        return self.command_calls("hgetall")
+    def lookup_calls(self):
+        """Catalog lookups the gateway sent (it reads a record's fields with HMGET)."""
+        return self.command_calls("hmget")
 
     def subscribed_clients(self):
         """Clients with at least one channel or pattern subscription."""

@@ -77,11 +77,27 @@ def test_private_without_stored_token_fails_closed(gateway, redis, backend):
 
 def test_public_sandbox_ignores_and_strips_token(gateway, redis, backend):
     redis.put("open1", traffic_access_token=TOKEN)  # allow_public_traffic defaults to true
-    for headers in ([], [(TOKEN_HEADER, "whatever")], [(TOKEN_HEADER, TOKEN), (TOKEN_HEADER, "second")]):
+    for headers in ([], [(TOKEN_HEADER, "whatever")], [(TOKEN_HEADER, TOKEN)]):
         response = gateway.get("open1", backend.port, headers=headers)
         assert response.status == 200, response
         assert backend.last.header(TOKEN_HEADER) is None, backend.last.headers
     assert backend.count() == 3
+
+
+@pytest.mark.parametrize("public", [True, False])
+@pytest.mark.parametrize("tokens", [[TOKEN, "wrong"], ["wrong", TOKEN], [TOKEN, TOKEN]])
+def test_two_token_fields_are_400_then_close(gateway, redis, backend, public, tokens):
+    """Which of two tokens counts would be the sender's choice (right+wrong passed, wrong+right
+    failed): two fields are a malformed request, public sandbox or private."""
+    redis.put("twotokens", allow_public_traffic=public, traffic_access_token=TOKEN)
+    host = gateway.host("twotokens", backend.port)
+    with gateway.connect() as connection:
+        response = connection.request("GET", "/", host=host,
+                                      headers=[(TOKEN_HEADER, token) for token in tokens])
+        assert response.status == 400, response
+        assert response.json()["message"] == "Bad request"
+        assert connection.is_closed(5)
+    assert backend.count() == 0
 
 
 def test_explicit_public_true(gateway, redis, backend):

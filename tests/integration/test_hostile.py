@@ -74,13 +74,36 @@ PROBES = {
     "bare-lf-line-ends": b"GET / HTTP/1.1\nHost: {host}\n\n",
     "bare-lf-in-head": b"GET / HTTP/1.1\r\nHost: {host}\nX-A: b\r\n\r\n",
     "nul-in-value": b"GET / HTTP/1.1\r\nHost: {host}\r\nX-A: a\x00b\r\n\r\n",
+    # RFC 9110 §7.6.1 lets a sender name any field in Connection, but a proxy that removed
+    # Content-Length and still forwarded the body it framed let that body be read as a second
+    # request with forged headers (issue 13): naming a framing field, or Host, is 400.
+    "connection-content-length": b"POST / HTTP/1.1\r\nHost: {host}\r\nConnection: content-length\r\n"
+                                 b"Content-Length: 46\r\n\r\n" + SMUGGLED,
+    "connection-content-length-listed": b"POST / HTTP/1.1\r\nHost: {host}\r\n"
+                                        b"Connection: keep-alive, X-A, Content-Length\r\n"
+                                        b"Content-Length: 46\r\n\r\n" + SMUGGLED,
+    "connection-transfer-encoding": b"POST / HTTP/1.1\r\nHost: {host}\r\n"
+                                    b"Connection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n"
+                                    b"\r\n2e\r\n" + SMUGGLED + b"\r\n0\r\n\r\n",
+    "connection-host": b"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Host\r\n\r\n",
+    # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing.
+    "http10-transfer-encoding": b"POST / HTTP/1.0\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"2e\r\n" + SMUGGLED + b"\r\n0\r\n\r\n",
+    # RFC 9112 §3: no HTTP-version, no HTTP/1.x request (HTTP/0.9 waited 10 s for a 408).
+    "http09-request-line": b"GET /\r\n",
+    "http09-with-fields": b"GET /\r\nHost: {host}\r\n\r\n",
+    # A chunk extension over 4 KiB (a 100 KB one was forwarded whole).
+    "chunk-extension-100k": b"POST /p HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5;ext=" + b"x" * 100000 + b"\r\nhello\r\n0\r\n\r\n",
+    "last-chunk-extension-5k": b"POST /p HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"5\r\nhello\r\n0;a=" + b"y" * 5000 + b"\r\n\r\n",
 }
 
 
 # Probes whose fault lies in the body: a streaming gateway has forwarded the head by then, so the
 # sandbox may see the head, but never a complete message, and its connection is closed.
 BODY_FAULTS = {"bad-chunk-size", "chunk-size-overflow", "chunk-size-negative",
-               "chunk-longer-than-size"}
+               "chunk-longer-than-size", "chunk-extension-100k", "last-chunk-extension-5k"}
 
 
 def recorder(stream, server):

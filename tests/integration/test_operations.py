@@ -22,6 +22,7 @@ METRIC_NAMES = [
     "sgw_client_connections", "sgw_upstream_connections", "sgw_tunnels",
     "sgw_route_cache_hits_total", "sgw_route_cache_misses_total", "sgw_redis_lookups_total",
     "sgw_redis_errors_total", "sgw_upstream_dial_errors_total", "sgw_tls_handshakes_total",
+    "sgw_upstream_requests_total",
 ]
 
 
@@ -185,7 +186,9 @@ def test_metrics_counters_move(gateway_factory, redis, backend, sandbox):
                 # ops1 (first request) and nosuchsandbox missed; the other 4 ops1 lookups hit
                 "sgw_route_cache_misses_total": 2, "sgw_redis_lookups_total": 2,
                 "sgw_route_cache_hits_total": 4, "sgw_upstream_dial_errors_total": 1,
-                "sgw_redis_errors_total": 0}
+                "sgw_redis_errors_total": 0,
+                # three on one connection, and the 404: the sandbox saw four heads
+                "sgw_upstream_requests_total": 4}
     after = wait_for(lambda: (lambda m: m if delta(m, before, "sgw_request_duration_seconds_count") >= 7
                               else None)(gateway_metrics(gateway)), 10, 0.05, "7 requests counted")
     moved = {name: delta(after, before, name) for name in expected}

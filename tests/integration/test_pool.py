@@ -22,6 +22,28 @@ def test_pool_reuses_within_a_lifetime_only(gateway_factory, redis, backend):
     assert source(backend, 3) != source(backend, 2), "a pooled connection was reused across lifetimes"
 
 
+def test_long_execution_id_keeps_ports_and_lifetimes_apart(gateway_factory, redis,
+                                                           backend_factory):
+    """Every field of the pool key counts whole: with an execution_id of 300 bytes (a fixed
+    160-byte key once cut off the address and the port), a request for port B never rides a
+    pooled connection to port A, and a new lifetime never reuses the old one's."""
+    gateway = gateway_factory(redis, route_cache_ttl="0", upstream_idle_timeout="30s")
+    first, second = backend_factory("a"), backend_factory("b")
+    long_id = "e" * 300
+    redis.put("longexec", execution_id=long_id + "-1")
+    assert gateway.get("longexec", first.port, "/a1").status == 200
+    response = gateway.get("longexec", second.port, "/b1")
+    assert response.status == 200, response
+    assert response.json()["backend"] == "b", response.json()
+    assert [r.path for r in first.requests] == ["/a1"]
+    assert [r.path for r in second.requests] == ["/b1"]
+    assert gateway.get("longexec", first.port, "/a2").status == 200
+    assert source(first, 1) == source(first, 0), "the same lifetime and port should reuse"
+    redis.hset("longexec", execution_id=long_id + "-2")
+    assert gateway.get("longexec", first.port, "/a3").status == 200
+    assert source(first, 2) != source(first, 1), "a pooled connection was reused across lifetimes"
+
+
 def test_sandboxes_never_share_upstream_connections(gateway_factory, redis, backend):
     gateway = gateway_factory(redis, upstream_idle_timeout="30s")
     redis.put("sharea")

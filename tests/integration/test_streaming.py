@@ -540,6 +540,39 @@ def test_chunked_request_with_trailers(raw_server_factory, gateway_factory, redi
     assert trailers == [("X-Digest", digest)]
 
 
+def test_request_trailers_are_filtered_like_headers(raw_server_factory, gateway_factory, redis,
+                                                    sandbox):
+    """A trailer passes only as it would pass as a header: the token, routing headers, client
+    Forwarded / X-Forwarded-*, Host, hop-by-hop and framing fields never reach the sandbox, even
+    split over many packets; the rest pass in order, and the next request on the connection is
+    unaffected."""
+    backend = ScriptedBackend()
+    server = raw_server_factory(backend)
+    gateway = gateway_factory(redis)
+    host = gateway.host(sandbox, server.port)
+    trailer_section = (b"0\r\nX-First: 1\r\ne2b-traffic-access-token: t0ken\r\n"
+                       b"X-Forwarded-For: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\n"
+                       b"Host: other.example\r\nE2b-Sandbox-Id: other\r\nKeep-Alive: 5\r\n"
+                       b"Connection: x-second\r\nContent-Length: 99\r\n"
+                       b"X-Second: named by Connection\r\n"
+                       b"X-Last: 2\r\n\r\n")
+    with gateway.connect(timeout=30) as connection:
+        connection.send(f"POST /up HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                        f"\r\n5\r\nhello\r\n".encode())
+        for offset in range(0, len(trailer_section), 7):
+            connection.send(trailer_section[offset:offset + 7])
+            time.sleep(0.002)
+        response = connection.read_response("POST")
+        assert response.status == 200, response
+        assert response.body == b"/up:hello"
+        connection.send(f"GET /next HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert connection.read_response().status == 200
+    number, method, target, body, trailers = server.requests[0]
+    assert body == b"hello"
+    assert trailers == [("X-First", "1"), ("X-Last", "2")], trailers
+    assert [request[2] for request in server.requests] == ["/up", "/next"]
+
+
 def test_expect_100_answered_with_final_status(raw_server_factory, gateway_factory, redis, sandbox):
     """The sandbox refuses the body (417) instead of 100: the client gets the 417 without ever
     sending its body, and the connection (whose body was never sent) is closed after it."""

@@ -241,7 +241,13 @@ def test_response_timeout_covers_only_the_first_byte(raw_server_factory, gateway
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 2\r\n\r\nok",
-], ids=["garbage", "two-lengths", "cl-and-te", "space-in-name"])
+    # Removing a framing field that Connection names would leave the client without the
+    # response's end (it hung): a bad response.
+    b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n"
+    b"\r\n5\r\nhello\r\n0\r\n\r\n",
+], ids=["garbage", "two-lengths", "cl-and-te", "space-in-name", "connection-names-length",
+        "connection-names-transfer-encoding"])
 def test_malformed_response_is_502(raw_server_factory, gateway_factory, redis, sandbox, answer):
     def handler(stream, server):
         stream.read_request()

@@ -883,6 +883,55 @@ static void test_error_buffer(void **state) {
     gw_config_free(&config);
 }
 
+/* upstream_deny and instance_name */
+
+static void test_upstream_deny(void **state) {
+    gw_config_t config;
+    parse_ok(&config, MINIMAL "upstream_deny 10.0.0.0/8 192.168.1.7\n"
+                              "upstream_deny fd00::/8\n");
+    assert_int_equal(config.upstream_deny_count, 3);
+    const uint8_t ten[4] = {10, 1, 2, 3};
+    const uint8_t other[4] = {11, 0, 0, 1};
+    assert_true(cidr_contains(&config.upstream_deny[0], AF_INET, ten));
+    assert_false(cidr_contains(&config.upstream_deny[0], AF_INET, other));
+    assert_int_equal(config.upstream_deny[1].prefix, 32);
+    assert_int_equal(config.upstream_deny[2].family, AF_INET6);
+    assert_int_equal(config.upstream_deny[2].prefix, 8);
+    assert_null(config.instance_name);
+    gw_config_free(&config);
+
+    assert_parse_error(MINIMAL "upstream_deny 10.0.0.1/8\n",
+                       "gateway.conf:3: \"10.0.0.1/8\" for \"upstream_deny\" has host bits set "
+                       "(the block is 10.0.0.0/8)");
+    assert_parse_error(MINIMAL "upstream_deny 10.0.0.0/8 nope\n",
+                       "gateway.conf:3: invalid block \"nope\" for \"upstream_deny\" (write ADDR "
+                       "or ADDR/LEN, IPv4 or IPv6)");
+    assert_parse_error(MINIMAL "upstream_deny ::/129\n",
+                       "gateway.conf:3: invalid block \"::/129\" for \"upstream_deny\" (write ADDR "
+                       "or ADDR/LEN, IPv4 or IPv6)");
+    assert_parse_error(MINIMAL "upstream_deny\n",
+                       "gateway.conf:3: missing argument for \"upstream_deny\"");
+}
+
+static void test_instance_name(void **state) {
+    gw_config_t config;
+    parse_ok(&config, MINIMAL "instance_name gw-eu-1.example_a\n");
+    assert_string_equal(config.instance_name, "gw-eu-1.example_a");
+    gw_config_free(&config);
+    assert_parse_error(MINIMAL "instance_name gw,1\n",
+                       "gateway.conf:3: invalid name \"gw,1\" for \"instance_name\" (1 to 63 "
+                       "letters, digits, \"-\", \".\" or \"_\")");
+    char long_name[80];
+    memset(long_name, 'a', 64);
+    long_name[64] = '\0';
+    assert_parse_error(format(MINIMAL "instance_name %s\n", long_name),
+                       format("gateway.conf:3: invalid name \"%s\" for \"instance_name\" (1 to 63 "
+                              "letters, digits, \"-\", \".\" or \"_\")",
+                              long_name));
+    assert_parse_error(MINIMAL "instance_name a\ninstance_name b\n",
+                       "gateway.conf:4: duplicate \"instance_name\" (first at line 3)");
+}
+
 /* The sample gateway.conf */
 
 static void test_sample_configuration(void **state) {
@@ -935,7 +984,9 @@ static void test_sample_documents_every_directive(void **state) {
                                 "access_log",
                                 "log_level",
                                 "drain_delay",
-                                "drain_timeout"};
+                                "drain_timeout",
+                                "upstream_deny",
+                                "instance_name"};
     FILE *file = fopen(SGW_SOURCE_DIR "/gateway.conf", "r");
     assert_non_null(file);
     static char text[65536];
@@ -979,6 +1030,8 @@ int main(void) {
         cmocka_unit_test(test_tls_ticket_key_file),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_error_buffer),
+        cmocka_unit_test(test_upstream_deny),
+        cmocka_unit_test(test_instance_name),
         cmocka_unit_test(test_sample_configuration),
         cmocka_unit_test(test_sample_documents_every_directive),
     };

@@ -159,15 +159,15 @@ static void admin_command_words(const char *command) {
     freeReplyObject(reply);
 }
 
-/* How many HGETALLs the server ran since the last CONFIG RESETSTAT. */
-static long hgetall_calls(void) {
+/* How many HMGETs the server ran since the last CONFIG RESETSTAT. */
+static long lookup_calls(void) {
     redisReply *reply = redisCommand(admin, "INFO commandstats");
     assert_non_null(reply);
     assert_int_equal(reply->type, REDIS_REPLY_STRING);
     long calls = 0;
-    const char *line = strstr(reply->str, "cmdstat_hgetall:calls=");
+    const char *line = strstr(reply->str, "cmdstat_hmget:calls=");
     if (line != NULL)
-        calls = strtol(line + strlen("cmdstat_hgetall:calls="), NULL, 10);
+        calls = strtol(line + strlen("cmdstat_hmget:calls="), NULL, 10);
     freeReplyObject(reply);
     return calls;
 }
@@ -361,6 +361,81 @@ static void test_found_not_found_malformed(void **state) {
     answer_clear(&answer);
 }
 
+/* HSET key field value, the value given with its length (binary, large). */
+static void admin_hset_bytes(const char *key, const char *field, const char *value,
+                             size_t length) {
+    const char *words[] = {"HSET", key, field, value};
+    size_t lengths[] = {4, strlen(key), strlen(field), length};
+    redisReply *reply = redisCommandArgv(admin, 4, words, lengths);
+    assert_non_null(reply);
+    if (reply->type == REDIS_REPLY_ERROR)
+        fail_msg("redis: %s", reply->str);
+    freeReplyObject(reply);
+}
+
+static void test_reads_only_the_gateways_fields(void **state) {
+    (void)state;
+    enum { LARGE = 4 * 1024 * 1024 };
+    char *large = malloc(LARGE);
+    assert_non_null(large);
+    memset(large, 'a', LARGE);
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1 execution_id e1");
+    admin_hset_bytes(TEST_PREFIX "abc", "allow_out", large, LARGE);
+    /* A hash with only other readers' fields is no sandbox of the gateway's. */
+    admin_hset_bytes(TEST_PREFIX "egressonly", "netns", "ns1", 3);
+    route_catalog_config_t config = default_config();
+    catalog_start(&config);
+
+    static answer_t answer;
+    memset(&answer, 0, sizeof(answer));
+    lookup_wait(&answer, "abc");
+    assert_found(&answer, "10.0.0.1");
+    assert_string_equal(answer.record->execution_id, "e1");
+    lookup_wait(&answer, "egressonly");
+    assert_int_equal(answer.status, ROUTE_LOOKUP_NOT_FOUND);
+    assert_int_equal(lookup_calls(), 2);
+    answer_clear(&answer);
+    free(large);
+}
+
+static void test_oversized_record_is_malformed_not_an_outage(void **state) {
+    (void)state;
+    enum { HUGE = 16 * 1024 * 1024 };
+    char *huge = malloc(HUGE);
+    assert_non_null(huge);
+    memset(huge, 'h', HUGE);
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1");
+    admin_command("HSET " TEST_PREFIX "huge addr 10.0.0.2");
+    admin_hset_bytes(TEST_PREFIX "huge", "mask_request_host", huge, HUGE);
+    route_catalog_config_t config = default_config();
+    config.redis_timeout_ms = 300;
+    catalog_start(&config);
+
+    /* The huge reply and one queued behind it on the same connection. */
+    static answer_t huge_answer;
+    memset(&huge_answer, 0, sizeof(huge_answer));
+    static answer_t other;
+    memset(&other, 0, sizeof(other));
+    assert_int_equal(lookup(&huge_answer, "huge"), 0);
+    assert_int_equal(lookup(&other, "abc"), 0);
+    assert_true(loop_until(answer_done, &huge_answer, 5000));
+    assert_int_equal(huge_answer.status, ROUTE_LOOKUP_MALFORMED);
+    assert_non_null(strstr(huge_answer.record->error, "over 65536"));
+    assert_true(loop_until(answer_done, &other, 5000));
+    assert_true(route_catalog_connected(catalog));
+    /* Answered from Redis, or given up alone if the huge reply outlasted redis_timeout; either
+     * way the connection stayed up and the next lookup is answered. */
+    answer_clear(&other);
+    memset(&other, 0, sizeof(other));
+    route_catalog_invalidate(catalog, "abc");
+    lookup_wait(&other, "abc");
+    assert_found(&other, "10.0.0.1");
+    assert_int_equal(route_catalog_get_stats(catalog).redis_errors, 0);
+    answer_clear(&huge_answer);
+    answer_clear(&other);
+    free(huge);
+}
+
 static void test_cache_hit_skips_redis(void **state) {
     (void)state;
     admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1");
@@ -377,7 +452,7 @@ static void test_cache_hit_skips_redis(void **state) {
         assert_found(&answer, "10.0.0.1");
     }
     loop_for(20);
-    assert_int_equal(hgetall_calls(), 1);
+    assert_int_equal(lookup_calls(), 1);
     assert_int_equal(route_catalog_get_stats(catalog).cache_hits, 5);
     answer_clear(&answer);
 }
@@ -400,7 +475,7 @@ static void test_negative_cache(void **state) {
         assert_null(answer.record);
     }
     loop_for(20);
-    assert_int_equal(hgetall_calls(), 1);
+    assert_int_equal(lookup_calls(), 1);
 
     /* Past negative_ttl, Redis is asked again (and now it exists). */
     admin_command("HSET " TEST_PREFIX "nope addr 10.0.0.7");
@@ -408,7 +483,7 @@ static void test_negative_cache(void **state) {
     assert_int_equal(lookup(&answer, "nope"), 0);
     assert_true(loop_until(answer_done, &answer, 3000));
     assert_found(&answer, "10.0.0.7");
-    assert_int_equal(hgetall_calls(), 2);
+    assert_int_equal(lookup_calls(), 2);
     answer_clear(&answer);
 }
 
@@ -437,7 +512,7 @@ static void test_single_flight(void **state) {
         assert_found(&answers[i], "10.0.0.1");
         assert_ptr_equal(answers[i].record, answers[0].record);
     }
-    assert_int_equal(hgetall_calls(), 1);
+    assert_int_equal(lookup_calls(), 1);
     assert_int_equal(route_catalog_get_stats(catalog).redis_lookups, 1);
     for (int i = 0; i < TEST_WAITERS; i++)
         answer_clear(&answers[i]);
@@ -475,7 +550,7 @@ static void test_cancel(void **state) {
     assert_int_equal(answers[1].calls, 0);
     assert_int_equal(lookup(&answers[0], "def"), 1);
     assert_found(&answers[0], "10.0.0.2");
-    assert_int_equal(hgetall_calls(), 2);
+    assert_int_equal(lookup_calls(), 2);
     for (int i = 0; i < 3; i++)
         answer_clear(&answers[i]);
 }
@@ -595,7 +670,7 @@ static void test_ttl_expiry(void **state) {
     assert_int_equal(lookup(&answer, "abc"), 0);
     assert_true(loop_until(answer_done, &answer, 3000));
     assert_found(&answer, "10.0.0.1");
-    assert_int_equal(hgetall_calls(), 2);
+    assert_int_equal(lookup_calls(), 2);
     answer_clear(&answer);
 }
 
@@ -617,7 +692,7 @@ static void test_refresh_ahead(void **state) {
     uint64_t stored = now_ms();
     assert_int_equal(lookup(&answer, "abc"), 1); /* first half: no query */
     loop_for(20);
-    assert_int_equal(hgetall_calls(), 1);
+    assert_int_equal(lookup_calls(), 1);
 
     admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.2");
     loop_for(350);
@@ -625,7 +700,7 @@ static void test_refresh_ahead(void **state) {
     assert_found(&answer, "10.0.0.1");
     assert_int_equal(lookup(&answer, "abc"), 1); /* one refresh in flight at a time */
     loop_for(50);
-    assert_int_equal(hgetall_calls(), 2);
+    assert_int_equal(lookup_calls(), 2);
     assert_int_equal(lookup(&answer, "abc"), 1);
     assert_found(&answer, "10.0.0.2");
     assert_true(now_ms() - stored < 600);
@@ -969,7 +1044,7 @@ static void test_late_reply_fills_cache(void **state) {
     uint64_t sent = now_ms();
 
     loop_for(150);
-    fake_send(lookup_peer, "*0\r\n");
+    fake_send(lookup_peer, "*7\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
     assert_true(loop_until(answer_done, &first, 1000));
     assert_int_equal(first.status, ROUTE_LOOKUP_NOT_FOUND);
 
@@ -980,7 +1055,8 @@ static void test_late_reply_fills_cache(void **state) {
     /* Replies were still coming: the connection is slow, not hung. */
     assert_true(route_catalog_connected(catalog));
 
-    fake_send(lookup_peer, "*2\r\n$4\r\naddr\r\n$8\r\n10.0.0.9\r\n");
+    fake_send(lookup_peer,
+              "*7\r\n$8\r\n10.0.0.9\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
     loop_for(50);
     assert_int_equal(second.calls, 1);
     assert_int_equal(lookup(&second, "aaa"), 1);
@@ -1049,6 +1125,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_found_not_found_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_hit_skips_redis, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_only_the_gateways_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_record_is_malformed_not_an_outage, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_negative_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),

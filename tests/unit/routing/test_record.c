@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <arpa/inet.h>
@@ -193,6 +194,58 @@ static void test_field_names_exact(void **state) {
                      "addr is missing");
 }
 
+static void test_pool_key_prefix_holds_every_field_whole(void **state) {
+    (void)state;
+    static char long_execution[1001];
+    memset(long_execution, 'e', sizeof(long_execution) - 1);
+    route_record_t *record =
+        parse_pairs("addr", "10.0.0.1", "execution_id", long_execution, NULL);
+    assert_null(record->error);
+    static char expected[1100];
+    snprintf(expected, sizeof(expected), "abc\n%s\n10.0.0.1\n", long_execution);
+    assert_string_equal(record->pool_key_prefix, expected);
+    assert_int_equal(record->pool_key_prefix_length, strlen(expected));
+    route_record_unref(record);
+    /* A newline in execution_id cannot make two lifetimes' keys meet: the address and the
+     * port follow the last two newlines, the ID precedes the first. */
+    route_record_t *tricky = parse_pairs("addr", "10.0.0.2", "execution_id", "1\n10.0.0.1", NULL);
+    route_record_t *plain = parse_pairs("addr", "10.0.0.1", "execution_id", "1", NULL);
+    assert_string_not_equal(tricky->pool_key_prefix, plain->pool_key_prefix);
+    route_record_unref(tricky);
+    route_record_unref(plain);
+}
+
+static void test_over_64_kib_is_malformed(void **state) {
+    (void)state;
+    static char big[64 * 1024];
+    memset(big, 'h', sizeof(big));
+    /* 64 KiB of mask plus the address: over the limit, whatever the field. */
+    route_record_t *record = parse_with_bytes("mask_request_host", big, sizeof(big));
+    assert_malformed(record, "over 65536");
+    record = parse_with_bytes("execution_id", big, sizeof(big) - 8);
+    assert_null(record->error);
+    route_record_unref(record);
+    record = parse_with_bytes("traffic_access_token", big, sizeof(big) - 7);
+    assert_malformed(record, "fields hold 65537 bytes");
+}
+
+static void test_parse_fields_in_table_order(void **state) {
+    (void)state;
+    route_record_value_t values[ROUTE_RECORD_FIELD_COUNT] = {{0}};
+    for (size_t i = 0; i < ROUTE_RECORD_FIELD_COUNT; i++) {
+        if (strcmp(route_record_fields[i], "addr") == 0)
+            values[i] = (route_record_value_t){"10.0.0.3", 8};
+        else if (strcmp(route_record_fields[i], "max_connections") == 0)
+            values[i] = (route_record_value_t){"12", 2};
+    }
+    route_record_t *record = route_record_parse_fields("abc", values);
+    assert_non_null(record);
+    assert_null(record->error);
+    assert_string_equal(record->address_text, "10.0.0.3");
+    assert_int_equal(record->max_connections, 12);
+    route_record_unref(record);
+}
+
 static void test_execution_id_with_nul(void **state) {
     (void)state;
     assert_malformed(parse_with_bytes("execution_id", "a\0b", 3), "execution_id");
@@ -345,6 +398,9 @@ int main(void) {
         cmocka_unit_test(test_values_not_terminated),
         cmocka_unit_test(test_field_names_exact),
         cmocka_unit_test(test_execution_id_with_nul),
+        cmocka_unit_test(test_pool_key_prefix_holds_every_field_whole),
+        cmocka_unit_test(test_over_64_kib_is_malformed),
+        cmocka_unit_test(test_parse_fields_in_table_order),
         cmocka_unit_test(test_token_sha256_preferred),
         cmocka_unit_test(test_empty_tokens_mean_none),
         cmocka_unit_test(test_private_without_token),
