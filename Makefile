@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 SGW_WERROR ?= OFF
 PYTEST_ARGS ?=
 
-.PHONY: all build asan test unit run deps clean bench
+.PHONY: all build asan fuzz-build fuzz test unit run deps clean bench
 
 all: build
 
@@ -22,11 +22,23 @@ asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGW_SANITIZE=ON -DSGW_WERROR=$(SGW_WERROR)
 	cmake --build build-asan -j $(JOBS)
 
-# Installs what is missing, builds both with -Werror, then one pytest run:
-# every unit binary and every integration test against build/ and build-asan/.
+# libFuzzer targets of tests/fuzz/ (clang, ASan+UBSan): build-fuzz/fuzz/fuzz_*.
+fuzz-build:
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGW_FUZZ=ON -DSGW_WERROR=$(SGW_WERROR)
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
+
+# Runs each fuzz target for FUZZ_SECONDS (default 60) and prints a table; crashes land in build-fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash scripts/deps.sh fuzz
+	$(MAKE) --no-print-directory fuzz-build
+	bash tests/fuzz/run $(FUZZ_SECONDS)
+
+# Installs what is missing, builds all three with -Werror, then one pytest run: every unit binary
+# and every integration test against build/ and build-asan/, and each fuzz target for 5 s.
 test:
 	bash scripts/deps.sh test
-	$(MAKE) --no-print-directory build asan SGW_WERROR=ON
+	$(MAKE) --no-print-directory build asan fuzz-build SGW_WERROR=ON
 	SGW_REQUIRE_BUILDS=1 $(PYTHON) -m pytest -v tests/ $(PYTEST_ARGS)
 
 run:
@@ -37,4 +49,4 @@ bench:
 	bash bench/run
 
 clean:
-	rm -rf build build-asan .run .pytest_cache
+	rm -rf build build-asan build-fuzz .run .pytest_cache

@@ -473,6 +473,7 @@ static void gw_client_reset_request(gw_client_t *client) {
     client->routed = false;
     memset(&client->target, 0, sizeof(client->target));
     client->upstream_head = NULL;
+    client->upstream_closes = false;
     client->upstream_head_length = 0;
     client->retried_on_fresh = false;
     client->body_forwarded = 0;
@@ -934,6 +935,7 @@ static int gw_client_rewrite_head(gw_client_t *client, const route_record_t *rec
     else if (http10)
         GW_PUT_LITERAL("Connection: close\r\n");
     GW_PUT_LITERAL("\r\n");
+    client->upstream_closes = http10;
     client->upstream_head = out;
     client->upstream_head_length = length;
     return 0;
@@ -1372,8 +1374,10 @@ out_of_memory:
 static void gw_client_response_done(gw_client_t *client) {
     client->response_state = GW_RESPONSE_DONE;
     /* The sandbox's own framing decides whether its connection can carry
-     * another request; the client's choice does not matter here. */
-    bool upstream_reusable = llhttp_should_keep_alive(&client->response_parser) &&
+     * another request, unless the head sent to it said close (RFC 9112 §9.6:
+     * the server closes after this response, whatever its own head says). */
+    bool upstream_reusable = !client->upstream_closes &&
+                             llhttp_should_keep_alive(&client->response_parser) &&
                              !client->upstream_eof && client->request_state == GW_REQUEST_DONE &&
                              evbuffer_get_length(bufferevent_get_input(client->upstream->bev)) == 0;
     if (client->request_state != GW_REQUEST_DONE) {

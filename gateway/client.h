@@ -143,6 +143,7 @@ typedef struct gw_client {
     route_record_t *record;
     route_limit_t *limit;
     char *upstream_head; /* the rewritten request head, kept for one retry */
+    bool upstream_closes; /* that head says Connection: close: the connection is not reused */
     size_t upstream_head_length;
     struct sockaddr_storage upstream_address;
     socklen_t upstream_address_length;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages sandbox-gateway needs that are missing: deps.sh [build|run|test|bench].
+# Installs the Debian 12 packages sandbox-gateway needs that are missing: deps.sh [build|run|test|fuzz|bench].
 set -euo pipefail
 
 profile="${1:-build}"
@@ -8,13 +8,14 @@ build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev
 case "$profile" in
     build) wanted=("${build_packages[@]}") ;;
     run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
-    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest redis-server curl wrk openssl nftables iproute2 haproxy) ;;
+    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest redis-server curl wrk openssl nftables iproute2 haproxy clang libclang-rt-14-dev) ;;
+    fuzz)  wanted=("${build_packages[@]}" clang libclang-rt-14-dev python3 python3-pytest) ;;
     bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk openssl nginx-light haproxy gnuplot-nox) ;;
     -h|--help)
-        echo "usage: $0 [build|run|test|bench]"
+        echo "usage: $0 [build|run|test|fuzz|bench]"
         exit 0 ;;
     *)
-        echo "deps.sh: unknown profile '$profile' (expected build, run, test or bench)" >&2
+        echo "deps.sh: unknown profile '$profile' (expected build, run, test, fuzz or bench)" >&2
         exit 2 ;;
 esac
 

@@ -118,3 +118,38 @@ def test_a_full_pool_closes_the_connection_idle_longest(gateway_factory, redis, 
         # The quiet sandbox whose connection went dials again; the rest still reuse theirs.
         assert get(quiet[0]) not in quiet_sources
         assert get(quiet[5]) == quiet_sources[5]
+
+
+def test_connection_told_to_close_is_not_pooled(raw_server_factory, gateway_factory, redis):
+    """An HTTP/1.0 request goes to the sandbox with Connection: close, so the sandbox may close
+    after answering whatever its own response head says, and must not read another request
+    there (RFC 9112 §9.6): that connection is never pooled, or the next request (a POST, which
+    is never retried) is lost on it. Found by fuzz_request."""
+    def handler(stream, server):
+        told_to_close = False
+        while True:
+            try:
+                request = stream.read_request()
+            except ConnectionError:
+                return
+            if told_to_close:
+                server.record(("after close", request.method, request.target))
+                stream.wait_eof(1)  # a server that closes late: the request is lost
+                return
+            server.record((stream.sock.getpeername(), request.method, request.target))
+            stream.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            told_to_close = (request.header("Connection") or "").lower() == "close"
+
+    server = raw_server_factory(handler)
+    gateway = gateway_factory(redis, upstream_idle_timeout="30s")
+    redis.put("closes1")
+    host = gateway.host("closes1", server.port)
+    with gateway.connect() as connection:
+        connection.send(f"GET /old HTTP/1.0\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n"
+                        f"POST /after HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\n\r\n"
+                        f"data".encode())
+        assert connection.read_response().status == 200
+        response = connection.read_response("POST")
+        assert response.status == 200, response
+    (first, _, _), (second, method, target) = server.requests
+    assert (method, target) == ("POST", "/after") and first != second, server.requests

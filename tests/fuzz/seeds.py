@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Writes the seed inputs of every fuzz target into tests/fuzz/corpus/<target>/seed-<name>.
+
+Run it again after changing a seed: files are written by name, so entries the fuzzers found
+(named by their SHA-1, as libFuzzer names them) stay beside them. The request target's seeds
+include every smuggling probe of tests/integration/test_hostile.py.
+"""
+import hashlib
+import os
+import struct
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "integration")]
+from test_hostile import PROBES  # noqa: E402  (needs tests/ on the path first)
+
+SEPARATOR = b"\xff"
+TOKEN = b"s3cret-fuzz-token"  # tests/fuzz/fuzz_request.c: the private sandboxes' token
+PUB = b"30000-pub.fuzz.test"  # "30000" becomes the sandboxes' port
+
+
+def request_seeds():
+    def host(sandbox):
+        return b"30000-%s.fuzz.test" % sandbox
+
+    seeds = {}
+    for name, probe in PROBES.items():
+        seeds["probe-" + name] = b"\x00" + probe.replace(b"{host}", PUB)
+    get = b"GET /a HTTP/1.1\r\nHost: " + PUB + b"\r\n\r\n"
+    seeds["get"] = b"\x00" + get
+    # One seed per way the sandboxes answer (mode bits 1-3), with a pipeline behind it.
+    for kind in range(8):
+        seeds[f"answer-{kind}"] = bytes([kind << 1]) + get + b"HEAD /h HTTP/1.1\r\nHost: " + PUB + \
+            b"\r\n\r\n" + get
+    seeds["post-sized"] = b"\x00POST /p HTTP/1.1\r\nHost: " + PUB + \
+        b"\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: " + PUB + b"\r\n\r\n"
+    seeds["post-chunked-trailers"] = (
+        b"\x00POST /c HTTP/1.1\r\nHost: " + PUB + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;a=b\r\nhello\r\n0\r\nX-Sum: 1\r\ne2b-traffic-access-token: x\r\nX-Forwarded-For: 1.2.3.4\r\n"
+        b"Host: evil\r\nForwarded: for=x\r\nE2b-Sandbox-Id: y\r\n\r\n")
+    seeds["private-token"] = (
+        b"\x00GET / HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\ne2b-traffic-access-token: " +
+        TOKEN + b"\r\n\r\nGET /nope HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\n\r\n")
+    seeds["private-sha-token"] = (
+        b"\x00POST / HTTP/1.1\r\nHost: " + host(b"privsha") + b"\r\ne2b-traffic-access-token: " +
+        TOKEN + b"\r\nContent-Length: 3\r\n\r\nabc")
+    seeds["two-tokens"] = (
+        b"\x00GET / HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\ne2b-traffic-access-token: wrong\r\n"
+        b"e2b-traffic-access-token: " + TOKEN + b"\r\n\r\n")
+    seeds["mask-origin"] = (
+        b"\x00GET / HTTP/1.1\r\nHost: " + host(b"mask") + b"\r\nOrigin: http://" + host(b"mask") +
+        b"\r\nX-Forwarded-Host: evil\r\n\r\n")
+    seeds["limit-pipeline"] = b"\x00" + (b"GET / HTTP/1.1\r\nHost: " + host(b"lim") + b"\r\n\r\n") * 3
+    for sandbox in [b"bad", b"meta", b"gone", b"unknown"]:
+        seeds["record-" + sandbox.decode()] = b"\x00GET / HTTP/1.1\r\nHost: " + host(sandbox) + \
+            b"\r\n\r\n" + get
+    seeds["self-loop"] = b"\x00GET / HTTP/1.1\r\nHost: 18080-self.fuzz.test\r\n\r\n" + get
+    seeds["via-loop"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.0 a, 1.1 fuzz-gw\r\n\r\n" + get
+    seeds["via-other"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.1 lb\r\n\r\n"
+    seeds["http10"] = b"\x00GET / HTTP/1.0\r\nHost: " + PUB + b"\r\nConnection: keep-alive\r\n\r\n" + get
+    seeds["absolute-form"] = b"\x00GET http://" + PUB + b"/x?y HTTP/1.1\r\nHost: other\r\n\r\n"
+    seeds["upgrade"] = (b"\x00GET /ws HTTP/1.1\r\nHost: " + PUB + b"\r\nConnection: Upgrade\r\n"
+                        b"Upgrade: websocket\r\n\r\nraw bytes after the upgrade")
+    seeds["expect-continue"] = (b"\x00POST /e HTTP/1.1\r\nHost: " + PUB + b"\r\nExpect: 100-continue\r\n"
+                                b"Content-Length: 4\r\n\r\nbody")
+    seeds["hop-by-hop"] = (b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nConnection: keep-alive, X-A, TE\r\n"
+                           b"X-A: 1\r\nTE: trailers\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\n"
+                           b"Upgrade: h2c\r\nHTTP2-Settings: AAA\r\n\r\n")
+    seeds["shared-host-headers"] = (b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nE2b-Sandbox-Id: priv\r\n"
+                                    b"E2b-Sandbox-Port: 30000\r\n\r\n")
+    seeds["proxy-v1"] = b"\x01PROXY TCP4 203.0.113.9 192.0.2.1 5555 443\r\n" + get
+    v2 = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12 + 8) +
+          bytes([203, 0, 113, 9, 192, 0, 2, 1]) + struct.pack("!HH", 5555, 443) +
+          bytes([0x20]) + struct.pack("!H", 5) + bytes([0x01]) + b"\x00\x00\x00\x00")
+    seeds["proxy-v2-ssl"] = b"\x01" + v2 + get
+    seeds["proxy-missing"] = b"\x01" + get
+    return seeds
+
+
+def host_seeds():
+    names = [b"3000-i62mff4ahtrdfdkyn2esc.e2b.app", b"03000-abc.E2B.app.", b"3000-abc.e2b.app:443",
+             b"3000-abc-ignored.eu.e2b.app", b"3000-abc.sandbox.localhost", b"65535-z.x",
+             b"65536-a.e2b.app", b"0-a.e2b.app", b"-a.e2b.app", b"3000-.e2b.app", b"e2b.app",
+             b"a.b.e2b.app", b"3000-ABC.e2b.app", b"[::1]:8080", b"127.0.0.1", b"sandbox.e2b.app",
+             b"3000-abc.e2b.app\x00.evil", b"3000-" + b"a" * 64 + b".e2b.app"]
+    return {f"host-{i}": name for i, name in enumerate(names)}
+
+
+def proxy_seeds():
+    v2_ipv4 = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12) +
+               bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 1000, 443))
+    v2_ipv6 = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", 36) +
+               bytes(range(16)) + bytes(range(16, 32)) + struct.pack("!HH", 1000, 443))
+    v2_local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    v2_tlv = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12 + 3 + 8) +
+              bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 1000, 443) +
+              bytes([0x04]) + struct.pack("!H", 0) +
+              bytes([0x20]) + struct.pack("!H", 5) + bytes([0x01]) + b"\x00\x00\x00\x00")
+    return {
+        "v1-tcp4": b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n",
+        "v1-tcp6": b"PROXY TCP6 2001:db8::1 2001:db8::2 56324 443\r\n",
+        "v1-unknown": b"PROXY UNKNOWN\r\n",
+        "v1-bad-port": b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 443\r\n",
+        "v2-ipv4": v2_ipv4 + b"GET /",
+        "v2-ipv6": v2_ipv6,
+        "v2-local": v2_local,
+        "v2-tlvs": v2_tlv,
+    }
+
+
+def record_seeds():
+    def record(*pairs):
+        return SEPARATOR.join(pairs)
+    return {
+        "minimal": record(b"addr", b"10.0.0.1"),
+        "full": record(b"addr", b"fd00::1", b"execution_id", b"e-1", b"allow_public_traffic", b"false",
+                       b"traffic_access_token", b"t", b"mask_request_host", b"localhost:${PORT}",
+                       b"max_connections", b"10", b"netns", b"ns1"),
+        "digest": record(b"addr", b"10.0.0.1", b"traffic_access_token_sha256", b"ab" * 32),
+        "mask-twice": record(b"addr", b"10.0.0.1", b"mask_request_host", b"${PORT}.${PORT}:${PORT}"),
+        "mask-bad": record(b"addr", b"10.0.0.1", b"mask_request_host", b"a b\r\n"),
+        "exec-newline": record(b"addr", b"10.0.0.1", b"execution_id", b"1\n10.0.0.2\n80"),
+        # HMGET order: addr, execution_id, allow_public_traffic, tokens, mask, max_connections.
+        "ordered": record(b"10.0.0.1", b"e", b"true", b"!", b"!", b"h:${PORT}", b"5"),
+    }
+
+
+def config_seeds():
+    repository_config = (HERE.parent.parent / "gateway.conf").read_bytes()
+    minimal = b"domain example.com\nlisten 127.0.0.1:8080\n"
+    return {
+        "sample": repository_config,
+        "minimal": minimal,
+        "every-kind": minimal + b"upstream_deny 10.0.0.0/8 fd00::/8\ninstance_name gw-1\n"
+                      b"redis_url unix:///run/redis.sock?db=2\nmax_header_size 64k\n"
+                      b"route_cache_ttl 500ms\nworkers auto\nadmin_listen [::1]:9090\n",
+        "nul": minimal + b"log_level de\x00bug\n",
+        "crlf": b"domain a.b\r\nlisten *:80 proxy_protocol\r\n# comment\r\n",
+    }
+
+
+def egress_seeds():
+    return {
+        "blocks": b"10.0.0.0/8,192.168.1.1, 172.16.0.0/12" + SEPARATOR + b"10.1.0.0/16,::/0" +
+                  SEPARATOR + b"true",
+        "all": b"all" + SEPARATOR + b"8.8.8.8,2001:4860::/32" + SEPARATOR + b"false",
+        "adjacent": b"10.0.0.0/9,10.128.0.0/9,11.0.0.0/8" + SEPARATOR + b"" + SEPARATOR + b"",
+        "bad": b"10.0.0.1/8,," + SEPARATOR + b"example.com",
+        "mapped": b"::ffff:10.0.0.0/104,0.0.0.0/0" + SEPARATOR + b"fe80::/10",
+    }
+
+
+def ticket_seeds():
+    key = bytes(range(80))
+    other = bytes(range(80, 160))
+    return {
+        "one-key": key + SEPARATOR + key[:16] + b"\x00" * 16,
+        "two-keys": key + other + SEPARATOR + other[:16] + key[:16],
+        "same-names": key + key[:16] + other[16:] + SEPARATOR + key[:16],
+        "short": key[:79],
+    }
+
+
+TARGETS = {
+    "fuzz_request": request_seeds,
+    "fuzz_host": host_seeds,
+    "fuzz_proxy_protocol": proxy_seeds,
+    "fuzz_record": record_seeds,
+    "fuzz_config": config_seeds,
+    "fuzz_egress_policy": egress_seeds,
+    "fuzz_ticket": ticket_seeds,
+}
+
+
+def main():
+    for target, make in TARGETS.items():
+        directory = HERE / "corpus" / target
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in make().items():
+            (directory / f"seed-{name}").write_bytes(data)
+        print(f"{target}: {len(os.listdir(directory))} inputs")
+
+
+if __name__ == "__main__":
+    main()
