@@ -332,6 +332,8 @@ static int gw_head_on_value_complete(llhttp_t *parser) {
             gw_list_has(head->value, value_length, "host", 4))
             head->connection_names_framing = true;
     }
+    if (head->kind_count[kind]++ == 0)
+        head->kind_first[kind] = (uint32_t)head->header_count;
     head->headers[head->header_count++] = (gw_header_t){
         .kind = kind,
         .name = head->field ? head->field : "",
@@ -784,33 +786,24 @@ static void gw_client_head_complete(gw_client_t *client) {
             client->path = rest;
         }
     }
-    size_t host_count = 0;
-    for (size_t i = 0; i < head->header_count; i++) {
-        const gw_header_t *header = &head->headers[i];
-        if (header->kind == GW_HEADER_HOST) {
-            host_count++;
-            if (scheme_length == 0) {
-                authority = header->value;
-                authority_length = header->value_length;
-            }
-        }
+    size_t host_count = head->kind_count[GW_HEADER_HOST];
+    if (host_count > 0 && scheme_length == 0) {
+        const gw_header_t *host = &head->headers[head->kind_first[GW_HEADER_HOST]];
+        authority = host->value;
+        authority_length = host->value_length;
     }
     /* RFC 9112 §6.1: the gateway passes bodies through unchanged, so the only
      * transfer coding it accepts is a single "chunked" (any other coding, or
      * chunked not last, leaves the length unknown: a smuggling vector). */
-    size_t transfer_encodings = 0;
+    size_t transfer_encodings = head->kind_count[GW_HEADER_TRANSFER_ENCODING];
     bool transfer_encoding_valid = true;
-    size_t tokens = 0;
-    for (size_t i = 0; i < head->header_count; i++) {
-        const gw_header_t *header = &head->headers[i];
-        if (header->kind == GW_HEADER_TRANSFER_ENCODING) {
-            transfer_encodings++;
-            if (header->value_length != 7 || strncasecmp(header->value, "chunked", 7) != 0)
-                transfer_encoding_valid = false;
-        } else if (header->kind == GW_HEADER_TOKEN) {
-            tokens++;
-        }
+    if (transfer_encodings == 1) {
+        const gw_header_t *coding =
+            &head->headers[head->kind_first[GW_HEADER_TRANSFER_ENCODING]];
+        transfer_encoding_valid =
+            coding->value_length == 7 && strncasecmp(coding->value, "chunked", 7) == 0;
     }
+    size_t tokens = head->kind_count[GW_HEADER_TOKEN];
     /* RFC 9112 §3.2: more than one Host is an error. RFC 9112 §6.1: a
      * Transfer-Encoding in an HTTP/1.0 request is faulty framing. A Connection
      * naming a framing field would have it removed under the body it frames.
@@ -828,7 +821,7 @@ static void gw_client_head_complete(gw_client_t *client) {
     }
     client->client_authority = authority;
     client->client_authority_length = authority_length;
-    if (gw_client_passed_here(client)) {
+    if (head->kind_count[GW_HEADER_VIA] > 0 && gw_client_passed_here(client)) {
         gw_client_fail(client, 508, GW_MESSAGE_LOOP);
         return;
     }
@@ -965,16 +958,19 @@ static void gw_client_routed(route_lookup_status_t status, route_record_t *recor
         ((struct sockaddr_in6 *)&client->upstream_address)->sin6_port = htons(client->target.port);
     else
         ((struct sockaddr_in *)&client->upstream_address)->sin_port = htons(client->target.port);
-    switch (route_address_check(&client->worker->server->address_policy,
-                                (const struct sockaddr *)&client->upstream_address)) {
-    case ROUTE_ADDRESS_ALLOWED:
-        break;
-    case ROUTE_ADDRESS_REFUSED:
+    const route_address_policy_t *policy = &client->worker->server->address_policy;
+    if (!record->address_checked) {
+        record->address_refused =
+            route_address_refused(policy, (const struct sockaddr *)&record->address);
+        record->address_checked = true;
+    }
+    if (record->address_refused) {
         log_warn("sandbox %s: record points at a refused address %s", record->sandbox_id,
                  record->address_text);
         gw_client_fail(client, 502, GW_MESSAGE_ADDRESS_REFUSED);
         return;
-    case ROUTE_ADDRESS_LOOP:
+    }
+    if (route_address_is_own(policy, (const struct sockaddr *)&client->upstream_address)) {
         log_warn("sandbox %s: record points at the gateway itself (%s port %u)",
                  record->sandbox_id, record->address_text, (unsigned)client->target.port);
         gw_client_fail(client, 508, GW_MESSAGE_LOOP);

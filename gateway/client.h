@@ -59,6 +59,7 @@ typedef enum gw_header_kind {
     GW_HEADER_CONTENT_LENGTH,
     GW_HEADER_ROUTING,    /* E2b-Sandbox-Id, E2b-Sandbox-Port: the gateway's, never the sandbox's */
     GW_HEADER_VIA,        /* passes; loop detection reads it */
+    GW_HEADER_KIND_COUNT
 } gw_header_kind_t;
 
 typedef struct gw_header {
@@ -88,6 +89,10 @@ typedef struct gw_head {
      * their indexes, and how many; above 4 every field is searched. */
     size_t connection_headers[4];
     size_t connection_count;
+    /* Fields of each kind seen, and the index of the first: the head's checks
+     * need no pass over every field. */
+    uint32_t kind_count[GW_HEADER_KIND_COUNT];
+    uint32_t kind_first[GW_HEADER_KIND_COUNT];
     /* A Connection field names Content-Length, Transfer-Encoding or Host:
      * removing that field while the message keeps its framing is smuggling
      * (RFC 9110 §7.6.1 allows naming them; a proxy cannot honour it). */

@@ -25,13 +25,13 @@ static const char *const route_address_refused_text[] = {
 };
 enum { ROUTE_ADDRESS_REFUSED_COUNT = sizeof(route_address_refused_text) / sizeof(char *) };
 
-static cidr_t route_address_refused[ROUTE_ADDRESS_REFUSED_COUNT];
+static cidr_t route_address_refused_ranges[ROUTE_ADDRESS_REFUSED_COUNT];
 static pthread_once_t route_address_refused_once = PTHREAD_ONCE_INIT;
 
 /* Parses the table (every entry is valid). */
 static void route_address_refused_parse(void) {
     for (size_t i = 0; i < ROUTE_ADDRESS_REFUSED_COUNT; i++)
-        cidr_parse(route_address_refused_text[i], &route_address_refused[i]);
+        cidr_parse(route_address_refused_text[i], &route_address_refused_ranges[i]);
 }
 
 /* Splits a socket address into its address and port; false for other families. */
@@ -128,8 +128,8 @@ void route_address_policy_free(route_address_policy_t *policy) {
 }
 
 /* True if address:port is one of the gateway's own sockets. */
-static bool route_address_is_own(const route_address_policy_t *policy,
-                                 const route_address_t *address, unsigned short port) {
+static bool route_address_is_own_socket(const route_address_policy_t *policy,
+                                        const route_address_t *address, unsigned short port) {
     for (size_t i = 0; i < policy->own_count; i++) {
         const route_own_socket_t *own = &policy->own[i];
         if (own->port != port)
@@ -146,20 +146,34 @@ static bool route_address_is_own(const route_address_policy_t *policy,
     return false;
 }
 
-route_address_verdict_t route_address_check(const route_address_policy_t *policy,
-                                            const struct sockaddr *socket_address) {
+bool route_address_refused(const route_address_policy_t *policy,
+                           const struct sockaddr *socket_address) {
     route_address_t address;
     unsigned short port;
     if (!route_address_split(socket_address, &address, &port))
-        return ROUTE_ADDRESS_REFUSED;
+        return true;
     for (size_t i = 0; i < ROUTE_ADDRESS_REFUSED_COUNT; i++) {
-        if (cidr_contains(&route_address_refused[i], address.family, address.bytes))
-            return ROUTE_ADDRESS_REFUSED;
+        if (cidr_contains(&route_address_refused_ranges[i], address.family, address.bytes))
+            return true;
     }
     for (size_t i = 0; i < policy->deny_count; i++) {
         if (cidr_contains(&policy->deny[i], address.family, address.bytes))
-            return ROUTE_ADDRESS_REFUSED;
+            return true;
     }
-    return route_address_is_own(policy, &address, port) ? ROUTE_ADDRESS_LOOP
-                                                        : ROUTE_ADDRESS_ALLOWED;
+    return false;
+}
+
+bool route_address_is_own(const route_address_policy_t *policy,
+                          const struct sockaddr *socket_address) {
+    route_address_t address;
+    unsigned short port;
+    return route_address_split(socket_address, &address, &port) &&
+           route_address_is_own_socket(policy, &address, port);
+}
+
+route_address_verdict_t route_address_check(const route_address_policy_t *policy,
+                                            const struct sockaddr *address) {
+    if (route_address_refused(policy, address))
+        return ROUTE_ADDRESS_REFUSED;
+    return route_address_is_own(policy, address) ? ROUTE_ADDRESS_LOOP : ROUTE_ADDRESS_ALLOWED;
 }

@@ -52,8 +52,16 @@ void route_address_policy_free(route_address_policy_t *policy);
 /* The verdict on dialling address (with its port set), DESIGN "The catalog":
  * never unspecified, multicast, link-local, IPv4-mapped, NAT64, 6to4 or a
  * cloud metadata address, nothing in upstream_deny, and never a socket of the
- * gateway's own (a loopback or own address with a listener's port). */
+ * gateway's own (a loopback or own address with a listener's port). It is
+ * route_address_refused, then route_address_is_own. */
 route_address_verdict_t route_address_check(const route_address_policy_t *policy,
                                             const struct sockaddr *address);
+
+/* True if address (its port aside) lies in a refused range or in upstream_deny:
+ * what a record's address alone decides, so a caller may remember it. */
+bool route_address_refused(const route_address_policy_t *policy, const struct sockaddr *address);
+
+/* True if address with its port is one of the gateway's own sockets. */
+bool route_address_is_own(const route_address_policy_t *policy, const struct sockaddr *address);
 
 #endif

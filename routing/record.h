@@ -28,6 +28,10 @@ typedef struct route_record {
      * malformed. */
     char *pool_key_prefix;
     size_t pool_key_prefix_length;
+    /* What routing/address.c says of addr alone, remembered on first use: it
+     * never changes for a record, so the ranges are not checked per request. */
+    bool address_checked;
+    bool address_refused;
     char *error;                     /* non-NULL: malformed (answered 502); why, for the log */
 } route_record_t;
 
