@@ -361,12 +361,15 @@ static void test_found_not_found_malformed(void **state) {
     answer_clear(&answer);
 }
 
-/* HSET key field value, the value given with its length (binary, large). */
-static void admin_hset_bytes(const char *key, const char *field, const char *value,
-                             size_t length) {
+/* HSET key field <length bytes of byte>: a large value. */
+static void admin_hset_filled(const char *key, const char *field, char byte, size_t length) {
+    char *value = malloc(length);
+    assert_non_null(value);
+    memset(value, byte, length);
     const char *words[] = {"HSET", key, field, value};
     size_t lengths[] = {4, strlen(key), strlen(field), length};
     redisReply *reply = redisCommandArgv(admin, 4, words, lengths);
+    free(value);
     assert_non_null(reply);
     if (reply->type == REDIS_REPLY_ERROR)
         fail_msg("redis: %s", reply->str);
@@ -375,14 +378,10 @@ static void admin_hset_bytes(const char *key, const char *field, const char *val
 
 static void test_reads_only_the_gateways_fields(void **state) {
     (void)state;
-    enum { LARGE = 4 * 1024 * 1024 };
-    char *large = malloc(LARGE);
-    assert_non_null(large);
-    memset(large, 'a', LARGE);
     admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1 execution_id e1");
-    admin_hset_bytes(TEST_PREFIX "abc", "allow_out", large, LARGE);
+    admin_hset_filled(TEST_PREFIX "abc", "allow_out", 'a', 4 * 1024 * 1024);
     /* A hash with only other readers' fields is no sandbox of the gateway's. */
-    admin_hset_bytes(TEST_PREFIX "egressonly", "netns", "ns1", 3);
+    admin_command("HSET " TEST_PREFIX "egressonly netns ns1");
     route_catalog_config_t config = default_config();
     catalog_start(&config);
 
@@ -395,18 +394,13 @@ static void test_reads_only_the_gateways_fields(void **state) {
     assert_int_equal(answer.status, ROUTE_LOOKUP_NOT_FOUND);
     assert_int_equal(lookup_calls(), 2);
     answer_clear(&answer);
-    free(large);
 }
 
 static void test_oversized_record_is_malformed_not_an_outage(void **state) {
     (void)state;
-    enum { HUGE = 16 * 1024 * 1024 };
-    char *huge = malloc(HUGE);
-    assert_non_null(huge);
-    memset(huge, 'h', HUGE);
     admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1");
     admin_command("HSET " TEST_PREFIX "huge addr 10.0.0.2");
-    admin_hset_bytes(TEST_PREFIX "huge", "mask_request_host", huge, HUGE);
+    admin_hset_filled(TEST_PREFIX "huge", "mask_request_host", 'h', 16 * 1024 * 1024);
     route_catalog_config_t config = default_config();
     config.redis_timeout_ms = 300;
     catalog_start(&config);
@@ -433,7 +427,6 @@ static void test_oversized_record_is_malformed_not_an_outage(void **state) {
     assert_int_equal(route_catalog_get_stats(catalog).redis_errors, 0);
     answer_clear(&huge_answer);
     answer_clear(&other);
-    free(huge);
 }
 
 static void test_cache_hit_skips_redis(void **state) {
