@@ -263,6 +263,7 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
     struct evbuffer *response = evbuffer_new();
     struct evbuffer *body = evbuffer_new();
     int result = -1;
+    size_t length;
     if (response == NULL || body == NULL)
         goto done;
     if ((html ? gw_error_add_html_body(body, status, message, sandbox_id, port)
@@ -278,9 +279,14 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
                             status, gw_status_reason(status),
                             html ? "text/html; charset=utf-8" : "application/json",
                             evbuffer_get_length(body), close ? "close" : "keep-alive") < 0 ||
-        evbuffer_add_buffer(response, body) != 0 || evbuffer_add_buffer(out, response) != 0)
+        evbuffer_add_buffer(response, body) != 0)
         goto done;
-    result = 0;
+    /* Measured before it is added: out may be a TLS stream's, which takes
+     * what is added at once. */
+    length = evbuffer_get_length(response);
+    if (evbuffer_add_buffer(out, response) != 0)
+        goto done;
+    result = (int)length;
 done:
     if (body != NULL)
         evbuffer_free(body);

@@ -28,7 +28,8 @@ const char *gw_status_reason(int status);
  * no-store, and the body {"sandboxId": "...", "message": "...", "code": N}
  * (with "port": N when port > 0; sandbox_id may be NULL, message NULL means
  * the reason phrase) or the HTML page with the same message, all escaped.
- * Returns 0, or -1 when memory is exhausted (out is then left unchanged). */
+ * Returns its length in bytes, or -1 when memory is exhausted (out is then
+ * left unchanged). */
 int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
                     int port, bool html, bool close);
 

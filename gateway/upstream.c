@@ -2,16 +2,10 @@
 #include "gateway/upstream.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "gateway/worker.h"
 #include "util/log.h"
@@ -21,27 +15,6 @@
 enum { GW_POOL_IDLE_PER_KEY = 64 };
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
-
-char *gw_pool_key(arena_t *arena, const route_record_t *record, uint16_t port, size_t *length) {
-    /* Built by hand: this runs for every request. */
-    char reversed[5];
-    size_t digits = 0;
-    unsigned value = port;
-    do {
-        reversed[digits++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value > 0);
-    size_t prefix_length = record->pool_key_prefix_length;
-    char *key = arena_alloc(arena, prefix_length + digits + 1);
-    if (key == NULL)
-        return NULL;
-    memcpy(key, record->pool_key_prefix, prefix_length);
-    for (size_t i = 0; i < digits; i++)
-        key[prefix_length + i] = reversed[digits - 1 - i];
-    key[prefix_length + digits] = '\0';
-    *length = prefix_length + digits;
-    return key;
-}
 
 static uint64_t gw_pool_now_ms(void) {
     struct timespec now;
@@ -120,9 +93,7 @@ void gw_upstream_close(gw_upstream_t *upstream) {
     if (upstream->slot != NULL)
         gw_pool_remove(&upstream->worker->pool, upstream);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
-    gw_io_reader_free(&upstream->reader);
-    bufferevent_free(upstream->bev);
-    upstream->bev = NULL;
+    gw_transport_close(&upstream->transport);
     free(upstream);
 }
 
@@ -135,8 +106,7 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
         TAILQ_REMOVE(&slot->idle, upstream, pool_link);
         upstream->slot = NULL;
         GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
-        gw_io_reader_free(&upstream->reader);
-        bufferevent_free(upstream->bev);
+        gw_transport_close(&upstream->transport);
         free(upstream);
     }
     free(slot);
@@ -162,23 +132,26 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
     gw_pool_remove(pool, upstream);
     upstream->state = GW_UPSTREAM_BUSY;
-    bufferevent_setcb(upstream->bev, NULL, NULL, NULL, NULL);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_reuses, 1);
     return upstream;
 }
 
 /* While pooled, any byte or EOF from the sandbox means the connection is no
  * longer usable (RFC 9112 §9.8: a server may close an idle connection). */
-static void gw_pool_idle_read(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void gw_pool_idle_read(void *arg) { gw_upstream_close(arg); }
+
+static void gw_pool_idle_written(void *arg) { (void)arg; }
+
+static void gw_pool_idle_event(void *arg, gw_transport_event_t event) {
+    (void)event; /* EOF or an error: the connection is done */
     gw_upstream_close(arg);
 }
 
-static void gw_pool_idle_event(struct bufferevent *bev, short events, void *arg) {
-    (void)bev;
-    (void)events; /* EOF or an error: the connection is done */
-    gw_upstream_close(arg);
-}
+static const gw_transport_handler_t gw_pool_idle_handler = {
+    .readable = gw_pool_idle_read,
+    .writable = gw_pool_idle_written,
+    .event = gw_pool_idle_event,
+};
 
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
@@ -214,8 +187,8 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     upstream->slot = slot;
     upstream->state = GW_UPSTREAM_IDLE;
     upstream->idle_since_ms = gw_pool_now_ms();
-    bufferevent_setcb(upstream->bev, gw_pool_idle_read, NULL, gw_pool_idle_event, upstream);
-    gw_io_read_enable(&upstream->reader);
+    gw_transport_set_handler(&upstream->transport, &gw_pool_idle_handler, upstream);
+    gw_transport_read(&upstream->transport, true);
     if (!evtimer_pending(pool->sweep, NULL)) {
         struct timeval interval = gw_pool_sweep_interval(pool);
         evtimer_add(pool->sweep, &interval);
@@ -234,31 +207,14 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     upstream->key[key_length] = '\0';
     upstream->worker = worker;
     upstream->state = GW_UPSTREAM_CONNECTING;
-    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    upstream->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (upstream->bev == NULL) {
-        close(fd);
-        goto fail;
+    if (gw_transport_dial(&upstream->transport, worker->base, address, address_length,
+                          worker->config->upstream_connect_timeout_ms) < 0) {
+        int saved = errno;
+        free(upstream);
+        errno = saved;
+        return NULL;
     }
-    /* Upstream sockets are plain: the gateway reads them itself. */
-    if (gw_io_reader_init(&upstream->reader, upstream->bev, true) < 0)
-        goto fail;
-    /* A refusal found at once is reported through the event callback later
-     * (libevent defers it), so callers see one path for every outcome. */
-    if (bufferevent_socket_connect(upstream->bev, (struct sockaddr *)address, (int)address_length) <
-        0)
-        goto fail;
     GW_METRIC_ADD(&worker->metrics, upstream_dials, 1);
     GW_METRIC_ADD(&worker->metrics, upstream_connections, 1);
     return upstream;
-fail:
-    gw_io_reader_free(&upstream->reader);
-    if (upstream->bev != NULL)
-        bufferevent_free(upstream->bev);
-    free(upstream);
-    return NULL;
 }

@@ -8,12 +8,9 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
-#include "gateway/io.h"
-#include "routing/record.h"
-#include "util/arena.h"
+#include "gateway/transport.h"
 #include "util/strmap.h"
 
-struct bufferevent;
 struct event_base;
 struct gw_worker;
 
@@ -27,10 +24,10 @@ typedef enum gw_upstream_state {
 } gw_upstream_state_t;
 
 /* One connection to one sandbox port. While pooled it belongs to the pool;
- * while in use, to the client connection that took it. */
+ * while in use, to the exchange (or tunnel) that took it, which handles its
+ * transport's events. */
 typedef struct gw_upstream {
-    struct bufferevent *bev;
-    gw_io_reader_t reader; /* reads bev's socket (gateway/io.h) */
+    gw_transport_t transport;
     struct gw_worker *worker;
     gw_upstream_state_t state;
     gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */
@@ -57,11 +54,6 @@ typedef struct gw_pool {
     struct event *sweep; /* closes connections idle past idle_timeout_ms */
 } gw_pool_t;
 
-/* The pool key of a request to port of record's sandbox: its lifetime's
- * fields whole (route_record_t.pool_key_prefix) and the port, in arena. Returns
- * it NUL-terminated with its *length, or NULL when memory is exhausted. */
-char *gw_pool_key(arena_t *arena, const route_record_t *record, uint16_t port, size_t *length);
-
 /* Prepares an empty pool on base whose idle connections close after
  * idle_timeout_ms, keeping at most idle_limit of them; returns 0 or -1. */
 int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms,
@@ -70,7 +62,8 @@ int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout
 /* Closes every idle connection and frees the pool. */
 void gw_pool_free(gw_pool_t *pool);
 
-/* Takes the most recently used idle connection for key, or returns NULL. */
+/* Takes the most recently used idle connection for key, or returns NULL; the
+ * caller sets its transport's handler at once. */
 gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length);
 
 /* Gives an idle connection (no bytes pending either way) back; it is closed
@@ -79,9 +72,9 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
  * connection idle longest to take it. */
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream);
 
-/* Starts a non-blocking dial of address (with its port set); returns a
- * connection whose bufferevent reports BEV_EVENT_CONNECTED or an error to the
- * callbacks the caller sets next, or NULL (errno set). */
+/* Starts a non-blocking dial of address (with its port set), bounded by
+ * upstream_connect_timeout; returns a connection whose transport reports the
+ * outcome to the handler the caller sets next, or NULL (errno set). */
 gw_upstream_t *gw_upstream_dial(struct gw_worker *worker, const struct sockaddr *address,
                                 socklen_t address_length, const char *key, size_t key_length);
 

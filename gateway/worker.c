@@ -13,7 +13,7 @@
 #include <sodium.h>
 #include <unistd.h>
 
-#include "gateway/client.h"
+#include "gateway/connection.h"
 #include "util/log.h"
 
 /* Connections the kernel may queue per listener while a worker is busy or
@@ -40,7 +40,7 @@ static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd
     (void)listener;
     gw_worker_listener_t *entry = arg;
     gw_worker_t *worker = entry->worker;
-    gw_client_accept(worker, entry->listen, fd, address, address_length);
+    gw_conn_accept(worker, entry->listen, fd, address, address_length);
     /* Above max_connections new connections wait in the kernel's backlog. */
     if (worker->client_count >= worker->client_limit)
         gw_worker_pause_listeners(worker, true);
@@ -87,10 +87,10 @@ static void gw_worker_on_drain(evutil_socket_t fd, short events, void *arg) {
         return;
     worker->draining = true;
     gw_worker_close_listeners(worker);
-    gw_client_t *client = LIST_FIRST(&worker->clients);
+    gw_conn_t *client = LIST_FIRST(&worker->clients);
     while (client != NULL) {
-        gw_client_t *next = LIST_NEXT(client, link);
-        gw_client_drain(client);
+        gw_conn_t *next = LIST_NEXT(client, link);
+        gw_conn_drain(client);
         client = next;
     }
     if (worker->client_count == 0)
@@ -103,9 +103,9 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
     (void)events;
     gw_worker_t *worker = arg;
     gw_worker_close_listeners(worker);
-    gw_client_t *client;
+    gw_conn_t *client;
     while ((client = LIST_FIRST(&worker->clients)) != NULL)
-        gw_client_close(client);
+        gw_conn_close(client);
     gw_pool_free(&worker->pool);
     if (worker->catalog != NULL) {
         route_catalog_free(worker->catalog);

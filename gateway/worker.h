@@ -18,7 +18,7 @@
 struct event_base;
 struct event;
 struct evconnlistener;
-struct gw_client;
+struct gw_conn;
 
 /* What the whole process shares, read-only once workers run. */
 typedef struct gw_server {
@@ -58,7 +58,7 @@ typedef struct gw_worker {
     int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
     gw_pool_t pool;
-    LIST_HEAD(gw_client_list, gw_client) clients;
+    LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;
     size_t client_limit; /* this worker's share of max_connections */
     gw_metrics_t metrics;

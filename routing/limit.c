@@ -20,11 +20,13 @@ static pthread_mutex_t route_limit_mutex = PTHREAD_MUTEX_INITIALIZER;
 static strmap_t route_limit_table;
 static bool route_limit_table_ready;
 
-route_limit_t *route_limit_acquire(const char *sandbox_id, long limit) {
+route_limit_status_t route_limit_acquire(const char *sandbox_id, long limit,
+                                         route_limit_t **counter) {
+    *counter = NULL;
     if (limit <= 0)
-        return NULL;
+        return ROUTE_LIMIT_REACHED;
     size_t id_length = strlen(sandbox_id);
-    route_limit_t *counter = NULL;
+    route_limit_status_t status = ROUTE_LIMIT_NO_MEMORY;
     strmap_entry_t *entry = NULL;
     pthread_mutex_lock(&route_limit_mutex);
     if (!route_limit_table_ready) {
@@ -45,13 +47,15 @@ route_limit_t *route_limit_acquire(const char *sandbox_id, long limit) {
         created->entry = entry;
     }
     /* A new entry is always admitted (limit > 0), so none is ever left at 0. */
+    status = ROUTE_LIMIT_REACHED;
     if (((route_limit_t *)entry->value)->in_flight < limit) {
-        counter = entry->value;
-        counter->in_flight++;
+        *counter = entry->value;
+        (*counter)->in_flight++;
+        status = ROUTE_LIMIT_ADMITTED;
     }
 done:
     pthread_mutex_unlock(&route_limit_mutex);
-    return counter;
+    return status;
 }
 
 void route_limit_release(route_limit_t *counter) {

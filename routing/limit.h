@@ -6,11 +6,18 @@
 
 typedef struct route_limit route_limit_t;
 
-/* Admits one more request to sandbox_id if fewer than limit (> 0) are in flight
- * over all workers. Returns the sandbox's counter (to release later), or NULL
- * when the limit is reached or memory is exhausted. Only sandboxes that set a
- * limit come here, so unlimited traffic never touches the shared table. */
-route_limit_t *route_limit_acquire(const char *sandbox_id, long limit);
+typedef enum route_limit_status {
+    ROUTE_LIMIT_ADMITTED = 0,
+    ROUTE_LIMIT_REACHED,   /* 429: limit requests are in flight already (or limit <= 0) */
+    ROUTE_LIMIT_NO_MEMORY, /* 503: the request could not be counted */
+} route_limit_status_t;
+
+/* Admits one more request to sandbox_id if fewer than limit are in flight
+ * over all workers, setting *counter to the sandbox's counter (to release
+ * later). Only sandboxes that set a limit come here, so unlimited traffic
+ * never touches the shared table. */
+route_limit_status_t route_limit_acquire(const char *sandbox_id, long limit,
+                                         route_limit_t **counter);
 
 /* Ends one request admitted by route_limit_acquire. */
 void route_limit_release(route_limit_t *counter);

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "auth/token.h"
-#include "gateway/client.h"
+#include "gateway/connection.h"
 #include "gateway/worker.h"
 #include "routing/catalog.h"
 #include "tests/fuzz/fuzz.h"
@@ -489,7 +489,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 2; i++)
         fuzz.sandboxes[i].messages = 0;
     fuzz.client_bytes = 0;
-    gw_client_accept(&fuzz.worker, listen, pair[1], (struct sockaddr *)&from, sizeof(from));
+    gw_conn_accept(&fuzz.worker, listen, pair[1], (struct sockaddr *)&from, sizeof(from));
 
     fuzz.pending = client;
     fuzz.pending_length = length;
@@ -519,9 +519,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     event_free(fuzz.client_write);
     close(pair[0]);
     fuzz_run_until_idle();
-    gw_client_t *left;
+    gw_conn_t *left;
     while ((left = LIST_FIRST(&fuzz.worker.clients)) != NULL)
-        gw_client_close(left);
+        gw_conn_close(left);
     gw_pool_free(&fuzz.worker.pool);
     FUZZ_CHECK(gw_pool_init(&fuzz.worker.pool, fuzz.worker.base,
                             fuzz.server.config.upstream_idle_timeout_ms, 1024) == 0);

@@ -950,3 +950,17 @@ def test_bad_certificate_at_start_up(build, tmp_path, certs):
         assert result.returncode == 1, (case, result.returncode, result.stderr)
         named = str(key) if case == "mismatch" else str(certificate)
         assert named in result.stderr, (case, result.stderr)
+
+
+def test_gateway_errors_over_tls_log_their_size(tls_gw, certs, backend):
+    """An error the gateway writes itself is logged with its real size over TLS too (the TLS
+    stream takes the bytes as they are added, which left bytes_out at 0)."""
+    before = len(tls_gw.access_entries())
+    with TlsConnection(tls_gw.tls_port, certs, hostname(backend.port)) as connection:
+        connection.send(f"GET /x HTTP/1.1\r\nHost: {hostname(backend.port, 'nosuch')}\r\n\r\n".encode())
+        buffer = connection.read_until(b"\r\n\r\n")
+        head = buffer[:buffer.index(b"\r\n\r\n") + 4]
+        response_length = len(head) + int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    entries = wait_for(lambda: tls_gw.access_entries()[before:] or None, 10, 0.05, "a log line")
+    assert entries[0]["status"] == 502, entries
+    assert entries[0]["bytes_out"] == response_length, entries

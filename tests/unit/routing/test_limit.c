@@ -13,25 +13,34 @@
 
 #include "routing/limit.h"
 
+/* The counter admitted, or NULL when the limit is reached (never out of memory here). */
+static route_limit_t *admit(const char *sandbox_id, long limit) {
+    route_limit_t *counter;
+    route_limit_status_t status = route_limit_acquire(sandbox_id, limit, &counter);
+    assert_true(status == ROUTE_LIMIT_ADMITTED || status == ROUTE_LIMIT_REACHED);
+    assert_true((status == ROUTE_LIMIT_ADMITTED) == (counter != NULL));
+    return counter;
+}
+
 static void test_limit_reached(void **state) {
     (void)state;
-    route_limit_t *first = route_limit_acquire("alpha", 2);
-    route_limit_t *second = route_limit_acquire("alpha", 2);
+    route_limit_t *first = admit("alpha", 2);
+    route_limit_t *second = admit("alpha", 2);
     assert_non_null(first);
     assert_non_null(second);
     assert_ptr_equal(first, second); /* one counter per sandbox */
-    assert_null(route_limit_acquire("alpha", 2));
+    assert_null(admit("alpha", 2));
     assert_int_equal(route_limit_in_flight("alpha"), 2);
 
     route_limit_release(second);
-    route_limit_t *third = route_limit_acquire("alpha", 2);
+    route_limit_t *third = admit("alpha", 2);
     assert_non_null(third);
-    assert_null(route_limit_acquire("alpha", 2));
+    assert_null(admit("alpha", 2));
 
     /* A raised limit admits more at once; a lowered one admits none until below it. */
-    route_limit_t *fourth = route_limit_acquire("alpha", 3);
+    route_limit_t *fourth = admit("alpha", 3);
     assert_non_null(fourth);
-    assert_null(route_limit_acquire("alpha", 1));
+    assert_null(admit("alpha", 1));
 
     route_limit_release(first);
     route_limit_release(third);
@@ -42,13 +51,13 @@ static void test_limit_reached(void **state) {
 
 static void test_sandboxes_are_independent(void **state) {
     (void)state;
-    route_limit_t *alpha = route_limit_acquire("alpha", 1);
-    route_limit_t *beta = route_limit_acquire("beta", 1);
+    route_limit_t *alpha = admit("alpha", 1);
+    route_limit_t *beta = admit("beta", 1);
     assert_non_null(alpha);
     assert_non_null(beta);
     assert_ptr_not_equal(alpha, beta);
-    assert_null(route_limit_acquire("alpha", 1));
-    assert_null(route_limit_acquire("beta", 1));
+    assert_null(admit("alpha", 1));
+    assert_null(admit("beta", 1));
     assert_int_equal(route_limit_sandbox_count(), 2);
     route_limit_release(alpha);
     assert_int_equal(route_limit_sandbox_count(), 1);
@@ -62,7 +71,7 @@ static void test_entries_freed_at_zero(void **state) {
     route_limit_t *counters[100];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof(id), "s%d", i);
-        counters[i] = route_limit_acquire(id, 5);
+        counters[i] = admit(id, 5);
         assert_non_null(counters[i]);
     }
     assert_int_equal(route_limit_sandbox_count(), 100);
@@ -74,8 +83,8 @@ static void test_entries_freed_at_zero(void **state) {
 
 static void test_bad_limit_and_null(void **state) {
     (void)state;
-    assert_null(route_limit_acquire("alpha", 0));
-    assert_null(route_limit_acquire("alpha", -3));
+    assert_null(admit("alpha", 0));
+    assert_null(admit("alpha", -3));
     assert_int_equal(route_limit_sandbox_count(), 0);
     route_limit_release(NULL);
 }
@@ -105,8 +114,8 @@ static void *hammer_thread(void *argument) {
     hammer_shared_t *shared = argument;
     for (int round = 0; round < HAMMER_ROUNDS; round++) {
         int which = round % 2;
-        route_limit_t *counter = route_limit_acquire(hammer_ids[which], HAMMER_LIMIT);
-        if (counter == NULL) {
+        route_limit_t *counter;
+        if (route_limit_acquire(hammer_ids[which], HAMMER_LIMIT, &counter) != ROUTE_LIMIT_ADMITTED) {
             atomic_fetch_add(&shared->refused, 1);
             continue;
         }

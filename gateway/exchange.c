@@ -1,0 +1,746 @@
+/* One proxied request, whatever protocol carried it: routing, auth, the upstream, the response, retries, timeouts, its log line. */
+#include "gateway/exchange.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/upstream.h"
+#include "gateway/worker.h"
+#include "util/log.h"
+
+/* A sized response body at least this large moves by splice (gateway/io.h). */
+enum { GW_SPLICE_MIN = 64 * 1024 };
+/* A sandbox's response head may be larger than a client's request head. */
+enum { GW_RESPONSE_HEAD_MAX = 64 * 1024 };
+/* First and longest pause between dials of a port that refused. */
+enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
+/* The longest path a tunnel keeps for its access-log line (the log cuts at 2 KiB too). */
+enum { GW_TUNNEL_PATH_MAX = 2048 };
+
+static const char GW_MESSAGE_NOT_FOUND[] = "The sandbox was not found";
+static const char GW_MESSAGE_PORT_CLOSED[] = "The sandbox is running but port is not open";
+static const char GW_MESSAGE_UNAVAILABLE[] = "Sandbox routing is temporarily unavailable";
+static const char GW_MESSAGE_TIMEOUT[] = "The sandbox did not respond in time";
+static const char GW_MESSAGE_MISDIRECTED[] = "Misdirected request";
+static const char GW_MESSAGE_MALFORMED_RECORD[] = "The sandbox record is invalid";
+static const char GW_MESSAGE_UPSTREAM_CLOSED[] =
+    "The sandbox closed the connection without a response";
+static const char GW_MESSAGE_NO_MEMORY[] = "Out of memory";
+
+/* What a streaming step left behind: the exchange still proxying, or ended
+ * (finished, failed, or handed to a tunnel). */
+typedef enum gw_step { GW_STEP_CONTINUE, GW_STEP_ENDED } gw_step_t;
+
+/* What went wrong with the upstream, for gw_exchange_next. */
+typedef enum gw_failure {
+    GW_FAILURE_DIAL,         /* the dial could not even start */
+    GW_FAILURE_REFUSED,      /* the dial failed (errno in the call) */
+    GW_FAILURE_DIAL_TIMEOUT, /* upstream_connect_timeout passed */
+    GW_FAILURE_LOST,         /* the connection ended before any response byte */
+} gw_failure_t;
+
+static const gw_transport_handler_t gw_exchange_upstream_handler;
+
+static uint64_t gw_now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static uint64_t gw_now_us(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+static const char *const gw_exchange_state_names[] = {
+    [GW_EXCHANGE_IDLE] = "idle",         [GW_EXCHANGE_READING] = "reading",
+    [GW_EXCHANGE_ROUTING] = "routing",   [GW_EXCHANGE_CONNECTING] = "connecting",
+    [GW_EXCHANGE_PROXYING] = "proxying", [GW_EXCHANGE_TUNNEL] = "tunnel",
+    [GW_EXCHANGE_DONE] = "done",
+};
+
+/* Every change of state passes here. */
+static void gw_exchange_set_state(gw_exchange_t *exchange, gw_exchange_state_t state) {
+    log_debug("request of %s: %s -> %s", exchange->client_address,
+              gw_exchange_state_names[exchange->state], gw_exchange_state_names[state]);
+    exchange->state = state;
+}
+
+static struct evbuffer *gw_upstream_input(const gw_exchange_t *exchange) {
+    return gw_transport_input(&exchange->upstream->transport);
+}
+
+static struct evbuffer *gw_upstream_output(const gw_exchange_t *exchange) {
+    return gw_transport_output(&exchange->upstream->transport);
+}
+
+void gw_exchange_init(gw_exchange_t *exchange, struct gw_worker *worker,
+                      const gw_exchange_side_t *side, void *side_arg, arena_t *arena,
+                      const char *client_address, bool https) {
+    memset(exchange, 0, sizeof(*exchange));
+    exchange->worker = worker;
+    exchange->side = side;
+    exchange->side_arg = side_arg;
+    exchange->arena = arena;
+    exchange->client_address = client_address;
+    exchange->https = https;
+}
+
+void gw_exchange_begin(gw_exchange_t *exchange) {
+    if (exchange->started_us == 0)
+        exchange->started_us = gw_now_us();
+    gw_exchange_set_state(exchange, GW_EXCHANGE_READING);
+}
+
+void gw_exchange_reset(gw_exchange_t *exchange) {
+    gw_exchange_t fresh;
+    gw_exchange_init(&fresh, exchange->worker, exchange->side, exchange->side_arg,
+                     exchange->arena, exchange->client_address, exchange->https);
+    free(exchange->tunnel_path);
+    *exchange = fresh;
+}
+
+/* ---- the end ---- */
+
+static void gw_exchange_log(gw_exchange_t *exchange) {
+    gw_worker_t *worker = exchange->worker;
+    uint64_t duration_us = gw_now_us() - exchange->started_us;
+    /* A request the client gave up on before any answer: counted as "none",
+     * logged as nginx does, 499. */
+    gw_metrics_observe_request(&worker->metrics, exchange->status, duration_us);
+    if (worker->server->access_log == NULL)
+        return;
+    gw_access_entry_t entry = {
+        .client = exchange->client_address,
+        .sandbox_id = exchange->routed ? exchange->target.sandbox_id : NULL,
+        .port = exchange->routed ? exchange->target.port : 0,
+        .method = exchange->request.method ? exchange->request.method : "-",
+        .path = exchange->request.path,
+        .status = exchange->status != 0 ? exchange->status : 499,
+        .bytes_received = exchange->bytes_received,
+        .bytes_sent = exchange->bytes_sent,
+        .duration_us = duration_us,
+    };
+    gw_access_log_write(worker->server->access_log, &entry);
+}
+
+/* The sandbox's own framing decides whether its connection can carry another
+ * request after a complete response, unless the head sent to it said close
+ * (RFC 9112 §9.6: the server closes after this response, whatever its own head
+ * says). */
+static bool gw_exchange_upstream_reusable(const gw_exchange_t *exchange) {
+    return exchange->state == GW_EXCHANGE_PROXYING &&
+           exchange->response_state == GW_RESPONSE_DONE &&
+           exchange->request_state == GW_REQUEST_DONE && !exchange->upstream_closes &&
+           !exchange->upstream_eof && llhttp_should_keep_alive(&exchange->response_parser) &&
+           evbuffer_get_length(gw_upstream_input(exchange)) == 0;
+}
+
+void gw_exchange_finish(gw_exchange_t *exchange) {
+    if (exchange->state == GW_EXCHANGE_IDLE || exchange->state == GW_EXCHANGE_DONE)
+        return;
+    bool upstream_reusable = exchange->upstream != NULL && gw_exchange_upstream_reusable(exchange);
+    gw_exchange_log(exchange);
+    gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
+    route_catalog_cancel(&exchange->waiter);
+    gw_io_splice_free(exchange->splice);
+    exchange->splice = NULL;
+    route_record_unref(exchange->record);
+    exchange->record = NULL;
+    route_limit_release(exchange->limit);
+    exchange->limit = NULL;
+    if (exchange->upstream != NULL) {
+        if (upstream_reusable) {
+            exchange->upstream->requests++;
+            gw_pool_put(&exchange->worker->pool, exchange->upstream);
+        } else {
+            gw_upstream_close(exchange->upstream);
+        }
+        exchange->upstream = NULL;
+    }
+}
+
+void gw_exchange_fail(gw_exchange_t *exchange, int status, const char *message) {
+    if (exchange->state == GW_EXCHANGE_DONE)
+        return;
+    if (exchange->state == GW_EXCHANGE_IDLE)
+        gw_exchange_begin(exchange);
+    if (exchange->response_sent || exchange->state == GW_EXCHANGE_TUNNEL) {
+        /* A started response can only end in a close. */
+        exchange->side->abort(exchange->side_arg);
+        return;
+    }
+    /* Before the body was read, the connection can serve another request
+     * only if there is no body to skip. */
+    const gw_request_t *request = &exchange->request;
+    bool keep_alive = request->keep_alive && !exchange->worker->draining && status != 400 &&
+                      status != 408 && status != 431 &&
+                      (exchange->request_state == GW_REQUEST_DONE ||
+                       (exchange->request_state != GW_REQUEST_HEAD && !request->has_body &&
+                        !request->upgrade && exchange->body_forwarded == 0));
+    if (exchange->request_state == GW_REQUEST_BODY && exchange->upstream != NULL)
+        keep_alive = false;
+    exchange->status = status;
+    exchange->side->error(exchange->side_arg, status, message, keep_alive);
+}
+
+/* ---- routing ---- */
+
+static void gw_exchange_routed(route_lookup_status_t status, route_record_t *record, void *arg);
+static void gw_exchange_dial(gw_exchange_t *exchange);
+static void gw_exchange_upstream_ready(gw_exchange_t *exchange);
+
+/* The request's head is complete: what follows it is its body. */
+static void gw_exchange_take_request(gw_exchange_t *exchange, const gw_head_t *head,
+                                     const gw_request_t *request) {
+    exchange->request_head = head;
+    exchange->request = *request;
+    exchange->request_state = GW_REQUEST_BODY;
+}
+
+void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head,
+                        const gw_request_t *request, int status, const char *message) {
+    gw_exchange_take_request(exchange, head, request);
+    gw_exchange_fail(exchange, status, message);
+}
+
+void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
+                       const gw_request_t *request) {
+    gw_exchange_take_request(exchange, head, request);
+    const gw_config_t *config = exchange->worker->config;
+    route_host_status_t host_status =
+        route_parse_host(request->authority, request->authority_length, config->domains,
+                         config->domain_count, &exchange->target);
+    if (host_status == ROUTE_HOST_FOREIGN_DOMAIN) {
+        gw_exchange_fail(exchange, 421, GW_MESSAGE_MISDIRECTED);
+        return;
+    }
+    if (host_status != ROUTE_HOST_OK) {
+        gw_exchange_fail(exchange, 400, route_host_status_message(host_status));
+        return;
+    }
+    exchange->routed = true;
+    gw_exchange_set_state(exchange, GW_EXCHANGE_ROUTING);
+    route_lookup_status_t lookup_status;
+    route_record_t *record = NULL;
+    if (route_catalog_lookup(exchange->worker->catalog, exchange->target.sandbox_id,
+                             &exchange->waiter, gw_exchange_routed, exchange, &lookup_status,
+                             &record) == 1)
+        gw_exchange_routed(lookup_status, record, exchange);
+}
+
+/* The record said where: decides, counts the request against the sandbox's
+ * limit, writes the sandbox's head, and takes or dials a connection. */
+static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record) {
+    route_decision_t *decision = &exchange->decision;
+    const gw_request_t *request = &exchange->request;
+    if (route_decide(record, exchange->target.port, &exchange->worker->server->address_policy,
+                     request->token, request->token_length, exchange->arena, decision) < 0) {
+        gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+        return;
+    }
+    if (decision->status != 0) {
+        gw_exchange_fail(exchange, decision->status, decision->message);
+        return;
+    }
+    if (record->max_connections > 0) {
+        route_limit_status_t limit =
+            route_limit_acquire(record->sandbox_id, record->max_connections, &exchange->limit);
+        if (limit != ROUTE_LIMIT_ADMITTED) {
+            char message[128];
+            snprintf(message, sizeof(message),
+                     "The sandbox has too many concurrent incoming connections (limit: %ld)",
+                     record->max_connections);
+            if (limit == ROUTE_LIMIT_REACHED)
+                gw_exchange_fail(exchange, 429, message);
+            else
+                gw_exchange_fail(exchange, 503, GW_MESSAGE_UNAVAILABLE);
+            return;
+        }
+    }
+    const gw_server_t *server = exchange->worker->server;
+    gw_forward_t forward = {
+        .host = decision->host != NULL ? decision->host : request->authority,
+        .host_length = decision->host != NULL ? decision->host_length : request->authority_length,
+        .masked = decision->host != NULL,
+        .client_address = exchange->client_address,
+        .https = exchange->https,
+        .instance = server->instance,
+        .instance_length = server->instance_length,
+    };
+    if (gw_http1_request_head_write(exchange->request_head, request, &forward, exchange->arena,
+                                    &exchange->upstream_head, &exchange->upstream_head_length,
+                                    &exchange->upstream_closes) < 0) {
+        gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+        return;
+    }
+    exchange->dial_started_ms = gw_now_ms();
+    exchange->retry_delay_ms = GW_RETRY_FIRST_MS;
+    gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
+    exchange->upstream = gw_pool_take(&exchange->worker->pool, decision->pool_key,
+                                      decision->pool_key_length);
+    if (exchange->upstream != NULL)
+        gw_exchange_upstream_ready(exchange);
+    else
+        gw_exchange_dial(exchange);
+}
+
+/* The catalog answered (at once, or later from the loop). */
+static void gw_exchange_routed(route_lookup_status_t status, route_record_t *record, void *arg) {
+    gw_exchange_t *exchange = arg;
+    exchange->side->enter(exchange->side_arg);
+    exchange->record = record;
+    switch (status) {
+    case ROUTE_LOOKUP_UNAVAILABLE:
+        gw_exchange_fail(exchange, 503, GW_MESSAGE_UNAVAILABLE);
+        break;
+    case ROUTE_LOOKUP_NOT_FOUND:
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_NOT_FOUND);
+        break;
+    case ROUTE_LOOKUP_MALFORMED:
+        log_error("sandbox %s: malformed catalog record: %s", exchange->target.sandbox_id,
+                  record && record->error ? record->error : "unknown");
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_MALFORMED_RECORD);
+        break;
+    case ROUTE_LOOKUP_FOUND:
+        gw_exchange_proceed(exchange, record);
+        break;
+    }
+    exchange->side->leave(exchange->side_arg);
+}
+
+/* ---- the upstream connection ---- */
+
+/* The one place that decides whether a failure with the upstream is tried
+ * again (nginx's ngx_http_upstream_next): a refused dial within
+ * upstream_connect_retry (a port that opens late), and a reused connection
+ * lost before any response byte, once, for an idempotent request whose body
+ * was not sent (RFC 9110 §9.2.2). Anything else is answered. */
+static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int error) {
+    gw_worker_t *worker = exchange->worker;
+    bool reused = exchange->upstream != NULL && exchange->upstream->requests > 0;
+    gw_upstream_close(exchange->upstream);
+    exchange->upstream = NULL;
+    const gw_request_t *request = &exchange->request;
+    if (failure == GW_FAILURE_LOST) {
+        if (reused && !exchange->retried_on_fresh && request->idempotent &&
+            exchange->body_forwarded == 0 && !request->has_body) {
+            exchange->retried_on_fresh = true;
+            gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
+            exchange->dial_started_ms = gw_now_ms();
+            gw_exchange_dial(exchange);
+            return;
+        }
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return;
+    }
+    uint64_t elapsed = gw_now_ms() - exchange->dial_started_ms;
+    if (failure == GW_FAILURE_REFUSED && error == ECONNREFUSED &&
+        elapsed < worker->config->upstream_connect_retry_ms) {
+        uint64_t delay = exchange->retry_delay_ms;
+        uint64_t remaining = worker->config->upstream_connect_retry_ms - elapsed;
+        if (delay > remaining)
+            delay = remaining;
+        exchange->retry_delay_ms = exchange->retry_delay_ms * 2 > GW_RETRY_MAX_MS
+                                       ? GW_RETRY_MAX_MS
+                                       : exchange->retry_delay_ms * 2;
+        exchange->side->deadline(exchange->side_arg, delay);
+        return;
+    }
+    GW_METRIC_ADD(&worker->metrics, upstream_dial_errors, 1);
+    if (failure == GW_FAILURE_DIAL_TIMEOUT) {
+        gw_exchange_fail(exchange, 504, GW_MESSAGE_TIMEOUT);
+        return;
+    }
+    if (failure == GW_FAILURE_DIAL)
+        log_warn("sandbox %s: cannot dial port %u: %s", exchange->target.sandbox_id,
+                 (unsigned)exchange->target.port, strerror(error));
+    else
+        log_debug("sandbox %s: port %u not reachable: %s", exchange->target.sandbox_id,
+                  (unsigned)exchange->target.port, strerror(error));
+    gw_exchange_fail(exchange, 502, GW_MESSAGE_PORT_CLOSED);
+}
+
+static void gw_exchange_dial(gw_exchange_t *exchange) {
+    const route_decision_t *decision = &exchange->decision;
+    exchange->upstream = gw_upstream_dial(
+        exchange->worker, (const struct sockaddr *)&decision->address, decision->address_length,
+        decision->pool_key, decision->pool_key_length);
+    if (exchange->upstream == NULL) {
+        gw_exchange_next(exchange, GW_FAILURE_DIAL, errno);
+        return;
+    }
+    gw_transport_set_handler(&exchange->upstream->transport, &gw_exchange_upstream_handler,
+                             exchange);
+}
+
+static void gw_exchange_forward_response(gw_exchange_t *exchange);
+
+/* The upstream is connected (or taken from the pool): send the head, and let
+ * the side pass the body. */
+static void gw_exchange_upstream_ready(gw_exchange_t *exchange) {
+    gw_upstream_t *upstream = exchange->upstream;
+    upstream->state = GW_UPSTREAM_BUSY;
+    gw_transport_set_handler(&upstream->transport, &gw_exchange_upstream_handler, exchange);
+    gw_transport_read_limit(&upstream->transport, GW_READ_HIGH);
+    gw_transport_write_low(&upstream->transport, 0);
+    gw_transport_read(&upstream->transport, true);
+    gw_exchange_set_state(exchange, GW_EXCHANGE_PROXYING);
+    exchange->upstream_eof = false; /* a retry's fresh connection */
+    exchange->response_state = GW_RESPONSE_HEAD;
+    gw_head_reset(&exchange->response_head, exchange->arena);
+    gw_http1_response_init(&exchange->response_parser, &exchange->response_head,
+                           strcmp(exchange->request.method, "HEAD") == 0);
+    evbuffer_add(gw_upstream_output(exchange), exchange->upstream_head,
+                 exchange->upstream_head_length);
+    GW_METRIC_ADD(&exchange->worker->metrics, upstream_requests, 1);
+    exchange->side->request_ready(exchange->side_arg);
+}
+
+static void gw_exchange_upstream_ended(gw_exchange_t *exchange);
+
+static void gw_exchange_on_upstream_event(void *arg, gw_transport_event_t event) {
+    gw_exchange_t *exchange = arg;
+    int error = errno;
+    exchange->side->enter(exchange->side_arg);
+    if (exchange->state == GW_EXCHANGE_CONNECTING) {
+        if (event == GW_TRANSPORT_CONNECTED)
+            gw_exchange_upstream_ready(exchange);
+        else if (event == GW_TRANSPORT_TIMEOUT)
+            gw_exchange_next(exchange, GW_FAILURE_DIAL_TIMEOUT, ETIMEDOUT);
+        else
+            gw_exchange_next(exchange, GW_FAILURE_REFUSED, error ? error : ECONNREFUSED);
+    } else if (exchange->state == GW_EXCHANGE_PROXYING) {
+        /* EOF or an error from the sandbox. Bytes it sent before closing
+         * still pass first; backpressure may hold some until the side
+         * drains (gw_exchange_response_ready finishes then). */
+        exchange->upstream_eof = true;
+        gw_exchange_forward_response(exchange);
+        if (exchange->state == GW_EXCHANGE_PROXYING &&
+            evbuffer_get_length(gw_upstream_input(exchange)) == 0)
+            gw_exchange_upstream_ended(exchange);
+    }
+    exchange->side->leave(exchange->side_arg);
+}
+
+static void gw_exchange_on_upstream_readable(void *arg) {
+    gw_exchange_t *exchange = arg;
+    exchange->side->enter(exchange->side_arg);
+    gw_transport_read_more(&exchange->upstream->transport, GW_BUFFER_HIGH);
+    if (exchange->state == GW_EXCHANGE_PROXYING)
+        gw_exchange_forward_response(exchange);
+    exchange->side->leave(exchange->side_arg);
+}
+
+/* The upstream's output drained to its low mark: the side may pass more body. */
+static void gw_exchange_on_upstream_writable(void *arg) {
+    gw_exchange_t *exchange = arg;
+    exchange->side->enter(exchange->side_arg);
+    gw_transport_write_low(&exchange->upstream->transport, 0);
+    if (exchange->state == GW_EXCHANGE_PROXYING && exchange->request_state == GW_REQUEST_BODY)
+        exchange->side->request_ready(exchange->side_arg);
+    exchange->side->leave(exchange->side_arg);
+}
+
+static const gw_transport_handler_t gw_exchange_upstream_handler = {
+    .readable = gw_exchange_on_upstream_readable,
+    .writable = gw_exchange_on_upstream_writable,
+    .event = gw_exchange_on_upstream_event,
+};
+
+void gw_exchange_timeout(gw_exchange_t *exchange) {
+    if (exchange->state == GW_EXCHANGE_CONNECTING)
+        gw_exchange_dial(exchange); /* the pause after a refused dial ended */
+    else if (exchange->state == GW_EXCHANGE_PROXYING)
+        gw_exchange_fail(exchange, 504, GW_MESSAGE_TIMEOUT);
+}
+
+/* ---- the request body ---- */
+
+struct evbuffer *gw_exchange_request_output(const gw_exchange_t *exchange) {
+    return exchange->upstream != NULL ? gw_upstream_output(exchange) : NULL;
+}
+
+size_t gw_exchange_request_room(gw_exchange_t *exchange) {
+    gw_transport_t *transport = &exchange->upstream->transport;
+    struct evbuffer *output = gw_transport_output(transport);
+    size_t queued = evbuffer_get_length(output);
+    if (queued >= GW_BUFFER_HIGH) {
+        /* Full: write what the socket takes; wait only if it stays full (the
+         * writable call, at the low mark, resumes the side). */
+        gw_transport_flush(transport, false);
+        queued = evbuffer_get_length(output);
+    }
+    if (queued >= GW_BUFFER_HIGH) {
+        gw_transport_write_low(transport, GW_BUFFER_LOW);
+        return 0;
+    }
+    return GW_BUFFER_HIGH - queued;
+}
+
+void gw_exchange_request_flush(gw_exchange_t *exchange) {
+    gw_transport_flush(&exchange->upstream->transport, false);
+}
+
+void gw_exchange_request_done(gw_exchange_t *exchange) {
+    gw_transport_flush(&exchange->upstream->transport, false);
+    exchange->request_state = GW_REQUEST_DONE;
+    /* From the whole request sent, the first response byte has
+     * upstream_response_timeout. */
+    if (exchange->response_state == GW_RESPONSE_HEAD && !exchange->response_sent)
+        exchange->side->deadline(exchange->side_arg,
+                                 exchange->worker->config->upstream_response_timeout_ms);
+}
+
+/* ---- the response ---- */
+
+/* The tunnel keeps the request's path for its log line; the rest of the
+ * request's memory goes back with the arena. */
+static void gw_exchange_upgrade(gw_exchange_t *exchange) {
+    size_t path_length = strnlen(exchange->request.path, GW_TUNNEL_PATH_MAX);
+    exchange->tunnel_path = malloc(path_length + 1);
+    if (exchange->tunnel_path != NULL) {
+        memcpy(exchange->tunnel_path, exchange->request.path, path_length);
+        exchange->tunnel_path[path_length] = '\0';
+    }
+    exchange->request.path = exchange->tunnel_path;
+    exchange->request.authority = NULL;
+    exchange->request.token = NULL;
+    exchange->request_head = NULL;
+    gw_head_reset(&exchange->response_head, NULL);
+    exchange->request_state = GW_REQUEST_DONE;
+    exchange->response_state = GW_RESPONSE_DONE;
+    gw_exchange_set_state(exchange, GW_EXCHANGE_TUNNEL);
+    exchange->side->upgraded(exchange->side_arg, exchange->upstream);
+}
+
+/* The response head is complete: pass it on and decide what follows. */
+static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
+    llhttp_t *parser = &exchange->response_parser;
+    const gw_head_t *head = &exchange->response_head;
+    int status = llhttp_get_status_code(parser);
+    if (head->connection_names_framing) {
+        log_warn("sandbox %s: bad response: Connection names a framing field",
+                 exchange->target.sandbox_id);
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
+    if (head->failed)
+        goto out_of_memory;
+    if (status >= 100 && status < 200 && status != 101) {
+        /* Informational (100 Continue, 103 Early Hints): pass on, read on. */
+        if (exchange->side->response_head(exchange->side_arg, head, status, false, false) < 0)
+            goto out_of_memory;
+        return GW_STEP_CONTINUE;
+    }
+    exchange->side->deadline(exchange->side_arg, 0);
+    const gw_request_t *request = &exchange->request;
+    if (status == 101 && request->upgrade) {
+        if (exchange->side->response_head(exchange->side_arg, head, status, true, false) < 0)
+            goto out_of_memory;
+        exchange->response_sent = true;
+        exchange->status = status;
+        gw_exchange_upgrade(exchange);
+        return GW_STEP_ENDED;
+    }
+    /* Keep the client only if the response has its own length, the request
+     * ended, and both sides want to keep the connection. */
+    exchange->close_after_response =
+        exchange->close_after_response || exchange->worker->draining || !request->keep_alive ||
+        llhttp_message_needs_eof(parser) || exchange->request_state != GW_REQUEST_DONE ||
+        request->upgrade || status == 101;
+    if (exchange->side->response_head(exchange->side_arg, head, status, true,
+                                      exchange->close_after_response) < 0)
+        goto out_of_memory;
+    exchange->response_sent = true;
+    exchange->status = status;
+    exchange->response_state = GW_RESPONSE_BODY;
+    return GW_STEP_CONTINUE;
+out_of_memory:
+    gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+    return GW_STEP_ENDED;
+}
+
+/* The response is complete in the side's output. */
+static void gw_exchange_response_done(gw_exchange_t *exchange) {
+    exchange->response_state = GW_RESPONSE_DONE;
+    if (exchange->request_state != GW_REQUEST_DONE) {
+        /* The sandbox answered before the whole request arrived: the rest of
+         * the body cannot be told apart from a next request. */
+        exchange->side->finished(exchange->side_arg, false);
+        return;
+    }
+    exchange->side->finished(exchange->side_arg, !exchange->close_after_response);
+}
+
+/* Parses one piece of the upstream's input: a head is collected, a body
+ * passes raw. Returns the step, and sets *stop when nothing more can be taken
+ * now. */
+static gw_step_t gw_exchange_response_piece(gw_exchange_t *exchange, bool *head_just_completed,
+                                            bool *stop) {
+    struct evbuffer *input = gw_upstream_input(exchange);
+    size_t room;
+    struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &room);
+    gw_head_t *head = &exchange->response_head;
+    *stop = false;
+    if (room == 0) {
+        gw_transport_read(&exchange->upstream->transport, false);
+        exchange->side->response_wait(exchange->side_arg);
+        *stop = true;
+        return GW_STEP_CONTINUE;
+    }
+    struct evbuffer_iovec piece = {.iov_base = (void *)"", .iov_len = 0};
+    if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0) {
+        /* After a head, an empty run completes a response without a body. */
+        if (!*head_just_completed) {
+            *stop = true;
+            return GW_STEP_CONTINUE;
+        }
+        piece.iov_base = (void *)"";
+        piece.iov_len = 0;
+    }
+    *head_just_completed = false;
+    bool in_head = exchange->response_state == GW_RESPONSE_HEAD;
+    if (in_head) {
+        exchange->side->deadline(exchange->side_arg, 0);
+        size_t allowed = GW_RESPONSE_HEAD_MAX + 1 - exchange->response_head_bytes;
+        if (piece.iov_len > allowed)
+            piece.iov_len = allowed;
+    } else if (piece.iov_len > room) {
+        piece.iov_len = room;
+    }
+    llhttp_errno_t error;
+    size_t taken =
+        gw_http1_parse(&exchange->response_parser, piece.iov_base, piece.iov_len, &error);
+    if (in_head) {
+        evbuffer_drain(input, taken);
+        exchange->response_head_bytes += taken;
+    } else if (taken > 0) {
+        evbuffer_remove_buffer(input, output, taken);
+        exchange->bytes_sent += taken;
+    }
+    if (error != HPE_OK && error != HPE_PAUSED && error != HPE_PAUSED_UPGRADE) {
+        log_warn("sandbox %s: bad response: %s", exchange->target.sandbox_id,
+                 llhttp_errno_name(error));
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
+    if (head->head_complete && in_head) {
+        head->head_complete = false;
+        if (gw_exchange_response_head(exchange) == GW_STEP_ENDED)
+            return GW_STEP_ENDED;
+        *head_just_completed = true;
+    }
+    if (head->message_complete) {
+        head->message_complete = false;
+        if (exchange->response_state == GW_RESPONSE_HEAD) {
+            /* An informational response ended; the final one follows. */
+            gw_head_reset(head, exchange->arena);
+            head->skip_body = strcmp(exchange->request.method, "HEAD") == 0;
+            exchange->response_head_bytes = 0;
+            return GW_STEP_CONTINUE;
+        }
+        gw_exchange_response_done(exchange);
+        return GW_STEP_ENDED;
+    }
+    if (in_head && exchange->response_head_bytes > GW_RESPONSE_HEAD_MAX) {
+        log_warn("sandbox %s: response head over %d bytes", exchange->target.sandbox_id,
+                 GW_RESPONSE_HEAD_MAX);
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
+    if (taken == 0 && piece.iov_len > 0)
+        *stop = true;
+    return GW_STEP_CONTINUE;
+}
+
+/* The spliced rest of a body arrived (or the move failed). */
+static void gw_exchange_splice_done(gw_io_splice_t *splice, int error, void *arg) {
+    gw_exchange_t *exchange = arg;
+    exchange->side->enter(exchange->side_arg);
+    exchange->bytes_sent += gw_io_splice_moved(splice);
+    gw_io_splice_free(splice);
+    exchange->splice = NULL;
+    if (error != 0) {
+        log_debug("sandbox %s: response body cut short: %s", exchange->target.sandbox_id,
+                  strerror(error));
+        exchange->side->abort(exchange->side_arg); /* a started response can only close */
+    } else {
+        gw_exchange_response_done(exchange);
+    }
+    exchange->side->leave(exchange->side_arg);
+}
+
+/* The rest of a large body of known length goes from the sandbox's socket to
+ * the client's without entering user space, once nothing is buffered either
+ * way. llhttp is not shown those bytes: the length is all it would check.
+ * Without a pipe the copying path simply carries on. */
+static void gw_exchange_try_splice(gw_exchange_t *exchange) {
+    const llhttp_t *parser = &exchange->response_parser;
+    if (exchange->splice != NULL || exchange->response_state != GW_RESPONSE_BODY ||
+        exchange->upstream_eof || (parser->flags & F_CONTENT_LENGTH) == 0 ||
+        (parser->flags & F_CHUNKED) != 0 || parser->content_length < GW_SPLICE_MIN ||
+        evbuffer_get_length(gw_upstream_input(exchange)) > 0)
+        return;
+    int to = exchange->side->splice_fd(exchange->side_arg);
+    size_t room;
+    struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &room);
+    if (to < 0 || evbuffer_get_length(output) > 0)
+        return;
+    exchange->splice = gw_io_splice_start(exchange->worker->base,
+                                          gw_transport_fd(&exchange->upstream->transport), to,
+                                          parser->content_length, gw_exchange_splice_done,
+                                          exchange);
+    if (exchange->splice != NULL)
+        gw_transport_read(&exchange->upstream->transport, false);
+}
+
+/* Passes what the sandbox sent, then writes it to the client at once. */
+static void gw_exchange_forward_response(gw_exchange_t *exchange) {
+    exchange->side->hold(exchange->side_arg);
+    bool head_just_completed = false;
+    bool stop = false;
+    while (!stop) {
+        if (gw_exchange_response_piece(exchange, &head_just_completed, &stop) == GW_STEP_ENDED)
+            return;
+    }
+    exchange->side->flush(exchange->side_arg);
+    gw_exchange_try_splice(exchange);
+}
+
+/* The sandbox closed its side and every byte it sent was passed on. */
+static void gw_exchange_upstream_ended(gw_exchange_t *exchange) {
+    if (exchange->response_state == GW_RESPONSE_BODY &&
+        llhttp_message_needs_eof(&exchange->response_parser)) {
+        /* RFC 9112 §6.3: a response without a length ends when the connection does. */
+        llhttp_finish(&exchange->response_parser);
+        exchange->close_after_response = true;
+        gw_exchange_response_done(exchange);
+        return;
+    }
+    if (exchange->response_state == GW_RESPONSE_HEAD && exchange->response_head_bytes == 0) {
+        gw_exchange_next(exchange, GW_FAILURE_LOST, 0);
+        return;
+    }
+    /* Cut short mid-response: a started response can only end in a close. */
+    gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+}
+
+void gw_exchange_response_ready(gw_exchange_t *exchange) {
+    if (exchange->state != GW_EXCHANGE_PROXYING || exchange->upstream == NULL)
+        return;
+    if (!exchange->upstream_eof) {
+        gw_transport_read(&exchange->upstream->transport, true);
+        gw_exchange_forward_response(exchange);
+        return;
+    }
+    gw_exchange_forward_response(exchange);
+    if (exchange->state == GW_EXCHANGE_PROXYING && exchange->upstream != NULL &&
+        evbuffer_get_length(gw_upstream_input(exchange)) == 0)
+        gw_exchange_upstream_ended(exchange);
+}

@@ -1,0 +1,269 @@
+/* A byte stream to a client or a sandbox behind one table of operations: a plain socket or TLS. */
+#include "gateway/transport.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tls/tls.h"
+
+/* Encrypted bytes a TLS stream reads ahead, and writes ahead of its socket. */
+enum { GW_TRANSPORT_TLS_SOCKET_HIGH = 64 * 1024 };
+/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
+enum { GW_TRANSPORT_TLS_RECORD = 16 * 1024 };
+
+/* ---- libevent's callbacks, passed on to the owner ---- */
+
+static void gw_transport_on_read(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    gw_transport_t *transport = arg;
+    transport->handler->readable(transport->owner);
+}
+
+static void gw_transport_on_write(struct bufferevent *bev, void *arg) {
+    gw_transport_t *transport = arg;
+    /* A plain stream writes directly (gw_io_flush): with its output empty,
+     * EV_WRITE goes off again so the next flush writes at once. */
+    gw_io_written(bev, gw_transport_can(transport, GW_TRANSPORT_RAW));
+    transport->handler->writable(transport->owner);
+}
+
+static void gw_transport_on_event(struct bufferevent *bev, short events, void *arg) {
+    gw_transport_t *transport = arg;
+    gw_transport_event_t event;
+    if (events & BEV_EVENT_CONNECTED) {
+        /* A TLS handshake completing is no news to the owner. */
+        if (!gw_transport_can(transport, GW_TRANSPORT_RAW))
+            return;
+        bufferevent_set_timeouts(bev, NULL, NULL); /* the dial's */
+        event = GW_TRANSPORT_CONNECTED;
+    } else if (events & BEV_EVENT_TIMEOUT) {
+        event = GW_TRANSPORT_TIMEOUT;
+    } else if (events & BEV_EVENT_EOF) {
+        event = GW_TRANSPORT_EOF;
+    } else {
+        event = GW_TRANSPORT_ERROR;
+    }
+    transport->handler->event(transport->owner, event);
+}
+
+/* ---- plain sockets ---- */
+
+static void gw_plain_hold(gw_transport_t *transport) { (void)transport; }
+
+static void gw_plain_flush(gw_transport_t *transport, bool last) {
+    if (last)
+        gw_io_flush_last(transport->bev);
+    else
+        gw_io_flush(transport->bev);
+}
+
+static void gw_plain_shutdown_write(gw_transport_t *transport) {
+    shutdown(bufferevent_getfd(transport->bev), SHUT_WR);
+}
+
+static bool gw_plain_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
+                                  void *arg) {
+    (void)transport;
+    (void)drained;
+    (void)arg;
+    return false; /* an empty output is in the kernel already */
+}
+
+static void gw_plain_close(gw_transport_t *transport) {
+    gw_io_reader_free(&transport->reader);
+    bufferevent_free(transport->bev);
+}
+
+static const gw_transport_ops_t gw_plain_ops = {
+    .name = "plain",
+    .features = GW_TRANSPORT_RAW | GW_TRANSPORT_HALF_CLOSE,
+    .hold = gw_plain_hold,
+    .flush = gw_plain_flush,
+    .shutdown_write = gw_plain_shutdown_write,
+    .when_drained = gw_plain_when_drained,
+    .close = gw_plain_close,
+};
+
+/* ---- TLS over libevent's OpenSSL filter, the gateway reading and writing the socket ---- */
+
+/* libevent's filter seals a record for every write into it, as it comes: a
+ * response head and its body would leave as two records, and a client would
+ * need two reads. While held, the filter's EV_WRITE is off, and the flush
+ * seals what gathered: the first record's worth made contiguous (one record),
+ * then the rest. */
+static void gw_tls_hold(gw_transport_t *transport) {
+    bufferevent_disable(transport->bev, EV_WRITE);
+}
+
+static void gw_tls_flush(gw_transport_t *transport, bool last) {
+    (void)last;
+    struct evbuffer *output = bufferevent_get_output(transport->bev);
+    size_t length = evbuffer_get_length(output);
+    if (length > 1)
+        evbuffer_pullup(output, (ev_ssize_t)(length < GW_TRANSPORT_TLS_RECORD
+                                                 ? length
+                                                 : GW_TRANSPORT_TLS_RECORD));
+    bufferevent_enable(transport->bev, EV_WRITE);
+    gw_io_socket_send(&transport->socket);
+}
+
+static void gw_tls_shutdown_write(gw_transport_t *transport) {
+    tls_bufferevent_shutdown_write(transport->bev);
+}
+
+static bool gw_tls_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
+                                void *arg) {
+    return gw_io_socket_when_drained(&transport->socket, drained, arg);
+}
+
+static void gw_tls_close(gw_transport_t *transport) {
+    gw_io_reader_free(&transport->reader);
+    gw_io_socket_free(&transport->socket);
+    bufferevent_free(transport->bev);
+}
+
+static const gw_transport_ops_t gw_tls_ops = {
+    .name = "tls",
+    .features = 0,
+    .hold = gw_tls_hold,
+    .flush = gw_tls_flush,
+    .shutdown_write = gw_tls_shutdown_write,
+    .when_drained = gw_tls_when_drained,
+    .close = gw_tls_close,
+};
+
+/* ---- life cycle ---- */
+
+/* Points bev's callbacks here; a plain stream writes directly (gw_io_flush),
+ * TLS through libevent (a new bufferevent starts with EV_WRITE enabled). */
+static int gw_transport_attach(gw_transport_t *transport) {
+    bool raw = gw_transport_can(transport, GW_TRANSPORT_RAW);
+    if (gw_io_reader_init(&transport->reader, transport->bev, raw) < 0)
+        return -1;
+    bufferevent_setcb(transport->bev, gw_transport_on_read, gw_transport_on_write,
+                      gw_transport_on_event, transport);
+    if (raw)
+        bufferevent_disable(transport->bev, EV_WRITE);
+    else
+        bufferevent_enable(transport->bev, EV_WRITE);
+    return 0;
+}
+
+int gw_transport_accept(gw_transport_t *transport, struct event_base *base, int fd) {
+    *transport = (gw_transport_t){.ops = &gw_plain_ops};
+    /* TCP_NODELAY comes from the listening socket (Linux copies it to
+     * accepted ones): one system call less per connection. */
+    transport->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (transport->bev == NULL) {
+        close(fd);
+        return -1;
+    }
+    if (gw_transport_attach(transport) < 0) {
+        gw_transport_close(transport);
+        return -1;
+    }
+    return 0;
+}
+
+int gw_transport_dial(gw_transport_t *transport, struct event_base *base,
+                      const struct sockaddr *address, socklen_t address_length,
+                      uint64_t timeout_ms) {
+    *transport = (gw_transport_t){.ops = &gw_plain_ops};
+    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    transport->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (transport->bev == NULL) {
+        close(fd);
+        return -1;
+    }
+    /* A refusal found at once is reported through the event callback later
+     * (libevent defers it), so owners see one path for every outcome. */
+    struct timeval timeout = {.tv_sec = (time_t)(timeout_ms / 1000),
+                              .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    if (gw_transport_attach(transport) < 0 ||
+        bufferevent_socket_connect(transport->bev, (struct sockaddr *)address,
+                                   (int)address_length) < 0) {
+        int saved = errno;
+        gw_transport_close(transport);
+        errno = saved ? saved : ENOMEM;
+        return -1;
+    }
+    bufferevent_set_timeouts(transport->bev, NULL, &timeout);
+    return 0;
+}
+
+int gw_transport_start_tls(gw_transport_t *transport, struct tls_context *context) {
+    struct bufferevent *socket_bev = transport->bev;
+    gw_io_reader_free(&transport->reader);
+    struct bufferevent *wrapped =
+        tls_bufferevent_wrap(context, bufferevent_get_base(socket_bev), socket_bev);
+    if (wrapped == NULL) {
+        gw_transport_close(transport);
+        return -1;
+    }
+    transport->bev = wrapped;
+    transport->ops = &gw_tls_ops;
+    if (gw_io_socket_init(&transport->socket, socket_bev, GW_TRANSPORT_TLS_SOCKET_HIGH) < 0 ||
+        gw_transport_attach(transport) < 0) {
+        gw_transport_close(transport);
+        return -1;
+    }
+    return 0;
+}
+
+void gw_transport_set_handler(gw_transport_t *transport, const gw_transport_handler_t *handler,
+                              void *owner) {
+    transport->handler = handler;
+    transport->owner = owner;
+}
+
+struct evbuffer *gw_transport_input(const gw_transport_t *transport) {
+    return bufferevent_get_input(transport->bev);
+}
+
+struct evbuffer *gw_transport_output(const gw_transport_t *transport) {
+    return bufferevent_get_output(transport->bev);
+}
+
+void gw_transport_read(gw_transport_t *transport, bool on) {
+    if (on)
+        gw_io_read_enable(&transport->reader);
+    else
+        gw_io_read_disable(&transport->reader);
+}
+
+void gw_transport_read_limit(gw_transport_t *transport, size_t high) {
+    gw_io_read_watermark(&transport->reader, high);
+}
+
+void gw_transport_read_more(gw_transport_t *transport, size_t limit) {
+    gw_io_read_more(&transport->reader, limit);
+}
+
+void gw_transport_read_again(gw_transport_t *transport) {
+    bufferevent_trigger(transport->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void gw_transport_write_low(gw_transport_t *transport, size_t low) {
+    bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
+}
+
+int gw_transport_fd(const gw_transport_t *transport) {
+    return bufferevent_getfd(transport->bev);
+}
+
+void gw_transport_close(gw_transport_t *transport) {
+    if (transport->bev == NULL)
+        return;
+    transport->ops->close(transport);
+    transport->bev = NULL;
+}
