@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/error.h"
+
 /* As gateway.conf: a longer line is an error, a larger file surely not a configuration. */
 #define EGRESS_CONFIG_FILE_LIMIT (1024 * 1024)
 #define EGRESS_CONFIG_TOKEN_LIMIT 4
@@ -87,18 +89,6 @@ __attribute__((format(printf, 2, 3))) static int egress_config_error(egress_conf
     va_list arguments;
     va_start(arguments, format);
     vsnprintf(parser->error + prefix, parser->error_size - (size_t)prefix, format, arguments);
-    va_end(arguments);
-    return -1;
-}
-
-/* Writes "FILE: message" (the file itself is the problem); returns -1. */
-__attribute__((format(printf, 3, 4))) static int
-egress_config_file_error(char *error, size_t error_size, const char *format, ...) {
-    if (error == NULL || error_size == 0)
-        return -1;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
     va_end(arguments);
     return -1;
 }
@@ -275,14 +265,13 @@ int egress_config_load(egress_config_t *config, const char *path, char *error,
     int result = -1;
     int descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (descriptor < 0) {
-        egress_config_file_error(error, error_size, "%s: cannot open: %s", path,
-                                 strerror(errno));
+        error_format(error, error_size, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     /* One byte past the limit tells "too large" from "exactly the limit". */
     text = malloc(EGRESS_CONFIG_FILE_LIMIT + 1);
     if (text == NULL) {
-        egress_config_file_error(error, error_size, "%s: out of memory", path);
+        error_format(error, error_size, "%s: out of memory", path);
         goto fail;
     }
     for (;;) {
@@ -290,16 +279,15 @@ int egress_config_load(egress_config_t *config, const char *path, char *error,
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            egress_config_file_error(error, error_size, "%s: cannot read: %s", path,
-                                     strerror(errno));
+            error_format(error, error_size, "%s: cannot read: %s", path, strerror(errno));
             goto fail;
         }
         if (got == 0)
             break;
         length += (size_t)got;
         if (length > EGRESS_CONFIG_FILE_LIMIT) {
-            egress_config_file_error(error, error_size, "%s: too large (more than %d bytes)",
-                                     path, EGRESS_CONFIG_FILE_LIMIT);
+            error_format(error, error_size, "%s: too large (more than %d bytes)", path,
+                         EGRESS_CONFIG_FILE_LIMIT);
             goto fail;
         }
     }

@@ -14,6 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/error.h"
+
 /* A longer line is an error rather than silently cut; any sane directive fits. */
 /* A larger file is surely not a configuration (and /dev/zero must not hang -t). */
 #define GW_CONFIG_FILE_LIMIT (1024 * 1024)
@@ -189,18 +191,6 @@ __attribute__((format(printf, 2, 3))) static int gw_config_error(gw_config_parse
     va_list arguments;
     va_start(arguments, format);
     gw_config_write_error(parser, parser->line, format, arguments);
-    va_end(arguments);
-    return -1;
-}
-
-/* Writes "FILE: message" (no line: the file itself is the problem); returns -1. */
-__attribute__((format(printf, 3, 4))) static int
-gw_config_file_error(char *error, size_t error_size, const char *format, ...) {
-    if (error == NULL || error_size == 0)
-        return -1;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
     va_end(arguments);
     return -1;
 }
@@ -1055,7 +1045,7 @@ int gw_config_parse_bytes(gw_config_t *config, const char *name, const char *tex
         error[0] = '\0';
     char *path = strdup(name);
     if (path == NULL)
-        return gw_config_file_error(error, error_size, "%s: out of memory", name);
+        return error_format(error, error_size, "%s: out of memory", name);
     free(config->path);
     config->path = path;
 
@@ -1119,20 +1109,20 @@ int gw_config_load(gw_config_t *config, const char *path, char *error, size_t er
     int result = -1;
     int descriptor = open(path, O_RDONLY | O_CLOEXEC);
     if (descriptor < 0) {
-        gw_config_file_error(error, error_size, "%s: cannot open: %s", path, strerror(errno));
+        error_format(error, error_size, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     for (;;) {
         if (length == capacity) {
             if (capacity > GW_CONFIG_FILE_LIMIT) {
-                gw_config_file_error(error, error_size, "%s: too large (more than %d bytes)", path,
-                                     GW_CONFIG_FILE_LIMIT);
+                error_format(error, error_size, "%s: too large (more than %d bytes)", path,
+                             GW_CONFIG_FILE_LIMIT);
                 goto fail;
             }
             capacity = capacity == 0 ? 16384 : capacity * 2;
             char *grown = realloc(text, capacity);
             if (grown == NULL) {
-                gw_config_file_error(error, error_size, "%s: out of memory", path);
+                error_format(error, error_size, "%s: out of memory", path);
                 goto fail;
             }
             text = grown;
@@ -1141,7 +1131,7 @@ int gw_config_load(gw_config_t *config, const char *path, char *error, size_t er
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            gw_config_file_error(error, error_size, "%s: cannot read: %s", path, strerror(errno));
+            error_format(error, error_size, "%s: cannot read: %s", path, strerror(errno));
             goto fail;
         }
         if (got == 0)
@@ -1149,8 +1139,8 @@ int gw_config_load(gw_config_t *config, const char *path, char *error, size_t er
         length += (size_t)got;
     }
     if (length > GW_CONFIG_FILE_LIMIT) {
-        gw_config_file_error(error, error_size, "%s: too large (more than %d bytes)", path,
-                             GW_CONFIG_FILE_LIMIT);
+        error_format(error, error_size, "%s: too large (more than %d bytes)", path,
+                     GW_CONFIG_FILE_LIMIT);
         goto fail;
     }
     result =
