@@ -1,16 +1,15 @@
 /* Applying rulesets inside a sandbox's network namespace (setns + libnftables). */
 #include "egress/apply.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <arpa/inet.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,21 +20,11 @@
 
 #include <nftables/libnftables.h>
 
+#include "util/error.h"
 #include "util/log.h"
 
 /* A route dump of a sandbox namespace holds a handful of routes; one read is 16 KiB. */
 #define EGRESS_APPLY_NETLINK_BUFFER 16384
-
-__attribute__((format(printf, 3, 4))) static int egress_apply_error(char *error, size_t error_size,
-                                                                    const char *format, ...) {
-    if (error == NULL || error_size == 0)
-        return -1;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-    return -1;
-}
 
 static double egress_apply_now_ms(void) {
     struct timespec now;
@@ -48,9 +37,9 @@ int egress_applier_init(egress_applier_t *applier, const char *directory, char *
     memset(applier, 0, sizeof(*applier));
     applier->home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (applier->home < 0)
-        return egress_apply_error(error, error_size,
-                                  "cannot open /proc/self/ns/net (our own network namespace): %s",
-                                  strerror(errno));
+        return error_format(error, error_size,
+                            "cannot open /proc/self/ns/net (our own network namespace): %s",
+                            strerror(errno));
     snprintf(applier->directory, sizeof(applier->directory), "%s",
              directory != NULL ? directory : EGRESS_APPLY_NETNS_DIRECTORY);
     return 0;
@@ -173,7 +162,7 @@ static int egress_apply_read_uplinks(egress_uplinks_t *uplinks, char *error, siz
     char *buffer = NULL;
     int socket_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (socket_fd < 0) {
-        egress_apply_error(error, error_size, "cannot open a route socket: %s", strerror(errno));
+        error_format(error, error_size, "cannot open a route socket: %s", strerror(errno));
         goto fail;
     }
     struct {
@@ -189,12 +178,12 @@ static int egress_apply_read_uplinks(egress_uplinks_t *uplinks, char *error, siz
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(socket_fd, &request, request.header.nlmsg_len, 0, (struct sockaddr *)&kernel,
                sizeof(kernel)) < 0) {
-        egress_apply_error(error, error_size, "cannot ask for the routes: %s", strerror(errno));
+        error_format(error, error_size, "cannot ask for the routes: %s", strerror(errno));
         goto fail;
     }
     buffer = malloc(EGRESS_APPLY_NETLINK_BUFFER);
     if (buffer == NULL) {
-        egress_apply_error(error, error_size, "out of memory");
+        error_format(error, error_size, "out of memory");
         goto fail;
     }
     for (;;) {
@@ -202,8 +191,8 @@ static int egress_apply_read_uplinks(egress_uplinks_t *uplinks, char *error, siz
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0) {
-            egress_apply_error(error, error_size, "cannot read the routes: %s",
-                               got == 0 ? "end of file" : strerror(errno));
+            error_format(error, error_size, "cannot read the routes: %s",
+                         got == 0 ? "end of file" : strerror(errno));
             goto fail;
         }
         size_t remaining = (size_t)got;
@@ -218,8 +207,8 @@ static int egress_apply_read_uplinks(egress_uplinks_t *uplinks, char *error, siz
             }
             if (header->nlmsg_type == NLMSG_ERROR) {
                 const struct nlmsgerr *failure = NLMSG_DATA(header);
-                egress_apply_error(error, error_size, "cannot read the routes: %s",
-                                   strerror(-failure->error));
+                error_format(error, error_size, "cannot read the routes: %s",
+                             strerror(-failure->error));
                 goto fail;
             }
             if (header->nlmsg_type == RTM_NEWROUTE)
@@ -244,8 +233,7 @@ static int egress_apply_read_generation(uint32_t *generation, char *error, size_
     int result = -1;
     int socket_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
     if (socket_fd < 0) {
-        egress_apply_error(error, error_size, "cannot open a netfilter socket: %s",
-                           strerror(errno));
+        error_format(error, error_size, "cannot open a netfilter socket: %s", strerror(errno));
         goto done;
     }
     struct {
@@ -262,8 +250,8 @@ static int egress_apply_read_generation(uint32_t *generation, char *error, size_
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(socket_fd, &request, request.header.nlmsg_len, 0, (struct sockaddr *)&kernel,
                sizeof(kernel)) < 0) {
-        egress_apply_error(error, error_size, "cannot ask for the ruleset generation: %s",
-                           strerror(errno));
+        error_format(error, error_size, "cannot ask for the ruleset generation: %s",
+                     strerror(errno));
         goto done;
     }
     /* The answer is one small message: a header, nfgenmsg and three attributes. */
@@ -278,8 +266,8 @@ static int egress_apply_read_generation(uint32_t *generation, char *error, size_
     const struct nlmsghdr *header = &reply.header;
     if (got < (ssize_t)NLMSG_LENGTH(sizeof(struct nfgenmsg)) || header->nlmsg_len > (size_t)got ||
         header->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) {
-        egress_apply_error(error, error_size, "cannot read the ruleset generation: %s",
-                           got < 0 ? strerror(errno) : "unexpected answer");
+        error_format(error, error_size, "cannot read the ruleset generation: %s",
+                     got < 0 ? strerror(errno) : "unexpected answer");
         goto done;
     }
     size_t offset = NLMSG_LENGTH(sizeof(struct nfgenmsg));
@@ -299,7 +287,7 @@ static int egress_apply_read_generation(uint32_t *generation, char *error, size_
         }
         offset += NLA_ALIGN(attribute->nla_len);
     }
-    egress_apply_error(error, error_size, "cannot read the ruleset generation: no ID");
+    error_format(error, error_size, "cannot read the ruleset generation: no ID");
 done:
     if (socket_fd >= 0)
         close(socket_fd);
@@ -311,19 +299,19 @@ done:
 static int egress_apply_run(const char *script, char *error, size_t error_size) {
     struct nft_ctx *context = nft_ctx_new(NFT_CTX_DEFAULT);
     if (context == NULL)
-        return egress_apply_error(error, error_size, "cannot create a libnftables context");
+        return error_format(error, error_size, "cannot create a libnftables context");
     int result = 0;
     if (nft_ctx_buffer_output(context) != 0 || nft_ctx_buffer_error(context) != 0) {
-        result = egress_apply_error(error, error_size, "cannot buffer libnftables messages");
+        result = error_format(error, error_size, "cannot buffer libnftables messages");
         goto done;
     }
     if (nft_run_cmd_from_buffer(context, script) != 0) {
         const char *message = nft_ctx_get_error_buffer(context);
         /* The first line names the problem; the rest repeats the script with a marker. */
         size_t length = message != NULL ? strcspn(message, "\n") : 0;
-        result = egress_apply_error(error, error_size, "nftables refused the transaction: %.*s",
-                                    (int)(length > 400 ? 400 : length),
-                                    length > 0 ? message : "(no message)");
+        result =
+            error_format(error, error_size, "nftables refused the transaction: %.*s",
+                         (int)(length > 400 ? 400 : length), length > 0 ? message : "(no message)");
     }
 done:
     nft_ctx_free(context);
@@ -341,13 +329,13 @@ egress_apply_result_t egress_apply_policy(egress_applier_t *applier, const char 
     struct stat status;
     int handle = egress_apply_open(applier, netns, &status);
     if (handle < 0) {
-        egress_apply_error(error, error_size, "network namespace \"%s\" (%s/%s): %s", netns,
-                           applier->directory, netns, strerror(errno));
+        error_format(error, error_size, "network namespace \"%s\" (%s/%s): %s", netns,
+                     applier->directory, netns, strerror(errno));
         goto done;
     }
     if (setns(handle, CLONE_NEWNET) != 0) {
-        egress_apply_error(error, error_size, "cannot enter network namespace \"%s\": %s", netns,
-                           strerror(errno));
+        error_format(error, error_size, "cannot enter network namespace \"%s\": %s", netns,
+                     strerror(errno));
         goto done;
     }
     away = true;
@@ -358,7 +346,7 @@ egress_apply_result_t egress_apply_policy(egress_applier_t *applier, const char 
         egress_apply_read_generation(&generation, error, error_size) != 0)
         goto done;
     if (egress_ruleset_compile(policy, &uplinks, &script) != 0) {
-        egress_apply_error(error, error_size, "out of memory");
+        error_format(error, error_size, "out of memory");
         goto done;
     }
     /* Same namespace, same script, and no commit there since ours: nothing to do. Any other
@@ -422,11 +410,11 @@ int egress_apply_remove(egress_applier_t *applier, const char *netns, egress_app
         return 0;
     }
     if (handle < 0)
-        return egress_apply_error(error, error_size, "network namespace \"%s\" (%s/%s): %s",
-                                  netns, applier->directory, netns, strerror(errno));
+        return error_format(error, error_size, "network namespace \"%s\" (%s/%s): %s", netns,
+                            applier->directory, netns, strerror(errno));
     if (setns(handle, CLONE_NEWNET) != 0) {
-        egress_apply_error(error, error_size, "cannot enter network namespace \"%s\": %s", netns,
-                           strerror(errno));
+        error_format(error, error_size, "cannot enter network namespace \"%s\": %s", netns,
+                     strerror(errno));
         close(handle);
         return -1;
     }
@@ -434,7 +422,7 @@ int egress_apply_remove(egress_applier_t *applier, const char *netns, egress_app
     egress_text_init(&script);
     egress_ruleset_remove(&script);
     if (script.failed)
-        egress_apply_error(error, error_size, "out of memory");
+        error_format(error, error_size, "out of memory");
     else
         result = egress_apply_run(script.data, error, error_size);
     egress_text_free(&script);

@@ -2,20 +2,21 @@
 #ifndef SGW_EGRESS_CONFIG_H
 #define SGW_EGRESS_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/config.h"
+#include "util/conf.h"
 #include "util/log.h"
 
 /* The control plane's set of the sandboxes a node hosts: this prefix + node_id. */
 #define EGRESS_CONFIG_NODE_SET_PREFIX "sandbox:node:"
 
 typedef struct egress_config {
-    char *path;               /* the file read */
-    char *node_id;            /* required */
-    char *redis_url;          /* as written, for the log */
-    gw_redis_target_t redis;  /* parsed redis_url */
-    char *redis_key_prefix;   /* record key = prefix + sandbox ID */
+    char *path;                /* the file read */
+    char *node_id;             /* required */
+    char *redis_url;           /* as written, for the log */
+    conf_redis_target_t redis; /* parsed redis_url */
+    char *redis_key_prefix;    /* record key = prefix + sandbox ID */
     uint64_t resync_interval_ms;
     log_level_t log_level;
 } egress_config_t;

@@ -2,7 +2,6 @@
 #include "egress/policy.h"
 
 #include <arpa/inet.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "util/cidr.h"
+#include "util/error.h"
 
 /* The longest entry worth reading: an IPv6 literal with an embedded IPv4 and "/128" is 49. */
 #define EGRESS_POLICY_ENTRY_MAX 64
@@ -18,18 +18,6 @@
 
 static const size_t egress_family_width[EGRESS_FAMILY_COUNT] = {4, 16};
 static const unsigned egress_family_bits[EGRESS_FAMILY_COUNT] = {32, 128};
-
-__attribute__((format(printf, 3, 4))) static int egress_policy_error(char *error,
-                                                                     size_t error_size,
-                                                                     const char *format, ...) {
-    if (error == NULL || error_size == 0)
-        return -1;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-    return -1;
-}
 
 /* Copies text[0..length) for an error message: at most EGRESS_POLICY_QUOTE_MAX bytes, anything
  * unprintable as "?", so a hostile record cannot forge log lines. */
@@ -151,24 +139,21 @@ static int egress_policy_parse_block(const char *field, const char *text, egress
     case CIDR_OK:
         break;
     case CIDR_BAD_ADDRESS:
-        return egress_policy_error(
-            error, error_size,
-            "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field, text);
+        return error_format(error, error_size,
+                            "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"",
+                            field, text);
     case CIDR_BAD_PREFIX:
-        return egress_policy_error(error, error_size,
-                                   "%s: \"%s\" has a bad prefix length (write ADDR/LEN)", field,
-                                   text);
+        return error_format(error, error_size,
+                            "%s: \"%s\" has a bad prefix length (write ADDR/LEN)", field, text);
     case CIDR_PREFIX_RANGE:
-        return egress_policy_error(error, error_size,
-                                   "%s: \"%s\": the prefix length of an %s block is 0 to %u",
-                                   field, text, *family == EGRESS_IPV6 ? "IPv6" : "IPv4",
-                                   egress_family_bits[*family]);
+        return error_format(error, error_size,
+                            "%s: \"%s\": the prefix length of an %s block is 0 to %u", field, text,
+                            *family == EGRESS_IPV6 ? "IPv6" : "IPv4", egress_family_bits[*family]);
     case CIDR_HOST_BITS: {
         char network[INET6_ADDRSTRLEN];
         inet_ntop(block.family, block.address, network, sizeof(network));
-        return egress_policy_error(error, error_size,
-                                   "%s: \"%s\" has host bits set (the block is %s/%u)", field,
-                                   text, network, block.prefix);
+        return error_format(error, error_size, "%s: \"%s\" has host bits set (the block is %s/%u)",
+                            field, text, network, block.prefix);
     }
     }
 
@@ -207,17 +192,16 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             stop--;
         size_t entry_length = stop - start;
         if (entry_count > EGRESS_POLICY_ENTRIES_MAX)
-            return egress_policy_error(error, error_size, "%s: more than %d entries", field,
-                                       EGRESS_POLICY_ENTRIES_MAX);
+            return error_format(error, error_size, "%s: more than %d entries", field,
+                                EGRESS_POLICY_ENTRIES_MAX);
         if (entry_length == 0)
-            return egress_policy_error(error, error_size,
-                                       "%s: entry %zu is empty (a stray comma?)", field,
-                                       entry_count);
+            return error_format(error, error_size, "%s: entry %zu is empty (a stray comma?)", field,
+                                entry_count);
         if (entry_length > EGRESS_POLICY_ENTRY_MAX ||
             memchr(text + start, '\0', entry_length) != NULL) {
             char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
             egress_policy_quote(text + start, entry_length, quoted, sizeof(quoted));
-            return egress_policy_error(
+            return error_format(
                 error, error_size,
                 "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
                 quoted);
@@ -230,7 +214,7 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             if (c < 0x20 || c >= 0x7f || c == '"') {
                 char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
                 egress_policy_quote(entry, entry_length, quoted, sizeof(quoted));
-                return egress_policy_error(
+                return error_format(
                     error, error_size,
                     "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
                     quoted);
@@ -241,7 +225,7 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
                 egress_range_t everything = egress_range_everything((egress_family_t)family);
                 if (egress_range_list_append(&lists[family], &everything) != 0)
-                    return egress_policy_error(error, error_size, "out of memory");
+                    return error_format(error, error_size, "out of memory");
             }
         } else {
             egress_range_t range;
@@ -249,7 +233,7 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             if (egress_policy_parse_block(field, entry, &range, &family, error, error_size) != 0)
                 return -1;
             if (egress_range_list_append(&lists[family], &range) != 0)
-                return egress_policy_error(error, error_size, "out of memory");
+                return error_format(error, error_size, "out of memory");
         }
         if (comma == NULL)
             break;
@@ -276,9 +260,8 @@ int egress_policy_parse(egress_policy_t *policy, egress_field_t allow_internet_a
         } else {
             char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
             egress_policy_quote(value, length, quoted, sizeof(quoted));
-            return egress_policy_error(error, error_size,
-                                       "allow_internet_access: \"%s\" is not true or false",
-                                       quoted);
+            return error_format(error, error_size,
+                                "allow_internet_access: \"%s\" is not true or false", quoted);
         }
     }
     if (deny_out.value != NULL && egress_policy_parse_list("deny_out", deny_out.value,
@@ -294,7 +277,7 @@ int egress_policy_parse(egress_policy_t *policy, egress_field_t allow_internet_a
         for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
             egress_range_t everything = egress_range_everything((egress_family_t)family);
             if (egress_range_list_append(&policy->deny[family], &everything) != 0)
-                return egress_policy_error(error, error_size, "out of memory");
+                return error_format(error, error_size, "out of memory");
             egress_range_list_merge(&policy->deny[family], (egress_family_t)family);
         }
     }

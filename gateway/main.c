@@ -246,7 +246,11 @@ int main(int argc, char **argv) {
 
     gw_server_t server;
     memset(&server, 0, sizeof(server));
-    gw_config_defaults(&server.config);
+    if (gw_config_defaults(&server.config) != 0) {
+        fprintf(stderr, "sandbox-gateway: out of memory\n");
+        gw_config_free(&server.config);
+        return 1;
+    }
     char error[1024];
     if (gw_config_load(&server.config, path, error, sizeof(error)) < 0) {
         fprintf(stderr, "%s\n", error);

@@ -1,4 +1,4 @@
-/* Fuzz target: gateway.conf text (gateway/config.c), NUL bytes and all. */
+/* Fuzz target: gateway.conf text (gateway/config.c on util/conf.c), NUL bytes and all. */
 #include "gateway/config.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -7,7 +7,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gw_config_t config;
     char error[1024];
-    gw_config_defaults(&config);
+    FUZZ_CHECK(gw_config_defaults(&config) == 0);
     int result = gw_config_parse_bytes(&config, "fuzz.conf", (const char *)data, size, error,
                                        sizeof(error));
     if (result != 0) {

@@ -412,7 +412,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                       "max_header_size 8k\n"
                                       "instance_name fuzz-gw\n"
                                       "log_level error\n";
-    gw_config_defaults(&fuzz.server.config);
+    FUZZ_CHECK(gw_config_defaults(&fuzz.server.config) == 0);
     char error[512];
     if (gw_config_parse(&fuzz.server.config, "fuzz.conf", config_text, error, sizeof(error)) != 0) {
         fprintf(stderr, "%s\n", error);

@@ -343,19 +343,19 @@ static void test_small_values(void **state) {
 
 static void test_parse_duration(void **state) {
     uint64_t milliseconds = 0;
-    assert_int_equal(gw_config_parse_duration("500ms", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("500ms", &milliseconds), 0);
     assert_int_equal(milliseconds, 500);
-    assert_int_equal(gw_config_parse_duration("2s", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("2s", &milliseconds), 0);
     assert_int_equal(milliseconds, 2000);
-    assert_int_equal(gw_config_parse_duration("5m", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("5m", &milliseconds), 0);
     assert_int_equal(milliseconds, 300000);
-    assert_int_equal(gw_config_parse_duration("24h", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("24h", &milliseconds), 0);
     assert_int_equal(milliseconds, 86400000);
-    assert_int_equal(gw_config_parse_duration("7", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("7", &milliseconds), 0);
     assert_int_equal(milliseconds, 7000);
-    assert_int_equal(gw_config_parse_duration("0", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("0", &milliseconds), 0);
     assert_int_equal(milliseconds, 0);
-    assert_int_equal(gw_config_parse_duration("0010s", &milliseconds), 0);
+    assert_int_equal(conf_parse_duration("0010s", &milliseconds), 0);
     assert_int_equal(milliseconds, 10000);
 
     const char *bad[] = {"",
@@ -374,7 +374,7 @@ static void test_parse_duration(void **state) {
                          "99999999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         milliseconds = 42;
-        if (gw_config_parse_duration(bad[i], &milliseconds) != -1)
+        if (conf_parse_duration(bad[i], &milliseconds) != -1)
             fail_msg("duration \"%s\" was accepted", bad[i]);
         assert_int_equal(milliseconds, 42);
     }
@@ -382,18 +382,18 @@ static void test_parse_duration(void **state) {
 
 static void test_parse_size(void **state) {
     size_t bytes = 0;
-    assert_int_equal(gw_config_parse_size("32k", &bytes), 0);
+    assert_int_equal(conf_parse_size("32k", &bytes), 0);
     assert_int_equal(bytes, 32768);
-    assert_int_equal(gw_config_parse_size("32K", &bytes), 0);
+    assert_int_equal(conf_parse_size("32K", &bytes), 0);
     assert_int_equal(bytes, 32768);
-    assert_int_equal(gw_config_parse_size("1m", &bytes), 0);
+    assert_int_equal(conf_parse_size("1m", &bytes), 0);
     assert_int_equal(bytes, 1048576);
-    assert_int_equal(gw_config_parse_size("4096", &bytes), 0);
+    assert_int_equal(conf_parse_size("4096", &bytes), 0);
     assert_int_equal(bytes, 4096);
 
     const char *bad[] = {"", "k", "32kb", "1g", "1.5k", "-1", "18446744073709551615m"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (gw_config_parse_size(bad[i], &bytes) != -1)
+        if (conf_parse_size(bad[i], &bytes) != -1)
             fail_msg("size \"%s\" was accepted", bad[i]);
     }
 }
@@ -401,19 +401,17 @@ static void test_parse_size(void **state) {
 static void test_parse_address(void **state) {
     gw_listen_t listen;
     memset(&listen, 0, sizeof(listen));
-    assert_int_equal(gw_config_parse_address("[::]:443", &listen.address, &listen.address_length),
-                     0);
+    assert_int_equal(conf_parse_address("[::]:443", &listen.address, &listen.address_length), 0);
     assert_ipv6(&listen, "::", 443);
-    assert_int_equal(gw_config_parse_address("*:8080", &listen.address, &listen.address_length), 0);
+    assert_int_equal(conf_parse_address("*:8080", &listen.address, &listen.address_length), 0);
     assert_ipv4(&listen, "0.0.0.0", 8080);
-    assert_int_equal(
-        gw_config_parse_address("0.0.0.0:8080", &listen.address, &listen.address_length), 0);
-    assert_ipv4(&listen, "0.0.0.0", 8080);
-    assert_int_equal(gw_config_parse_address("10.1.2.3:1", &listen.address, &listen.address_length),
+    assert_int_equal(conf_parse_address("0.0.0.0:8080", &listen.address, &listen.address_length),
                      0);
+    assert_ipv4(&listen, "0.0.0.0", 8080);
+    assert_int_equal(conf_parse_address("10.1.2.3:1", &listen.address, &listen.address_length), 0);
     assert_ipv4(&listen, "10.1.2.3", 1);
-    assert_int_equal(
-        gw_config_parse_address("[fd00::1]:65535", &listen.address, &listen.address_length), 0);
+    assert_int_equal(conf_parse_address("[fd00::1]:65535", &listen.address, &listen.address_length),
+                     0);
     assert_ipv6(&listen, "fd00::1", 65535);
 
     const char *bad[] = {"",
@@ -436,7 +434,7 @@ static void test_parse_address(void **state) {
                          "[::1]:80:80",
                          "[0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000]:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (gw_config_parse_address(bad[i], &listen.address, &listen.address_length) != -1)
+        if (conf_parse_address(bad[i], &listen.address, &listen.address_length) != -1)
             fail_msg("address \"%s\" was accepted", bad[i]);
     }
 }
@@ -460,9 +458,9 @@ static void test_parse_redis_url(void **state) {
         {"unix:///tmp/r.sock?db=9", NULL, "/tmp/r.sock", 0, 9},
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        gw_redis_target_t target;
+        conf_redis_target_t target;
         const char *reason = NULL;
-        if (gw_config_parse_redis_url(good[i].text, &target, &reason) != 0)
+        if (conf_parse_redis_url(good[i].text, &target, &reason) != 0)
             fail_msg("\"%s\" refused: %s", good[i].text, reason);
         if (good[i].host != NULL)
             assert_string_equal(target.host, good[i].host);
@@ -474,7 +472,7 @@ static void test_parse_redis_url(void **state) {
             assert_null(target.unix_path);
         assert_int_equal(target.port, good[i].port);
         assert_int_equal(target.database, good[i].database);
-        gw_config_free_redis_target(&target);
+        conf_redis_target_free(&target);
         assert_null(target.host);
         assert_null(target.unix_path);
     }
@@ -511,9 +509,9 @@ static void test_parse_redis_url(void **state) {
         {"unix:///r.sock?db=1&x=2", "invalid database number"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        gw_redis_target_t target;
+        conf_redis_target_t target;
         const char *reason = NULL;
-        if (gw_config_parse_redis_url(bad[i].text, &target, &reason) != -1)
+        if (conf_parse_redis_url(bad[i].text, &target, &reason) != -1)
             fail_msg("\"%s\" was accepted", bad[i].text);
         assert_non_null(reason);
         if (strcmp(reason, bad[i].reason) != 0)
@@ -524,9 +522,9 @@ static void test_parse_redis_url(void **state) {
 
     char long_path[200];
     snprintf(long_path, sizeof(long_path), "unix:///%0150d", 0);
-    gw_redis_target_t target;
+    conf_redis_target_t target;
     const char *reason = NULL;
-    assert_int_equal(gw_config_parse_redis_url(long_path, &target, &reason), -1);
+    assert_int_equal(conf_parse_redis_url(long_path, &target, &reason), -1);
     assert_string_equal(reason, "socket path too long for a unix socket");
 }
 
