@@ -13,8 +13,8 @@
 
 #include "egress/apply.h"
 #include "egress/policy.h"
-#include "routing/redis_link.h"
 #include "util/log.h"
+#include "util/redis_link.h"
 #include "util/strmap.h"
 
 enum {
@@ -68,9 +68,9 @@ struct egress_agent {
     char *record_channel;    /* __keyspace@<db>__:<prefix>; the ID follows */
     size_t record_channel_length;
     char *patterns[EGRESS_AGENT_PATTERN_COUNT]; /* glob-escaped, for PSUBSCRIBE */
-    route_redis_link_t commands;     /* SMEMBERS and HGETALL, after SELECT or PING */
-    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
-    int subscription_confirmations;  /* patterns Redis confirmed */
+    redis_link_t commands;          /* SMEMBERS and HGETALL, after SELECT or PING */
+    redis_link_t subscription;      /* PSUBSCRIBE to keyspace notifications */
+    int subscription_confirmations; /* patterns Redis confirmed */
     struct event *resync_timer;
     struct event *retry_timer;
     struct event *watchdog_timer; /* armed while replies are awaited */
@@ -260,7 +260,7 @@ static void egress_agent_dequeue(egress_agent_t *agent, egress_sandbox_t *sandbo
 /* Sends queued resync reads while the window has room. */
 static void egress_agent_pump(egress_agent_t *agent) {
     while (agent->queue_head != NULL && agent->resync_in_flight < EGRESS_AGENT_RESYNC_WINDOW &&
-           agent->commands.state == ROUTE_REDIS_LINK_READY) {
+           agent->commands.state == REDIS_LINK_READY) {
         egress_sandbox_t *sandbox = agent->queue_head;
         egress_agent_dequeue(agent, sandbox);
         egress_agent_fetch(agent, sandbox, true);
@@ -454,8 +454,8 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
     (void)fd;
     (void)events;
     egress_agent_t *agent = argument;
-    if (agent->commands.state == ROUTE_REDIS_LINK_READY && agent->outstanding > 0)
-        route_redis_link_drop(&agent->commands, "no reply within 5 s");
+    if (agent->commands.state == REDIS_LINK_READY && agent->outstanding > 0)
+        redis_link_drop(&agent->commands, "no reply within 5 s");
 }
 
 /* Sends a command whose reply goes to callback with request (freed by the callback); returns
@@ -463,7 +463,7 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
 static bool egress_agent_send(egress_agent_t *agent, redisCallbackFn *callback,
                               egress_request_t *request, int argc, const char **argv,
                               const size_t *lengths) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY ||
+    if (agent->commands.state != REDIS_LINK_READY ||
         redisAsyncCommandArgv(agent->commands.context, callback, request, argc, argv, lengths) !=
             REDIS_OK) {
         free(request);
@@ -478,7 +478,7 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
                                       void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     /* NULL: the connection is gone; its loss already reset every fetch. */
     if (reply == NULL || link == NULL) {
         free(request);
@@ -505,7 +505,7 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
 /* Reads the record of sandbox, or asks for another read when one is in flight; resync reads
  * count in the window. */
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
+    if (agent->commands.state != REDIS_LINK_READY)
         return; /* the full read on reconnect covers it */
     if (sandbox->fetching) {
         sandbox->refetch = true;
@@ -541,7 +541,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
                                        void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     bool full = request->full;
     free(request);
     if (reply == NULL || link == NULL)
@@ -604,7 +604,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
 
 /* Reads the node set; full also reads every member's record (resync), else only new members'. */
 static void egress_agent_sync(egress_agent_t *agent, bool full) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
+    if (agent->commands.state != REDIS_LINK_READY)
         return;
     if (agent->members_fetching) {
         agent->members_again = true;
@@ -658,7 +658,7 @@ static void egress_agent_notification(egress_agent_t *agent, const redisReply *c
 
 /* The commands connection failed: replies in flight are lost with it, and the full read on
  * reconnect redoes them. */
-static void egress_agent_commands_down(route_redis_link_t *link) {
+static void egress_agent_commands_down(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     agent->outstanding = 0;
     evtimer_del(agent->watchdog_timer);
@@ -669,7 +669,7 @@ static void egress_agent_commands_down(route_redis_link_t *link) {
     strmap_foreach(&agent->sandboxes, egress_agent_reset_visit, agent);
 }
 
-static void egress_agent_subscription_down(route_redis_link_t *link) {
+static void egress_agent_subscription_down(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     agent->subscription_confirmations = 0;
 }
@@ -679,7 +679,7 @@ static void egress_agent_subscription_down(route_redis_link_t *link) {
 static void egress_agent_notifications_reply(redisAsyncContext *context, void *reply_pointer,
                                              void *privdata) {
     free(privdata);
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     redisReply *reply = reply_pointer;
     if (reply == NULL || link == NULL)
         return;
@@ -726,14 +726,14 @@ static void egress_agent_check_notifications(egress_agent_t *agent) {
     egress_agent_send(agent, egress_agent_notifications_reply, request, 3, argv, lengths);
 }
 
-static void egress_agent_commands_up(route_redis_link_t *link) {
+static void egress_agent_commands_up(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     egress_agent_check_notifications(agent);
     /* Changes made while we were away were not notified. */
     egress_agent_sync(agent, true);
 }
 
-static void egress_agent_subscription_up(route_redis_link_t *link) {
+static void egress_agent_subscription_up(redis_link_t *link) {
     /* Changes made before the subscription was confirmed were not notified. */
     egress_agent_sync(link->config.owner, true);
 }
@@ -741,7 +741,7 @@ static void egress_agent_subscription_up(route_redis_link_t *link) {
 static void egress_agent_subscription_message(redisAsyncContext *context, void *reply_pointer,
                                               void *privdata) {
     (void)privdata;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     redisReply *reply = reply_pointer;
     if (link == NULL || reply == NULL)
         return; /* the disconnect callback handles a lost connection */
@@ -752,7 +752,7 @@ static void egress_agent_subscription_message(redisAsyncContext *context, void *
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "psubscribe") == 0) {
         if (++agent->subscription_confirmations == EGRESS_AGENT_PATTERN_COUNT)
-            route_redis_link_ready(link);
+            redis_link_ready(link);
         return;
     }
     if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
@@ -762,7 +762,7 @@ static void egress_agent_subscription_message(redisAsyncContext *context, void *
 }
 
 /* The subscription's handshake: ready once Redis confirms both patterns. */
-static int egress_agent_subscribe(route_redis_link_t *link) {
+static int egress_agent_subscribe(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     agent->subscription_confirmations = 0;
     return redisAsyncCommand(link->context, egress_agent_subscription_message, NULL,
@@ -838,7 +838,7 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (agent->resync_timer == NULL || agent->retry_timer == NULL ||
         agent->watchdog_timer == NULL)
         goto out_of_memory;
-    route_redis_link_config_t link_config = {
+    redis_link_config_t link_config = {
         .host = config->redis.host,
         .port = config->redis.port,
         .unix_path = config->redis.unix_path,
@@ -851,18 +851,18 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
         .down = egress_agent_commands_down,
         .owner = agent,
     };
-    if (route_redis_link_init(&agent->commands, base, &link_config) != 0)
+    if (redis_link_init(&agent->commands, base, &link_config) != 0)
         goto out_of_memory;
     link_config.purpose = "keyspace notifications";
     link_config.handshake = egress_agent_subscribe;
     link_config.up = egress_agent_subscription_up;
     link_config.down = egress_agent_subscription_down;
-    if (route_redis_link_init(&agent->subscription, base, &link_config) != 0)
+    if (redis_link_init(&agent->subscription, base, &link_config) != 0)
         goto out_of_memory;
 
     egress_agent_arm(agent->resync_timer, config->resync_interval_ms);
-    route_redis_link_start(&agent->commands);
-    route_redis_link_start(&agent->subscription);
+    redis_link_start(&agent->commands);
+    redis_link_start(&agent->subscription);
     return agent;
 
 out_of_memory:
@@ -882,8 +882,8 @@ static void egress_agent_free_visit(strmap_t *map, strmap_entry_t *entry, void *
 void egress_agent_free(egress_agent_t *agent) {
     if (agent == NULL)
         return;
-    route_redis_link_close(&agent->commands);
-    route_redis_link_close(&agent->subscription);
+    redis_link_close(&agent->commands);
+    redis_link_close(&agent->subscription);
     if (agent->resync_timer != NULL)
         event_free(agent->resync_timer);
     if (agent->retry_timer != NULL)

@@ -10,8 +10,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include "routing/redis_link.h"
 #include "util/log.h"
+#include "util/redis_link.h"
 #include "util/strmap.h"
 
 enum {
@@ -74,9 +74,9 @@ struct route_catalog {
     char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
     char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
     size_t channel_prefix_length;
-    route_redis_link_t lookup;       /* HMGET queries, after SELECT or PING */
-    size_t reader_bytes;             /* lookup's unparsed reply bytes at the last timeout check */
-    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
+    redis_link_t lookup;       /* HMGET queries, after SELECT or PING */
+    size_t reader_bytes;       /* lookup's unparsed reply bytes at the last timeout check */
+    redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
     uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
     strmap_t cache;
     route_cache_list_t found_entries;     /* FOUND and MALFORMED */
@@ -371,13 +371,13 @@ static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
 
 /* ---- connections ---- */
 
-static void route_catalog_lookup_up(route_redis_link_t *link) {
+static void route_catalog_lookup_up(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     catalog->ever_connected = true;
     catalog->last_reply_ms = route_catalog_now_ms();
 }
 
-static void route_catalog_lookup_down(route_redis_link_t *link) {
+static void route_catalog_lookup_down(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     if (!catalog->freeing)
         catalog->stats.redis_errors++;
@@ -387,12 +387,12 @@ static void route_catalog_lookup_down(route_redis_link_t *link) {
 static void route_catalog_subscription_message(redisAsyncContext *context, void *reply_pointer,
                                                void *privdata) {
     (void)privdata;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     redisReply *reply = reply_pointer;
     if (link == NULL)
         return;
     if (reply == NULL) {
-        route_redis_link_lost_context(context);
+        redis_link_lost_context(context);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
@@ -400,7 +400,7 @@ static void route_catalog_subscription_message(redisAsyncContext *context, void 
         return;
     const char *kind = reply->element[0]->str;
     if (strcmp(kind, "psubscribe") == 0) {
-        route_redis_link_ready(link);
+        redis_link_ready(link);
         return;
     }
     if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
@@ -421,7 +421,7 @@ static void route_catalog_subscription_message(redisAsyncContext *context, void 
 }
 
 /* The subscription's handshake: ready once Redis confirms the pattern. */
-static int route_catalog_subscribe(route_redis_link_t *link) {
+static int route_catalog_subscribe(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     return redisAsyncCommand(link->context, route_catalog_subscription_message, NULL,
                              "PSUBSCRIBE %s", catalog->subscription_pattern) == REDIS_OK
@@ -432,11 +432,11 @@ static int route_catalog_subscribe(route_redis_link_t *link) {
 /* Misses may be sent to Redis: the connection is up, or being made for the
  * first time after an up (then queries wait for it, bounded by their timer). */
 static bool route_catalog_can_query(const route_catalog_t *catalog) {
-    const route_redis_link_t *lookup = &catalog->lookup;
+    const redis_link_t *lookup = &catalog->lookup;
     if (lookup->context == NULL)
         return false;
-    return lookup->state == ROUTE_REDIS_LINK_READY ||
-           (lookup->state == ROUTE_REDIS_LINK_CONNECTING && !lookup->down);
+    return lookup->state == REDIS_LINK_READY ||
+           (lookup->state == REDIS_LINK_CONNECTING && !lookup->down);
 }
 
 /* ---- lookups ---- */
@@ -455,7 +455,7 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply == NULL)
-            route_redis_link_lost_context(context);
+            redis_link_lost_context(context);
         if (reply != NULL) {
             catalog->last_reply_ms = route_catalog_now_ms();
             /* Once per streak: a loading or misconfigured server refuses
@@ -514,7 +514,7 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
     uint64_t now = route_catalog_now_ms();
-    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY && catalog->lookup.context != NULL) {
+    if (catalog->lookup.state == REDIS_LINK_READY && catalog->lookup.context != NULL) {
         /* Bytes of a reply still arriving (a record's large value) are not
          * a hang: that connection serves every other sandbox's lookups. */
         const redisReader *reader = catalog->lookup.context->c.reader;
@@ -524,12 +524,12 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
             catalog->last_reply_ms = now;
         }
     }
-    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY &&
+    if (catalog->lookup.state == REDIS_LINK_READY &&
         now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
         /* No reply at all for redis_timeout while a query waited: the server
          * or the path to it hangs. Reconnecting answers every query (this one
          * too) through hiredis's callbacks. */
-        route_redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
+        redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
         return;
     }
     /* Replies still come, only slowly (or the connect timer owns the
@@ -721,11 +721,11 @@ bool route_catalog_ever_connected(const route_catalog_t *catalog) {
 }
 
 bool route_catalog_connected(const route_catalog_t *catalog) {
-    return catalog->lookup.state == ROUTE_REDIS_LINK_READY;
+    return catalog->lookup.state == REDIS_LINK_READY;
 }
 
 bool route_catalog_subscribed(const route_catalog_t *catalog) {
-    return catalog->subscription.state == ROUTE_REDIS_LINK_READY;
+    return catalog->subscription.state == REDIS_LINK_READY;
 }
 
 route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
@@ -812,7 +812,7 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
         goto fail;
     if (strmap_init(&catalog->cache) != 0 || strmap_init(&catalog->pending_map) != 0)
         goto fail;
-    route_redis_link_config_t link_config = {
+    redis_link_config_t link_config = {
         .host = catalog->redis_host,
         .port = catalog->redis_port,
         .unix_path = catalog->redis_unix_path,
@@ -825,18 +825,18 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
         .down = route_catalog_lookup_down,
         .owner = catalog,
     };
-    if (route_redis_link_init(&catalog->lookup, base, &link_config) != 0)
+    if (redis_link_init(&catalog->lookup, base, &link_config) != 0)
         goto fail;
     link_config.purpose = "keyspace notifications";
     link_config.outage_effect = "changes are seen within route_cache_ttl";
     link_config.handshake = route_catalog_subscribe;
     link_config.up = NULL;
     link_config.down = NULL;
-    if (route_redis_link_init(&catalog->subscription, base, &link_config) != 0)
+    if (redis_link_init(&catalog->subscription, base, &link_config) != 0)
         goto fail;
 
-    route_redis_link_start(&catalog->lookup);
-    route_redis_link_start(&catalog->subscription);
+    redis_link_start(&catalog->lookup);
+    redis_link_start(&catalog->subscription);
     return catalog;
 
 fail:
@@ -862,8 +862,8 @@ void route_catalog_free(route_catalog_t *catalog) {
 
     /* The callbacks of queries still in flight run with NULL replies; their
      * pendings were detached from the catalog already. */
-    route_redis_link_close(&catalog->lookup);
-    route_redis_link_close(&catalog->subscription);
+    redis_link_close(&catalog->lookup);
+    redis_link_close(&catalog->subscription);
 
     if (catalog->cache.buckets != NULL)
         strmap_foreach(&catalog->cache, route_catalog_cache_free_entry, NULL);
