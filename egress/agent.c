@@ -13,6 +13,7 @@
 
 #include "egress/apply.h"
 #include "egress/policy.h"
+#include "util/keyspace.h"
 #include "util/log.h"
 #include "util/redis_link.h"
 #include "util/strmap.h"
@@ -25,10 +26,16 @@ enum {
     EGRESS_AGENT_RETRY_FIRST_MS = 100,
     EGRESS_AGENT_RETRY_MAX_MS = 1000,
     EGRESS_AGENT_ID_MAX = 255,
-    EGRESS_AGENT_PATTERN_COUNT = 2, /* records and the node set */
     /* Resync reads in flight at once: their replies arrive (and are applied) in a burst, and a
      * notified change waits behind that burst; this bounds it to a few milliseconds. */
     EGRESS_AGENT_RESYNC_WINDOW = 32,
+};
+
+/* What the subscription watches, in the order of its patterns. */
+enum egress_agent_watch {
+    EGRESS_AGENT_WATCH_RECORDS = 0, /* every key under redis_key_prefix */
+    EGRESS_AGENT_WATCH_NODE_SET,    /* the node set */
+    EGRESS_AGENT_WATCH_COUNT,
 };
 
 /* One sandbox of the node set: what its record asks for and what is in force. */
@@ -64,13 +71,8 @@ struct egress_agent {
     struct event_base *base;
     const egress_config_t *config;
     char *node_key;          /* sandbox:node:<node_id> */
-    char *node_channel;      /* __keyspace@<db>__:<node key> */
-    char *record_channel;    /* __keyspace@<db>__:<prefix>; the ID follows */
-    size_t record_channel_length;
-    char *patterns[EGRESS_AGENT_PATTERN_COUNT]; /* glob-escaped, for PSUBSCRIBE */
-    redis_link_t commands;          /* SMEMBERS and HGETALL, after SELECT or PING */
-    redis_link_t subscription;      /* PSUBSCRIBE to keyspace notifications */
-    int subscription_confirmations; /* patterns Redis confirmed */
+    redis_link_t commands;   /* SMEMBERS and HGETALL, after SELECT or PING */
+    keyspace_t subscription; /* notifications of the records and the node set */
     struct event *resync_timer;
     struct event *retry_timer;
     struct event *watchdog_timer; /* armed while replies are awaited */
@@ -635,19 +637,14 @@ static void egress_agent_resync_timer(evutil_socket_t fd, short events, void *ar
 
 /* ---- keyspace notifications ---- */
 
-/* "pmessage", pattern, "__keyspace@<db>__:<key>", event: the node set or a record changed. */
-static void egress_agent_notification(egress_agent_t *agent, const redisReply *channel) {
-    size_t length = (size_t)channel->len;
-    if (length == strlen(agent->node_channel) &&
-        memcmp(channel->str, agent->node_channel, length) == 0) {
+/* The node set or a record changed. */
+static void egress_agent_notified(keyspace_t *subscription, size_t watch, const char *id,
+                                  size_t id_length) {
+    egress_agent_t *agent = subscription->owner;
+    if (watch == EGRESS_AGENT_WATCH_NODE_SET) {
         egress_agent_sync(agent, false);
         return;
     }
-    if (length <= agent->record_channel_length ||
-        memcmp(channel->str, agent->record_channel, agent->record_channel_length) != 0)
-        return;
-    const char *id = channel->str + agent->record_channel_length;
-    size_t id_length = length - agent->record_channel_length;
     strmap_entry_t *found = strmap_get(&agent->sandboxes, id, id_length);
     /* Records of other nodes' sandboxes are none of our business. */
     if (found != NULL)
@@ -667,11 +664,6 @@ static void egress_agent_commands_down(redis_link_t *link) {
     agent->members_again_full = false;
     agent->resync_in_flight = 0;
     strmap_foreach(&agent->sandboxes, egress_agent_reset_visit, agent);
-}
-
-static void egress_agent_subscription_down(redis_link_t *link) {
-    egress_agent_t *agent = link->config.owner;
-    agent->subscription_confirmations = 0;
 }
 
 /* The reply to CONFIG GET notify-keyspace-events: without K and the h, g and s classes (or A), a
@@ -733,64 +725,12 @@ static void egress_agent_commands_up(redis_link_t *link) {
     egress_agent_sync(agent, true);
 }
 
-static void egress_agent_subscription_up(redis_link_t *link) {
+static void egress_agent_subscription_up(keyspace_t *subscription) {
     /* Changes made before the subscription was confirmed were not notified. */
-    egress_agent_sync(link->config.owner, true);
-}
-
-static void egress_agent_subscription_message(redisAsyncContext *context, void *reply_pointer,
-                                              void *privdata) {
-    (void)privdata;
-    redis_link_t *link = redis_link_of(context);
-    redisReply *reply = reply_pointer;
-    if (link == NULL || reply == NULL)
-        return; /* the disconnect callback handles a lost connection */
-    egress_agent_t *agent = link->config.owner;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = reply->element[0]->str;
-    if (strcmp(kind, "psubscribe") == 0) {
-        if (++agent->subscription_confirmations == EGRESS_AGENT_PATTERN_COUNT)
-            redis_link_ready(link);
-        return;
-    }
-    if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
-        reply->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    egress_agent_notification(agent, reply->element[2]);
-}
-
-/* The subscription's handshake: ready once Redis confirms both patterns. */
-static int egress_agent_subscribe(redis_link_t *link) {
-    egress_agent_t *agent = link->config.owner;
-    agent->subscription_confirmations = 0;
-    return redisAsyncCommand(link->context, egress_agent_subscription_message, NULL,
-                             "PSUBSCRIBE %s %s", agent->patterns[0], agent->patterns[1]) == REDIS_OK
-               ? 0
-               : -1;
+    egress_agent_sync(subscription->owner, true);
 }
 
 /* ---- life cycle ---- */
-
-/* Writes text with the glob characters Redis's pattern matcher knows escaped. */
-static char *egress_agent_glob_escape(const char *head, const char *text, const char *tail) {
-    size_t head_length = strlen(head);
-    size_t text_length = strlen(text);
-    char *escaped = malloc(head_length + 2 * text_length + strlen(tail) + 1);
-    if (escaped == NULL)
-        return NULL;
-    char *out = escaped;
-    memcpy(out, head, head_length);
-    out += head_length;
-    for (size_t i = 0; i < text_length; i++) {
-        if (strchr("*?[]\\", text[i]) != NULL)
-            *out++ = '\\';
-        *out++ = text[i];
-    }
-    strcpy(out, tail);
-    return escaped;
-}
 
 static char *egress_agent_concatenate(const char *left, const char *right) {
     size_t left_length = strlen(left);
@@ -817,19 +757,9 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (egress_applier_init(&agent->applier, NULL, error, error_size) != 0)
         goto fail;
 
-    char keyspace[48];
-    snprintf(keyspace, sizeof(keyspace), "__keyspace@%d__:", config->redis.database);
     agent->node_key = egress_agent_concatenate(EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id);
     if (agent->node_key == NULL)
         goto out_of_memory;
-    agent->node_channel = egress_agent_concatenate(keyspace, agent->node_key);
-    agent->record_channel = egress_agent_concatenate(keyspace, config->redis_key_prefix);
-    agent->patterns[0] = egress_agent_glob_escape(keyspace, config->redis_key_prefix, "*");
-    agent->patterns[1] = egress_agent_glob_escape(keyspace, agent->node_key, "");
-    if (agent->node_channel == NULL || agent->record_channel == NULL ||
-        agent->patterns[0] == NULL || agent->patterns[1] == NULL)
-        goto out_of_memory;
-    agent->record_channel_length = strlen(agent->record_channel);
     if (strmap_init(&agent->sandboxes) != 0)
         goto out_of_memory;
     agent->resync_timer = event_new(base, -1, EV_PERSIST, egress_agent_resync_timer, agent);
@@ -853,16 +783,25 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     };
     if (redis_link_init(&agent->commands, base, &link_config) != 0)
         goto out_of_memory;
-    link_config.purpose = "keyspace notifications";
-    link_config.handshake = egress_agent_subscribe;
-    link_config.up = egress_agent_subscription_up;
-    link_config.down = egress_agent_subscription_down;
-    if (redis_link_init(&agent->subscription, base, &link_config) != 0)
+    keyspace_watch_t watches[EGRESS_AGENT_WATCH_COUNT] = {
+        [EGRESS_AGENT_WATCH_RECORDS] = {.key = config->redis_key_prefix, .prefix = true},
+        [EGRESS_AGENT_WATCH_NODE_SET] = {.key = agent->node_key, .prefix = false},
+    };
+    keyspace_config_t subscription_config = {
+        .link = link_config,
+        .watches = watches,
+        .watch_count = EGRESS_AGENT_WATCH_COUNT,
+        .notify = egress_agent_notified,
+        .up = egress_agent_subscription_up,
+        .owner = agent,
+    };
+    subscription_config.link.purpose = "keyspace notifications";
+    if (keyspace_init(&agent->subscription, base, &subscription_config) != 0)
         goto out_of_memory;
 
     egress_agent_arm(agent->resync_timer, config->resync_interval_ms);
     redis_link_start(&agent->commands);
-    redis_link_start(&agent->subscription);
+    keyspace_start(&agent->subscription);
     return agent;
 
 out_of_memory:
@@ -883,7 +822,7 @@ void egress_agent_free(egress_agent_t *agent) {
     if (agent == NULL)
         return;
     redis_link_close(&agent->commands);
-    redis_link_close(&agent->subscription);
+    keyspace_close(&agent->subscription);
     if (agent->resync_timer != NULL)
         event_free(agent->resync_timer);
     if (agent->retry_timer != NULL)
@@ -893,10 +832,6 @@ void egress_agent_free(egress_agent_t *agent) {
     if (agent->sandboxes.buckets != NULL)
         strmap_foreach(&agent->sandboxes, egress_agent_free_visit, NULL);
     strmap_free(&agent->sandboxes);
-    for (int i = 0; i < EGRESS_AGENT_PATTERN_COUNT; i++)
-        free(agent->patterns[i]);
-    free(agent->record_channel);
-    free(agent->node_channel);
     free(agent->node_key);
     egress_applier_free(&agent->applier);
     free(agent);

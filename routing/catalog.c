@@ -10,6 +10,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "util/keyspace.h"
 #include "util/log.h"
 #include "util/redis_link.h"
 #include "util/strmap.h"
@@ -71,12 +72,9 @@ struct route_catalog {
     uint64_t negative_ttl_ms;
     uint64_t stale_ttl_ms;
     size_t cache_max_entries;
-    char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
-    char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
-    size_t channel_prefix_length;
-    redis_link_t lookup;       /* HMGET queries, after SELECT or PING */
-    size_t reader_bytes;       /* lookup's unparsed reply bytes at the last timeout check */
-    redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
+    redis_link_t lookup;     /* HMGET queries, after SELECT or PING */
+    size_t reader_bytes;     /* lookup's unparsed reply bytes at the last timeout check */
+    keyspace_t subscription; /* notifications of the keys under key_prefix */
     uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
     strmap_t cache;
     route_cache_list_t found_entries;     /* FOUND and MALFORMED */
@@ -383,50 +381,16 @@ static void route_catalog_lookup_down(redis_link_t *link) {
         catalog->stats.redis_errors++;
 }
 
-/* Keyspace notifications: "pmessage", pattern, "__keyspace@<db>__:<key>", event. */
-static void route_catalog_subscription_message(redisAsyncContext *context, void *reply_pointer,
-                                               void *privdata) {
-    (void)privdata;
-    redis_link_t *link = redis_link_of(context);
-    redisReply *reply = reply_pointer;
-    if (link == NULL)
-        return;
-    if (reply == NULL) {
-        redis_link_lost_context(context);
-        return;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = reply->element[0]->str;
-    if (strcmp(kind, "psubscribe") == 0) {
-        redis_link_ready(link);
-        return;
-    }
-    if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
-        reply->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    route_catalog_t *catalog = link->config.owner;
-    const redisReply *channel = reply->element[2];
-    if (channel->len <= catalog->channel_prefix_length ||
-        memcmp(channel->str, catalog->channel_prefix, catalog->channel_prefix_length) != 0)
-        return;
-    size_t id_length = channel->len - catalog->channel_prefix_length;
+/* A key under the prefix changed: the sandbox's route is dropped. */
+static void route_catalog_notified(keyspace_t *subscription, size_t watch, const char *sandbox_id,
+                                   size_t id_length) {
+    (void)watch;
     if (id_length > ROUTE_SANDBOX_ID_MAX)
         return;
-    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
-    memcpy(sandbox_id, channel->str + catalog->channel_prefix_length, id_length);
-    sandbox_id[id_length] = '\0';
-    route_catalog_invalidate(catalog, sandbox_id);
-}
-
-/* The subscription's handshake: ready once Redis confirms the pattern. */
-static int route_catalog_subscribe(redis_link_t *link) {
-    route_catalog_t *catalog = link->config.owner;
-    return redisAsyncCommand(link->context, route_catalog_subscription_message, NULL,
-                             "PSUBSCRIBE %s", catalog->subscription_pattern) == REDIS_OK
-               ? 0
-               : -1;
+    char id[ROUTE_SANDBOX_ID_MAX + 1];
+    memcpy(id, sandbox_id, id_length);
+    id[id_length] = '\0';
+    route_catalog_invalidate(subscription->owner, id);
 }
 
 /* Misses may be sent to Redis: the connection is up, or being made for the
@@ -725,7 +689,7 @@ bool route_catalog_connected(const route_catalog_t *catalog) {
 }
 
 bool route_catalog_subscribed(const route_catalog_t *catalog) {
-    return catalog->subscription.state == REDIS_LINK_READY;
+    return keyspace_ready(&catalog->subscription);
 }
 
 route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
@@ -739,38 +703,6 @@ route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
 /* Copies text, or returns NULL (also for NULL). */
 static char *route_catalog_copy(const char *text) {
     return text != NULL ? strdup(text) : NULL;
-}
-
-/* Builds the PSUBSCRIBE pattern and the channel prefix; returns 0 or -1. */
-static int route_catalog_build_channels(route_catalog_t *catalog) {
-    const char *prefix = catalog->key_prefix;
-    size_t prefix_length = strlen(prefix);
-    char head[48];
-    int head_length = snprintf(head, sizeof(head), "__keyspace@%d__:", catalog->redis_database);
-
-    catalog->channel_prefix = malloc((size_t)head_length + prefix_length + 1);
-    if (catalog->channel_prefix == NULL)
-        return -1;
-    memcpy(catalog->channel_prefix, head, (size_t)head_length);
-    memcpy(catalog->channel_prefix + head_length, prefix, prefix_length + 1);
-    catalog->channel_prefix_length = (size_t)head_length + prefix_length;
-
-    /* Glob characters in the prefix are matched literally (Redis's
-     * stringmatchlen honours backslash escapes). */
-    catalog->subscription_pattern = malloc((size_t)head_length + 2 * prefix_length + 2);
-    if (catalog->subscription_pattern == NULL)
-        return -1;
-    char *out = catalog->subscription_pattern;
-    memcpy(out, head, (size_t)head_length);
-    out += head_length;
-    for (size_t i = 0; i < prefix_length; i++) {
-        if (strchr("*?[]\\", prefix[i]) != NULL)
-            *out++ = '\\';
-        *out++ = prefix[i];
-    }
-    *out++ = '*';
-    *out = '\0';
-    return 0;
 }
 
 route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config) {
@@ -808,8 +740,6 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
         if (catalog->redis_host == NULL)
             goto fail;
     }
-    if (route_catalog_build_channels(catalog) != 0)
-        goto fail;
     if (strmap_init(&catalog->cache) != 0 || strmap_init(&catalog->pending_map) != 0)
         goto fail;
     redis_link_config_t link_config = {
@@ -827,16 +757,21 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
     };
     if (redis_link_init(&catalog->lookup, base, &link_config) != 0)
         goto fail;
-    link_config.purpose = "keyspace notifications";
-    link_config.outage_effect = "changes are seen within route_cache_ttl";
-    link_config.handshake = route_catalog_subscribe;
-    link_config.up = NULL;
-    link_config.down = NULL;
-    if (redis_link_init(&catalog->subscription, base, &link_config) != 0)
+    keyspace_watch_t watch = {.key = catalog->key_prefix, .prefix = true};
+    keyspace_config_t subscription_config = {
+        .link = link_config,
+        .watches = &watch,
+        .watch_count = 1,
+        .notify = route_catalog_notified,
+        .owner = catalog,
+    };
+    subscription_config.link.purpose = "keyspace notifications";
+    subscription_config.link.outage_effect = "changes are seen within route_cache_ttl";
+    if (keyspace_init(&catalog->subscription, base, &subscription_config) != 0)
         goto fail;
 
     redis_link_start(&catalog->lookup);
-    redis_link_start(&catalog->subscription);
+    keyspace_start(&catalog->subscription);
     return catalog;
 
 fail:
@@ -863,16 +798,12 @@ void route_catalog_free(route_catalog_t *catalog) {
     /* The callbacks of queries still in flight run with NULL replies; their
      * pendings were detached from the catalog already. */
     redis_link_close(&catalog->lookup);
-    redis_link_close(&catalog->subscription);
+    keyspace_close(&catalog->subscription);
 
     if (catalog->cache.buckets != NULL)
         strmap_foreach(&catalog->cache, route_catalog_cache_free_entry, NULL);
     strmap_free(&catalog->cache);
     strmap_free(&catalog->pending_map);
-    free(catalog->subscription_pattern);
-    catalog->subscription_pattern = NULL;
-    free(catalog->channel_prefix);
-    catalog->channel_prefix = NULL;
     free(catalog->key_prefix);
     catalog->key_prefix = NULL;
     free(catalog->command);
