@@ -13,6 +13,7 @@
 
 #include "egress/apply.h"
 #include "egress/policy.h"
+#include "egress/record.h"
 #include "util/keyspace.h"
 #include "util/log.h"
 #include "util/redis_link.h"
@@ -372,46 +373,19 @@ static void egress_agent_read_record(egress_agent_t *agent, egress_sandbox_t *sa
         return;
     }
 
-    egress_field_t netns = {0}, internet = {0}, deny = {0}, allow = {0};
-    char error[512] = "";
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        snprintf(error, sizeof(error), "the key is not a hash");
-    } else {
-        for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-            const redisReply *name = reply->element[i];
-            const redisReply *value = reply->element[i + 1];
-            if (name->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
-                continue;
-            egress_field_t field = {value->str, (size_t)value->len};
-            if (strcmp(name->str, "netns") == 0)
-                netns = field;
-            else if (strcmp(name->str, "allow_internet_access") == 0)
-                internet = field;
-            else if (strcmp(name->str, "deny_out") == 0)
-                deny = field;
-            else if (strcmp(name->str, "allow_out") == 0)
-                allow = field;
-        }
-    }
-
-    /* The namespace first: without one nothing can be filtered, and a bad one keeps the
-     * namespace known before, so deny-all lands where the sandbox runs. */
-    if (error[0] == '\0') {
-        if (netns.value == NULL) {
-            snprintf(error, sizeof(error), "no netns field");
-        } else if (!egress_netns_name_valid(netns.value, netns.length)) {
-            snprintf(error, sizeof(error),
-                     "netns is not a namespace name (1 to 255 printable bytes, no \"/\")");
-        } else if (!egress_agent_same_text(sandbox->wanted_netns, netns.value) &&
-                   !egress_agent_set_text(&sandbox->wanted_netns, netns.value)) {
-            log_error("sandbox %s: out of memory", id);
-            return;
-        }
-    }
+    egress_field_t netns;
     egress_policy_t parsed;
     egress_policy_init(&parsed);
-    if (error[0] == '\0' &&
-        egress_policy_parse(&parsed, internet, deny, allow, error, sizeof(error)) == 0) {
+    char error[512] = "";
+    int result = egress_record_read(reply, &netns, &parsed, error, sizeof(error));
+    /* A bad namespace keeps the one known before, so deny-all lands where the sandbox runs. */
+    if (netns.value != NULL && !egress_agent_same_text(sandbox->wanted_netns, netns.value) &&
+        !egress_agent_set_text(&sandbox->wanted_netns, netns.value)) {
+        log_error("sandbox %s: out of memory", id);
+        egress_policy_free(&parsed);
+        return;
+    }
+    if (result == 0) {
         egress_policy_free(&sandbox->wanted);
         sandbox->wanted = parsed;
         if (sandbox->record_error != NULL)
@@ -732,17 +706,6 @@ static void egress_agent_subscription_up(keyspace_t *subscription) {
 
 /* ---- life cycle ---- */
 
-static char *egress_agent_concatenate(const char *left, const char *right) {
-    size_t left_length = strlen(left);
-    size_t right_length = strlen(right);
-    char *joined = malloc(left_length + right_length + 1);
-    if (joined == NULL)
-        return NULL;
-    memcpy(joined, left, left_length);
-    memcpy(joined + left_length, right, right_length + 1);
-    return joined;
-}
-
 egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t *config,
                                  char *error, size_t error_size) {
     egress_agent_t *agent = calloc(1, sizeof(*agent));
@@ -757,9 +720,10 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (egress_applier_init(&agent->applier, NULL, error, error_size) != 0)
         goto fail;
 
-    agent->node_key = egress_agent_concatenate(EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id);
-    if (agent->node_key == NULL)
+    if (asprintf(&agent->node_key, "%s%s", EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id) < 0) {
+        agent->node_key = NULL; /* undefined after a failure */
         goto out_of_memory;
+    }
     if (strmap_init(&agent->sandboxes) != 0)
         goto out_of_memory;
     agent->resync_timer = event_new(base, -1, EV_PERSIST, egress_agent_resync_timer, agent);
