@@ -13,8 +13,10 @@
 
 #include "egress/apply.h"
 #include "egress/policy.h"
-#include "routing/redis_link.h"
+#include "egress/record.h"
+#include "util/keyspace.h"
 #include "util/log.h"
+#include "util/redis_link.h"
 #include "util/strmap.h"
 
 enum {
@@ -25,10 +27,16 @@ enum {
     EGRESS_AGENT_RETRY_FIRST_MS = 100,
     EGRESS_AGENT_RETRY_MAX_MS = 1000,
     EGRESS_AGENT_ID_MAX = 255,
-    EGRESS_AGENT_PATTERN_COUNT = 2, /* records and the node set */
     /* Resync reads in flight at once: their replies arrive (and are applied) in a burst, and a
      * notified change waits behind that burst; this bounds it to a few milliseconds. */
     EGRESS_AGENT_RESYNC_WINDOW = 32,
+};
+
+/* What the subscription watches, in the order of its patterns. */
+enum egress_agent_watch {
+    EGRESS_AGENT_WATCH_RECORDS = 0, /* every key under redis_key_prefix */
+    EGRESS_AGENT_WATCH_NODE_SET,    /* the node set */
+    EGRESS_AGENT_WATCH_COUNT,
 };
 
 /* One sandbox of the node set: what its record asks for and what is in force. */
@@ -64,13 +72,8 @@ struct egress_agent {
     struct event_base *base;
     const egress_config_t *config;
     char *node_key;          /* sandbox:node:<node_id> */
-    char *node_channel;      /* __keyspace@<db>__:<node key> */
-    char *record_channel;    /* __keyspace@<db>__:<prefix>; the ID follows */
-    size_t record_channel_length;
-    char *patterns[EGRESS_AGENT_PATTERN_COUNT]; /* glob-escaped, for PSUBSCRIBE */
-    route_redis_link_t commands;     /* SMEMBERS and HGETALL, after SELECT or PING */
-    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
-    int subscription_confirmations;  /* patterns Redis confirmed */
+    redis_link_t commands;   /* SMEMBERS and HGETALL, after SELECT or PING */
+    keyspace_t subscription; /* notifications of the records and the node set */
     struct event *resync_timer;
     struct event *retry_timer;
     struct event *watchdog_timer; /* armed while replies are awaited */
@@ -260,7 +263,7 @@ static void egress_agent_dequeue(egress_agent_t *agent, egress_sandbox_t *sandbo
 /* Sends queued resync reads while the window has room. */
 static void egress_agent_pump(egress_agent_t *agent) {
     while (agent->queue_head != NULL && agent->resync_in_flight < EGRESS_AGENT_RESYNC_WINDOW &&
-           agent->commands.state == ROUTE_REDIS_LINK_READY) {
+           agent->commands.state == REDIS_LINK_READY) {
         egress_sandbox_t *sandbox = agent->queue_head;
         egress_agent_dequeue(agent, sandbox);
         egress_agent_fetch(agent, sandbox, true);
@@ -370,46 +373,19 @@ static void egress_agent_read_record(egress_agent_t *agent, egress_sandbox_t *sa
         return;
     }
 
-    egress_field_t netns = {0}, internet = {0}, deny = {0}, allow = {0};
-    char error[512] = "";
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        snprintf(error, sizeof(error), "the key is not a hash");
-    } else {
-        for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-            const redisReply *name = reply->element[i];
-            const redisReply *value = reply->element[i + 1];
-            if (name->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
-                continue;
-            egress_field_t field = {value->str, (size_t)value->len};
-            if (strcmp(name->str, "netns") == 0)
-                netns = field;
-            else if (strcmp(name->str, "allow_internet_access") == 0)
-                internet = field;
-            else if (strcmp(name->str, "deny_out") == 0)
-                deny = field;
-            else if (strcmp(name->str, "allow_out") == 0)
-                allow = field;
-        }
-    }
-
-    /* The namespace first: without one nothing can be filtered, and a bad one keeps the
-     * namespace known before, so deny-all lands where the sandbox runs. */
-    if (error[0] == '\0') {
-        if (netns.value == NULL) {
-            snprintf(error, sizeof(error), "no netns field");
-        } else if (!egress_netns_name_valid(netns.value, netns.length)) {
-            snprintf(error, sizeof(error),
-                     "netns is not a namespace name (1 to 255 printable bytes, no \"/\")");
-        } else if (!egress_agent_same_text(sandbox->wanted_netns, netns.value) &&
-                   !egress_agent_set_text(&sandbox->wanted_netns, netns.value)) {
-            log_error("sandbox %s: out of memory", id);
-            return;
-        }
-    }
+    egress_field_t netns;
     egress_policy_t parsed;
     egress_policy_init(&parsed);
-    if (error[0] == '\0' &&
-        egress_policy_parse(&parsed, internet, deny, allow, error, sizeof(error)) == 0) {
+    char error[512] = "";
+    int result = egress_record_read(reply, &netns, &parsed, error, sizeof(error));
+    /* A bad namespace keeps the one known before, so deny-all lands where the sandbox runs. */
+    if (netns.value != NULL && !egress_agent_same_text(sandbox->wanted_netns, netns.value) &&
+        !egress_agent_set_text(&sandbox->wanted_netns, netns.value)) {
+        log_error("sandbox %s: out of memory", id);
+        egress_policy_free(&parsed);
+        return;
+    }
+    if (result == 0) {
         egress_policy_free(&sandbox->wanted);
         sandbox->wanted = parsed;
         if (sandbox->record_error != NULL)
@@ -454,8 +430,8 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
     (void)fd;
     (void)events;
     egress_agent_t *agent = argument;
-    if (agent->commands.state == ROUTE_REDIS_LINK_READY && agent->outstanding > 0)
-        route_redis_link_drop(&agent->commands, "no reply within 5 s");
+    if (agent->commands.state == REDIS_LINK_READY && agent->outstanding > 0)
+        redis_link_drop(&agent->commands, "no reply within 5 s");
 }
 
 /* Sends a command whose reply goes to callback with request (freed by the callback); returns
@@ -463,7 +439,7 @@ static void egress_agent_watchdog(evutil_socket_t fd, short events, void *argume
 static bool egress_agent_send(egress_agent_t *agent, redisCallbackFn *callback,
                               egress_request_t *request, int argc, const char **argv,
                               const size_t *lengths) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY ||
+    if (agent->commands.state != REDIS_LINK_READY ||
         redisAsyncCommandArgv(agent->commands.context, callback, request, argc, argv, lengths) !=
             REDIS_OK) {
         free(request);
@@ -478,7 +454,7 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
                                       void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     /* NULL: the connection is gone; its loss already reset every fetch. */
     if (reply == NULL || link == NULL) {
         free(request);
@@ -505,7 +481,7 @@ static void egress_agent_record_reply(redisAsyncContext *context, void *reply_po
 /* Reads the record of sandbox, or asks for another read when one is in flight; resync reads
  * count in the window. */
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
+    if (agent->commands.state != REDIS_LINK_READY)
         return; /* the full read on reconnect covers it */
     if (sandbox->fetching) {
         sandbox->refetch = true;
@@ -541,7 +517,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
                                        void *privdata) {
     egress_request_t *request = privdata;
     redisReply *reply = reply_pointer;
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     bool full = request->full;
     free(request);
     if (reply == NULL || link == NULL)
@@ -604,7 +580,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
 
 /* Reads the node set; full also reads every member's record (resync), else only new members'. */
 static void egress_agent_sync(egress_agent_t *agent, bool full) {
-    if (agent->commands.state != ROUTE_REDIS_LINK_READY)
+    if (agent->commands.state != REDIS_LINK_READY)
         return;
     if (agent->members_fetching) {
         agent->members_again = true;
@@ -635,19 +611,14 @@ static void egress_agent_resync_timer(evutil_socket_t fd, short events, void *ar
 
 /* ---- keyspace notifications ---- */
 
-/* "pmessage", pattern, "__keyspace@<db>__:<key>", event: the node set or a record changed. */
-static void egress_agent_notification(egress_agent_t *agent, const redisReply *channel) {
-    size_t length = (size_t)channel->len;
-    if (length == strlen(agent->node_channel) &&
-        memcmp(channel->str, agent->node_channel, length) == 0) {
+/* The node set or a record changed. */
+static void egress_agent_notified(keyspace_t *subscription, size_t watch, const char *id,
+                                  size_t id_length) {
+    egress_agent_t *agent = subscription->owner;
+    if (watch == EGRESS_AGENT_WATCH_NODE_SET) {
         egress_agent_sync(agent, false);
         return;
     }
-    if (length <= agent->record_channel_length ||
-        memcmp(channel->str, agent->record_channel, agent->record_channel_length) != 0)
-        return;
-    const char *id = channel->str + agent->record_channel_length;
-    size_t id_length = length - agent->record_channel_length;
     strmap_entry_t *found = strmap_get(&agent->sandboxes, id, id_length);
     /* Records of other nodes' sandboxes are none of our business. */
     if (found != NULL)
@@ -658,7 +629,7 @@ static void egress_agent_notification(egress_agent_t *agent, const redisReply *c
 
 /* The commands connection failed: replies in flight are lost with it, and the full read on
  * reconnect redoes them. */
-static void egress_agent_commands_down(route_redis_link_t *link) {
+static void egress_agent_commands_down(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     agent->outstanding = 0;
     evtimer_del(agent->watchdog_timer);
@@ -669,17 +640,12 @@ static void egress_agent_commands_down(route_redis_link_t *link) {
     strmap_foreach(&agent->sandboxes, egress_agent_reset_visit, agent);
 }
 
-static void egress_agent_subscription_down(route_redis_link_t *link) {
-    egress_agent_t *agent = link->config.owner;
-    agent->subscription_confirmations = 0;
-}
-
 /* The reply to CONFIG GET notify-keyspace-events: without K and the h, g and s classes (or A), a
  * change waits for the resync; say so once rather than let 100 ms silently become 10 s. */
 static void egress_agent_notifications_reply(redisAsyncContext *context, void *reply_pointer,
                                              void *privdata) {
     free(privdata);
-    route_redis_link_t *link = route_redis_link_of(context);
+    redis_link_t *link = redis_link_of(context);
     redisReply *reply = reply_pointer;
     if (reply == NULL || link == NULL)
         return;
@@ -726,82 +692,19 @@ static void egress_agent_check_notifications(egress_agent_t *agent) {
     egress_agent_send(agent, egress_agent_notifications_reply, request, 3, argv, lengths);
 }
 
-static void egress_agent_commands_up(route_redis_link_t *link) {
+static void egress_agent_commands_up(redis_link_t *link) {
     egress_agent_t *agent = link->config.owner;
     egress_agent_check_notifications(agent);
     /* Changes made while we were away were not notified. */
     egress_agent_sync(agent, true);
 }
 
-static void egress_agent_subscription_up(route_redis_link_t *link) {
+static void egress_agent_subscription_up(keyspace_t *subscription) {
     /* Changes made before the subscription was confirmed were not notified. */
-    egress_agent_sync(link->config.owner, true);
-}
-
-static void egress_agent_subscription_message(redisAsyncContext *context, void *reply_pointer,
-                                              void *privdata) {
-    (void)privdata;
-    route_redis_link_t *link = route_redis_link_of(context);
-    redisReply *reply = reply_pointer;
-    if (link == NULL || reply == NULL)
-        return; /* the disconnect callback handles a lost connection */
-    egress_agent_t *agent = link->config.owner;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = reply->element[0]->str;
-    if (strcmp(kind, "psubscribe") == 0) {
-        if (++agent->subscription_confirmations == EGRESS_AGENT_PATTERN_COUNT)
-            route_redis_link_ready(link);
-        return;
-    }
-    if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
-        reply->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    egress_agent_notification(agent, reply->element[2]);
-}
-
-/* The subscription's handshake: ready once Redis confirms both patterns. */
-static int egress_agent_subscribe(route_redis_link_t *link) {
-    egress_agent_t *agent = link->config.owner;
-    agent->subscription_confirmations = 0;
-    return redisAsyncCommand(link->context, egress_agent_subscription_message, NULL,
-                             "PSUBSCRIBE %s %s", agent->patterns[0], agent->patterns[1]) == REDIS_OK
-               ? 0
-               : -1;
+    egress_agent_sync(subscription->owner, true);
 }
 
 /* ---- life cycle ---- */
-
-/* Writes text with the glob characters Redis's pattern matcher knows escaped. */
-static char *egress_agent_glob_escape(const char *head, const char *text, const char *tail) {
-    size_t head_length = strlen(head);
-    size_t text_length = strlen(text);
-    char *escaped = malloc(head_length + 2 * text_length + strlen(tail) + 1);
-    if (escaped == NULL)
-        return NULL;
-    char *out = escaped;
-    memcpy(out, head, head_length);
-    out += head_length;
-    for (size_t i = 0; i < text_length; i++) {
-        if (strchr("*?[]\\", text[i]) != NULL)
-            *out++ = '\\';
-        *out++ = text[i];
-    }
-    strcpy(out, tail);
-    return escaped;
-}
-
-static char *egress_agent_concatenate(const char *left, const char *right) {
-    size_t left_length = strlen(left);
-    size_t right_length = strlen(right);
-    char *joined = malloc(left_length + right_length + 1);
-    if (joined == NULL)
-        return NULL;
-    memcpy(joined, left, left_length);
-    memcpy(joined + left_length, right, right_length + 1);
-    return joined;
-}
 
 egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t *config,
                                  char *error, size_t error_size) {
@@ -817,19 +720,10 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (egress_applier_init(&agent->applier, NULL, error, error_size) != 0)
         goto fail;
 
-    char keyspace[48];
-    snprintf(keyspace, sizeof(keyspace), "__keyspace@%d__:", config->redis.database);
-    agent->node_key = egress_agent_concatenate(EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id);
-    if (agent->node_key == NULL)
+    if (asprintf(&agent->node_key, "%s%s", EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id) < 0) {
+        agent->node_key = NULL; /* undefined after a failure */
         goto out_of_memory;
-    agent->node_channel = egress_agent_concatenate(keyspace, agent->node_key);
-    agent->record_channel = egress_agent_concatenate(keyspace, config->redis_key_prefix);
-    agent->patterns[0] = egress_agent_glob_escape(keyspace, config->redis_key_prefix, "*");
-    agent->patterns[1] = egress_agent_glob_escape(keyspace, agent->node_key, "");
-    if (agent->node_channel == NULL || agent->record_channel == NULL ||
-        agent->patterns[0] == NULL || agent->patterns[1] == NULL)
-        goto out_of_memory;
-    agent->record_channel_length = strlen(agent->record_channel);
+    }
     if (strmap_init(&agent->sandboxes) != 0)
         goto out_of_memory;
     agent->resync_timer = event_new(base, -1, EV_PERSIST, egress_agent_resync_timer, agent);
@@ -838,7 +732,7 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (agent->resync_timer == NULL || agent->retry_timer == NULL ||
         agent->watchdog_timer == NULL)
         goto out_of_memory;
-    route_redis_link_config_t link_config = {
+    redis_link_config_t link_config = {
         .host = config->redis.host,
         .port = config->redis.port,
         .unix_path = config->redis.unix_path,
@@ -851,18 +745,27 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
         .down = egress_agent_commands_down,
         .owner = agent,
     };
-    if (route_redis_link_init(&agent->commands, base, &link_config) != 0)
+    if (redis_link_init(&agent->commands, base, &link_config) != 0)
         goto out_of_memory;
-    link_config.purpose = "keyspace notifications";
-    link_config.handshake = egress_agent_subscribe;
-    link_config.up = egress_agent_subscription_up;
-    link_config.down = egress_agent_subscription_down;
-    if (route_redis_link_init(&agent->subscription, base, &link_config) != 0)
+    keyspace_watch_t watches[EGRESS_AGENT_WATCH_COUNT] = {
+        [EGRESS_AGENT_WATCH_RECORDS] = {.key = config->redis_key_prefix, .prefix = true},
+        [EGRESS_AGENT_WATCH_NODE_SET] = {.key = agent->node_key, .prefix = false},
+    };
+    keyspace_config_t subscription_config = {
+        .link = link_config,
+        .watches = watches,
+        .watch_count = EGRESS_AGENT_WATCH_COUNT,
+        .notify = egress_agent_notified,
+        .up = egress_agent_subscription_up,
+        .owner = agent,
+    };
+    subscription_config.link.purpose = "keyspace notifications";
+    if (keyspace_init(&agent->subscription, base, &subscription_config) != 0)
         goto out_of_memory;
 
     egress_agent_arm(agent->resync_timer, config->resync_interval_ms);
-    route_redis_link_start(&agent->commands);
-    route_redis_link_start(&agent->subscription);
+    redis_link_start(&agent->commands);
+    keyspace_start(&agent->subscription);
     return agent;
 
 out_of_memory:
@@ -882,8 +785,8 @@ static void egress_agent_free_visit(strmap_t *map, strmap_entry_t *entry, void *
 void egress_agent_free(egress_agent_t *agent) {
     if (agent == NULL)
         return;
-    route_redis_link_close(&agent->commands);
-    route_redis_link_close(&agent->subscription);
+    redis_link_close(&agent->commands);
+    keyspace_close(&agent->subscription);
     if (agent->resync_timer != NULL)
         event_free(agent->resync_timer);
     if (agent->retry_timer != NULL)
@@ -893,10 +796,6 @@ void egress_agent_free(egress_agent_t *agent) {
     if (agent->sandboxes.buckets != NULL)
         strmap_foreach(&agent->sandboxes, egress_agent_free_visit, NULL);
     strmap_free(&agent->sandboxes);
-    for (int i = 0; i < EGRESS_AGENT_PATTERN_COUNT; i++)
-        free(agent->patterns[i]);
-    free(agent->record_channel);
-    free(agent->node_channel);
     free(agent->node_key);
     egress_applier_free(&agent->applier);
     free(agent);

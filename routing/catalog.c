@@ -1,4 +1,4 @@
-/* The Redis catalog client of one worker: async lookups, route cache, invalidation. */
+/* The Redis catalog client of one worker: async lookups behind the route cache, invalidation. */
 #include "routing/catalog.h"
 
 #include <stdio.h>
@@ -10,31 +10,15 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include "routing/redis_link.h"
+#include "routing/route_cache.h"
+#include "util/keyspace.h"
 #include "util/log.h"
+#include "util/redis_link.h"
 #include "util/strmap.h"
 
 enum {
     ROUTE_CATALOG_DEFAULT_TIMEOUT_MS = 1000,
-    ROUTE_CATALOG_TRIM_PER_STORE = 2,
 };
-
-/* One cached answer. Entries sit in one of two lists, oldest first: found and
- * malformed routes, and "not found". TTLs are uniform within a list, so the
- * oldest entry is also the first to expire, and eviction is O(1). */
-typedef struct route_cache_entry {
-    struct route_cache_entry *older;
-    struct route_cache_entry *newer;
-    strmap_entry_t *map_entry;
-    route_lookup_status_t status;
-    route_record_t *record; /* NULL for NOT_FOUND */
-    uint64_t expires_ms;
-} route_cache_entry_t;
-
-typedef struct route_cache_list {
-    route_cache_entry_t *oldest;
-    route_cache_entry_t *newest;
-} route_cache_list_t;
 
 /* One HMGET in flight and the lookups that wait for it (single flight). */
 struct route_pending {
@@ -67,20 +51,11 @@ struct route_catalog {
     char *command_fields; /* the fields HMGET asks for, in RESP: the command's constant tail */
     size_t command_fields_length;
     uint64_t redis_timeout_ms;
-    uint64_t cache_ttl_ms;
-    uint64_t negative_ttl_ms;
-    uint64_t stale_ttl_ms;
-    size_t cache_max_entries;
-    char *subscription_pattern; /* __keyspace@<db>__:<prefix, glob-escaped>* */
-    char *channel_prefix;       /* __keyspace@<db>__:<prefix>; the ID follows */
-    size_t channel_prefix_length;
-    route_redis_link_t lookup;       /* HMGET queries, after SELECT or PING */
-    size_t reader_bytes;             /* lookup's unparsed reply bytes at the last timeout check */
-    route_redis_link_t subscription; /* PSUBSCRIBE to keyspace notifications */
+    redis_link_t lookup;     /* HMGET queries, after SELECT or PING */
+    size_t reader_bytes;     /* lookup's unparsed reply bytes at the last timeout check */
+    keyspace_t subscription; /* notifications of the keys under key_prefix */
     uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
-    strmap_t cache;
-    route_cache_list_t found_entries;     /* FOUND and MALFORMED */
-    route_cache_list_t not_found_entries; /* NOT_FOUND */
+    route_cache_t cache;
     strmap_t pending_map;
     struct route_pending *pendings;
     size_t timed_out_count; /* pendings that left the map but still wait for a reply */
@@ -108,130 +83,15 @@ static void route_catalog_arm(struct event *timer, uint64_t milliseconds) {
     evtimer_add(timer, &delay);
 }
 
-/* ---- route cache ---- */
-
-static route_cache_list_t *route_catalog_cache_list(route_catalog_t *catalog,
-                                                    route_lookup_status_t status) {
-    return status == ROUTE_LOOKUP_NOT_FOUND ? &catalog->not_found_entries
-                                            : &catalog->found_entries;
-}
-
-static void route_catalog_cache_unlink(route_catalog_t *catalog, route_cache_entry_t *entry) {
-    route_cache_list_t *list = route_catalog_cache_list(catalog, entry->status);
-    if (entry->older != NULL)
-        entry->older->newer = entry->newer;
-    else
-        list->oldest = entry->newer;
-    if (entry->newer != NULL)
-        entry->newer->older = entry->older;
-    else
-        list->newest = entry->older;
-    entry->older = NULL;
-    entry->newer = NULL;
-}
-
-static void route_catalog_cache_append(route_catalog_t *catalog, route_cache_entry_t *entry) {
-    route_cache_list_t *list = route_catalog_cache_list(catalog, entry->status);
-    entry->older = list->newest;
-    entry->newer = NULL;
-    if (list->newest != NULL)
-        list->newest->newer = entry;
-    else
-        list->oldest = entry;
-    list->newest = entry;
-}
-
-static void route_catalog_cache_remove(route_catalog_t *catalog, route_cache_entry_t *entry) {
-    route_catalog_cache_unlink(catalog, entry);
-    strmap_remove(&catalog->cache, entry->map_entry);
-    route_record_unref(entry->record);
-    entry->record = NULL;
-    free(entry);
-}
-
-/* Evicts one entry so a new one fits: the useless first (an expired "not
- * found", a route past its stale window), then "not found" answers, which a
- * flood of random IDs produces, and only then real routes. */
-static void route_catalog_cache_evict_one(route_catalog_t *catalog, uint64_t now) {
-    route_cache_entry_t *not_found = catalog->not_found_entries.oldest;
-    route_cache_entry_t *found = catalog->found_entries.oldest;
-    route_cache_entry_t *victim;
-    if (not_found != NULL && not_found->expires_ms <= now)
-        victim = not_found;
-    else if (found != NULL && found->expires_ms + catalog->stale_ttl_ms <= now)
-        victim = found;
-    else if (not_found != NULL)
-        victim = not_found;
-    else
-        victim = found;
-    if (victim != NULL)
-        route_catalog_cache_remove(catalog, victim);
-}
-
-/* Remembers the answer for sandbox_id (record may be NULL); on allocation
- * failure the answer is simply not cached. */
-static void route_catalog_cache_store(route_catalog_t *catalog, const char *sandbox_id,
-                                      route_lookup_status_t status, route_record_t *record,
-                                      uint64_t now) {
-    uint64_t ttl = status == ROUTE_LOOKUP_NOT_FOUND ? catalog->negative_ttl_ms
-                                                    : catalog->cache_ttl_ms;
-    size_t id_length = strlen(sandbox_id);
-
-    /* Expired "not found" answers serve nobody: trim a few as we go, so a
-     * flood that stopped does not hold memory until the bound is reached. */
-    for (int trimmed = 0; trimmed < ROUTE_CATALOG_TRIM_PER_STORE; trimmed++) {
-        route_cache_entry_t *oldest = catalog->not_found_entries.oldest;
-        if (oldest == NULL || oldest->expires_ms > now)
-            break;
-        route_catalog_cache_remove(catalog, oldest);
-    }
-
-    strmap_entry_t *found = strmap_get(&catalog->cache, sandbox_id, id_length);
-    route_cache_entry_t *entry;
-    if (found != NULL) {
-        entry = found->value;
-        route_catalog_cache_unlink(catalog, entry);
-        route_record_unref(entry->record);
-        entry->record = NULL;
-    } else {
-        while (catalog->cache.count >= catalog->cache_max_entries && catalog->cache.count > 0)
-            route_catalog_cache_evict_one(catalog, now);
-        entry = calloc(1, sizeof(*entry));
-        if (entry == NULL)
-            return;
-        entry->map_entry = strmap_put(&catalog->cache, sandbox_id, id_length, entry);
-        if (entry->map_entry == NULL) {
-            free(entry);
-            return;
-        }
-    }
-    entry->status = status;
-    entry->record = record != NULL ? route_record_ref(record) : NULL;
-    entry->expires_ms = now + ttl;
-    route_catalog_cache_append(catalog, entry);
-}
-
 /* The route to serve when Redis cannot answer: a found one within its stale
  * window (a new reference), or NULL. */
 static route_record_t *route_catalog_stale_record(route_catalog_t *catalog,
                                                   const char *sandbox_id, uint64_t now) {
-    strmap_entry_t *found = strmap_get(&catalog->cache, sandbox_id, strlen(sandbox_id));
-    if (found == NULL)
-        return NULL;
-    route_cache_entry_t *entry = found->value;
-    if (entry->status != ROUTE_LOOKUP_FOUND || now >= entry->expires_ms + catalog->stale_ttl_ms)
+    const route_cache_entry_t *entry =
+        route_cache_get(&catalog->cache, sandbox_id, strlen(sandbox_id));
+    if (entry == NULL || !route_cache_within_stale(&catalog->cache, entry, now))
         return NULL;
     return route_record_ref(entry->record);
-}
-
-static void route_catalog_cache_free_entry(strmap_t *map, strmap_entry_t *map_entry,
-                                           void *argument) {
-    (void)argument;
-    route_cache_entry_t *entry = map_entry->value;
-    route_record_unref(entry->record);
-    entry->record = NULL;
-    free(entry);
-    strmap_remove(map, map_entry);
 }
 
 /* ---- waiters and queries in flight ---- */
@@ -371,72 +231,38 @@ static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
 
 /* ---- connections ---- */
 
-static void route_catalog_lookup_up(route_redis_link_t *link) {
+static void route_catalog_lookup_up(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     catalog->ever_connected = true;
     catalog->last_reply_ms = route_catalog_now_ms();
 }
 
-static void route_catalog_lookup_down(route_redis_link_t *link) {
+static void route_catalog_lookup_down(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     if (!catalog->freeing)
         catalog->stats.redis_errors++;
 }
 
-/* Keyspace notifications: "pmessage", pattern, "__keyspace@<db>__:<key>", event. */
-static void route_catalog_subscription_message(redisAsyncContext *context, void *reply_pointer,
-                                               void *privdata) {
-    (void)privdata;
-    route_redis_link_t *link = route_redis_link_of(context);
-    redisReply *reply = reply_pointer;
-    if (link == NULL)
-        return;
-    if (reply == NULL) {
-        route_redis_link_lost_context(context);
-        return;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = reply->element[0]->str;
-    if (strcmp(kind, "psubscribe") == 0) {
-        route_redis_link_ready(link);
-        return;
-    }
-    if (strcmp(kind, "pmessage") != 0 || reply->elements < 4 ||
-        reply->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    route_catalog_t *catalog = link->config.owner;
-    const redisReply *channel = reply->element[2];
-    if (channel->len <= catalog->channel_prefix_length ||
-        memcmp(channel->str, catalog->channel_prefix, catalog->channel_prefix_length) != 0)
-        return;
-    size_t id_length = channel->len - catalog->channel_prefix_length;
+/* A key under the prefix changed: the sandbox's route is dropped. */
+static void route_catalog_notified(keyspace_t *subscription, size_t watch, const char *sandbox_id,
+                                   size_t id_length) {
+    (void)watch;
     if (id_length > ROUTE_SANDBOX_ID_MAX)
         return;
-    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
-    memcpy(sandbox_id, channel->str + catalog->channel_prefix_length, id_length);
-    sandbox_id[id_length] = '\0';
-    route_catalog_invalidate(catalog, sandbox_id);
-}
-
-/* The subscription's handshake: ready once Redis confirms the pattern. */
-static int route_catalog_subscribe(route_redis_link_t *link) {
-    route_catalog_t *catalog = link->config.owner;
-    return redisAsyncCommand(link->context, route_catalog_subscription_message, NULL,
-                             "PSUBSCRIBE %s", catalog->subscription_pattern) == REDIS_OK
-               ? 0
-               : -1;
+    char id[ROUTE_SANDBOX_ID_MAX + 1];
+    memcpy(id, sandbox_id, id_length);
+    id[id_length] = '\0';
+    route_catalog_invalidate(subscription->owner, id);
 }
 
 /* Misses may be sent to Redis: the connection is up, or being made for the
  * first time after an up (then queries wait for it, bounded by their timer). */
 static bool route_catalog_can_query(const route_catalog_t *catalog) {
-    const route_redis_link_t *lookup = &catalog->lookup;
+    const redis_link_t *lookup = &catalog->lookup;
     if (lookup->context == NULL)
         return false;
-    return lookup->state == ROUTE_REDIS_LINK_READY ||
-           (lookup->state == ROUTE_REDIS_LINK_CONNECTING && !lookup->down);
+    return lookup->state == REDIS_LINK_READY ||
+           (lookup->state == REDIS_LINK_CONNECTING && !lookup->down);
 }
 
 /* ---- lookups ---- */
@@ -455,7 +281,7 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply == NULL)
-            route_redis_link_lost_context(context);
+            redis_link_lost_context(context);
         if (reply != NULL) {
             catalog->last_reply_ms = route_catalog_now_ms();
             /* Once per streak: a loading or misconfigured server refuses
@@ -492,15 +318,15 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
         return;
     }
     if (status == ROUTE_LOOKUP_MALFORMED) {
-        strmap_entry_t *cached =
-            strmap_get(&catalog->cache, pending->sandbox_id, strlen(pending->sandbox_id));
+        const route_cache_entry_t *cached =
+            route_cache_get(&catalog->cache, pending->sandbox_id, strlen(pending->sandbox_id));
         /* Logged when it turns malformed, not on every refresh. */
-        if (cached == NULL || ((route_cache_entry_t *)cached->value)->status != status)
+        if (cached == NULL || cached->status != status)
             log_warn("route catalog: malformed record %s%s: %s", catalog->key_prefix,
                      pending->sandbox_id, record->error);
     }
     if (!pending->invalidated)
-        route_catalog_cache_store(catalog, pending->sandbox_id, status, record, now);
+        route_cache_store(&catalog->cache, pending->sandbox_id, status, record, now);
     route_catalog_pending_detach(pending);
     route_catalog_pending_answer(pending, status, record);
     route_record_unref(record);
@@ -514,7 +340,7 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
     uint64_t now = route_catalog_now_ms();
-    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY && catalog->lookup.context != NULL) {
+    if (catalog->lookup.state == REDIS_LINK_READY && catalog->lookup.context != NULL) {
         /* Bytes of a reply still arriving (a record's large value) are not
          * a hang: that connection serves every other sandbox's lookups. */
         const redisReader *reader = catalog->lookup.context->c.reader;
@@ -524,12 +350,12 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
             catalog->last_reply_ms = now;
         }
     }
-    if (catalog->lookup.state == ROUTE_REDIS_LINK_READY &&
+    if (catalog->lookup.state == REDIS_LINK_READY &&
         now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
         /* No reply at all for redis_timeout while a query waited: the server
          * or the path to it hangs. Reconnecting answers every query (this one
          * too) through hiredis's callbacks. */
-        route_redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
+        redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
         return;
     }
     /* Replies still come, only slowly (or the connect timer owns the
@@ -653,18 +479,14 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
 
     uint64_t now = route_catalog_now_ms();
     bool can_query = route_catalog_can_query(catalog);
-    strmap_entry_t *cached = strmap_get(&catalog->cache, sandbox_id, id_length);
-    if (cached != NULL) {
-        route_cache_entry_t *entry = cached->value;
-        bool fresh = now < entry->expires_ms;
-        bool stale_allowed = !can_query && entry->status == ROUTE_LOOKUP_FOUND &&
-                             now < entry->expires_ms + catalog->stale_ttl_ms;
-        if (fresh || stale_allowed) {
+    const route_cache_entry_t *entry = route_cache_get(&catalog->cache, sandbox_id, id_length);
+    if (entry != NULL) {
+        bool fresh = route_cache_fresh(entry, now);
+        if (fresh || (!can_query && route_cache_within_stale(&catalog->cache, entry, now))) {
             catalog->stats.cache_hits++;
             *status = entry->status;
             *record = entry->record != NULL ? route_record_ref(entry->record) : NULL;
-            if (fresh && can_query && entry->status != ROUTE_LOOKUP_NOT_FOUND &&
-                entry->expires_ms - now <= catalog->cache_ttl_ms / 2)
+            if (fresh && can_query && route_cache_wants_refresh(&catalog->cache, entry, now))
                 route_catalog_refresh(catalog, sandbox_id, id_length);
             return 1;
         }
@@ -677,7 +499,8 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
 
     strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
     struct route_pending *pending =
-        joined != NULL ? joined->value : route_catalog_pending_start(catalog, sandbox_id, id_length);
+        joined != NULL ? joined->value
+                       : route_catalog_pending_start(catalog, sandbox_id, id_length);
     if (pending == NULL) {
         *status = ROUTE_LOOKUP_UNAVAILABLE;
         return 1;
@@ -688,17 +511,12 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
 
 void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
                         route_lookup_status_t status, route_record_t *record) {
-    route_catalog_cache_store(catalog, sandbox_id, status, record, route_catalog_now_ms());
+    route_cache_store(&catalog->cache, sandbox_id, status, record, route_catalog_now_ms());
 }
 
 void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) {
     size_t id_length = strlen(sandbox_id);
-    bool dropped = false;
-    strmap_entry_t *cached = strmap_get(&catalog->cache, sandbox_id, id_length);
-    if (cached != NULL) {
-        route_catalog_cache_remove(catalog, cached->value);
-        dropped = true;
-    }
+    bool dropped = route_cache_remove(&catalog->cache, sandbox_id, id_length);
     /* A query in flight may have read the record before the change. */
     strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
     if (joined != NULL) {
@@ -721,16 +539,16 @@ bool route_catalog_ever_connected(const route_catalog_t *catalog) {
 }
 
 bool route_catalog_connected(const route_catalog_t *catalog) {
-    return catalog->lookup.state == ROUTE_REDIS_LINK_READY;
+    return catalog->lookup.state == REDIS_LINK_READY;
 }
 
 bool route_catalog_subscribed(const route_catalog_t *catalog) {
-    return catalog->subscription.state == ROUTE_REDIS_LINK_READY;
+    return keyspace_ready(&catalog->subscription);
 }
 
 route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
     route_catalog_stats_t stats = catalog->stats;
-    stats.cache_entries = catalog->cache.count;
+    stats.cache_entries = route_cache_count(&catalog->cache);
     return stats;
 }
 
@@ -741,36 +559,35 @@ static char *route_catalog_copy(const char *text) {
     return text != NULL ? strdup(text) : NULL;
 }
 
-/* Builds the PSUBSCRIBE pattern and the channel prefix; returns 0 or -1. */
-static int route_catalog_build_channels(route_catalog_t *catalog) {
-    const char *prefix = catalog->key_prefix;
-    size_t prefix_length = strlen(prefix);
-    char head[48];
-    int head_length = snprintf(head, sizeof(head), "__keyspace@%d__:", catalog->redis_database);
-
-    catalog->channel_prefix = malloc((size_t)head_length + prefix_length + 1);
-    if (catalog->channel_prefix == NULL)
+/* Prepares the lookup connection and the keyspace subscription (not started); returns 0, or -1
+ * when memory is exhausted. */
+static int route_catalog_links_init(route_catalog_t *catalog) {
+    redis_link_config_t link_config = {
+        .host = catalog->redis_host,
+        .port = catalog->redis_port,
+        .unix_path = catalog->redis_unix_path,
+        .database = catalog->redis_database,
+        .connect_timeout_ms = catalog->redis_timeout_ms,
+        .log_prefix = "route catalog: ",
+        .purpose = "lookups",
+        .outage_effect = "cached routes keep serving, misses get 503",
+        .up = route_catalog_lookup_up,
+        .down = route_catalog_lookup_down,
+        .owner = catalog,
+    };
+    if (redis_link_init(&catalog->lookup, catalog->base, &link_config) != 0)
         return -1;
-    memcpy(catalog->channel_prefix, head, (size_t)head_length);
-    memcpy(catalog->channel_prefix + head_length, prefix, prefix_length + 1);
-    catalog->channel_prefix_length = (size_t)head_length + prefix_length;
-
-    /* Glob characters in the prefix are matched literally (Redis's
-     * stringmatchlen honours backslash escapes). */
-    catalog->subscription_pattern = malloc((size_t)head_length + 2 * prefix_length + 2);
-    if (catalog->subscription_pattern == NULL)
-        return -1;
-    char *out = catalog->subscription_pattern;
-    memcpy(out, head, (size_t)head_length);
-    out += head_length;
-    for (size_t i = 0; i < prefix_length; i++) {
-        if (strchr("*?[]\\", prefix[i]) != NULL)
-            *out++ = '\\';
-        *out++ = prefix[i];
-    }
-    *out++ = '*';
-    *out = '\0';
-    return 0;
+    keyspace_watch_t watch = {.key = catalog->key_prefix, .prefix = true};
+    keyspace_config_t subscription_config = {
+        .link = link_config,
+        .watches = &watch,
+        .watch_count = 1,
+        .notify = route_catalog_notified,
+        .owner = catalog,
+    };
+    subscription_config.link.purpose = "keyspace notifications";
+    subscription_config.link.outage_effect = "changes are seen within route_cache_ttl";
+    return keyspace_init(&catalog->subscription, catalog->base, &subscription_config);
 }
 
 route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_config_t *config) {
@@ -782,11 +599,6 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
     catalog->redis_database = config->redis_database;
     catalog->redis_timeout_ms =
         config->redis_timeout_ms > 0 ? config->redis_timeout_ms : ROUTE_CATALOG_DEFAULT_TIMEOUT_MS;
-    catalog->cache_ttl_ms = config->cache_ttl_ms;
-    catalog->negative_ttl_ms = config->negative_ttl_ms;
-    catalog->stale_ttl_ms = config->stale_ttl_ms;
-    catalog->cache_max_entries =
-        config->cache_max_entries > 0 ? config->cache_max_entries : ROUTE_CATALOG_CACHE_MAX_DEFAULT;
 
     catalog->key_prefix = route_catalog_copy(config->key_prefix != NULL ? config->key_prefix : "");
     if (catalog->key_prefix == NULL)
@@ -808,35 +620,21 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
         if (catalog->redis_host == NULL)
             goto fail;
     }
-    if (route_catalog_build_channels(catalog) != 0)
-        goto fail;
-    if (strmap_init(&catalog->cache) != 0 || strmap_init(&catalog->pending_map) != 0)
-        goto fail;
-    route_redis_link_config_t link_config = {
-        .host = catalog->redis_host,
-        .port = catalog->redis_port,
-        .unix_path = catalog->redis_unix_path,
-        .database = catalog->redis_database,
-        .connect_timeout_ms = catalog->redis_timeout_ms,
-        .log_prefix = "route catalog: ",
-        .purpose = "lookups",
-        .outage_effect = "cached routes keep serving, misses get 503",
-        .up = route_catalog_lookup_up,
-        .down = route_catalog_lookup_down,
-        .owner = catalog,
+    route_cache_config_t cache_config = {
+        .ttl_ms = config->cache_ttl_ms,
+        .negative_ttl_ms = config->negative_ttl_ms,
+        .stale_ttl_ms = config->stale_ttl_ms,
+        .max_entries = config->cache_max_entries > 0 ? config->cache_max_entries
+                                                     : ROUTE_CATALOG_CACHE_MAX_DEFAULT,
     };
-    if (route_redis_link_init(&catalog->lookup, base, &link_config) != 0)
+    if (route_cache_init(&catalog->cache, &cache_config) != 0 ||
+        strmap_init(&catalog->pending_map) != 0)
         goto fail;
-    link_config.purpose = "keyspace notifications";
-    link_config.outage_effect = "changes are seen within route_cache_ttl";
-    link_config.handshake = route_catalog_subscribe;
-    link_config.up = NULL;
-    link_config.down = NULL;
-    if (route_redis_link_init(&catalog->subscription, base, &link_config) != 0)
+    if (route_catalog_links_init(catalog) != 0)
         goto fail;
 
-    route_redis_link_start(&catalog->lookup);
-    route_redis_link_start(&catalog->subscription);
+    redis_link_start(&catalog->lookup);
+    keyspace_start(&catalog->subscription);
     return catalog;
 
 fail:
@@ -862,17 +660,11 @@ void route_catalog_free(route_catalog_t *catalog) {
 
     /* The callbacks of queries still in flight run with NULL replies; their
      * pendings were detached from the catalog already. */
-    route_redis_link_close(&catalog->lookup);
-    route_redis_link_close(&catalog->subscription);
+    redis_link_close(&catalog->lookup);
+    keyspace_close(&catalog->subscription);
 
-    if (catalog->cache.buckets != NULL)
-        strmap_foreach(&catalog->cache, route_catalog_cache_free_entry, NULL);
-    strmap_free(&catalog->cache);
+    route_cache_free(&catalog->cache);
     strmap_free(&catalog->pending_map);
-    free(catalog->subscription_pattern);
-    catalog->subscription_pattern = NULL;
-    free(catalog->channel_prefix);
-    catalog->channel_prefix = NULL;
     free(catalog->key_prefix);
     catalog->key_prefix = NULL;
     free(catalog->command);

@@ -1,4 +1,4 @@
-/* The Redis catalog client of one worker: async lookups, route cache, invalidation. */
+/* The Redis catalog client of one worker: async lookups behind the route cache, invalidation. */
 #ifndef SGW_ROUTING_CATALOG_H
 #define SGW_ROUTING_CATALOG_H
 

@@ -1,6 +1,6 @@
 /* One hiredis async connection kept up: connect timeout, handshake, logged outages, backoff. */
-#ifndef SGW_ROUTING_REDIS_LINK_H
-#define SGW_ROUTING_REDIS_LINK_H
+#ifndef SGW_UTIL_REDIS_LINK_H
+#define SGW_UTIL_REDIS_LINK_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,16 +12,16 @@ struct redisAsyncContext;
 /* hiredis 0.14 has no timeouts: each link keeps one timer whose meaning depends
  * on the state (the delay before the next attempt, or the limit of the attempt
  * in progress). */
-typedef enum route_redis_link_state {
-    ROUTE_REDIS_LINK_IDLE = 0,   /* no context; the timer starts the next attempt */
-    ROUTE_REDIS_LINK_CONNECTING, /* connecting or handshaking; the timer cuts the attempt */
-    ROUTE_REDIS_LINK_READY,      /* handshake answered; the timer is idle */
-} route_redis_link_state_t;
+typedef enum redis_link_state {
+    REDIS_LINK_IDLE = 0,   /* no context; the timer starts the next attempt */
+    REDIS_LINK_CONNECTING, /* connecting or handshaking; the timer cuts the attempt */
+    REDIS_LINK_READY,      /* handshake answered; the timer is idle */
+} redis_link_state_t;
 
-typedef struct route_redis_link route_redis_link_t;
+typedef struct redis_link redis_link_t;
 
 /* What the owner wants; strings are borrowed and must outlive the link. */
-typedef struct route_redis_link_config {
+typedef struct redis_link_config {
     const char *host;      /* used when unix_path is NULL */
     int port;
     const char *unix_path; /* NULL for TCP */
@@ -33,23 +33,23 @@ typedef struct route_redis_link_config {
     const char *purpose;
     const char *outage_effect;
     /* The connection is open: sends the owner's own handshake instead of SELECT
-     * or PING (e.g. PSUBSCRIBE) and calls route_redis_link_ready() once it is
+     * or PING (e.g. PSUBSCRIBE) and calls redis_link_ready() once it is
      * answered; returns 0, or -1 when it could not be sent (the connect timer
      * then ends the attempt). NULL: SELECT database, or PING. */
-    int (*handshake)(route_redis_link_t *link);
+    int (*handshake)(redis_link_t *link);
     /* The handshake was answered; commands may be sent. NULL: nothing to do. */
-    void (*up)(route_redis_link_t *link);
+    void (*up)(redis_link_t *link);
     /* An attempt failed or the connection was lost (each time, before the
      * outage is logged and the next attempt scheduled); replies in flight come
      * back NULL. NULL: nothing to do. */
-    void (*down)(route_redis_link_t *link);
+    void (*down)(redis_link_t *link);
     void *owner;
-} route_redis_link_config_t;
+} redis_link_config_t;
 
-struct route_redis_link {
-    route_redis_link_config_t config;
+struct redis_link {
+    redis_link_config_t config;
     struct event_base *base;
-    route_redis_link_state_t state;
+    redis_link_state_t state;
     /* NULL when idle. Its data points back here while this link owns it, and
      * is NULLed when we let go, so that hiredis callbacks that come later
      * (hiredis frees contexts lazily) find nothing to act on. */
@@ -62,31 +62,30 @@ struct route_redis_link {
 };
 
 /* Prepares link on base (no connection yet); returns 0, or -1 when memory is
- * exhausted (route_redis_link_close() then cleans up). */
-int route_redis_link_init(route_redis_link_t *link, struct event_base *base,
-                          const route_redis_link_config_t *config);
+ * exhausted (redis_link_close() then cleans up). */
+int redis_link_init(redis_link_t *link, struct event_base *base, const redis_link_config_t *config);
 
 /* Starts the first attempt now; never blocks. */
-void route_redis_link_start(route_redis_link_t *link);
+void redis_link_start(redis_link_t *link);
 
 /* Closes the connection (callbacks in flight run with NULL replies and find
  * no link) and stops reconnecting. Harmless on a zeroed or closed link. */
-void route_redis_link_close(route_redis_link_t *link);
+void redis_link_close(redis_link_t *link);
 
 /* For an owner's handshake: it was answered, the link is up. */
-void route_redis_link_ready(route_redis_link_t *link);
+void redis_link_ready(redis_link_t *link);
 
 /* Closes the connection ourselves (a hang, a refused handshake) and schedules
  * a reconnect; safe inside a hiredis callback. Replies in flight are handed
  * back NULL: their callbacks may free the owner, so callers must not touch it
  * afterwards. */
-void route_redis_link_drop(route_redis_link_t *link, const char *reason);
+void redis_link_drop(redis_link_t *link, const char *reason);
 
 /* A reply came back NULL on context: hiredis is freeing it; the link that
  * still owns it, if any, is lost. */
-void route_redis_link_lost_context(const struct redisAsyncContext *context);
+void redis_link_lost_context(const struct redisAsyncContext *context);
 
 /* The link that owns context, or NULL once it let go. */
-route_redis_link_t *route_redis_link_of(const struct redisAsyncContext *context);
+redis_link_t *redis_link_of(const struct redisAsyncContext *context);
 
 #endif
