@@ -306,6 +306,7 @@ static int gw_config_set_tls_certificate_key(conf_parser_t *parser,
     if (gw_config_check_file(parser, directive, arguments[0], &size) != 0)
         return -1;
     gw_tls_pair_t *pair = &config->tls_pairs[config->tls_pair_count - 1];
+    pair->key_line = parser->line;
     pair->certificate_key = strdup(arguments[0]);
     if (pair->certificate_key == NULL)
         return conf_error(parser, "out of memory");
@@ -323,6 +324,7 @@ static int gw_config_set_tls_ticket_key_file(conf_parser_t *parser,
         return conf_error(parser,
                           "\"%s\" for \"%s\" must hold keys of %d bytes each, not %jd bytes",
                           arguments[0], directive->name, GW_CONFIG_TICKET_KEY_SIZE, (intmax_t)size);
+    config->tls_ticket_key_file_line = parser->line;
     return conf_replace_string(parser, &config->tls_ticket_key_file, arguments[0]);
 }
 

@@ -25,6 +25,7 @@ typedef struct gw_tls_pair {
     char *certificate;     /* tls_certificate FILE */
     char *certificate_key; /* tls_certificate_key FILE; NULL until its line is read */
     int line;              /* of tls_certificate */
+    int key_line;          /* of tls_certificate_key */
 } gw_tls_pair_t;
 
 typedef struct gw_config {
@@ -37,6 +38,7 @@ typedef struct gw_config {
     gw_tls_pair_t *tls_pairs;
     size_t tls_pair_count;
     char *tls_ticket_key_file;
+    int tls_ticket_key_file_line;
 
     bool has_admin_listen;
     gw_listen_t admin_listen;

@@ -15,13 +15,19 @@
 #include "gateway/admin.h"
 #include "gateway/config.h"
 #include "gateway/worker.h"
+#include "tls/ticket.h"
 #include "tls/tls.h"
+#include "util/error.h"
 #include "util/log.h"
 
 static const char USAGE[] =
     "usage: sandbox-gateway [-c FILE]     run with FILE (default: ./gateway.conf)\n"
     "       sandbox-gateway -t [-c FILE]  check FILE, print \"FILE: ok\" or \"FILE:LINE: message\"\n"
     "       sandbox-gateway --version | --help\n";
+
+/* The signals the main loop handles (workers block them). */
+enum { GW_SIGNAL_COUNT = 3 };
+static const int gw_handled_signals[GW_SIGNAL_COUNT] = {SIGINT, SIGTERM, SIGHUP};
 
 /* The main thread's loop: signals, the admin endpoint, and shutdown. */
 typedef struct gw_main {
@@ -106,14 +112,124 @@ static void gw_main_signal(evutil_socket_t signal_number, short events, void *ar
     event_add(main_loop->finish_poll, &poll);
 }
 
+/* Loads what the configuration names as a start does (each certificate with
+ * its key, the ticket key file), so that -t accepts only a file that starts;
+ * returns 0, or -1 with "FILE:LINE: message" of the first that fails. */
+static int gw_check_files(const gw_config_t *config, char *error, size_t error_size) {
+    char reason[768];
+    for (size_t i = 0; i < config->tls_pair_count; i++) {
+        const gw_tls_pair_t *pair = &config->tls_pairs[i];
+        tls_certificate_pair_t one = {pair->certificate, pair->certificate_key};
+        tls_settings_t settings = {.pairs = &one, .pair_count = 1};
+        tls_context_t *context = tls_context_new(&settings, reason, sizeof(reason));
+        if (context == NULL) {
+            bool key = strncmp(reason, "tls_certificate_key ", 20) == 0;
+            return error_format(error, error_size, "%s:%d: %s", config->path,
+                                key ? pair->key_line : pair->line, reason);
+        }
+        tls_context_free(context);
+    }
+    if (config->tls_ticket_key_file != NULL) {
+        tls_ticket_key_set_t keys;
+        if (tls_ticket_key_set_read_file(&keys, config->tls_ticket_key_file, reason,
+                                         sizeof(reason)) != 0)
+            return error_format(error, error_size, "%s:%d: %s", config->path,
+                                config->tls_ticket_key_file_line, reason);
+        tls_ticket_key_set_clear(&keys);
+    }
+    return 0;
+}
+
+/* The TLS context of every tls listener; returns 0 or -1 (logged). */
+static int gw_run_tls(gw_server_t *server) {
+    const gw_config_t *config = &server->config;
+    if (config->tls_pair_count == 0)
+        return 0;
+    tls_certificate_pair_t *pairs = calloc(config->tls_pair_count, sizeof(*pairs));
+    if (pairs == NULL)
+        return -1;
+    for (size_t i = 0; i < config->tls_pair_count; i++) {
+        pairs[i].certificate = config->tls_pairs[i].certificate;
+        pairs[i].certificate_key = config->tls_pairs[i].certificate_key;
+    }
+    tls_settings_t settings = {.pairs = pairs,
+                               .pair_count = config->tls_pair_count,
+                               .ticket_key_file = config->tls_ticket_key_file};
+    char error[1024];
+    server->tls = tls_context_new(&settings, error, sizeof(error));
+    free(pairs);
+    if (server->tls == NULL) {
+        log_error("%s: %s", config->path, error);
+        return -1;
+    }
+    return 0;
+}
+
+/* The main loop's timers and the signals it handles; returns 0 or -1. */
+static int gw_main_init(gw_main_t *main_loop, struct event **signal_events) {
+    main_loop->base = event_base_new();
+    if (main_loop->base == NULL)
+        return -1;
+    main_loop->drain_timer = evtimer_new(main_loop->base, gw_main_drain_timer, main_loop);
+    main_loop->finish_poll =
+        event_new(main_loop->base, -1, EV_PERSIST, gw_main_finish_poll, main_loop);
+    if (main_loop->drain_timer == NULL || main_loop->finish_poll == NULL)
+        return -1;
+    for (size_t i = 0; i < GW_SIGNAL_COUNT; i++) {
+        signal_events[i] =
+            evsignal_new(main_loop->base, gw_handled_signals[i], gw_main_signal, main_loop);
+        if (signal_events[i] == NULL || event_add(signal_events[i], NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void gw_main_free(gw_main_t *main_loop, struct event **signal_events) {
+    for (size_t i = 0; i < GW_SIGNAL_COUNT; i++) {
+        if (signal_events[i] != NULL)
+            event_free(signal_events[i]);
+    }
+    if (main_loop->drain_timer != NULL)
+        event_free(main_loop->drain_timer);
+    if (main_loop->finish_poll != NULL)
+        event_free(main_loop->finish_poll);
+    if (main_loop->base != NULL)
+        event_base_free(main_loop->base);
+}
+
+/* Prepares and starts every worker; *initialised counts those to free.
+ * Workers never take signals: the main loop handles them. Returns 0 or -1. */
+static int gw_start_workers(gw_server_t *server, size_t *initialised) {
+    for (; *initialised < server->worker_count; (*initialised)++) {
+        gw_worker_t *worker = &server->workers[*initialised];
+        if (gw_worker_init(worker, server, (int)*initialised) < 0 || gw_worker_listen(worker) < 0) {
+            (*initialised)++;
+            return -1;
+        }
+    }
+    sigset_t signals, previous;
+    sigemptyset(&signals);
+    for (size_t i = 0; i < GW_SIGNAL_COUNT; i++)
+        sigaddset(&signals, gw_handled_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &signals, &previous);
+    int result = 0;
+    for (size_t i = 0; i < server->worker_count && result == 0; i++) {
+        if (gw_worker_start(&server->workers[i]) < 0) {
+            log_error("cannot start worker %zu: %s", i, strerror(errno));
+            result = -1;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return result;
+}
+
 static int gw_run(gw_server_t *server) {
     gw_config_t *config = &server->config;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     server->worker_count = config->workers > 0 ? (size_t)config->workers
                                                : (size_t)(cores > 0 ? cores : 1);
     gw_main_t main_loop = {.server = server};
-    struct event *signal_events[3] = {NULL, NULL, NULL};
-    const int handled_signals[3] = {SIGINT, SIGTERM, SIGHUP};
+    struct event *signal_events[GW_SIGNAL_COUNT] = {NULL};
     gw_admin_t *admin = NULL;
     int status = 1;
     size_t initialised = 0;
@@ -123,67 +239,17 @@ static int gw_run(gw_server_t *server) {
         if (server->access_log == NULL)
             return 1;
     }
-    if (config->tls_pair_count > 0) {
-        tls_certificate_pair_t *pairs = calloc(config->tls_pair_count, sizeof(*pairs));
-        if (pairs == NULL)
-            goto stop;
-        for (size_t i = 0; i < config->tls_pair_count; i++) {
-            pairs[i].certificate = config->tls_pairs[i].certificate;
-            pairs[i].certificate_key = config->tls_pairs[i].certificate_key;
-        }
-        tls_settings_t settings = {.pairs = pairs,
-                                   .pair_count = config->tls_pair_count,
-                                   .ticket_key_file = config->tls_ticket_key_file};
-        char error[1024];
-        server->tls = tls_context_new(&settings, error, sizeof(error));
-        free(pairs);
-        if (server->tls == NULL) {
-            log_error("%s: %s", config->path, error);
-            goto stop;
-        }
-    }
+    if (gw_run_tls(server) < 0)
+        goto stop;
     if (gw_server_init_routing(server) < 0) {
         log_error("out of memory");
         goto stop;
     }
     log_info("instance name %s (sent in Via)", server->instance);
     server->workers = calloc(server->worker_count, sizeof(*server->workers));
-    main_loop.base = event_base_new();
-    if (server->workers == NULL || main_loop.base == NULL)
+    if (server->workers == NULL || gw_main_init(&main_loop, signal_events) < 0 ||
+        gw_start_workers(server, &initialised) < 0)
         goto stop;
-    main_loop.drain_timer = evtimer_new(main_loop.base, gw_main_drain_timer, &main_loop);
-    main_loop.finish_poll =
-        event_new(main_loop.base, -1, EV_PERSIST, gw_main_finish_poll, &main_loop);
-    if (main_loop.drain_timer == NULL || main_loop.finish_poll == NULL)
-        goto stop;
-    for (size_t i = 0; i < 3; i++) {
-        signal_events[i] = evsignal_new(main_loop.base, handled_signals[i], gw_main_signal,
-                                        &main_loop);
-        if (signal_events[i] == NULL || event_add(signal_events[i], NULL) < 0)
-            goto stop;
-    }
-
-    /* Workers never take signals: the main loop handles them. */
-    sigset_t signals, previous;
-    sigemptyset(&signals);
-    for (size_t i = 0; i < 3; i++)
-        sigaddset(&signals, handled_signals[i]);
-    for (; initialised < server->worker_count; initialised++) {
-        if (gw_worker_init(&server->workers[initialised], server, (int)initialised) < 0 ||
-            gw_worker_listen(&server->workers[initialised]) < 0) {
-            initialised++;
-            goto stop;
-        }
-    }
-    pthread_sigmask(SIG_BLOCK, &signals, &previous);
-    for (size_t i = 0; i < server->worker_count; i++) {
-        if (gw_worker_start(&server->workers[i]) < 0) {
-            log_error("cannot start worker %zu: %s", i, strerror(errno));
-            pthread_sigmask(SIG_SETMASK, &previous, NULL);
-            goto stop;
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (config->has_admin_listen) {
         admin = gw_admin_new(main_loop.base, server);
         if (admin == NULL)
@@ -203,16 +269,7 @@ stop:
         gw_worker_stop(&server->workers[i]);
     for (size_t i = 0; i < initialised; i++)
         gw_worker_free(&server->workers[i]);
-    for (size_t i = 0; i < 3; i++) {
-        if (signal_events[i] != NULL)
-            event_free(signal_events[i]);
-    }
-    if (main_loop.drain_timer != NULL)
-        event_free(main_loop.drain_timer);
-    if (main_loop.finish_poll != NULL)
-        event_free(main_loop.finish_poll);
-    if (main_loop.base != NULL)
-        event_base_free(main_loop.base);
+    gw_main_free(&main_loop, signal_events);
     free(server->workers);
     server->workers = NULL;
     /* After the workers joined: their connections' SSL objects point into it. */
@@ -252,7 +309,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     char error[1024];
-    if (gw_config_load(&server.config, path, error, sizeof(error)) < 0) {
+    if (gw_config_load(&server.config, path, error, sizeof(error)) < 0 ||
+        gw_check_files(&server.config, error, sizeof(error)) < 0) {
         fprintf(stderr, "%s\n", error);
         gw_config_free(&server.config);
         return 1;

@@ -964,3 +964,36 @@ def test_gateway_errors_over_tls_log_their_size(tls_gw, certs, backend):
     entries = wait_for(lambda: tls_gw.access_entries()[before:] or None, 10, 0.05, "a log line")
     assert entries[0]["status"] == 502, entries
     assert entries[0]["bytes_out"] == response_length, entries
+
+
+def test_check_loads_certificates_and_keys_as_a_start_would(build, certs, tmp_path):
+    """-t loads every certificate with its key and the ticket key file, as a start would, and names
+    the FILE:LINE of the first that does not load: a file -t accepts starts."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    head = f"domain {DOMAIN}\nlisten 127.0.0.1:{free_port()} tls\n"
+    cases = {
+        "good": (f"tls_certificate {certs.certificate('ecdsa')}\n"
+                 f"tls_certificate_key {certs.key('ecdsa')}\n", None),
+        "not a certificate": (f"tls_certificate {garbage}\ntls_certificate_key {certs.key('ecdsa')}\n",
+                              3),
+        "a key of another certificate": (f"tls_certificate {certs.certificate('ecdsa')}\n"
+                                         f"tls_certificate_key {certs.key('rsa')}\n", 4),
+        "the second pair's key": (f"tls_certificate {certs.certificate('ecdsa')}\n"
+                                  f"tls_certificate_key {certs.key('ecdsa')}\n"
+                                  f"tls_certificate {certs.certificate('rsa')}\n"
+                                  f"tls_certificate_key {garbage}\n", 6),
+    }
+    for name, (lines, bad_line) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.conf"
+        path.write_text(head + lines)
+        result = build.run("-t", "-c", str(path))
+        output = result.stdout + result.stderr
+        if bad_line is None:
+            assert result.returncode == 0 and f"{path}: ok" in output, (name, output)
+        else:
+            assert result.returncode == 1, (name, output)
+            assert output.startswith(f"{path}:{bad_line}: tls_certificate"), (name, output)
+            # The start refuses it the same way.
+            start = build.run("-c", str(path), timeout=20)
+            assert start.returncode == 1 and f"{path}:{bad_line}:" in start.stderr, (name, start)
