@@ -162,8 +162,26 @@ def ticket_seeds():
     }
 
 
+def http1_seeds():
+    """The request path's inputs (their mode byte means the same: a request, whole), and
+    responses (mode 1), in pieces of every size."""
+    seeds = {name: data for name, data in request_seeds().items() if not name.startswith("proxy")}
+    responses = {
+        "sized": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n\r\nok",
+        "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nKeep-Alive: 5\r\n\r\n0\r\n\r\n",
+        "upgrade": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "framing-named": b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
+        "informational": b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n",
+    }
+    for name, response in responses.items():
+        for piece in range(0, 8, 3):
+            seeds[f"response-{name}-{piece}"] = bytes([1 | piece << 1]) + response
+    return seeds
+
+
 TARGETS = {
     "fuzz_request": request_seeds,
+    "fuzz_http1": http1_seeds,
     "fuzz_host": host_seeds,
     "fuzz_proxy_protocol": proxy_seeds,
     "fuzz_record": record_seeds,
