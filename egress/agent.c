@@ -14,6 +14,7 @@
 #include "egress/apply.h"
 #include "egress/policy.h"
 #include "egress/record.h"
+#include "util/clock.h"
 #include "util/keyspace.h"
 #include "util/log.h"
 #include "util/redis_link.h"
@@ -51,10 +52,10 @@ typedef struct egress_sandbox {
     bool queued;               /* waits in the agent's resync queue */
     struct egress_sandbox *queue_previous;
     struct egress_sandbox *queue_next;
-    char *wanted_netns;        /* the namespace to filter, or NULL when never known */
-    egress_policy_t wanted;    /* deny-all when the record cannot be parsed */
-    char *record_error;        /* why the record cannot be parsed, or NULL */
-    char *applied_netns;       /* where our table is, or NULL */
+    char *wanted_netns;     /* the namespace to filter, or NULL when never known */
+    egress_policy_t wanted; /* deny-all when the record cannot be parsed */
+    char *record_error;     /* why the record cannot be parsed, or NULL */
+    char *applied_netns;    /* where our table is, or NULL */
     egress_applied_t applied;
     char *apply_error; /* the last failure to enforce, so a streak is logged once */
 } egress_sandbox_t;
@@ -80,9 +81,9 @@ struct egress_agent {
     uint64_t retry_backoff_ms;
     size_t outstanding; /* replies awaited on the commands connection */
     bool members_fetching;
-    bool members_again;      /* the node set changed while it was being read */
-    bool members_again_full; /* and a full resync was asked for meanwhile */
-    bool members_refused;    /* the last SMEMBERS failed: logged once per streak */
+    bool members_again;         /* the node set changed while it was being read */
+    bool members_again_full;    /* and a full resync was asked for meanwhile */
+    bool members_refused;       /* the last SMEMBERS failed: logged once per streak */
     bool notifications_checked; /* notify-keyspace-events was read once */
     size_t last_member_count;
     strmap_t sandboxes;
@@ -93,12 +94,6 @@ struct egress_agent {
 };
 
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync);
-
-static void egress_agent_arm(struct event *timer, uint64_t milliseconds) {
-    struct timeval delay = {.tv_sec = (time_t)(milliseconds / 1000),
-                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
-    evtimer_add(timer, &delay);
-}
 
 /* Replaces *field with a copy of text (NULL clears it); returns false when memory ran out. */
 static bool egress_agent_set_text(char **field, const char *text) {
@@ -152,7 +147,7 @@ static bool egress_agent_remove_rules(egress_agent_t *agent, egress_sandbox_t *s
 static void egress_agent_schedule_retry(egress_agent_t *agent) {
     if (evtimer_pending(agent->retry_timer, NULL))
         return;
-    egress_agent_arm(agent->retry_timer, agent->retry_backoff_ms);
+    clock_arm(agent->retry_timer, agent->retry_backoff_ms);
 }
 
 /* Makes the rules in force match what the record asks for; a failure is logged once per streak
@@ -239,7 +234,7 @@ static void egress_agent_retry_timer(evutil_socket_t fd, short events, void *arg
     agent->retry_backoff_ms *= 2;
     if (agent->retry_backoff_ms > EGRESS_AGENT_RETRY_MAX_MS)
         agent->retry_backoff_ms = EGRESS_AGENT_RETRY_MAX_MS;
-    egress_agent_arm(agent->retry_timer, agent->retry_backoff_ms);
+    clock_arm(agent->retry_timer, agent->retry_backoff_ms);
 }
 
 /* ---- the resync queue ---- */
@@ -389,8 +384,8 @@ static void egress_agent_read_record(egress_agent_t *agent, egress_sandbox_t *sa
         egress_policy_free(&sandbox->wanted);
         sandbox->wanted = parsed;
         if (sandbox->record_error != NULL)
-            log_info("sandbox %s: record %s%s is valid again", id,
-                     agent->config->redis_key_prefix, id);
+            log_info("sandbox %s: record %s%s is valid again", id, agent->config->redis_key_prefix,
+                     id);
         egress_agent_set_text(&sandbox->record_error, NULL);
     } else {
         egress_policy_free(&parsed);
@@ -421,7 +416,7 @@ static void egress_agent_replied(egress_agent_t *agent) {
     if (agent->outstanding > 0)
         agent->outstanding--;
     if (agent->outstanding > 0)
-        egress_agent_arm(agent->watchdog_timer, EGRESS_AGENT_REPLY_TIMEOUT_MS);
+        clock_arm(agent->watchdog_timer, EGRESS_AGENT_REPLY_TIMEOUT_MS);
     else
         evtimer_del(agent->watchdog_timer);
 }
@@ -446,7 +441,7 @@ static bool egress_agent_send(egress_agent_t *agent, redisCallbackFn *callback,
         return false;
     }
     if (agent->outstanding++ == 0)
-        egress_agent_arm(agent->watchdog_timer, EGRESS_AGENT_REPLY_TIMEOUT_MS);
+        clock_arm(agent->watchdog_timer, EGRESS_AGENT_REPLY_TIMEOUT_MS);
     return true;
 }
 
@@ -555,8 +550,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
             }
             sandbox->member = true;
             if (created) {
-                log_info("sandbox %s: on node %s", sandbox->map_entry->key,
-                         agent->config->node_id);
+                log_info("sandbox %s: on node %s", sandbox->map_entry->key, agent->config->node_id);
                 if (!full) /* else read below with every other record */
                     egress_agent_fetch(agent, sandbox, false);
             }
@@ -729,8 +723,7 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     agent->resync_timer = event_new(base, -1, EV_PERSIST, egress_agent_resync_timer, agent);
     agent->retry_timer = evtimer_new(base, egress_agent_retry_timer, agent);
     agent->watchdog_timer = evtimer_new(base, egress_agent_watchdog, agent);
-    if (agent->resync_timer == NULL || agent->retry_timer == NULL ||
-        agent->watchdog_timer == NULL)
+    if (agent->resync_timer == NULL || agent->retry_timer == NULL || agent->watchdog_timer == NULL)
         goto out_of_memory;
     redis_link_config_t link_config = {
         .host = config->redis.host,
@@ -763,7 +756,7 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     if (keyspace_init(&agent->subscription, base, &subscription_config) != 0)
         goto out_of_memory;
 
-    egress_agent_arm(agent->resync_timer, config->resync_interval_ms);
+    clock_arm(agent->resync_timer, config->resync_interval_ms);
     redis_link_start(&agent->commands);
     keyspace_start(&agent->subscription);
     return agent;

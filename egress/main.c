@@ -10,6 +10,7 @@
 #include "egress/config.h"
 #include "egress/policy.h"
 #include "egress/ruleset.h"
+#include "util/cli.h"
 #include "util/log.h"
 
 static const char NETPOLICY_USAGE[] =
@@ -134,25 +135,12 @@ done:
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "check") == 0)
         return netpolicy_check(argc - 2, argv + 2);
-    const char *path = "egress.conf";
-    bool check_only = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
-            printf("sandbox-netpolicy %s\n", SGW_VERSION);
-            return 0;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(NETPOLICY_USAGE, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "-t") == 0) {
-            check_only = true;
-        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            path = argv[++i];
-        } else {
-            fprintf(stderr, "sandbox-netpolicy: unknown argument \"%s\"\n%s", argv[i],
-                    NETPOLICY_USAGE);
-            return 2;
-        }
-    }
+    cli_options_t options;
+    int exit_status =
+        cli_parse(argc, argv, "sandbox-netpolicy", NETPOLICY_USAGE, "egress.conf", &options);
+    if (exit_status >= 0)
+        return exit_status;
+    const char *path = options.path;
 
     egress_config_t config;
     char error[1024];
@@ -166,7 +154,7 @@ int main(int argc, char **argv) {
         egress_config_free(&config);
         return 1;
     }
-    if (check_only) {
+    if (options.check_only) {
         printf("%s: ok\n", path);
         egress_config_free(&config);
         return 0;

@@ -1,4 +1,4 @@
-/* An HTTP/1.1 client connection: requests read one after another, each proxied by an exchange, a tunnel after 101. */
+/* An HTTP/1.1 client connection: its requests one after another, a tunnel after 101. */
 #include "gateway/connection.h"
 
 #include <arpa/inet.h>
@@ -7,13 +7,13 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "gateway/error_page.h"
 #include "gateway/proxy_protocol.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 enum { GW_ARENA_BLOCK = 4096 };
@@ -31,22 +31,13 @@ static void gw_conn_timer(evutil_socket_t fd, short events, void *arg);
 static const gw_transport_handler_t gw_conn_tunnel_upstream_handler;
 static const gw_exchange_side_t gw_conn_side;
 
-static uint64_t gw_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static uint64_t gw_now_us(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 static const char *const gw_conn_state_names[] = {
-    [GW_CONN_READING_PROXY] = "reading PROXY header", [GW_CONN_READING_HEAD] = "reading head",
-    [GW_CONN_EXCHANGE] = "exchange",                   [GW_CONN_TUNNEL] = "tunnel",
-    [GW_CONN_CLOSING] = "closing",                     [GW_CONN_CLOSED] = "closed",
+    [GW_CONN_READING_PROXY] = "reading PROXY header",
+    [GW_CONN_READING_HEAD] = "reading head",
+    [GW_CONN_EXCHANGE] = "exchange",
+    [GW_CONN_TUNNEL] = "tunnel",
+    [GW_CONN_CLOSING] = "closing",
+    [GW_CONN_CLOSED] = "closed",
 };
 
 /* Every change of state passes here. */
@@ -94,11 +85,10 @@ void gw_conn_close(gw_conn_t *conn) {
  * is only ever moved earlier: a later deadline is found when the timer fires
  * early and re-arms itself, which saves an event_add per state change. */
 static void gw_conn_set_deadline(gw_conn_t *conn, uint64_t milliseconds) {
-    conn->deadline_ms = gw_now_ms() + milliseconds;
+    conn->deadline_ms = clock_coarse_ms() + milliseconds;
     if (conn->timer_armed_ms != 0 && conn->timer_armed_ms <= conn->deadline_ms)
         return;
-    struct timeval delay = {.tv_sec = (time_t)(milliseconds / 1000),
-                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
+    struct timeval delay = clock_timeval(milliseconds);
     evtimer_add(conn->timer, &delay);
     conn->timer_armed_ms = conn->deadline_ms;
 }
@@ -230,8 +220,8 @@ static int gw_side_response_head(void *arg, const gw_head_t *head, int status, b
     gw_conn_t *conn = arg;
     char *text;
     size_t length;
-    if (gw_http1_response_head_write(head, status, final && close, &conn->arena, &text,
-                                     &length) < 0)
+    if (gw_http1_response_head_write(head, status, final && close, &conn->arena, &text, &length) <
+        0)
         return -1;
     evbuffer_add(gw_transport_output(&conn->transport), text, length);
     gw_exchange_count_sent(&conn->exchange, length);
@@ -249,7 +239,7 @@ static void gw_side_response_wait(void *arg) {
 static int gw_side_splice_fd(void *arg) {
     gw_conn_t *conn = arg;
     return gw_transport_can(&conn->transport, GW_TRANSPORT_RAW) ? gw_transport_fd(&conn->transport)
-                                                               : -1;
+                                                                : -1;
 }
 
 /* Sends a response of the gateway's own: JSON, or a page for a browser. */
@@ -405,8 +395,7 @@ static bool gw_conn_forward_piece(gw_conn_t *conn, struct evbuffer_iovec *piece)
     gw_head_t *head = &conn->request_head;
     bool in_trailers = head->in_trailers;
     llhttp_errno_t error;
-    size_t taken =
-        gw_http1_parse(&conn->request_parser, piece->iov_base, piece->iov_len, &error);
+    size_t taken = gw_http1_parse(&conn->request_parser, piece->iov_base, piece->iov_len, &error);
     if (in_trailers) {
         evbuffer_drain(input, taken);
         conn->trailer_bytes += taken;
@@ -559,8 +548,8 @@ void gw_conn_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     arena_init(&conn->arena, GW_ARENA_BLOCK);
     gw_address_text(address, conn->address_text, sizeof(conn->address_text));
     conn->https = listen->tls;
-    gw_exchange_init(&conn->exchange, worker, &gw_conn_side, conn, &conn->arena,
-                     conn->address_text, conn->https);
+    gw_exchange_init(&conn->exchange, worker, &gw_conn_side, conn, &conn->arena, conn->address_text,
+                     conn->https);
     conn->state = listen->proxy_protocol ? GW_CONN_READING_PROXY : GW_CONN_READING_HEAD;
     conn->timer = evtimer_new(worker->base, gw_conn_timer, conn);
     if (gw_transport_accept(&conn->transport, worker->base, fd) < 0 || conn->timer == NULL) {
@@ -577,7 +566,7 @@ void gw_conn_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
     gw_conn_reset_request(conn);
     gw_conn_read_heads(conn);
     /* From accept, the whole head must arrive within client_header_timeout. */
-    conn->exchange.started_us = gw_now_us();
+    conn->exchange.started_us = clock_us();
     gw_conn_set_deadline(conn, worker->config->client_header_timeout_ms);
 }
 
@@ -643,8 +632,7 @@ static void gw_conn_on_writable(void *arg) {
     } else if (conn->state == GW_CONN_EXCHANGE) {
         gw_exchange_response_ready(&conn->exchange);
     } else if (conn->state == GW_CONN_TUNNEL) {
-        gw_exchange_count_sent(&conn->exchange,
-                               gw_tunnel_drained(&conn->tunnel, &conn->transport));
+        gw_exchange_count_sent(&conn->exchange, gw_tunnel_drained(&conn->tunnel, &conn->transport));
         if (gw_tunnel_half_close(&conn->tunnel))
             gw_conn_close(conn);
     }
@@ -739,7 +727,7 @@ static void gw_conn_timeout(gw_conn_t *conn) {
         gw_exchange_timeout(&conn->exchange);
         break;
     case GW_CONN_TUNNEL: {
-        uint64_t idle = gw_now_ms() - conn->tunnel.last_activity_ms;
+        uint64_t idle = clock_coarse_ms() - conn->tunnel.last_activity_ms;
         uint64_t limit = conn->worker->config->tunnel_idle_timeout_ms;
         if (idle >= limit)
             gw_conn_close(conn);
@@ -761,7 +749,7 @@ static void gw_conn_timer(evutil_socket_t fd, short events, void *arg) {
     gw_conn_t *conn = arg;
     gw_conn_enter(conn);
     conn->timer_armed_ms = 0;
-    uint64_t now = gw_now_ms();
+    uint64_t now = clock_coarse_ms();
     if (conn->deadline_ms != 0 && now < conn->deadline_ms) {
         gw_conn_set_deadline(conn, conn->deadline_ms - now);
     } else if (conn->deadline_ms != 0) {

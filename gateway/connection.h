@@ -1,4 +1,4 @@
-/* An HTTP/1.1 client connection: requests read one after another, each proxied by an exchange, a tunnel after 101. */
+/* An HTTP/1.1 client connection: its requests one after another, a tunnel after 101. */
 #ifndef SGW_GATEWAY_CONNECTION_H
 #define SGW_GATEWAY_CONNECTION_H
 
@@ -34,21 +34,21 @@ typedef struct gw_conn {
     struct gw_worker *worker;
     const struct gw_listen *listen; /* the listener that accepted it */
     gw_conn_state_t state;
-    int handlers;           /* handlers of it running: freeing waits until none is */
+    int handlers; /* handlers of it running: freeing waits until none is */
     gw_transport_t transport;
     struct event *timer;     /* wakes up at or before deadline_ms */
     uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
     uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */
     char address_text[64];   /* the client's address: the PROXY header's source, if any */
-    bool https;              /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
-    arena_t arena;           /* per request; reset between requests */
+    bool https;    /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
+    arena_t arena; /* per request; reset between requests */
     llhttp_t request_parser;
     gw_head_t request_head;
     size_t request_head_bytes;
-    size_t trailer_bytes;    /* of the request's trailer section, bounded by max_header_size */
-    gw_exchange_t exchange;  /* the current request */
+    size_t trailer_bytes;   /* of the request's trailer section, bounded by max_header_size */
+    gw_exchange_t exchange; /* the current request */
     gw_tunnel_t tunnel;
-    bool lingering;          /* CLOSING: reading what the client still sends */
+    bool lingering;           /* CLOSING: reading what the client still sends */
     uint64_t bytes_discarded; /* read while lingering before close */
 } gw_conn_t;
 

@@ -1,4 +1,4 @@
-/* One proxied request, whatever protocol carried it: routing, auth, the upstream, the response, retries, timeouts, its log line. */
+/* One proxied request, whatever protocol carried it: route, upstream, response, log line. */
 #include "gateway/exchange.h"
 
 #include <errno.h>
@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* A sized response body at least this large moves by splice (gateway/io.h). */
@@ -44,18 +44,6 @@ typedef enum gw_failure {
 } gw_failure_t;
 
 static const gw_transport_handler_t gw_exchange_upstream_handler;
-
-static uint64_t gw_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static uint64_t gw_now_us(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
 
 static const char *const gw_exchange_state_names[] = {
     [GW_EXCHANGE_IDLE] = "idle",         [GW_EXCHANGE_READING] = "reading",
@@ -93,14 +81,14 @@ void gw_exchange_init(gw_exchange_t *exchange, struct gw_worker *worker,
 
 void gw_exchange_begin(gw_exchange_t *exchange) {
     if (exchange->started_us == 0)
-        exchange->started_us = gw_now_us();
+        exchange->started_us = clock_us();
     gw_exchange_set_state(exchange, GW_EXCHANGE_READING);
 }
 
 void gw_exchange_reset(gw_exchange_t *exchange) {
     gw_exchange_t fresh;
-    gw_exchange_init(&fresh, exchange->worker, exchange->side, exchange->side_arg,
-                     exchange->arena, exchange->client_address, exchange->https);
+    gw_exchange_init(&fresh, exchange->worker, exchange->side, exchange->side_arg, exchange->arena,
+                     exchange->client_address, exchange->https);
     free(exchange->tunnel_path);
     *exchange = fresh;
 }
@@ -109,7 +97,7 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
 
 static void gw_exchange_log(gw_exchange_t *exchange) {
     gw_worker_t *worker = exchange->worker;
-    uint64_t duration_us = gw_now_us() - exchange->started_us;
+    uint64_t duration_us = clock_us() - exchange->started_us;
     /* A request the client gave up on before any answer: counted as "none",
      * logged as nginx does, 499. */
     gw_metrics_observe_request(&worker->metrics, exchange->status, duration_us);
@@ -203,8 +191,8 @@ static void gw_exchange_take_request(gw_exchange_t *exchange, const gw_head_t *h
     exchange->request_state = GW_REQUEST_BODY;
 }
 
-void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head,
-                        const gw_request_t *request, int status, const char *message) {
+void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw_request_t *request,
+                        int status, const char *message) {
     gw_exchange_take_request(exchange, head, request);
     gw_exchange_fail(exchange, status, message);
 }
@@ -279,11 +267,11 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
         gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
         return;
     }
-    exchange->dial_started_ms = gw_now_ms();
+    exchange->dial_started_ms = clock_coarse_ms();
     exchange->retry_delay_ms = GW_RETRY_FIRST_MS;
     gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
-    exchange->upstream = gw_pool_take(&exchange->worker->pool, decision->pool_key,
-                                      decision->pool_key_length);
+    exchange->upstream =
+        gw_pool_take(&exchange->worker->pool, decision->pool_key, decision->pool_key_length);
     if (exchange->upstream != NULL)
         gw_exchange_upstream_ready(exchange);
     else
@@ -332,14 +320,14 @@ static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int 
             exchange->body_forwarded == 0 && !request->has_body) {
             exchange->retried_on_fresh = true;
             gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
-            exchange->dial_started_ms = gw_now_ms();
+            exchange->dial_started_ms = clock_coarse_ms();
             gw_exchange_dial(exchange);
             return;
         }
         gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
         return;
     }
-    uint64_t elapsed = gw_now_ms() - exchange->dial_started_ms;
+    uint64_t elapsed = clock_coarse_ms() - exchange->dial_started_ms;
     if (failure == GW_FAILURE_REFUSED && error == ECONNREFUSED &&
         elapsed < worker->config->upstream_connect_retry_ms) {
         uint64_t delay = exchange->retry_delay_ms;
@@ -368,9 +356,9 @@ static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int 
 
 static void gw_exchange_dial(gw_exchange_t *exchange) {
     const route_decision_t *decision = &exchange->decision;
-    exchange->upstream = gw_upstream_dial(
-        exchange->worker, (const struct sockaddr *)&decision->address, decision->address_length,
-        decision->pool_key, decision->pool_key_length);
+    exchange->upstream =
+        gw_upstream_dial(exchange->worker, (const struct sockaddr *)&decision->address,
+                         decision->address_length, decision->pool_key, decision->pool_key_length);
     if (exchange->upstream == NULL) {
         gw_exchange_next(exchange, GW_FAILURE_DIAL, errno);
         return;
@@ -550,10 +538,10 @@ static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
     }
     /* Keep the client only if the response has its own length, the request
      * ended, and both sides want to keep the connection. */
-    exchange->close_after_response =
-        exchange->close_after_response || exchange->worker->draining || !request->keep_alive ||
-        llhttp_message_needs_eof(parser) || exchange->request_state != GW_REQUEST_DONE ||
-        request->upgrade || status == 101;
+    exchange->close_after_response = exchange->close_after_response || exchange->worker->draining ||
+                                     !request->keep_alive || llhttp_message_needs_eof(parser) ||
+                                     exchange->request_state != GW_REQUEST_DONE ||
+                                     request->upgrade || status == 101;
     if (exchange->side->response_head(exchange->side_arg, head, status, true,
                                       exchange->close_after_response) < 0)
         goto out_of_memory;
@@ -692,10 +680,9 @@ static void gw_exchange_try_splice(gw_exchange_t *exchange) {
     struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &room);
     if (to < 0 || evbuffer_get_length(output) > 0)
         return;
-    exchange->splice = gw_io_splice_start(exchange->worker->base,
-                                          gw_transport_fd(&exchange->upstream->transport), to,
-                                          parser->content_length, gw_exchange_splice_done,
-                                          exchange);
+    exchange->splice =
+        gw_io_splice_start(exchange->worker->base, gw_transport_fd(&exchange->upstream->transport),
+                           to, parser->content_length, gw_exchange_splice_done, exchange);
     if (exchange->splice != NULL)
         gw_transport_read(&exchange->upstream->transport, false);
 }

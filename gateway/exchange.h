@@ -1,4 +1,4 @@
-/* One proxied request, whatever protocol carried it: routing, auth, the upstream, the response, retries, timeouts, its log line. */
+/* One proxied request, whatever protocol carried it: route, upstream, response, log line. */
 #ifndef SGW_GATEWAY_EXCHANGE_H
 #define SGW_GATEWAY_EXCHANGE_H
 
@@ -127,14 +127,14 @@ struct gw_exchange {
     size_t response_head_bytes;
     bool response_sent; /* a byte of the final response reached the side */
     bool close_after_response;
-    bool upstream_eof; /* the sandbox closed its side; pending bytes still pass */
+    bool upstream_eof;      /* the sandbox closed its side; pending bytes still pass */
     gw_io_splice_t *splice; /* a large sized body moving socket to socket, or NULL */
 
     /* The log line. */
     uint64_t started_us;
     uint64_t bytes_received;
     uint64_t bytes_sent;
-    int status; /* 0 until a response (or a decision to close without one) */
+    int status;        /* 0 until a response (or a decision to close without one) */
     char *tunnel_path; /* a tunnel's own copy of the path (the arena is given back) */
 };
 
@@ -149,13 +149,12 @@ void gw_exchange_begin(gw_exchange_t *exchange);
 
 /* The request's head is complete and checked (request, whose strings live in
  * the arena): routes it to its sandbox and sends it there. */
-void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
-                       const gw_request_t *request);
+void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head, const gw_request_t *request);
 
 /* The request's head is complete but refused before routing (status,
  * message): answered as gw_exchange_fail answers. */
-void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head,
-                        const gw_request_t *request, int status, const char *message);
+void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw_request_t *request,
+                        int status, const char *message);
 
 /* The upstream's output, where the side writes request body bytes. */
 struct evbuffer *gw_exchange_request_output(const gw_exchange_t *exchange);

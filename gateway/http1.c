@@ -1,4 +1,4 @@
-/* The HTTP/1.1 codec: message heads collected from llhttp, checked and rewritten; no sockets, no loop. */
+/* The HTTP/1.1 codec: heads collected from llhttp, checked and rewritten; no sockets. */
 #include "gateway/http1.h"
 
 #include <string.h>
@@ -38,8 +38,8 @@ static int gw_head_on_target(llhttp_t *parser, const char *at, size_t length) {
     gw_head_t *head = parser->data;
     if (head->target_length == 0)
         head->target_offset = (size_t)(at - head->piece_start);
-    if (gw_text_append(head->arena, &head->target, &head->target_length, &head->target_capacity,
-                       at, length) < 0)
+    if (gw_text_append(head->arena, &head->target, &head->target_length, &head->target_capacity, at,
+                       length) < 0)
         head->failed = true;
     return 0;
 }
@@ -435,8 +435,8 @@ static bool gw_request_absolute_form(const gw_head_t *head, gw_request_t *reques
     return true;
 }
 
-static const char *const gw_idempotent_methods[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE",
-                                                     "TRACE"};
+static const char *const gw_idempotent_methods[] = {"GET", "HEAD",   "OPTIONS",
+                                                    "PUT", "DELETE", "TRACE"};
 
 gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *parser,
                                             const char *instance, size_t instance_length,
@@ -614,7 +614,8 @@ int gw_http1_response_head_write(const gw_head_t *head, int status, bool close, 
 
 int gw_http1_trailers_write(const gw_head_t *head, arena_t *arena, char **result,
                             size_t *result_length) {
-    char *out = arena_alloc(arena, 2 + gw_fields_size(head, head->trailer_start, head->header_count));
+    char *out =
+        arena_alloc(arena, 2 + gw_fields_size(head, head->trailer_start, head->header_count));
     if (out == NULL)
         return -1;
     size_t length = 0;

@@ -1,4 +1,4 @@
-/* The HTTP/1.1 codec: message heads collected from llhttp, checked and rewritten; no sockets, no loop. */
+/* The HTTP/1.1 codec: heads collected from llhttp, checked and rewritten; no sockets. */
 #ifndef SGW_GATEWAY_HTTP1_H
 #define SGW_GATEWAY_HTTP1_H
 
@@ -67,9 +67,9 @@ typedef struct gw_head {
     size_t extension_bytes; /* of the current chunk's extensions */
     bool head_complete;
     bool message_complete;
-    bool skip_body; /* response to HEAD: no body whatever the headers say */
-    bool failed;    /* out of memory while collecting */
-    bool folded;    /* an obsolete line fold was seen */
+    bool skip_body;          /* response to HEAD: no body whatever the headers say */
+    bool failed;             /* out of memory while collecting */
+    bool folded;             /* an obsolete line fold was seen */
     const char *piece_start; /* the input llhttp is running on, to look one byte back */
     char previous_byte;      /* the last byte of the piece before */
 } gw_head_t;

@@ -1,13 +1,13 @@
 /* sandbox-gateway: command line, start-up, signals and shutdown. */
 #include <errno.h>
-#include <malloc.h>
 #include <event2/event.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,12 +17,15 @@
 #include "gateway/worker.h"
 #include "tls/ticket.h"
 #include "tls/tls.h"
+#include "util/cli.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
 static const char USAGE[] =
     "usage: sandbox-gateway [-c FILE]     run with FILE (default: ./gateway.conf)\n"
-    "       sandbox-gateway -t [-c FILE]  check FILE, print \"FILE: ok\" or \"FILE:LINE: message\"\n"
+    "       sandbox-gateway -t [-c FILE]  check FILE, print \"FILE: ok\" or \"FILE:LINE: "
+    "message\"\n"
     "       sandbox-gateway --version | --help\n";
 
 /* The signals the main loop handles (workers block them). */
@@ -33,15 +36,10 @@ static const int gw_handled_signals[GW_SIGNAL_COUNT] = {SIGINT, SIGTERM, SIGHUP}
 typedef struct gw_main {
     gw_server_t *server;
     struct event_base *base;
-    struct event *drain_timer;   /* drain_delay, then drain_timeout */
-    struct event *finish_poll;   /* notices when every worker returned */
+    struct event *drain_timer; /* drain_delay, then drain_timeout */
+    struct event *finish_poll; /* notices when every worker returned */
     bool workers_draining;
 } gw_main_t;
-
-static struct timeval gw_timeval(uint64_t milliseconds) {
-    return (struct timeval){.tv_sec = (time_t)(milliseconds / 1000),
-                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
-}
 
 static void gw_main_stop_workers(gw_main_t *main_loop) {
     for (size_t i = 0; i < main_loop->server->worker_count; i++)
@@ -72,7 +70,7 @@ static void gw_main_drain_timer(evutil_socket_t fd, short events, void *arg) {
                  (unsigned long long)config->drain_timeout_ms);
         for (size_t i = 0; i < main_loop->server->worker_count; i++)
             gw_worker_drain(&main_loop->server->workers[i]);
-        struct timeval timeout = gw_timeval(config->drain_timeout_ms);
+        struct timeval timeout = clock_timeval(config->drain_timeout_ms);
         evtimer_add(main_loop->drain_timer, &timeout);
         return;
     }
@@ -106,9 +104,9 @@ static void gw_main_signal(evutil_socket_t signal_number, short events, void *ar
              (unsigned long long)server->config.drain_delay_ms);
     for (size_t i = 0; i < server->worker_count; i++)
         gw_worker_stop_deferring(&server->workers[i]);
-    struct timeval delay = gw_timeval(server->config.drain_delay_ms);
+    struct timeval delay = clock_timeval(server->config.drain_delay_ms);
     evtimer_add(main_loop->drain_timer, &delay);
-    struct timeval poll = gw_timeval(50);
+    struct timeval poll = clock_timeval(50);
     event_add(main_loop->finish_poll, &poll);
 }
 
@@ -226,8 +224,8 @@ static int gw_start_workers(gw_server_t *server, size_t *initialised) {
 static int gw_run(gw_server_t *server) {
     gw_config_t *config = &server->config;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    server->worker_count = config->workers > 0 ? (size_t)config->workers
-                                               : (size_t)(cores > 0 ? cores : 1);
+    server->worker_count =
+        config->workers > 0 ? (size_t)config->workers : (size_t)(cores > 0 ? cores : 1);
     gw_main_t main_loop = {.server = server};
     struct event *signal_events[GW_SIGNAL_COUNT] = {NULL};
     gw_admin_t *admin = NULL;
@@ -282,24 +280,11 @@ stop:
 }
 
 int main(int argc, char **argv) {
-    const char *path = "gateway.conf";
-    bool check_only = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
-            printf("sandbox-gateway %s\n", SGW_VERSION);
-            return 0;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "-t") == 0) {
-            check_only = true;
-        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            path = argv[++i];
-        } else {
-            fprintf(stderr, "sandbox-gateway: unknown argument \"%s\"\n%s", argv[i], USAGE);
-            return 2;
-        }
-    }
+    cli_options_t options;
+    int exit_status = cli_parse(argc, argv, "sandbox-gateway", USAGE, "gateway.conf", &options);
+    if (exit_status >= 0)
+        return exit_status;
+    const char *path = options.path;
 
     gw_server_t server;
     memset(&server, 0, sizeof(server));
@@ -315,7 +300,7 @@ int main(int argc, char **argv) {
         gw_config_free(&server.config);
         return 1;
     }
-    if (check_only) {
+    if (options.check_only) {
         printf("%s: ok\n", path);
         gw_config_free(&server.config);
         return 0;
@@ -326,7 +311,8 @@ int main(int argc, char **argv) {
     /* Every client and every pooled sandbox connection is a descriptor: take
      * all the hard limit allows (systemd's LimitNOFILE sets it). */
     struct rlimit descriptors;
-    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 && descriptors.rlim_cur < descriptors.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 &&
+        descriptors.rlim_cur < descriptors.rlim_max) {
         descriptors.rlim_cur = descriptors.rlim_max;
         setrlimit(RLIMIT_NOFILE, &descriptors);
     }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tls/tls.h"
+#include "util/clock.h"
 
 /* Encrypted bytes a TLS stream reads ahead, and writes ahead of its socket. */
 enum { GW_TRANSPORT_TLS_SOCKET_HIGH = 64 * 1024 };
@@ -106,9 +107,9 @@ static void gw_tls_flush(gw_transport_t *transport, bool last) {
     struct evbuffer *output = bufferevent_get_output(transport->bev);
     size_t length = evbuffer_get_length(output);
     if (length > 1)
-        evbuffer_pullup(output, (ev_ssize_t)(length < GW_TRANSPORT_TLS_RECORD
-                                                 ? length
-                                                 : GW_TRANSPORT_TLS_RECORD));
+        evbuffer_pullup(
+            output,
+            (ev_ssize_t)(length < GW_TRANSPORT_TLS_RECORD ? length : GW_TRANSPORT_TLS_RECORD));
     bufferevent_enable(transport->bev, EV_WRITE);
     gw_io_socket_send(&transport->socket);
 }
@@ -117,8 +118,7 @@ static void gw_tls_shutdown_write(gw_transport_t *transport) {
     tls_bufferevent_shutdown_write(transport->bev);
 }
 
-static bool gw_tls_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
-                                void *arg) {
+static bool gw_tls_when_drained(gw_transport_t *transport, void (*drained)(void *arg), void *arg) {
     return gw_io_socket_when_drained(&transport->socket, drained, arg);
 }
 
@@ -187,8 +187,7 @@ int gw_transport_dial(gw_transport_t *transport, struct event_base *base,
     }
     /* A refusal found at once is reported through the event callback later
      * (libevent defers it), so owners see one path for every outcome. */
-    struct timeval timeout = {.tv_sec = (time_t)(timeout_ms / 1000),
-                              .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    struct timeval timeout = clock_timeval(timeout_ms);
     if (gw_transport_attach(transport) < 0 ||
         bufferevent_socket_connect(transport->bev, (struct sockaddr *)address,
                                    (int)address_length) < 0) {
@@ -257,9 +256,7 @@ void gw_transport_write_low(gw_transport_t *transport, size_t low) {
     bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
 }
 
-int gw_transport_fd(const gw_transport_t *transport) {
-    return bufferevent_getfd(transport->bev);
-}
+int gw_transport_fd(const gw_transport_t *transport) { return bufferevent_getfd(transport->bev); }
 
 void gw_transport_close(gw_transport_t *transport) {
     if (transport->bev == NULL)

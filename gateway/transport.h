@@ -25,8 +25,8 @@ typedef enum gw_transport_event {
 /* The owner's side: called from the event loop; each may free the owner and
  * the transport (nothing of either is touched after the call). */
 typedef struct gw_transport_handler {
-    void (*readable)(void *owner);                      /* the input grew */
-    void (*writable)(void *owner);                      /* the output drained to its low mark */
+    void (*readable)(void *owner);                          /* the input grew */
+    void (*writable)(void *owner);                          /* the output drained to its low mark */
     void (*event)(void *owner, gw_transport_event_t event); /* see gw_transport_event_t */
 } gw_transport_handler_t;
 
@@ -113,17 +113,15 @@ void gw_transport_read_again(gw_transport_t *transport);
 /* writable is called once the output drained to low bytes (0: empty). */
 void gw_transport_write_low(gw_transport_t *transport, size_t low);
 
-static inline void gw_transport_hold(gw_transport_t *transport) {
-    transport->ops->hold(transport);
-}
+static inline void gw_transport_hold(gw_transport_t *transport) { transport->ops->hold(transport); }
 static inline void gw_transport_flush(gw_transport_t *transport, bool last) {
     transport->ops->flush(transport, last);
 }
 static inline void gw_transport_shutdown_write(gw_transport_t *transport) {
     transport->ops->shutdown_write(transport);
 }
-static inline bool gw_transport_when_drained(gw_transport_t *transport,
-                                             void (*drained)(void *arg), void *arg) {
+static inline bool gw_transport_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
+                                             void *arg) {
     return transport->ops->when_drained(transport, drained, arg);
 }
 

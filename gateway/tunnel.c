@@ -1,16 +1,10 @@
-/* After 101 Switching Protocols: raw bytes both ways between a client and a sandbox, each end passed on. */
+/* After 101 Switching Protocols: raw bytes both ways, each side's end passed on. */
 #include "gateway/tunnel.h"
 
 #include <event2/buffer.h>
-#include <time.h>
 
 #include "gateway/exchange.h"
-
-static uint64_t gw_tunnel_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
+#include "util/clock.h"
 
 static gw_transport_t *gw_tunnel_other(const gw_tunnel_t *tunnel, const gw_transport_t *side) {
     return side == tunnel->client ? tunnel->upstream : tunnel->client;
@@ -22,7 +16,7 @@ size_t gw_tunnel_pass(gw_tunnel_t *tunnel, gw_transport_t *from) {
     struct evbuffer *input = gw_transport_input(from);
     size_t length = evbuffer_get_length(input);
     evbuffer_add_buffer(output, input);
-    tunnel->last_activity_ms = gw_tunnel_now_ms();
+    tunnel->last_activity_ms = clock_coarse_ms();
     gw_transport_flush(to, false);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH) {
         gw_transport_read(from, false);
@@ -34,7 +28,7 @@ size_t gw_tunnel_pass(gw_tunnel_t *tunnel, gw_transport_t *from) {
 void gw_tunnel_start(gw_tunnel_t *tunnel, gw_transport_t *client, gw_transport_t *upstream,
                      uint64_t *to_client, uint64_t *to_upstream) {
     *tunnel = (gw_tunnel_t){.client = client, .upstream = upstream};
-    tunnel->last_activity_ms = gw_tunnel_now_ms();
+    tunnel->last_activity_ms = clock_coarse_ms();
     gw_transport_read(client, true);
     gw_transport_read(upstream, true);
     *to_client += gw_tunnel_pass(tunnel, upstream);

@@ -1,4 +1,4 @@
-/* After 101 Switching Protocols: raw bytes both ways between a client and a sandbox, each end passed on. */
+/* After 101 Switching Protocols: raw bytes both ways, each side's end passed on. */
 #ifndef SGW_GATEWAY_TUNNEL_H
 #define SGW_GATEWAY_TUNNEL_H
 

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "gateway/worker.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* Idle connections kept per key: enough for a busy sandbox's concurrency, few
@@ -15,12 +16,6 @@
 enum { GW_POOL_IDLE_PER_KEY = 64 };
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
-
-static uint64_t gw_pool_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
 
 /* How often the sweep looks for expired connections: a fraction of the
  * timeout, so a connection lives at most a quarter longer than it. */
@@ -30,8 +25,7 @@ static struct timeval gw_pool_sweep_interval(const gw_pool_t *pool) {
         interval = 10;
     if (interval > 1000)
         interval = 1000;
-    return (struct timeval){.tv_sec = (time_t)(interval / 1000),
-                            .tv_usec = (suseconds_t)(interval % 1000) * 1000};
+    return clock_timeval(interval);
 }
 
 /* One timer for the whole pool instead of one per connection: taking and
@@ -43,7 +37,7 @@ static void gw_pool_sweep(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_pool_t *pool = arg;
-    uint64_t now = gw_pool_now_ms();
+    uint64_t now = clock_coarse_ms();
     gw_upstream_t *oldest;
     int closed = 0;
     while ((oldest = TAILQ_FIRST(&pool->idle_order)) != NULL &&
@@ -186,7 +180,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     pool->idle_count++;
     upstream->slot = slot;
     upstream->state = GW_UPSTREAM_IDLE;
-    upstream->idle_since_ms = gw_pool_now_ms();
+    upstream->idle_since_ms = clock_coarse_ms();
     gw_transport_set_handler(&upstream->transport, &gw_pool_idle_handler, upstream);
     gw_transport_read(&upstream->transport, true);
     if (!evtimer_pending(pool->sweep, NULL)) {

@@ -11,6 +11,7 @@
 #include <hiredis/hiredis.h>
 
 #include "routing/route_cache.h"
+#include "util/clock.h"
 #include "util/keyspace.h"
 #include "util/log.h"
 #include "util/redis_link.h"
@@ -22,17 +23,15 @@ enum {
 
 /* One HMGET in flight and the lookups that wait for it (single flight). */
 struct route_pending {
-    route_catalog_t *catalog;  /* NULL once the catalog is freed: the reply only frees this */
-    struct route_pending *next; /* the catalog's queries in flight, timed out ones included */
-    struct route_pending *prev;
-    strmap_entry_t *map_entry; /* in the pending map while new misses may join */
-    route_waiter_t *waiters_head;
-    route_waiter_t *waiters_tail;
-    struct event *timer;       /* redis_timeout of this query */
-    int references;            /* hiredis's until the reply callback, one per answering loop */
-    bool linked;               /* in the catalog's list */
-    bool timed_out;            /* waiters answered already; a late reply only fills the cache */
-    bool invalidated;          /* the record changed meanwhile: answer, but do not cache */
+    route_catalog_t *catalog;       /* NULL once the catalog is freed: the reply only frees this */
+    LIST_ENTRY(route_pending) link; /* in the catalog's queries in flight, timed out ones too */
+    strmap_entry_t *map_entry;      /* in the pending map while new misses may join */
+    TAILQ_HEAD(route_waiters, route_waiter) waiters;
+    struct event *timer; /* redis_timeout of this query */
+    int references;      /* hiredis's until the reply callback, one per answering loop */
+    bool linked;         /* in the catalog's list */
+    bool timed_out;      /* waiters answered already; a late reply only fills the cache */
+    bool invalidated;    /* the record changed meanwhile: answer, but do not cache */
     char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
 };
 
@@ -47,17 +46,17 @@ struct route_catalog {
     int redis_database;
     char *key_prefix;
     size_t key_prefix_length;
-    char *command; /* room for the longest HMGET (route_catalog_format_lookup) */
+    char *command;        /* room for the longest HMGET (route_catalog_format_lookup) */
     char *command_fields; /* the fields HMGET asks for, in RESP: the command's constant tail */
     size_t command_fields_length;
     uint64_t redis_timeout_ms;
     redis_link_t lookup;     /* HMGET queries, after SELECT or PING */
     size_t reader_bytes;     /* lookup's unparsed reply bytes at the last timeout check */
     keyspace_t subscription; /* notifications of the keys under key_prefix */
-    uint64_t last_reply_ms; /* lookup connection: last reply, or when it became ready */
+    uint64_t last_reply_ms;  /* lookup connection: last reply, or when it became ready */
     route_cache_t cache;
     strmap_t pending_map;
-    struct route_pending *pendings;
+    LIST_HEAD(route_pendings, route_pending) pendings;
     size_t timed_out_count; /* pendings that left the map but still wait for a reply */
     bool ever_connected;
     bool refusing; /* the last reply was an error: logged once until a good one */
@@ -65,28 +64,10 @@ struct route_catalog {
     route_catalog_stats_t stats;
 };
 
-/* Monotonic milliseconds: wall-clock steps must not expire or revive routes. */
-static uint64_t route_catalog_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static struct timeval route_catalog_timeval(uint64_t milliseconds) {
-    struct timeval value = {.tv_sec = (time_t)(milliseconds / 1000),
-                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
-    return value;
-}
-
-static void route_catalog_arm(struct event *timer, uint64_t milliseconds) {
-    struct timeval delay = route_catalog_timeval(milliseconds);
-    evtimer_add(timer, &delay);
-}
-
 /* The route to serve when Redis cannot answer: a found one within its stale
  * window (a new reference), or NULL. */
-static route_record_t *route_catalog_stale_record(route_catalog_t *catalog,
-                                                  const char *sandbox_id, uint64_t now) {
+static route_record_t *route_catalog_stale_record(route_catalog_t *catalog, const char *sandbox_id,
+                                                  uint64_t now) {
     const route_cache_entry_t *entry =
         route_cache_get(&catalog->cache, sandbox_id, strlen(sandbox_id));
     if (entry == NULL || !route_cache_within_stale(&catalog->cache, entry, now))
@@ -101,27 +82,11 @@ static void route_catalog_waiter_append(struct route_pending *pending, route_wai
     waiter->callback = callback;
     waiter->arg = arg;
     waiter->pending = pending;
-    waiter->next = NULL;
-    waiter->prev = pending->waiters_tail;
-    if (pending->waiters_tail != NULL)
-        pending->waiters_tail->next = waiter;
-    else
-        pending->waiters_head = waiter;
-    pending->waiters_tail = waiter;
+    TAILQ_INSERT_TAIL(&pending->waiters, waiter, link);
 }
 
 static void route_catalog_waiter_unlink(route_waiter_t *waiter) {
-    struct route_pending *pending = waiter->pending;
-    if (waiter->prev != NULL)
-        waiter->prev->next = waiter->next;
-    else
-        pending->waiters_head = waiter->next;
-    if (waiter->next != NULL)
-        waiter->next->prev = waiter->prev;
-    else
-        pending->waiters_tail = waiter->prev;
-    waiter->next = NULL;
-    waiter->prev = NULL;
+    TAILQ_REMOVE(&waiter->pending->waiters, waiter, link);
     waiter->pending = NULL;
 }
 
@@ -150,14 +115,7 @@ static void route_catalog_pending_detach(struct route_pending *pending) {
         pending->map_entry = NULL;
     }
     if (pending->linked) {
-        if (pending->prev != NULL)
-            pending->prev->next = pending->next;
-        else
-            catalog->pendings = pending->next;
-        if (pending->next != NULL)
-            pending->next->prev = pending->prev;
-        pending->next = NULL;
-        pending->prev = NULL;
+        LIST_REMOVE(pending, link);
         pending->linked = false;
         if (pending->timed_out)
             catalog->timed_out_count--;
@@ -176,7 +134,7 @@ static void route_catalog_pending_answer(struct route_pending *pending,
                                          route_lookup_status_t status, route_record_t *record) {
     pending->references++;
     route_waiter_t *waiter;
-    while ((waiter = pending->waiters_head) != NULL) {
+    while ((waiter = TAILQ_FIRST(&pending->waiters)) != NULL) {
         route_lookup_cb callback = waiter->callback;
         void *arg = waiter->arg;
         route_catalog_waiter_unlink(waiter);
@@ -191,11 +149,9 @@ static void route_catalog_pending_answer(struct route_pending *pending,
 static void route_catalog_pending_fail(struct route_pending *pending) {
     route_catalog_t *catalog = pending->catalog;
     catalog->stats.redis_errors++;
-    route_record_t *stale =
-        route_catalog_stale_record(catalog, pending->sandbox_id, route_catalog_now_ms());
-    route_catalog_pending_answer(pending, stale != NULL ? ROUTE_LOOKUP_FOUND
-                                                        : ROUTE_LOOKUP_UNAVAILABLE,
-                                 stale);
+    route_record_t *stale = route_catalog_stale_record(catalog, pending->sandbox_id, clock_ms());
+    route_catalog_pending_answer(
+        pending, stale != NULL ? ROUTE_LOOKUP_FOUND : ROUTE_LOOKUP_UNAVAILABLE, stale);
     route_record_unref(stale);
 }
 
@@ -234,7 +190,7 @@ static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
 static void route_catalog_lookup_up(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     catalog->ever_connected = true;
-    catalog->last_reply_ms = route_catalog_now_ms();
+    catalog->last_reply_ms = clock_ms();
 }
 
 static void route_catalog_lookup_down(redis_link_t *link) {
@@ -267,6 +223,17 @@ static bool route_catalog_can_query(const route_catalog_t *catalog) {
 
 /* ---- lookups ---- */
 
+/* A query without a usable reply: its waiters (unless its timeout answered
+ * them already) get the stale route or UNAVAILABLE, and hiredis's reference
+ * to it goes. */
+static void route_catalog_pending_give_up(struct route_pending *pending) {
+    bool answered = pending->timed_out;
+    route_catalog_pending_detach(pending);
+    if (!answered)
+        route_catalog_pending_fail(pending);
+    route_catalog_pending_release(pending);
+}
+
 /* The reply to one HMGET, or NULL when its connection is gone. */
 static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_pointer,
                                        void *privdata) {
@@ -283,24 +250,20 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
         if (reply == NULL)
             redis_link_lost_context(context);
         if (reply != NULL) {
-            catalog->last_reply_ms = route_catalog_now_ms();
+            catalog->last_reply_ms = clock_ms();
             /* Once per streak: a loading or misconfigured server refuses
              * every query, and each miss would log otherwise. */
             if (!catalog->refusing)
-                log_warn("route catalog: redis %s refused HMGET %s%s: %s",
-                         catalog->lookup.address, catalog->key_prefix, pending->sandbox_id,
+                log_warn("route catalog: redis %s refused HMGET %s%s: %s", catalog->lookup.address,
+                         catalog->key_prefix, pending->sandbox_id,
                          reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
             catalog->refusing = true;
         }
-        bool answered = pending->timed_out;
-        route_catalog_pending_detach(pending);
-        if (!answered)
-            route_catalog_pending_fail(pending);
-        route_catalog_pending_release(pending);
+        route_catalog_pending_give_up(pending);
         return;
     }
 
-    uint64_t now = route_catalog_now_ms();
+    uint64_t now = clock_ms();
     catalog->last_reply_ms = now;
     catalog->reader_bytes = 0;
     catalog->refusing = false;
@@ -310,11 +273,7 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
         log_warn("route catalog: cannot read the record of %s (malformed reply or out of "
                  "memory)",
                  pending->sandbox_id);
-        bool answered = pending->timed_out;
-        route_catalog_pending_detach(pending);
-        if (!answered)
-            route_catalog_pending_fail(pending);
-        route_catalog_pending_release(pending);
+        route_catalog_pending_give_up(pending);
         return;
     }
     if (status == ROUTE_LOOKUP_MALFORMED) {
@@ -339,7 +298,7 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     (void)events;
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
-    uint64_t now = route_catalog_now_ms();
+    uint64_t now = clock_ms();
     if (catalog->lookup.state == REDIS_LINK_READY && catalog->lookup.context != NULL) {
         /* Bytes of a reply still arriving (a record's large value) are not
          * a hang: that connection serves every other sandbox's lookups. */
@@ -400,20 +359,20 @@ static int route_catalog_format_fields(route_catalog_t *catalog) {
         return -1;
     size_t length = (size_t)snprintf(catalog->command_fields, capacity, "\r\n");
     for (size_t i = 0; i < ROUTE_RECORD_FIELD_COUNT; i++)
-        length += (size_t)snprintf(catalog->command_fields + length, capacity - length,
-                                   "$%zu\r\n%s\r\n", strlen(route_record_fields[i]),
-                                   route_record_fields[i]);
+        length +=
+            (size_t)snprintf(catalog->command_fields + length, capacity - length, "$%zu\r\n%s\r\n",
+                             strlen(route_record_fields[i]), route_record_fields[i]);
     catalog->command_fields_length = length;
     return 0;
 }
 
 /* Sends HMGET for sandbox_id; returns the new query, or NULL. */
 static struct route_pending *route_catalog_pending_start(route_catalog_t *catalog,
-                                                        const char *sandbox_id,
-                                                        size_t id_length) {
+                                                         const char *sandbox_id, size_t id_length) {
     struct route_pending *pending = calloc(1, sizeof(*pending));
     if (pending == NULL)
         goto fail;
+    TAILQ_INIT(&pending->waiters);
     pending->catalog = catalog;
     memcpy(pending->sandbox_id, sandbox_id, id_length);
     pending->sandbox_id[id_length] = '\0';
@@ -428,12 +387,9 @@ static struct route_pending *route_catalog_pending_start(route_catalog_t *catalo
                                    catalog->command, command_length) != REDIS_OK)
         goto fail;
     pending->references = 1; /* hiredis's, dropped in route_catalog_lookup_reply */
-    pending->next = catalog->pendings;
-    if (catalog->pendings != NULL)
-        catalog->pendings->prev = pending;
-    catalog->pendings = pending;
+    LIST_INSERT_HEAD(&catalog->pendings, pending, link);
     pending->linked = true;
-    route_catalog_arm(pending->timer, catalog->redis_timeout_ms);
+    clock_arm(pending->timer, catalog->redis_timeout_ms);
     catalog->stats.redis_lookups++;
     return pending;
 
@@ -477,7 +433,7 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
         return 1;
     }
 
-    uint64_t now = route_catalog_now_ms();
+    uint64_t now = clock_ms();
     bool can_query = route_catalog_can_query(catalog);
     const route_cache_entry_t *entry = route_cache_get(&catalog->cache, sandbox_id, id_length);
     if (entry != NULL) {
@@ -511,7 +467,7 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
 
 void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
                         route_lookup_status_t status, route_record_t *record) {
-    route_cache_store(&catalog->cache, sandbox_id, status, record, route_catalog_now_ms());
+    route_cache_store(&catalog->cache, sandbox_id, status, record, clock_ms());
 }
 
 void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) {
@@ -524,8 +480,8 @@ void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) 
         dropped = true;
     }
     if (catalog->timed_out_count > 0) {
-        for (struct route_pending *pending = catalog->pendings; pending != NULL;
-             pending = pending->next) {
+        struct route_pending *pending;
+        LIST_FOREACH(pending, &catalog->pendings, link) {
             if (pending->timed_out && strcmp(pending->sandbox_id, sandbox_id) == 0)
                 pending->invalidated = true;
         }
@@ -555,9 +511,7 @@ route_catalog_stats_t route_catalog_get_stats(const route_catalog_t *catalog) {
 /* ---- life cycle ---- */
 
 /* Copies text, or returns NULL (also for NULL). */
-static char *route_catalog_copy(const char *text) {
-    return text != NULL ? strdup(text) : NULL;
-}
+static char *route_catalog_copy(const char *text) { return text != NULL ? strdup(text) : NULL; }
 
 /* Prepares the lookup connection and the keyspace subscription (not started); returns 0, or -1
  * when memory is exhausted. */
@@ -652,7 +606,7 @@ void route_catalog_free(route_catalog_t *catalog) {
      * until hiredis hands back its query (now, or after the hiredis callback
      * we may be inside returns). */
     struct route_pending *pending;
-    while ((pending = catalog->pendings) != NULL) {
+    while ((pending = LIST_FIRST(&catalog->pendings)) != NULL) {
         route_catalog_pending_detach(pending);
         pending->catalog = NULL;
         route_catalog_pending_answer(pending, ROUTE_LOOKUP_UNAVAILABLE, NULL);

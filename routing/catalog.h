@@ -5,22 +5,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "routing/record.h"
 
 struct event_base;
 
 typedef struct route_catalog_config {
-    const char *redis_host;      /* NULL when redis_unix_path is used */
+    const char *redis_host; /* NULL when redis_unix_path is used */
     int redis_port;
     const char *redis_unix_path; /* NULL for TCP */
     int redis_database;
-    const char *key_prefix;      /* key = prefix + sandbox ID */
-    uint64_t redis_timeout_ms;   /* one lookup's limit, and one connect's */
-    uint64_t cache_ttl_ms;       /* a found (or malformed) route is reused this long */
-    uint64_t negative_ttl_ms;    /* "not found" is remembered this long */
-    uint64_t stale_ttl_ms;       /* past its TTL a route still serves this long while Redis is down */
-    size_t cache_max_entries;    /* bound on cached IDs; 0 means ROUTE_CATALOG_CACHE_MAX_DEFAULT */
+    const char *key_prefix;    /* key = prefix + sandbox ID */
+    uint64_t redis_timeout_ms; /* one lookup's limit, and one connect's */
+    uint64_t cache_ttl_ms;     /* a found (or malformed) route is reused this long */
+    uint64_t negative_ttl_ms;  /* "not found" is remembered this long */
+    uint64_t stale_ttl_ms;     /* past its TTL a route still serves this long while Redis is down */
+    size_t cache_max_entries;  /* bound on cached IDs; 0 means ROUTE_CATALOG_CACHE_MAX_DEFAULT */
 } route_catalog_config_t;
 
 enum { ROUTE_CATALOG_CACHE_MAX_DEFAULT = 100000 };
@@ -39,9 +40,8 @@ typedef void (*route_lookup_cb)(route_lookup_status_t status, route_record_t *re
 /* A waiting lookup; the caller embeds it (e.g. in its connection) so that a
  * lookup allocates nothing and can be cancelled when the client goes away. */
 typedef struct route_waiter {
-    struct route_waiter *next;
-    struct route_waiter *prev;
-    struct route_pending *pending; /* NULL when not waiting */
+    TAILQ_ENTRY(route_waiter) link; /* in its query's waiters, in arrival order */
+    struct route_pending *pending;  /* NULL when not waiting */
     route_lookup_cb callback;
     void *arg;
 } route_waiter_t;

@@ -1,4 +1,4 @@
-/* What one request to a sandbox does, decided from its record: where it goes, on which pooled connections, or why not. */
+/* A request's routing decision from its sandbox's record: where it goes, or why not. */
 #include "routing/decision.h"
 
 #include <netinet/in.h>
@@ -69,8 +69,8 @@ int route_decide(route_record_t *record, uint16_t port, const route_address_poli
         return route_decision_refuse(decision, 502, ROUTE_MESSAGE_ADDRESS_REFUSED);
     }
     if (route_address_is_own(policy, (const struct sockaddr *)&decision->address)) {
-        log_warn("sandbox %s: record points at the gateway itself (%s port %u)",
-                 record->sandbox_id, record->address_text, (unsigned)port);
+        log_warn("sandbox %s: record points at the gateway itself (%s port %u)", record->sandbox_id,
+                 record->address_text, (unsigned)port);
         return route_decision_refuse(decision, 508, ROUTE_MESSAGE_LOOP);
     }
     if (!record->allow_public_traffic) {

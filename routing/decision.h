@@ -1,4 +1,4 @@
-/* What one request to a sandbox does, decided from its record: where it goes, on which pooled connections, or why not. */
+/* A request's routing decision from its sandbox's record: where it goes, or why not. */
 #ifndef SGW_ROUTING_DECISION_H
 #define SGW_ROUTING_DECISION_H
 
@@ -11,8 +11,8 @@
 #include "util/arena.h"
 
 typedef struct route_decision {
-    int status;          /* 0: proxy the request; else answer it with this status */
-    const char *message; /* why, when status is not 0 */
+    int status;                      /* 0: proxy the request; else answer it with this status */
+    const char *message;             /* why, when status is not 0 */
     struct sockaddr_storage address; /* the record's address with the request's port */
     socklen_t address_length;
     char *pool_key; /* in the arena: the record's lifetime fields whole, and the port */

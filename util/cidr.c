@@ -1,4 +1,4 @@
-/* CIDR blocks of IPv4 and IPv6 addresses: parsing and membership, shared by the gateway and egress. */
+/* CIDR blocks of IPv4 and IPv6 addresses: parsing and membership (gateway and egress). */
 #include "util/cidr.h"
 
 #include <arpa/inet.h>

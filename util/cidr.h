@@ -1,4 +1,4 @@
-/* CIDR blocks of IPv4 and IPv6 addresses: parsing and membership, shared by the gateway and egress. */
+/* CIDR blocks of IPv4 and IPv6 addresses: parsing and membership (gateway and egress). */
 #ifndef SGW_UTIL_CIDR_H
 #define SGW_UTIL_CIDR_H
 
@@ -14,10 +14,10 @@ typedef struct cidr {
 
 typedef enum cidr_status {
     CIDR_OK = 0,
-    CIDR_BAD_ADDRESS,   /* not an IPv4 or IPv6 literal */
-    CIDR_BAD_PREFIX,    /* "/" not followed by 1 to 3 digits and nothing else */
-    CIDR_PREFIX_RANGE,  /* more bits than the family has */
-    CIDR_HOST_BITS,     /* bits set past the prefix; *block still holds the network */
+    CIDR_BAD_ADDRESS,  /* not an IPv4 or IPv6 literal */
+    CIDR_BAD_PREFIX,   /* "/" not followed by 1 to 3 digits and nothing else */
+    CIDR_PREFIX_RANGE, /* more bits than the family has */
+    CIDR_HOST_BITS,    /* bits set past the prefix; *block still holds the network */
 } cidr_status_t;
 
 /* Parses "ADDR" (a block of one address) or "ADDR/LEN" (text NUL-terminated,

@@ -9,18 +9,13 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "util/clock.h"
 #include "util/log.h"
 
 enum {
     REDIS_LINK_BACKOFF_FIRST_MS = 50,
     REDIS_LINK_BACKOFF_MAX_MS = 1000, /* DESIGN.md: at most 1 s between attempts */
 };
-
-static void redis_link_arm(struct event *timer, uint64_t milliseconds) {
-    struct timeval delay = {.tv_sec = (time_t)(milliseconds / 1000),
-                            .tv_usec = (suseconds_t)(milliseconds % 1000) * 1000};
-    evtimer_add(timer, &delay);
-}
 
 static const char *redis_link_error(const redisAsyncContext *context) {
     if (context->err != 0 && context->errstr != NULL)
@@ -46,7 +41,7 @@ static void redis_link_failed(redis_link_t *link, const char *reason) {
         log_warn("%sredis %s unreachable for %s (%s); %s, reconnecting", link->config.log_prefix,
                  link->address, link->config.purpose, reason, link->config.outage_effect);
     }
-    redis_link_arm(link->timer, link->backoff_ms);
+    clock_arm(link->timer, link->backoff_ms);
     link->backoff_ms *= 2;
     if (link->backoff_ms > REDIS_LINK_BACKOFF_MAX_MS)
         link->backoff_ms = REDIS_LINK_BACKOFF_MAX_MS;
@@ -183,7 +178,7 @@ void redis_link_start(redis_link_t *link) {
     redisAsyncSetDisconnectCallback(context, redis_link_disconnected);
     link->context = context;
     link->state = REDIS_LINK_CONNECTING;
-    redis_link_arm(link->timer, link->config.connect_timeout_ms);
+    clock_arm(link->timer, link->config.connect_timeout_ms);
 }
 
 /* The link's timer: start the next attempt, or cut one that hangs. */

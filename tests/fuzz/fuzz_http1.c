@@ -53,8 +53,7 @@ static int readback_on_field(llhttp_t *parser, const char *at, size_t length) {
 
 static int readback_on_value(llhttp_t *parser, const char *at, size_t length) {
     readback_t *readback = parser->data;
-    readback_append(readback->value, &readback->value_length, sizeof(readback->value), at,
-                    length);
+    readback_append(readback->value, &readback->value_length, sizeof(readback->value), at, length);
     return 0;
 }
 
@@ -80,8 +79,8 @@ static int readback_on_value_complete(llhttp_t *parser) {
         FUZZ_CHECK(!readback_is(readback, "forwarded"));
         FUZZ_CHECK(!readback_is(readback, "e2b-sandbox-id") &&
                    !readback_is(readback, "e2b-sandbox-port"));
-        bool forwarded_prefix = readback->name_length >= 12 &&
-                                strncasecmp(readback->name, "x-forwarded-", 12) == 0;
+        bool forwarded_prefix =
+            readback->name_length >= 12 && strncasecmp(readback->name, "x-forwarded-", 12) == 0;
         if (readback->trailers) {
             FUZZ_CHECK(!forwarded_prefix && !readback_is(readback, "host"));
             FUZZ_CHECK(!readback_is(readback, "content-length") &&
@@ -123,8 +122,8 @@ static void readback_head(const char *text, size_t length, bool response, readba
     readback->response = response;
     llhttp_errno_t error = llhttp_execute(&parser, text, length);
     if (error != HPE_OK && error != HPE_PAUSED_UPGRADE) {
-        fprintf(stderr, "a written head does not parse: %s (%s)\n%.*s\n",
-                llhttp_errno_name(error), llhttp_get_error_reason(&parser), (int)length, text);
+        fprintf(stderr, "a written head does not parse: %s (%s)\n%.*s\n", llhttp_errno_name(error),
+                llhttp_get_error_reason(&parser), (int)length, text);
         FUZZ_CHECK(error == HPE_OK);
     }
 }
@@ -194,7 +193,8 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t piece, bool ma
     if (gw_http1_trailers_write(&head, &arena, &out, &length) < 0)
         goto done;
     /* A chunked message of no data, then the trailers. */
-    static const char prefix[] = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+    static const char prefix[] =
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
     char *message = arena_alloc(&arena, sizeof(prefix) + length);
     if (message == NULL)
         goto done;

@@ -69,8 +69,8 @@ typedef struct fuzz_connection {
     int fd;
     struct event *read_event;
     llhttp_t parser;
-    bool tunnel;  /* after 101: bytes are echoed */
-    bool closed;  /* the sandbox closed its side after a "close" answer */
+    bool tunnel; /* after 101: bytes are echoed */
+    bool closed; /* the sandbox closed its side after a "close" answer */
     bool in_trailers;
     char name[FUZZ_NAME_MAX];
     size_t name_length;
@@ -94,7 +94,7 @@ static struct {
     const uint8_t *pending;
     size_t pending_length;
     unsigned mode;
-    uint64_t progress; /* moves whenever a harness callback did something */
+    uint64_t progress;     /* moves whenever a harness callback did something */
     uint64_t client_bytes; /* what the client received, this input */
     bool verbose;          /* FUZZ_REQUEST_VERBOSE set: a line per input on stderr */
     char large_response[FUZZ_LARGE_BODY + 128];
@@ -210,8 +210,8 @@ static int fuzz_on_message_complete(llhttp_t *parser) {
         return 0;
     }
     unsigned kind = (fuzz.mode >> 1) & 7;
-    const char *answer = fuzz_responses[kind].text != NULL ? fuzz_responses[kind].text
-                                                           : fuzz.large_response;
+    const char *answer =
+        fuzz_responses[kind].text != NULL ? fuzz_responses[kind].text : fuzz.large_response;
     fuzz_send(connection->fd, answer, strlen(answer));
     if (fuzz_responses[kind].close) {
         shutdown(connection->fd, SHUT_WR);
@@ -426,8 +426,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fuzz_sandbox_listen(&fuzz.sandboxes[0], 0);
     struct sockaddr_in bound;
     socklen_t bound_length = sizeof(bound);
-    FUZZ_CHECK(getsockname(fuzz.sandboxes[0].listen_fd, (struct sockaddr *)&bound,
-                           &bound_length) == 0);
+    FUZZ_CHECK(getsockname(fuzz.sandboxes[0].listen_fd, (struct sockaddr *)&bound, &bound_length) ==
+               0);
     unsigned short port = ntohs(bound.sin_port);
     fuzz_sandbox_listen(&fuzz.sandboxes[1], port);
     /* Ephemeral ports have five digits: the placeholder keeps every length. */
@@ -493,10 +493,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     fuzz.pending = client;
     fuzz.pending_length = length;
-    fuzz.client_read = event_new(fuzz.worker.base, pair[0], EV_READ | EV_PERSIST, fuzz_client_read,
-                                 NULL);
-    fuzz.client_write = event_new(fuzz.worker.base, pair[0], EV_WRITE | EV_PERSIST,
-                                  fuzz_client_write, NULL);
+    fuzz.client_read =
+        event_new(fuzz.worker.base, pair[0], EV_READ | EV_PERSIST, fuzz_client_read, NULL);
+    fuzz.client_write =
+        event_new(fuzz.worker.base, pair[0], EV_WRITE | EV_PERSIST, fuzz_client_write, NULL);
     FUZZ_CHECK(fuzz.client_read != NULL && fuzz.client_write != NULL);
     event_add(fuzz.client_read, NULL);
     event_add(fuzz.client_write, NULL);

@@ -1,4 +1,4 @@
-/* Unit tests of gateway/http1.c: request heads checked and rewritten, response heads and trailers, table by table. */
+/* Unit tests of gateway/http1.c: heads checked and rewritten, table by table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,22 +71,28 @@ static const struct {
     {"HTTP/0.9 with fields", "GET /\r\nHost: a\r\n\r\n", GW_REQUEST_MALFORMED},
     {"gzip coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
      GW_REQUEST_MALFORMED},
-    {"chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                      "Transfer-Encoding: chunked\r\n\r\n", GW_REQUEST_MALFORMED},
+    {"chunked twice",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+     "Transfer-Encoding: chunked\r\n\r\n",
+     GW_REQUEST_MALFORMED},
     {"chunked in 1.0", "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
      GW_REQUEST_MALFORMED},
-    {"Connection names Content-Length", "POST / HTTP/1.1\r\nHost: a\r\n"
-                                        "Connection: content-length\r\nContent-Length: 1\r\n\r\n",
+    {"Connection names Content-Length",
+     "POST / HTTP/1.1\r\nHost: a\r\n"
+     "Connection: content-length\r\nContent-Length: 1\r\n\r\n",
      GW_REQUEST_MALFORMED},
-    {"Connection names Transfer-Encoding", "POST / HTTP/1.1\r\nHost: a\r\nConnection: close, "
-                                           "Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+    {"Connection names Transfer-Encoding",
+     "POST / HTTP/1.1\r\nHost: a\r\nConnection: close, "
+     "Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
      GW_REQUEST_MALFORMED},
     {"Connection names Host", "GET / HTTP/1.1\r\nHost: a\r\nConnection: HOST\r\n\r\n",
      GW_REQUEST_MALFORMED},
     {"Connection names another field", "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a\r\n\r\n",
      GW_REQUEST_OK},
-    {"two tokens", "GET / HTTP/1.1\r\nHost: a\r\ne2b-traffic-access-token: x\r\n"
-                   "E2B-Traffic-Access-Token: x\r\n\r\n", GW_REQUEST_MALFORMED},
+    {"two tokens",
+     "GET / HTTP/1.1\r\nHost: a\r\ne2b-traffic-access-token: x\r\n"
+     "E2B-Traffic-Access-Token: x\r\n\r\n",
+     GW_REQUEST_MALFORMED},
     {"one token", "GET / HTTP/1.1\r\nHost: a\r\ne2b-traffic-access-token: x\r\n\r\n",
      GW_REQUEST_OK},
     {"own Via", "GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 gw-1\r\n\r\n", GW_REQUEST_LOOP},
@@ -170,8 +176,8 @@ static char *rewrite(const char *text, bool masked, bool https) {
     char *out;
     size_t length;
     bool closes;
-    assert_int_equal(gw_http1_request_head_write(&parsed->head, &request, &forward,
-                                                 &parsed->arena, &out, &length, &closes),
+    assert_int_equal(gw_http1_request_head_write(&parsed->head, &request, &forward, &parsed->arena,
+                                                 &out, &length, &closes),
                      0);
     assert_true(length < sizeof(result));
     memcpy(result, out, length);
@@ -201,14 +207,15 @@ static const struct {
      false,
      "GET / HTTP/1.1\r\nHost: a\r\nX-Kept: 1\r\nX-Forwarded-For: 192.0.2.1\r\n"
      "X-Forwarded-Proto: http\r\nVia: 1.1 gw-1\r\n\r\n"},
-    {"hop-by-hop removed", "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n"
-                           "Keep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nUpgrade: h2c\r\n"
-                           "X-B: 2\r\n\r\n",
+    {"hop-by-hop removed",
+     "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n"
+     "Keep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nUpgrade: h2c\r\n"
+     "X-B: 2\r\n\r\n",
      false,
      "GET / HTTP/1.1\r\nHost: a\r\nX-B: 2\r\nX-Forwarded-For: 192.0.2.1\r\n"
      "X-Forwarded-Proto: http\r\nVia: 1.1 gw-1\r\n\r\n"},
-    {"upgrade kept", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-     false,
+    {"upgrade kept",
+     "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false,
      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nX-Forwarded-For: 192.0.2.1\r\n"
      "X-Forwarded-Proto: http\r\nVia: 1.1 gw-1\r\nConnection: upgrade\r\n\r\n"},
     {"HTTP/1.0 closes", "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", false,
@@ -251,24 +258,25 @@ static void test_response_heads(void **state) {
         {"HTTP/1.0 200 Fine\r\nTransfer-Encoding: chunked\r\n\r\n", false,
          "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\n\r\n"},
         {"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-         false, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"},
+         false,
+         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         parsed_t *parsed = parse(cases[i].response, false, 0);
         assert_true(parsed->head.head_complete);
         char *out;
         size_t length;
-        assert_int_equal(gw_http1_response_head_write(&parsed->head,
-                                                      llhttp_get_status_code(&parsed->parser),
-                                                      cases[i].close, &parsed->arena, &out, &length),
-                         0);
+        assert_int_equal(
+            gw_http1_response_head_write(&parsed->head, llhttp_get_status_code(&parsed->parser),
+                                         cases[i].close, &parsed->arena, &out, &length),
+            0);
         if (length != strlen(cases[i].expected) || memcmp(out, cases[i].expected, length) != 0)
             fail_msg("case %zu: %.*s", i, (int)length, out);
         parsed_free(parsed);
     }
     /* A response whose Connection names its framing is marked for a 502. */
-    parsed_t *parsed = parse("HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n",
-                             false, 0);
+    parsed_t *parsed = parse(
+        "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n", false, 0);
     assert_true(parsed->head.connection_names_framing);
     parsed_free(parsed);
 }

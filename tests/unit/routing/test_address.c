@@ -39,18 +39,28 @@ static void test_always_refused(void **state) {
     (void)state;
     route_address_policy_t policy;
     route_address_policy_init(&policy, NULL, 0);
-    const char *refused[] = {"0.0.0.0",         "0.255.255.255",   "169.254.169.254",
-                             "224.0.0.251",     "239.1.2.3",       "100.100.100.200",
-                             "::",              "::ffff:127.0.0.1", "::ffff:10.1.2.3",
-                             "64:ff9b::a00:1",  "2002:a00:1::1",   "fe80::1",
-                             "febf:ffff::1",    "ff02::fb",        "fd00:ec2::254"};
+    const char *refused[] = {"0.0.0.0",
+                             "0.255.255.255",
+                             "169.254.169.254",
+                             "224.0.0.251",
+                             "239.1.2.3",
+                             "100.100.100.200",
+                             "::",
+                             "::ffff:127.0.0.1",
+                             "::ffff:10.1.2.3",
+                             "64:ff9b::a00:1",
+                             "2002:a00:1::1",
+                             "fe80::1",
+                             "febf:ffff::1",
+                             "ff02::fb",
+                             "fd00:ec2::254"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         if (check(&policy, refused[i], 3000) != ROUTE_ADDRESS_REFUSED)
             fail_msg("%s was not refused", refused[i]);
     }
-    const char *allowed[] = {"10.0.0.1", "127.0.0.1", "172.16.0.1", "192.168.1.1",
-                             "100.100.100.201", "::1", "fd00:ec2::253", "2001:db8::1",
-                             "fec0::1", "1.2.3.4"};
+    const char *allowed[] = {"10.0.0.1",        "127.0.0.1", "172.16.0.1",    "192.168.1.1",
+                             "100.100.100.201", "::1",       "fd00:ec2::253", "2001:db8::1",
+                             "fec0::1",         "1.2.3.4"};
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
         if (check(&policy, allowed[i], 3000) != ROUTE_ADDRESS_ALLOWED)
             fail_msg("%s was not allowed", allowed[i]);
