@@ -373,7 +373,7 @@ static void gw_exchange_forward_response(gw_exchange_t *exchange);
  * the side pass the body. */
 static void gw_exchange_upstream_ready(gw_exchange_t *exchange) {
     gw_upstream_t *upstream = exchange->upstream;
-    upstream->state = GW_UPSTREAM_BUSY;
+    gw_upstream_set_state(upstream, GW_UPSTREAM_BUSY);
     gw_transport_set_handler(&upstream->transport, &gw_exchange_upstream_handler, exchange);
     gw_transport_read_limit(&upstream->transport, GW_READ_HIGH);
     gw_transport_write_low(&upstream->transport, 0);

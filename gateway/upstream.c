@@ -81,6 +81,20 @@ static void gw_pool_remove(gw_pool_t *pool, gw_upstream_t *upstream) {
     }
 }
 
+static const char *const gw_upstream_state_names[] = {
+    [GW_UPSTREAM_CONNECTING] = "connecting",
+    [GW_UPSTREAM_BUSY] = "busy",
+    [GW_UPSTREAM_IDLE] = "idle",
+};
+
+void gw_upstream_set_state(gw_upstream_t *upstream, gw_upstream_state_t state) {
+    /* The key starts with the sandbox ID, up to its first newline. */
+    log_debug("sandbox %.*s: connection %p %s -> %s", (int)strcspn(upstream->key, "\n"),
+              upstream->key, (void *)upstream, gw_upstream_state_names[upstream->state],
+              gw_upstream_state_names[state]);
+    upstream->state = state;
+}
+
 void gw_upstream_close(gw_upstream_t *upstream) {
     if (upstream == NULL)
         return;
@@ -125,7 +139,7 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     gw_pool_slot_t *slot = entry->value;
     gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
     gw_pool_remove(pool, upstream);
-    upstream->state = GW_UPSTREAM_BUSY;
+    gw_upstream_set_state(upstream, GW_UPSTREAM_BUSY);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_reuses, 1);
     return upstream;
 }
@@ -179,7 +193,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     slot->idle_count++;
     pool->idle_count++;
     upstream->slot = slot;
-    upstream->state = GW_UPSTREAM_IDLE;
+    gw_upstream_set_state(upstream, GW_UPSTREAM_IDLE);
     upstream->idle_since_ms = clock_coarse_ms();
     gw_transport_set_handler(&upstream->transport, &gw_pool_idle_handler, upstream);
     gw_transport_read(&upstream->transport, true);

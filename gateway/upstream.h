@@ -78,6 +78,9 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream);
 gw_upstream_t *gw_upstream_dial(struct gw_worker *worker, const struct sockaddr *address,
                                 socklen_t address_length, const char *key, size_t key_length);
 
+/* Every change of an upstream's state passes here (logged at debug). */
+void gw_upstream_set_state(gw_upstream_t *upstream, gw_upstream_state_t state);
+
 /* Closes and frees a connection that is not pooled. NULL is allowed. */
 void gw_upstream_close(gw_upstream_t *upstream);
 
