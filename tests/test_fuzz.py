@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, require_builds
+from lib.util import REPO, require_builds
 
 FUZZ_BUILD = REPO / os.environ.get("SGW_FUZZ_BUILD", "build-fuzz")
 SECONDS = os.environ.get("SGW_FUZZ_SECONDS", "5")

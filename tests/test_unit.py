@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD_DIRS, REPO, SANITIZER_ENV, require_builds, sanitizer_findings
+from lib.builds import BUILD_DIRS
+from lib.util import REPO, SANITIZER_ENV, require_builds, sanitizer_findings
 
 
 def unit_binaries():

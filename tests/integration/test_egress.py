@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_builds, sanitizer_findings, wait_for
+from lib.util import REPO, require_builds, sanitizer_findings, wait_for
 
 # ------------------------------------------------------------------------- can this machine run it
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import free_port, wait_for
+from lib.util import free_port, wait_for
 
 
 @pytest.fixture
