@@ -19,7 +19,20 @@ from lib.backends import Backend, RawServer  # noqa: E402
 from lib.builds import BUILD_DIRS, Build  # noqa: E402
 from lib.gateway import Gateway  # noqa: E402
 from lib.redis import RedisServer  # noqa: E402
-from lib.util import REPO, require_builds  # noqa: E402
+from lib.util import REPO, require  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sgw_required(reason): set by lib.util.require_module; "
+                                       "each test of the module fails with reason")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Under SGW_REQUIRE_BUILDS=1, a module that lib.util.require_module did not skip fails each
+    of its tests before their fixtures run."""
+    for mark in item.iter_markers("sgw_required"):
+        require(False, mark.args[0])
 
 
 # --------------------------------------------------------------------------- builds
@@ -27,12 +40,9 @@ from lib.util import REPO, require_builds  # noqa: E402
 @pytest.fixture(scope="session", params=BUILD_DIRS)
 def build(request):
     built = Build(request.param, REPO / request.param)  # an absolute param stays absolute
-    if not built.binary.is_file():
-        reason = (f"{request.param}/sandbox-gateway does not exist "
-                  f"(build it with `make {'asan' if built.sanitized else 'build'}`)")
-        if require_builds():
-            pytest.fail(reason + "; SGW_REQUIRE_BUILDS=1 requires it", pytrace=False)
-        pytest.skip(reason)
+    require(built.binary.is_file(),
+            f"{request.param}/sandbox-gateway does not exist "
+            f"(build it with `make {'asan' if built.sanitized else 'build'}`)")
     return built
 
 

@@ -1,9 +1,11 @@
 """Shared by every helper and test: the repository, free ports, polling, sanitizer reports, and
-whether SGW_REQUIRE_BUILDS=1 (which `make test` sets) turns a missing build into a failure."""
+require(): a skip, or under SGW_REQUIRE_BUILDS=1 (which `make test` sets) a failure."""
 import os
 import socket
 import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
@@ -46,6 +48,31 @@ def sanitizer_findings(text):
 
 
 def require_builds():
-    """True under SGW_REQUIRE_BUILDS=1, where a missing build fails instead of skipping."""
+    """True under SGW_REQUIRE_BUILDS=1, where require() fails instead of skipping."""
     return os.environ.get("SGW_REQUIRE_BUILDS") == "1"
 
+
+def require(condition, reason):
+    """Returns when condition holds. Otherwise skips the running test (or fixture) with reason, or,
+    under SGW_REQUIRE_BUILDS=1, fails it: there, nothing a test needs (a build, a tool, root) may
+    be missing, so that a run cannot pass by skipping."""
+    __tracebackhide__ = True  # a skip's location in the summary is the caller's line
+    if condition:
+        return
+    if require_builds():
+        pytest.fail(f"{reason}; SGW_REQUIRE_BUILDS=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(condition, reason):
+    """require() for a whole test module, called at its top (pytestmark = require_module(...)).
+
+    When condition does not hold, skips the module (one skip in the summary), or, under
+    SGW_REQUIRE_BUILDS=1, returns a mark with which tests/conftest.py fails each of its tests with
+    reason (a failure at import would stop the whole run). Returns no marks when it holds."""
+    __tracebackhide__ = True
+    if condition:
+        return []
+    if not require_builds():
+        pytest.skip(reason, allow_module_level=True)
+    return [pytest.mark.sgw_required(reason)]
