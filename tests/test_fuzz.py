@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, require_builds
+from lib.util import REPO, require
 
 FUZZ_BUILD = REPO / os.environ.get("SGW_FUZZ_BUILD", "build-fuzz")
 SECONDS = os.environ.get("SGW_FUZZ_SECONDS", "5")
@@ -16,11 +16,7 @@ TARGETS = sorted(path.stem for path in (REPO / "tests" / "fuzz").glob("fuzz_*.c"
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz_target(target):
     binary = FUZZ_BUILD / "fuzz" / target
-    if not binary.is_file():
-        message = f"{binary} does not exist (make fuzz-build: clang and libclang-rt-14-dev)"
-        if require_builds():
-            pytest.fail(message + "; SGW_REQUIRE_BUILDS=1 requires it", pytrace=False)
-        pytest.skip(message)
+    require(binary.is_file(), f"{binary} does not exist (make fuzz-build: clang and libclang-rt-14-dev)")
     result = subprocess.run(["bash", str(REPO / "tests" / "fuzz" / "run"), SECONDS, target],
                             capture_output=True, text=True, timeout=int(SECONDS) * 4 + 300,
                             cwd=REPO, env=dict(os.environ, SGW_FUZZ_BUILD=str(FUZZ_BUILD)),

@@ -2,9 +2,8 @@
 import os
 import subprocess
 
-import pytest
-
-from conftest import BUILD_DIRS, REPO, SANITIZER_ENV, require_builds, sanitizer_findings
+from lib.builds import BUILD_DIRS
+from lib.util import REPO, SANITIZER_ENV, require, sanitizer_findings
 
 
 def unit_binaries():
@@ -24,14 +23,10 @@ def pytest_generate_tests(metafunc):
 
 
 def test_unit_binary(build, unit_binary):
-    if unit_binary == "<none>":
-        pytest.skip("no unit-test binaries in build*/unit/ (tests/unit/<folder>/test_*.c, cmocka)")
+    require(unit_binary != "<none>",
+            "no unit-test binaries in build*/unit/ (tests/unit/<folder>/test_*.c, cmocka)")
     binary = build.path / "unit" / unit_binary
-    if not binary.is_file():
-        message = f"{build.name}/unit/{unit_binary} is missing while another build has it"
-        if require_builds():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require(binary.is_file(), f"{build.name}/unit/{unit_binary} is missing while another build has it")
     env = dict(os.environ, **SANITIZER_ENV)
     result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300,
                             cwd=REPO, env=env, stdin=subprocess.DEVNULL)

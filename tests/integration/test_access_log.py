@@ -4,7 +4,8 @@ import socket
 import struct
 import time
 
-from conftest import admin_gateway, gateway_metrics, wait_for
+from lib.gateway import admin_gateway, gateway_metrics
+from lib.util import wait_for
 
 FIELDS = {"time", "client", "sandbox", "port", "method", "path", "status", "bytes_in", "bytes_out",
           "duration_ms"}

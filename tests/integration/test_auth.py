@@ -1,7 +1,7 @@
 """Private sandboxes: the e2b-traffic-access-token check, and that the header never reaches a sandbox."""
 import pytest
 
-from conftest import TOKEN_HEADER, sha256_hex
+from lib.gateway import TOKEN_HEADER, sha256_hex
 
 MISSING = ("Sandbox is secured with traffic access token. "
            "Token header 'e2b-traffic-access-token' is missing")

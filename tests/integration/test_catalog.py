@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from conftest import admin_gateway, gateway_metrics, wait_for
+from lib.gateway import admin_gateway, gateway_metrics
+from lib.util import wait_for
 
 
 def backend_name(gateway, sandbox_id, port):

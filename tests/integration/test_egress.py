@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_builds, sanitizer_findings, wait_for
+from lib.util import REPO, require, require_module, sanitizer_findings, wait_for
 
 # ------------------------------------------------------------------------- can this machine run it
 
@@ -48,8 +48,7 @@ def _skip_reason():
 
 
 _REASON = _skip_reason()
-if _REASON is not None:
-    pytest.skip(_REASON, allow_module_level=True)
+pytestmark = require_module(_REASON is None, _REASON)
 
 # ------------------------------------------------------------------------- namespaces
 
@@ -345,11 +344,7 @@ def netpolicy(build, network, redis, tmp_path, request):
     """start(**policy) writes the sandbox's record and node-set entry, starts the agent and waits
     for the first policy to be applied."""
     binary = build.path / "sandbox-netpolicy"
-    if not binary.is_file():
-        reason = f"{build.name}/sandbox-netpolicy does not exist (build it with `make build`)"
-        if require_builds():
-            pytest.fail(reason + "; SGW_REQUIRE_BUILDS=1 requires it", pytrace=False)
-        pytest.skip(reason)
+    require(binary.is_file(), f"{build.name}/sandbox-netpolicy does not exist (build it with `make build`)")
     node_id = f"node{PID}-{request.node.name.replace('[', '-').replace(']', '')}"[:120]
     agents = []
 
@@ -702,8 +697,7 @@ def test_namespace_created_after_its_record(netpolicy, redis):
 
 def test_check_prints_the_transaction(build, network):
     binary = build.path / "sandbox-netpolicy"
-    if not binary.is_file():
-        pytest.skip(f"{binary} does not exist")
+    require(binary.is_file(), f"{binary} does not exist")
     result = subprocess.run([str(binary), "check", "allow_out=192.0.2.10, 198.51.100.0/24",
                              "deny_out=0.0.0.0/0,192.0.2.0/24", "allow_internet_access=true"],
                             capture_output=True, text=True, env=build.env(), timeout=10)
@@ -733,8 +727,7 @@ def test_check_prints_the_transaction(build, network):
 
 def test_config_errors_name_file_and_line(build, tmp_path):
     binary = build.path / "sandbox-netpolicy"
-    if not binary.is_file():
-        pytest.skip(f"{binary} does not exist")
+    require(binary.is_file(), f"{binary} does not exist")
     config = tmp_path / "egress.conf"
     config.write_text("redis_url redis://127.0.0.1:6379/0\npolicy_resync_interval 10x\n")
     result = subprocess.run([str(binary), "-t", "-c", str(config)], capture_output=True,

@@ -1,7 +1,7 @@
 """Error bodies: JSON for programs, a small HTML page for browser navigations."""
 import pytest
 
-from conftest import BROWSER_UA
+from lib.gateway import BROWSER_UA
 
 
 def test_browser_gets_html(gateway, backend):

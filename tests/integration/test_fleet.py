@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DOMAIN, REPO, HttpConnection, RedisError, RedisServer, free_port, gateway_health,
-                      gateway_metrics, require_builds, wait_for)
+from lib.gateway import DOMAIN, gateway_health, gateway_metrics
+from lib.http import HttpConnection
+from lib.redis import RedisError, RedisServer
+from lib.util import REPO, free_port, require, wait_for
 
 DEPLOY = REPO / "deploy"
 CLIENT = "127.0.0.5"
@@ -33,11 +35,8 @@ SANDBOX = "fleet1"
 
 @pytest.fixture
 def haproxy_installed():
-    if shutil.which("haproxy") is None:
-        reason = "haproxy is not installed (scripts/deps.sh test installs it)"
-        if require_builds():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require(shutil.which("haproxy") is not None,
+            "haproxy is not installed (scripts/deps.sh test installs it)")
 
 
 # --------------------------------------------------------------------------- Redis replica

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from conftest import Build, RawStream, free_port, sanitizer_findings, wait_for
+from lib.builds import Build
+from lib.http import RawStream
+from lib.util import free_port, sanitizer_findings, wait_for
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, HttpConnection, RedisServer, admin_gateway, admin_request, free_port,
-                      gateway_health, gateway_metrics, wait_for)
+from lib.gateway import DOMAIN, admin_gateway, admin_request, gateway_health, gateway_metrics
+from lib.http import HttpConnection
+from lib.redis import RedisServer
+from lib.util import free_port, wait_for
 
 SANDBOX = "ops1"
 # PROXY-protocol clients connect from this loopback address, so that the connection's own

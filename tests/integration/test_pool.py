@@ -1,7 +1,7 @@
 """Upstream connections: pooled per sandbox lifetime, never shared across sandboxes or lifetimes."""
 import time
 
-from conftest import wait_for
+from lib.util import wait_for
 
 
 def source(backend, index):

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from conftest import admin_gateway, free_port, gateway_metrics, pattern_bytes, wait_for
+from lib.backends import pattern_bytes
+from lib.gateway import admin_gateway, gateway_metrics
+from lib.util import free_port, wait_for
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from conftest import DOMAIN
+from lib.gateway import DOMAIN
 
 
 def error_body(response, status, message, sandbox_id=None, port=None):

@@ -14,7 +14,10 @@ import time
 
 import pytest
 
-from conftest import Build, RawStream, pattern_bytes, wait_for
+from lib.backends import pattern_bytes
+from lib.builds import Build
+from lib.http import RawStream
+from lib.util import wait_for
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

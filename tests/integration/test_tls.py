@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DOMAIN, TOKEN_HEADER, HttpConnection, admin_gateway, free_port,
-                      gateway_metrics, pattern_bytes, wait_for)
+from lib.backends import pattern_bytes
+from lib.gateway import DOMAIN, TOKEN_HEADER, admin_gateway, gateway_metrics
+from lib.http import HttpConnection
+from lib.util import free_port, wait_for
 
 OTHER_DOMAIN = "other.test"
 SANDBOX = "tls1"

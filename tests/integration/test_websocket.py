@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from conftest import RawStream, pattern_bytes, wait_for
+from lib.backends import pattern_bytes
+from lib.http import RawStream
+from lib.util import wait_for
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
