@@ -86,11 +86,42 @@ void gw_exchange_begin(gw_exchange_t *exchange) {
 }
 
 void gw_exchange_reset(gw_exchange_t *exchange) {
-    gw_exchange_t fresh;
-    gw_exchange_init(&fresh, exchange->worker, exchange->side, exchange->side_arg, exchange->arena,
-                     exchange->client_address, exchange->https);
+    /* Field by field: this runs for every request, and the parser, the
+     * response head and the decision are set up before each use anyway. */
     free(exchange->tunnel_path);
-    *exchange = fresh;
+    exchange->tunnel_path = NULL;
+    exchange->state = GW_EXCHANGE_IDLE;
+    exchange->request_state = GW_REQUEST_HEAD;
+    exchange->response_state = GW_RESPONSE_NONE;
+    exchange->request_head = NULL;
+    memset(&exchange->request, 0, sizeof(exchange->request));
+    exchange->routed = false;
+    exchange->waiter.pending = NULL;
+    exchange->record = NULL;
+    exchange->limit = NULL;
+    exchange->upstream_head = NULL;
+    exchange->upstream_closes = false;
+    exchange->retried_on_fresh = false;
+    exchange->body_forwarded = 0;
+    exchange->upstream = NULL;
+    exchange->response_head_bytes = 0;
+    exchange->response_sent = false;
+    exchange->close_after_response = false;
+    exchange->upstream_eof = false;
+    exchange->splice = NULL;
+    exchange->deadline_set = false;
+    exchange->started_us = 0;
+    exchange->bytes_received = 0;
+    exchange->bytes_sent = 0;
+    exchange->status = 0;
+}
+
+/* The exchange's deadline (0: none), told to the side only when it changes. */
+static void gw_exchange_deadline(gw_exchange_t *exchange, uint64_t milliseconds) {
+    if (milliseconds == 0 && !exchange->deadline_set)
+        return;
+    exchange->deadline_set = milliseconds != 0;
+    exchange->side->deadline(exchange->side_arg, milliseconds);
 }
 
 /* ---- the end ---- */
@@ -337,7 +368,7 @@ static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int 
         exchange->retry_delay_ms = exchange->retry_delay_ms * 2 > GW_RETRY_MAX_MS
                                        ? GW_RETRY_MAX_MS
                                        : exchange->retry_delay_ms * 2;
-        exchange->side->deadline(exchange->side_arg, delay);
+        gw_exchange_deadline(exchange, delay);
         return;
     }
     GW_METRIC_ADD(&worker->metrics, upstream_dial_errors, 1);
@@ -481,8 +512,7 @@ void gw_exchange_request_done(gw_exchange_t *exchange) {
     /* From the whole request sent, the first response byte has
      * upstream_response_timeout. */
     if (exchange->response_state == GW_RESPONSE_HEAD && !exchange->response_sent)
-        exchange->side->deadline(exchange->side_arg,
-                                 exchange->worker->config->upstream_response_timeout_ms);
+        gw_exchange_deadline(exchange, exchange->worker->config->upstream_response_timeout_ms);
 }
 
 /* ---- the response ---- */
@@ -526,7 +556,7 @@ static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
             goto out_of_memory;
         return GW_STEP_CONTINUE;
     }
-    exchange->side->deadline(exchange->side_arg, 0);
+    gw_exchange_deadline(exchange, 0);
     const gw_request_t *request = &exchange->request;
     if (status == 101 && request->upgrade) {
         if (exchange->side->response_head(exchange->side_arg, head, status, true, false) < 0)
@@ -595,7 +625,7 @@ static gw_step_t gw_exchange_response_piece(gw_exchange_t *exchange, bool *head_
     *head_just_completed = false;
     bool in_head = exchange->response_state == GW_RESPONSE_HEAD;
     if (in_head) {
-        exchange->side->deadline(exchange->side_arg, 0);
+        gw_exchange_deadline(exchange, 0);
         size_t allowed = GW_RESPONSE_HEAD_MAX + 1 - exchange->response_head_bytes;
         if (piece.iov_len > allowed)
             piece.iov_len = allowed;

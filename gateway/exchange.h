@@ -129,6 +129,7 @@ struct gw_exchange {
     bool close_after_response;
     bool upstream_eof;      /* the sandbox closed its side; pending bytes still pass */
     gw_io_splice_t *splice; /* a large sized body moving socket to socket, or NULL */
+    bool deadline_set;      /* the side holds a deadline of the exchange's */
 
     /* The log line. */
     uint64_t started_us;

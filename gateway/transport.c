@@ -225,21 +225,6 @@ void gw_transport_set_handler(gw_transport_t *transport, const gw_transport_hand
     transport->owner = owner;
 }
 
-struct evbuffer *gw_transport_input(const gw_transport_t *transport) {
-    return bufferevent_get_input(transport->bev);
-}
-
-struct evbuffer *gw_transport_output(const gw_transport_t *transport) {
-    return bufferevent_get_output(transport->bev);
-}
-
-void gw_transport_read(gw_transport_t *transport, bool on) {
-    if (on)
-        gw_io_read_enable(&transport->reader);
-    else
-        gw_io_read_disable(&transport->reader);
-}
-
 void gw_transport_read_limit(gw_transport_t *transport, size_t high) {
     gw_io_read_watermark(&transport->reader, high);
 }
@@ -250,10 +235,6 @@ void gw_transport_read_more(gw_transport_t *transport, size_t limit) {
 
 void gw_transport_read_again(gw_transport_t *transport) {
     bufferevent_trigger(transport->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
-}
-
-void gw_transport_write_low(gw_transport_t *transport, size_t low) {
-    bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
 }
 
 int gw_transport_fd(const gw_transport_t *transport) { return bufferevent_getfd(transport->bev); }

@@ -7,11 +7,12 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
 #include "gateway/io.h"
 
-struct bufferevent;
 struct event_base;
-struct evbuffer;
 struct tls_context;
 
 /* What happened to a stream besides bytes arriving or leaving. */
@@ -89,8 +90,13 @@ int gw_transport_start_tls(gw_transport_t *transport, struct tls_context *contex
 void gw_transport_set_handler(gw_transport_t *transport, const gw_transport_handler_t *handler,
                               void *owner);
 
-struct evbuffer *gw_transport_input(const gw_transport_t *transport);
-struct evbuffer *gw_transport_output(const gw_transport_t *transport);
+/* The input the owner reads, the output it writes (the bufferevent's). */
+static inline struct evbuffer *gw_transport_input(const gw_transport_t *transport) {
+    return bufferevent_get_input(transport->bev);
+}
+static inline struct evbuffer *gw_transport_output(const gw_transport_t *transport) {
+    return bufferevent_get_output(transport->bev);
+}
 
 /* True if the stream's kind has every feature in features. */
 static inline bool gw_transport_can(const gw_transport_t *transport, unsigned features) {
@@ -98,7 +104,12 @@ static inline bool gw_transport_can(const gw_transport_t *transport, unsigned fe
 }
 
 /* Reading on or off; an end of stream or an error turns it off. */
-void gw_transport_read(gw_transport_t *transport, bool on);
+static inline void gw_transport_read(gw_transport_t *transport, bool on) {
+    if (on)
+        gw_io_read_enable(&transport->reader);
+    else
+        gw_io_read_disable(&transport->reader);
+}
 
 /* Reading pauses while the input holds high bytes (0: never). */
 void gw_transport_read_limit(gw_transport_t *transport, size_t high);
@@ -111,7 +122,9 @@ void gw_transport_read_more(gw_transport_t *transport, size_t limit);
 void gw_transport_read_again(gw_transport_t *transport);
 
 /* writable is called once the output drained to low bytes (0: empty). */
-void gw_transport_write_low(gw_transport_t *transport, size_t low);
+static inline void gw_transport_write_low(gw_transport_t *transport, size_t low) {
+    bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
+}
 
 static inline void gw_transport_hold(gw_transport_t *transport) { transport->ops->hold(transport); }
 static inline void gw_transport_flush(gw_transport_t *transport, bool last) {

@@ -88,6 +88,8 @@ static const char *const gw_upstream_state_names[] = {
 };
 
 void gw_upstream_set_state(gw_upstream_t *upstream, gw_upstream_state_t state) {
+    if (upstream->state == state)
+        return; /* a pooled connection taken is busy already when the exchange starts */
     /* The key starts with the sandbox ID, up to its first newline. */
     log_debug("sandbox %.*s: connection %p %s -> %s", (int)strcspn(upstream->key, "\n"),
               upstream->key, (void *)upstream, gw_upstream_state_names[upstream->state],

@@ -49,7 +49,12 @@ static int route_decision_refuse(route_decision_t *decision, int status, const c
 int route_decide(route_record_t *record, uint16_t port, const route_address_policy_t *policy,
                  const char *token, size_t token_length, arena_t *arena,
                  route_decision_t *decision) {
-    memset(decision, 0, sizeof(*decision));
+    /* Field by field, and the address as long as it is: this runs for every
+     * request. */
+    decision->status = 0;
+    decision->message = NULL;
+    decision->host = NULL;
+    decision->host_length = 0;
     memcpy(&decision->address, &record->address, record->address_length);
     decision->address_length = record->address_length;
     if (decision->address.ss_family == AF_INET6)

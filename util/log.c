@@ -6,13 +6,11 @@
 #include <string.h>
 #include <time.h>
 
-static volatile log_level_t current_level = LOG_LEVEL_INFO;
+volatile log_level_t log_current_level = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void log_set_level(log_level_t level) { current_level = level; }
-
-log_level_t log_get_level(void) { return current_level; }
+void log_set_level(log_level_t level) { log_current_level = level; }
 
 int log_level_parse(const char *name, log_level_t *level) {
     for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
@@ -25,7 +23,7 @@ int log_level_parse(const char *name, log_level_t *level) {
 }
 
 void log_write(log_level_t level, const char *format, ...) {
-    if (level > current_level)
+    if (level > log_current_level)
         return;
     char line[2048];
     struct timespec now;

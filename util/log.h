@@ -12,8 +12,12 @@ typedef enum log_level {
 /* Sets the most verbose level printed (default info). */
 void log_set_level(log_level_t level);
 
+/* The current level (log_set_level's): read inline, so that a debug line off
+ * costs a load and a branch on the data path. */
+extern volatile log_level_t log_current_level;
+
 /* Returns the current level, so callers can skip building costly messages. */
-log_level_t log_get_level(void);
+static inline log_level_t log_get_level(void) { return log_current_level; }
 
 /* Parses "error", "warn", "info", "debug"; returns 0, or -1 if unknown. */
 int log_level_parse(const char *name, log_level_t *level);
