@@ -388,8 +388,8 @@ static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int 
 static void gw_exchange_dial(gw_exchange_t *exchange) {
     const route_decision_t *decision = &exchange->decision;
     exchange->upstream =
-        gw_upstream_dial(exchange->worker, (const struct sockaddr *)&decision->address,
-                         decision->address_length, decision->pool_key, decision->pool_key_length);
+        gw_upstream_dial(exchange->worker, &decision->address.any, decision->address_length,
+                         decision->pool_key, decision->pool_key_length);
     if (exchange->upstream == NULL) {
         gw_exchange_next(exchange, GW_FAILURE_DIAL, errno);
         return;

@@ -57,10 +57,10 @@ int route_decide(route_record_t *record, uint16_t port, const route_address_poli
     decision->host_length = 0;
     memcpy(&decision->address, &record->address, record->address_length);
     decision->address_length = record->address_length;
-    if (decision->address.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&decision->address)->sin6_port = htons(port);
+    if (decision->address.any.sa_family == AF_INET6)
+        decision->address.ipv6.sin6_port = htons(port);
     else
-        ((struct sockaddr_in *)&decision->address)->sin_port = htons(port);
+        decision->address.ipv4.sin_port = htons(port);
 
     /* The ranges depend on the address alone: checked once per record. */
     if (!record->address_checked) {
@@ -73,7 +73,7 @@ int route_decide(route_record_t *record, uint16_t port, const route_address_poli
                  record->address_text);
         return route_decision_refuse(decision, 502, ROUTE_MESSAGE_ADDRESS_REFUSED);
     }
-    if (route_address_is_own(policy, (const struct sockaddr *)&decision->address)) {
+    if (route_address_is_own(policy, &decision->address.any)) {
         log_warn("sandbox %s: record points at the gateway itself (%s port %u)", record->sandbox_id,
                  record->address_text, (unsigned)port);
         return route_decision_refuse(decision, 508, ROUTE_MESSAGE_LOOP);

@@ -2,6 +2,7 @@
 #ifndef SGW_ROUTING_DECISION_H
 #define SGW_ROUTING_DECISION_H
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -11,9 +12,15 @@
 #include "util/arena.h"
 
 typedef struct route_decision {
-    int status;                      /* 0: proxy the request; else answer it with this status */
-    const char *message;             /* why, when status is not 0 */
-    struct sockaddr_storage address; /* the record's address with the request's port */
+    int status;          /* 0: proxy the request; else answer it with this status */
+    const char *message; /* why, when status is not 0 */
+    /* the record's address with the request's port (IPv4 or IPv6 only: a record
+     * holds nothing else, and a connection keeps this while it lives) */
+    union {
+        struct sockaddr any;
+        struct sockaddr_in ipv4;
+        struct sockaddr_in6 ipv6;
+    } address;
     socklen_t address_length;
     char *pool_key; /* in the arena: the record's lifetime fields whole, and the port */
     size_t pool_key_length;
