@@ -66,7 +66,10 @@ typedef struct gw_exchange_side {
      * again once its output drained): the side passes what it has. */
     void (*request_ready)(void *side);
     /* Where response bytes go: the side's output; *room is what it takes
-     * before the exchange must wait for gw_exchange_response_ready. */
+     * before the exchange must wait for gw_exchange_response_ready. The body
+     * arrives as the sandbox framed it (chunked framing included), which an
+     * HTTP/1.1 client takes as it is; an HTTP/2 stream will want it decoded
+     * (llhttp's on_body spans), a mode this interface does not have yet. */
     struct evbuffer *(*response_output)(void *side, size_t *room);
     /* The response head to pass on (an informational one when !final); close:
      * the side closes after this response. Returns 0, or -1 when memory is
