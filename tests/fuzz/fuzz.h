@@ -38,4 +38,14 @@ static inline size_t fuzz_split(const uint8_t *data, size_t size, const uint8_t 
     return count;
 }
 
+/* Appends a span to a bounded buffer: longer names and values are kept cut, as no check
+ * needs their end. */
+static inline void fuzz_append(char *buffer, size_t *used, size_t capacity, const char *at,
+                               size_t length) {
+    size_t room = capacity - *used;
+    size_t taken = length < room ? length : room;
+    memcpy(buffer + *used, at, taken);
+    *used += taken;
+}
+
 #endif

@@ -37,23 +37,15 @@ typedef struct readback {
     char host[256];
 } readback_t;
 
-static void readback_append(char *buffer, size_t *used, size_t capacity, const char *at,
-                            size_t length) {
-    size_t room = capacity - *used;
-    size_t taken = length < room ? length : room;
-    memcpy(buffer + *used, at, taken);
-    *used += taken;
-}
-
 static int readback_on_field(llhttp_t *parser, const char *at, size_t length) {
     readback_t *readback = parser->data;
-    readback_append(readback->name, &readback->name_length, sizeof(readback->name), at, length);
+    fuzz_append(readback->name, &readback->name_length, sizeof(readback->name), at, length);
     return 0;
 }
 
 static int readback_on_value(llhttp_t *parser, const char *at, size_t length) {
     readback_t *readback = parser->data;
-    readback_append(readback->value, &readback->value_length, sizeof(readback->value), at, length);
+    fuzz_append(readback->value, &readback->value_length, sizeof(readback->value), at, length);
     return 0;
 }
 

@@ -128,16 +128,6 @@ static int fuzz_on_message_begin(llhttp_t *parser) {
     return 0;
 }
 
-/* Appends a span to a bounded buffer: longer names and values are kept cut, as no check
- * needs their end. */
-static void fuzz_append(char *buffer, size_t *used, size_t capacity, const char *at,
-                        size_t length) {
-    size_t room = capacity - *used;
-    size_t taken = length < room ? length : room;
-    memcpy(buffer + *used, at, taken);
-    *used += taken;
-}
-
 static int fuzz_on_field(llhttp_t *parser, const char *at, size_t length) {
     fuzz_connection_t *connection = parser->data;
     fuzz_append(connection->name, &connection->name_length, FUZZ_NAME_MAX, at, length);

@@ -11,42 +11,15 @@
 #include <hiredis/hiredis.h>
 
 #include "egress/record.h"
-
-enum { TEST_ELEMENTS_MAX = 12 };
-
-/* An HGETALL reply built by hand: an array of strings (NULL: an integer element). */
-typedef struct fake_reply {
-    redisReply array;
-    redisReply items[TEST_ELEMENTS_MAX];
-    redisReply *pointers[TEST_ELEMENTS_MAX];
-} fake_reply_t;
-
-static const redisReply *fake_hash(fake_reply_t *fake, size_t count, const char *const *texts) {
-    assert_true(count <= TEST_ELEMENTS_MAX);
-    memset(fake, 0, sizeof(*fake));
-    fake->array.type = REDIS_REPLY_ARRAY;
-    fake->array.elements = count;
-    fake->array.element = fake->pointers;
-    for (size_t i = 0; i < count; i++) {
-        fake->pointers[i] = &fake->items[i];
-        if (texts[i] == NULL) {
-            fake->items[i].type = REDIS_REPLY_INTEGER;
-            continue;
-        }
-        fake->items[i].type = REDIS_REPLY_STRING;
-        fake->items[i].str = (char *)texts[i];
-        fake->items[i].len = strlen(texts[i]);
-    }
-    return &fake->array;
-}
+#include "tests/unit/support.h"
 
 /* Reads the hash of count strings; returns what egress_record_read returned. */
 static int read_hash(size_t count, const char *const *texts, egress_field_t *netns,
                      egress_policy_t *policy, char *error, size_t error_size) {
-    fake_reply_t fake;
+    test_reply_t fake;
     egress_policy_init(policy);
     error[0] = '\0';
-    return egress_record_read(fake_hash(&fake, count, texts), netns, policy, error, error_size);
+    return egress_record_read(test_reply_array(&fake, count, texts), netns, policy, error, error_size);
 }
 
 static void test_valid_record(void **state) {

@@ -26,6 +26,7 @@
 #include "auth/token.h"
 #include "routing/catalog.h"
 #include "util/log.h"
+#include "tests/unit/support.h"
 
 #define TEST_REDIS_SERVER "/usr/bin/redis-server"
 #define TEST_PREFIX "sandbox:catalog:"
@@ -53,11 +54,6 @@ typedef struct answer {
     route_catalog_t **free_catalog; /* set: the callback frees *free_catalog */
 } answer_t;
 
-static uint64_t now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
 
 /* Runs the loop for milliseconds. */
 static void loop_for(int milliseconds) {
@@ -68,26 +64,15 @@ static void loop_for(int milliseconds) {
 
 /* Runs the loop until condition holds (true) or timeout_ms passes (false). */
 static bool loop_until(bool (*condition)(void *), void *argument, int timeout_ms) {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline = clock_ms() + (uint64_t)timeout_ms;
     while (!condition(argument)) {
-        if (now_ms() >= deadline)
+        if (clock_ms() >= deadline)
             return false;
         loop_for(2);
     }
     return true;
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = 0};
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
-    socklen_t length = sizeof(address);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &length), 0);
-    close(fd);
-    return ntohs(address.sin_port);
-}
 
 /* A listening socket that accepts nothing by itself (the kernel completes
  * handshakes into its backlog); returns the fd and sets *port. */
@@ -192,9 +177,9 @@ static void redis_start(void) {
         _exit(127);
     }
     redis_pid = pid;
-    uint64_t deadline = now_ms() + 5000;
+    uint64_t deadline = clock_ms() + 5000;
     while (!admin_connect()) {
-        if (now_ms() >= deadline)
+        if (clock_ms() >= deadline)
             fail_msg("redis-server did not start on port %d", redis_port);
         usleep(20000);
     }
@@ -561,11 +546,11 @@ static bool invalidated(void *argument) {
 /* Changes the record with command and checks the cache drops it within 100 ms. */
 static void assert_invalidated_within_100ms(const char *command) {
     invalidation_wait_t wait = {catalog, route_catalog_get_stats(catalog).invalidations};
-    uint64_t started = now_ms();
+    uint64_t started = clock_ms();
     admin_command_words(command);
     if (!loop_until(invalidated, &wait, 100))
         fail_msg("no invalidation within 100 ms after %s", command);
-    assert_true(now_ms() - started <= 100);
+    assert_true(clock_ms() - started <= 100);
 }
 
 static void test_invalidation_by_notification(void **state) {
@@ -682,7 +667,7 @@ static void test_refresh_ahead(void **state) {
 
     memset(&answer, 0, sizeof(answer));
     lookup_wait(&answer, "abc");
-    uint64_t stored = now_ms();
+    uint64_t stored = clock_ms();
     assert_int_equal(lookup(&answer, "abc"), 1); /* first half: no query */
     loop_for(20);
     assert_int_equal(lookup_calls(), 1);
@@ -696,7 +681,7 @@ static void test_refresh_ahead(void **state) {
     assert_int_equal(lookup_calls(), 2);
     assert_int_equal(lookup(&answer, "abc"), 1);
     assert_found(&answer, "10.0.0.2");
-    assert_true(now_ms() - stored < 600);
+    assert_true(clock_ms() - stored < 600);
     route_catalog_stats_t stats = route_catalog_get_stats(catalog);
     assert_int_equal(stats.redis_lookups, 2);
     assert_int_equal(stats.cache_misses, 1);
@@ -740,7 +725,7 @@ static void test_redis_down_serves_cache_and_reconnects(void **state) {
     memset(&answer, 0, sizeof(answer));
     lookup_wait(&answer, "abc");
     assert_found(&answer, "10.0.0.1");
-    uint64_t cached_at = now_ms();
+    uint64_t cached_at = clock_ms();
 
     redis_kill();
     assert_true(loop_until(catalog_disconnected, catalog, 1000));
@@ -753,12 +738,12 @@ static void test_redis_down_serves_cache_and_reconnects(void **state) {
 
     /* Past its TTL, within stale_ttl: still served. */
     loop_for(150);
-    assert_true(now_ms() - cached_at > 100);
+    assert_true(clock_ms() - cached_at > 100);
     assert_int_equal(lookup(&answer, "abc"), 1);
     assert_found(&answer, "10.0.0.1");
 
     /* Past the stale window: unavailable. */
-    while (now_ms() - cached_at < 750)
+    while (clock_ms() - cached_at < 750)
         loop_for(20);
     assert_int_equal(lookup(&answer, "abc"), 1);
     assert_int_equal(answer.status, ROUTE_LOOKUP_UNAVAILABLE);
@@ -766,9 +751,9 @@ static void test_redis_down_serves_cache_and_reconnects(void **state) {
     /* Back: reconnects within the backoff cap and lookups work again. */
     redis_start();
     admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.3");
-    uint64_t restarted = now_ms();
+    uint64_t restarted = clock_ms();
     assert_true(loop_until(catalog_connected, catalog, 2500));
-    assert_true(now_ms() - restarted < 2000);
+    assert_true(clock_ms() - restarted < 2000);
     lookup_wait(&answer, "abc");
     assert_found(&answer, "10.0.0.3");
     assert_true(route_catalog_get_stats(catalog).redis_errors > 0);
@@ -795,11 +780,11 @@ static void test_dropped_connection_answers_in_flight(void **state) {
     assert_int_equal(lookup(&cached, "abc"), 0);
     assert_int_equal(lookup(&uncached, "xyz"), 0);
     loop_for(20);
-    uint64_t killed = now_ms();
+    uint64_t killed = clock_ms();
     redis_kill();
     assert_true(loop_until(answer_done, &uncached, 1000));
     assert_true(loop_until(answer_done, &cached, 1000));
-    assert_true(now_ms() - killed < 1000); /* well before redis_timeout */
+    assert_true(clock_ms() - killed < 1000); /* well before redis_timeout */
     assert_int_equal(uncached.status, ROUTE_LOOKUP_UNAVAILABLE);
     assert_found(&cached, "10.0.0.1"); /* stale */
     answer_clear(&cached);
@@ -816,10 +801,10 @@ static void test_timeout_hung_server(void **state) {
     redis_signal(SIGSTOP);
     static answer_t answer;
     memset(&answer, 0, sizeof(answer));
-    uint64_t started = now_ms();
+    uint64_t started = clock_ms();
     assert_int_equal(lookup(&answer, "abc"), 0);
     assert_true(loop_until(answer_done, &answer, 2000));
-    uint64_t elapsed = now_ms() - started;
+    uint64_t elapsed = clock_ms() - started;
     assert_int_equal(answer.status, ROUTE_LOOKUP_UNAVAILABLE);
     assert_true(elapsed >= 250 && elapsed < 1000);
 
@@ -848,10 +833,10 @@ static void test_timeout_silent_listener(void **state) {
     /* The first connect is in progress: the miss waits for it, bounded. */
     static answer_t answer;
     memset(&answer, 0, sizeof(answer));
-    uint64_t started = now_ms();
+    uint64_t started = clock_ms();
     assert_int_equal(lookup(&answer, "abc"), 0);
     assert_true(loop_until(answer_done, &answer, 2000));
-    uint64_t elapsed = now_ms() - started;
+    uint64_t elapsed = clock_ms() - started;
     assert_int_equal(answer.status, ROUTE_LOOKUP_UNAVAILABLE);
     assert_true(elapsed >= 150 && elapsed < 800);
     assert_false(route_catalog_ever_connected(catalog));
@@ -999,8 +984,8 @@ static void test_late_reply_fills_cache(void **state) {
         assert_true(loop_until(fake_accepted, &accept_wait, 2000));
         fake_wait_t ping = {&peers[i], "PING\r\n"};
         fake_wait_t subscribe = {&peers[i], "catalog:*\r\n"};
-        uint64_t deadline = now_ms() + 2000;
-        while (!fake_has(&ping) && !fake_has(&subscribe) && now_ms() < deadline)
+        uint64_t deadline = clock_ms() + 2000;
+        while (!fake_has(&ping) && !fake_has(&subscribe) && clock_ms() < deadline)
             loop_for(2);
         if (strstr(peers[i].buffer, "PING") != NULL) {
             fake_send(&peers[i], "+PONG\r\n");
@@ -1034,7 +1019,7 @@ static void test_late_reply_fills_cache(void **state) {
     assert_non_null(strstr(lookup_peer->buffer, TEST_PREFIX "zzz\r\n"));
     lookup_peer->length = 0;
     lookup_peer->buffer[0] = '\0';
-    uint64_t sent = now_ms();
+    uint64_t sent = clock_ms();
 
     loop_for(150);
     fake_send(lookup_peer, "*7\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
@@ -1043,7 +1028,7 @@ static void test_late_reply_fills_cache(void **state) {
 
     assert_true(loop_until(answer_done, &second, 1000));
     assert_int_equal(second.status, ROUTE_LOOKUP_UNAVAILABLE);
-    assert_true(now_ms() - sent >= 250);
+    assert_true(clock_ms() - sent >= 250);
     assert_int_equal(cancelled.calls, 0);
     /* Replies were still coming: the connection is slow, not hung. */
     assert_true(route_catalog_connected(catalog));
@@ -1070,7 +1055,7 @@ static void test_late_reply_fills_cache(void **state) {
 static void test_no_server_at_all(void **state) {
     (void)state;
     route_catalog_config_t config = default_config();
-    config.redis_port = free_port();
+    config.redis_port = test_free_port();
     catalog = route_catalog_new(base, &config);
     assert_non_null(catalog);
     loop_for(100);
@@ -1090,7 +1075,7 @@ static int group_setup(void **state) {
     if (mkdtemp(temporary_directory) == NULL)
         return -1;
     snprintf(unix_socket_path, sizeof(unix_socket_path), "%s/redis.sock", temporary_directory);
-    redis_port = free_port();
+    redis_port = test_free_port();
     redis_start();
     return 0;
 }

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "tests/unit/support.h"
 #include "util/keyspace.h"
 #include "util/log.h"
 
@@ -79,40 +80,14 @@ static void subscription_init(keyspace_t *keyspace, struct event_base *base, int
 
 /* ---- replies built by hand ---- */
 
-typedef struct fake_reply {
-    redisReply array;
-    redisReply items[4];
-    redisReply *pointers[4];
-} fake_reply_t;
-
-/* An array reply of strings (NULL: an integer element). */
-static const redisReply *fake_reply(fake_reply_t *fake, size_t count, const char *const *texts) {
-    memset(fake, 0, sizeof(*fake));
-    fake->array.type = REDIS_REPLY_ARRAY;
-    fake->array.elements = count;
-    fake->array.element = fake->pointers;
-    for (size_t i = 0; i < count; i++) {
-        fake->pointers[i] = &fake->items[i];
-        if (texts[i] == NULL) {
-            fake->items[i].type = REDIS_REPLY_INTEGER;
-            fake->items[i].integer = 1;
-            continue;
-        }
-        fake->items[i].type = REDIS_REPLY_STRING;
-        fake->items[i].str = (char *)texts[i];
-        fake->items[i].len = strlen(texts[i]);
-    }
-    return &fake->array;
-}
-
-static const redisReply *pmessage(fake_reply_t *fake, const char *channel) {
+static const redisReply *pmessage(test_reply_t *fake, const char *channel) {
     const char *texts[] = {"pmessage", "__keyspace@0__:*", channel, "hset"};
-    return fake_reply(fake, 4, texts);
+    return test_reply_array(fake, 4, texts);
 }
 
-static const redisReply *psubscribe(fake_reply_t *fake, const char *pattern) {
+static const redisReply *psubscribe(test_reply_t *fake, const char *pattern) {
     const char *texts[] = {"psubscribe", pattern, NULL};
-    return fake_reply(fake, 3, texts);
+    return test_reply_array(fake, 3, texts);
 }
 
 static void test_pattern_escapes_glob_characters(void **state) {
@@ -146,7 +121,7 @@ static void test_notification_names_watch_and_rest(void **state) {
     keyspace_watch_t watches[] = {{"sandbox:", true}, {"sandbox:node:n1", false}};
     subscription_init(&keyspace, base, 0, 1, watches, 2, &seen);
 
-    fake_reply_t fake;
+    test_reply_t fake;
     size_t watch = 9;
     const char *rest = NULL;
     size_t rest_length = 9;
@@ -185,15 +160,15 @@ static void test_notification_names_watch_and_rest(void **state) {
 
     /* Malformed or unrelated replies. */
     const char *short_message[] = {"pmessage", "p", "__keyspace@0__:sandbox:abc"};
-    assert_int_equal(keyspace_classify(&keyspace, fake_reply(&fake, 3, short_message), &watch,
+    assert_int_equal(keyspace_classify(&keyspace, test_reply_array(&fake, 3, short_message), &watch,
                                        &rest, &rest_length),
                      KEYSPACE_REPLY_OTHER);
     const char *integer_channel[] = {"pmessage", "p", NULL, "hset"};
-    assert_int_equal(keyspace_classify(&keyspace, fake_reply(&fake, 4, integer_channel), &watch,
+    assert_int_equal(keyspace_classify(&keyspace, test_reply_array(&fake, 4, integer_channel), &watch,
                                        &rest, &rest_length),
                      KEYSPACE_REPLY_OTHER);
     const char *unsubscribe[] = {"punsubscribe", "p", NULL};
-    assert_int_equal(keyspace_classify(&keyspace, fake_reply(&fake, 3, unsubscribe), &watch, &rest,
+    assert_int_equal(keyspace_classify(&keyspace, test_reply_array(&fake, 3, unsubscribe), &watch, &rest,
                                        &rest_length),
                      KEYSPACE_REPLY_OTHER);
     redisReply status = {.type = REDIS_REPLY_STATUS, .str = "OK", .len = 2};
@@ -215,7 +190,7 @@ static void test_ready_once_every_pattern_is_confirmed(void **state) {
     subscription_init(&keyspace, base, 0, 1, watches, 3, &seen);
     assert_false(keyspace_ready(&keyspace));
 
-    fake_reply_t fake;
+    test_reply_t fake;
     keyspace_handle(&keyspace, psubscribe(&fake, "__keyspace@0__:records:*"));
     keyspace_handle(&keyspace, psubscribe(&fake, "__keyspace@0__:node:a"));
     assert_false(keyspace_ready(&keyspace));
@@ -242,26 +217,6 @@ static void test_ready_once_every_pattern_is_confirmed(void **state) {
 
 /* ---- against a real redis-server ---- */
 
-static uint64_t now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = 0};
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
-    socklen_t length = sizeof(address);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &length), 0);
-    close(fd);
-    return ntohs(address.sin_port);
-}
-
-/* Starts redis-server on port with keyspace events for hashes; returns its pid and a
- * connection to it. */
 static pid_t redis_start(int port, redisContext **admin) {
     char port_text[16];
     snprintf(port_text, sizeof(port_text), "%d", port);
@@ -278,7 +233,7 @@ static pid_t redis_start(int port, redisContext **admin) {
               "no", "--dir", "/tmp", (char *)NULL);
         _exit(127);
     }
-    uint64_t deadline = now_ms() + 5000;
+    uint64_t deadline = clock_ms() + 5000;
     for (;;) {
         struct timeval timeout = {.tv_sec = 0, .tv_usec = 200000};
         *admin = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -293,7 +248,7 @@ static pid_t redis_start(int port, redisContext **admin) {
         if (*admin != NULL)
             redisFree(*admin);
         *admin = NULL;
-        if (now_ms() >= deadline) {
+        if (clock_ms() >= deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             fail_msg("redis-server did not start on port %d", port);
@@ -316,9 +271,9 @@ static void admin_command(redisContext *admin, const char *format, ...) {
 /* Runs base until *value reaches target or timeout_ms passes; returns whether it did. */
 static bool loop_until_at_least(struct event_base *base, const int *value, int target,
                                 int timeout_ms) {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline = clock_ms() + (uint64_t)timeout_ms;
     while (*value < target) {
-        if (now_ms() >= deadline)
+        if (clock_ms() >= deadline)
             return false;
         struct timeval delay = {.tv_sec = 0, .tv_usec = 2000};
         event_base_loopexit(base, &delay);
@@ -333,7 +288,7 @@ static void test_real_server(void **state) {
         printf("[  SKIPPED ] test_real_server: %s is not installed\n", TEST_REDIS_SERVER);
         return;
     }
-    int port = free_port();
+    int port = test_free_port();
     redisContext *admin = NULL;
     pid_t pid = redis_start(port, &admin);
     struct event_base *base = event_base_new();
