@@ -28,7 +28,6 @@
 #include "tests/unit/support.h"
 #include "util/log.h"
 
-#define TEST_REDIS_SERVER "/usr/bin/redis-server"
 #define TEST_PREFIX "sandbox:catalog:"
 
 enum { TEST_WAITERS = 10 };
@@ -95,31 +94,15 @@ static void admin_disconnect(void) {
 
 static bool admin_connect(void) {
     admin_disconnect();
-    struct timeval timeout = {.tv_sec = 0, .tv_usec = 200000};
-    admin = redisConnectWithTimeout("127.0.0.1", redis_port, timeout);
-    if (admin == NULL || admin->err != 0) {
-        admin_disconnect();
-        return false;
-    }
-    redisReply *reply = redisCommand(admin, "PING");
-    bool ok = reply != NULL && reply->type == REDIS_REPLY_STATUS;
-    if (reply != NULL)
-        freeReplyObject(reply);
-    if (!ok)
-        admin_disconnect();
-    return ok;
+    admin = test_redis_connect(redis_port);
+    return admin != NULL;
 }
 
 static void admin_command(const char *format, ...) {
-    assert_non_null(admin);
     va_list arguments;
     va_start(arguments, format);
-    redisReply *reply = redisvCommand(admin, format, arguments);
+    test_redis_vcommand(admin, format, arguments);
     va_end(arguments);
-    assert_non_null(reply);
-    if (reply->type == REDIS_REPLY_ERROR)
-        fail_msg("redis: %s", reply->str);
-    freeReplyObject(reply);
 }
 
 /* Runs a command given as one string of space-separated words (no format). */
@@ -156,31 +139,8 @@ static long lookup_calls(void) {
 }
 
 static void redis_start(void) {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", redis_port);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int null_fd = open("/dev/null", O_WRONLY);
-        if (null_fd >= 0) {
-            dup2(null_fd, STDOUT_FILENO);
-            dup2(null_fd, STDERR_FILENO);
-        }
-        if (chdir(temporary_directory) != 0)
-            _exit(127);
-        execl(TEST_REDIS_SERVER, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
-              "", "--appendonly", "no", "--notify-keyspace-events", "Kgh", "--unixsocket",
-              unix_socket_path, "--unixsocketperm", "700", "--daemonize", "no", "--dir",
-              temporary_directory, (char *)NULL);
-        _exit(127);
-    }
-    redis_pid = pid;
-    uint64_t deadline = clock_ms() + 5000;
-    while (!admin_connect()) {
-        if (clock_ms() >= deadline)
-            fail_msg("redis-server did not start on port %d", redis_port);
-        usleep(20000);
-    }
+    admin_disconnect();
+    redis_pid = test_redis_start(redis_port, temporary_directory, unix_socket_path, &admin);
 }
 
 /* Sends signal_number to redis-server; for SIGSTOP, returns once it is stopped. */
@@ -933,6 +893,12 @@ static void fake_receive(fake_peer_t *peer) {
     }
 }
 
+/* Forgets what the peer received so far. */
+static void fake_clear(fake_peer_t *peer) {
+    peer->length = 0;
+    peer->buffer[0] = '\0';
+}
+
 static bool fake_has(void *argument) {
     fake_wait_t *wait = argument;
     fake_receive(wait->peer);
@@ -990,8 +956,7 @@ static fake_peer_t *fake_catalog_start(int *listener, fake_peer_t peers[2]) {
                      strlen(pattern), pattern);
             fake_send(&peers[i], reply);
         }
-        peers[i].length = 0;
-        peers[i].buffer[0] = '\0';
+        fake_clear(&peers[i]);
     }
     assert_non_null(lookup_peer);
     assert_true(loop_until(catalog_ready, catalog, 2000));
@@ -1027,8 +992,7 @@ static void test_late_reply_fills_cache(void **state) {
     fake_wait_t both = {lookup_peer, TEST_PREFIX "aaa\r\n"};
     assert_true(loop_until(fake_has, &both, 1000));
     assert_non_null(strstr(lookup_peer->buffer, TEST_PREFIX "zzz\r\n"));
-    lookup_peer->length = 0;
-    lookup_peer->buffer[0] = '\0';
+    fake_clear(lookup_peer);
     uint64_t sent = clock_ms();
 
     loop_for(150);
@@ -1081,8 +1045,7 @@ static void test_reply_still_arriving_is_not_a_hang(void **state) {
     assert_int_equal(lookup(&slow, "aaa"), 0);
     fake_wait_t asked = {lookup_peer, TEST_PREFIX "aaa\r\n"};
     assert_true(loop_until(fake_has, &asked, 1000));
-    lookup_peer->length = 0;
-    lookup_peer->buffer[0] = '\0';
+    fake_clear(lookup_peer);
     uint64_t sent = clock_ms();
 
     /* addr whole, then an execution_id of 1,000 bytes, 100 every 100 ms. */

@@ -27,8 +27,6 @@
 #include "util/keyspace.h"
 #include "util/log.h"
 
-#define TEST_REDIS_SERVER "/usr/bin/redis-server"
-
 enum { TEST_NOTIFIED_MAX = 16 };
 
 /* What the callbacks saw. */
@@ -217,57 +215,6 @@ static void test_ready_once_every_pattern_is_confirmed(void **state) {
 
 /* ---- against a real redis-server ---- */
 
-static pid_t redis_start(int port, redisContext **admin) {
-    char port_text[16];
-    snprintf(port_text, sizeof(port_text), "%d", port);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int null_fd = open("/dev/null", O_WRONLY);
-        if (null_fd >= 0) {
-            dup2(null_fd, STDOUT_FILENO);
-            dup2(null_fd, STDERR_FILENO);
-        }
-        execl(TEST_REDIS_SERVER, "redis-server", "--port", port_text, "--bind", "127.0.0.1",
-              "--save", "", "--appendonly", "no", "--notify-keyspace-events", "Kgh", "--daemonize",
-              "no", "--dir", "/tmp", (char *)NULL);
-        _exit(127);
-    }
-    uint64_t deadline = clock_ms() + 5000;
-    for (;;) {
-        struct timeval timeout = {.tv_sec = 0, .tv_usec = 200000};
-        *admin = redisConnectWithTimeout("127.0.0.1", port, timeout);
-        if (*admin != NULL && (*admin)->err == 0) {
-            redisReply *reply = redisCommand(*admin, "PING");
-            bool ok = reply != NULL && reply->type == REDIS_REPLY_STATUS;
-            if (reply != NULL)
-                freeReplyObject(reply);
-            if (ok)
-                return pid;
-        }
-        if (*admin != NULL)
-            redisFree(*admin);
-        *admin = NULL;
-        if (clock_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            fail_msg("redis-server did not start on port %d", port);
-        }
-        usleep(20000);
-    }
-}
-
-static void admin_command(redisContext *admin, const char *format, ...) {
-    va_list arguments;
-    va_start(arguments, format);
-    redisReply *reply = redisvCommand(admin, format, arguments);
-    va_end(arguments);
-    assert_non_null(reply);
-    if (reply->type == REDIS_REPLY_ERROR)
-        fail_msg("redis: %s", reply->str);
-    freeReplyObject(reply);
-}
-
 /* Runs base until *value reaches target or timeout_ms passes; returns whether it did. */
 static bool loop_until_at_least(struct event_base *base, const int *value, int target,
                                 int timeout_ms) {
@@ -290,7 +237,7 @@ static void test_real_server(void **state) {
     }
     int port = test_free_port();
     redisContext *admin = NULL;
-    pid_t pid = redis_start(port, &admin);
+    pid_t pid = test_redis_start(port, "/tmp", NULL, &admin);
     struct event_base *base = event_base_new();
     seen_t seen = {0};
     keyspace_t keyspace;
@@ -301,15 +248,15 @@ static void test_real_server(void **state) {
     assert_int_equal(seen.ups, 1);
     assert_true(keyspace_ready(&keyspace));
 
-    admin_command(admin, "SELECT 3");
+    test_redis_command(admin, "SELECT 3");
     /* Keys only an unescaped glob would match, and another database, notify nothing. */
-    admin_command(admin, "HSET sXxY:abc addr 10.0.0.1");
-    admin_command(admin, "HSET node:a addr 10.0.0.1");
-    admin_command(admin, "SELECT 0");
-    admin_command(admin, "HSET s*[x]?:abc addr 10.0.0.1");
-    admin_command(admin, "SELECT 3");
-    admin_command(admin, "HSET s*[x]?:abc addr 10.0.0.1");
-    admin_command(admin, "HSET node:[a] addr 10.0.0.1");
+    test_redis_command(admin, "HSET sXxY:abc addr 10.0.0.1");
+    test_redis_command(admin, "HSET node:a addr 10.0.0.1");
+    test_redis_command(admin, "SELECT 0");
+    test_redis_command(admin, "HSET s*[x]?:abc addr 10.0.0.1");
+    test_redis_command(admin, "SELECT 3");
+    test_redis_command(admin, "HSET s*[x]?:abc addr 10.0.0.1");
+    test_redis_command(admin, "HSET node:[a] addr 10.0.0.1");
     assert_true(loop_until_at_least(base, &seen.count, 2, 2000));
     assert_false(loop_until_at_least(base, &seen.count, 3, 100));
     assert_int_equal(seen.watches[0], 0);
