@@ -49,24 +49,17 @@ class RedisReplica(RedisServer):
         super().__init__(workdir)
         self.primary = primary
 
-    def start(self, timeout=15, wait_sync=True):
-        assert self.process is None, "redis replica already running"
-        self.process = subprocess.Popen(
-            ["redis-server", str(DEPLOY / "redis-replica.conf"), "--port", str(self.port),
-             "--bind", "127.0.0.1", "--replicaof", "127.0.0.1", str(self.primary.port),
-             "--dir", str(self.workdir), "--logfile", str(self.log), "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    def arguments(self):
+        return ["redis-server", str(DEPLOY / "redis-replica.conf"), "--port", str(self.port),
+                "--bind", "127.0.0.1", "--replicaof", "127.0.0.1", str(self.primary.port),
+                "--dir", str(self.workdir), "--logfile", str(self.log), "--daemonize", "no"]
 
-        def answering():
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis replica exited ({self.process.returncode}): "
-                                     f"{self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                self.command("INFO", "replication")  # answered even while not in sync
-                return True
-            except OSError:
-                return False
-        wait_for(answering, timeout, 0.02, f"redis replica on port {self.port}")
+    def answers(self):
+        self.command("INFO", "replication")  # answered even while not in sync
+        return True
+
+    def start(self, timeout=15, wait_sync=True):
+        super().start(timeout)
         if wait_sync:
             wait_for(self.in_sync, timeout, 0.05, f"redis replica {self.port} in sync")
 

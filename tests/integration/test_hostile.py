@@ -294,26 +294,6 @@ def dying_backend(body_framing):
     return handler
 
 
-def read_to_eof(connection, timeout):
-    """Reads into connection.buffer until the gateway closes; False if it did not within timeout."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            connection.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = connection.sock.recv(65536)
-            except socket.timeout:
-                return False
-            if not data:
-                return True
-            connection.buffer += data
-        return False
-    except OSError:
-        return True
-    finally:
-        connection.sock.settimeout(connection.timeout)
-
-
 @pytest.mark.parametrize("framing", ["sized", "sized-large", "chunked", "chunked-reset"])
 def test_backend_dying_mid_response(raw_server_factory, gateway_factory, redis, backend, sandbox,
                                     framing):
@@ -324,7 +304,7 @@ def test_backend_dying_mid_response(raw_server_factory, gateway_factory, redis, 
                         .encode())
         version, status, reason, headers = connection.read_head()
         assert status == 200
-        assert read_to_eof(connection, 10), \
+        assert connection.wait_eof(10), \
             "the client connection stayed open after its response was cut short"
         received = connection.buffer
     if framing == "sized":
@@ -447,7 +427,7 @@ def mixed_traffic(gateway, redis, backend, dying, silent, sandbox):
             connection.send(f"GET /crash HTTP/1.1\r\nHost: {gateway.host(sandbox, dying.port)}\r\n\r\n"
                             .encode())
             assert connection.read_head()[1] == 200
-            assert read_to_eof(connection, 10)
+            assert connection.wait_eof(10)
     # In flight at SIGTERM: a held request, an idle kept-alive client, pooled upstreams.
     held = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
     held.sendall(f"GET /hold HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())

@@ -7,6 +7,27 @@ import time
 from dataclasses import dataclass
 
 
+def wait_eof(stream, timeout):
+    """True if stream's peer closed within timeout seconds; bytes before the close are added to
+    stream.buffer."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            stream.sock.settimeout(left)
+            try:
+                data = stream.sock.recv(65536)
+            except socket.timeout:
+                return False
+            if not data:
+                return True
+            stream.buffer += data
+    except OSError:
+        return True
+
+
 class Response:
     def __init__(self, version, status, reason, headers, body):
         self.version = version
@@ -168,6 +189,10 @@ class HttpConnection:
         self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         return self.read_response(method)
 
+    def wait_eof(self, timeout):
+        """True if the gateway closed (after any bytes, which are kept) within timeout seconds."""
+        return wait_eof(self, timeout)
+
     def is_closed(self, wait=2.0):
         """True when the peer has closed the connection (reads EOF) within wait seconds."""
         self.sock.settimeout(wait)
@@ -269,19 +294,4 @@ class RawStream:
 
     def wait_eof(self, timeout):
         """True if the peer closed (after any bytes, which are kept) within timeout seconds."""
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(65536)
-                except socket.timeout:
-                    return False
-                if not data:
-                    return True
-                self.buffer += data
-        except OSError:
-            return True
+        return wait_eof(self, timeout)

@@ -26,20 +26,29 @@ class RedisServer:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def arguments(self):
+        """The redis-server command line."""
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--notify-keyspace-events", self.notify, "--daemonize", "no",
+                "--dir", str(self.workdir), "--logfile", str(self.log)]
+
+    def answers(self):
+        """True once the server takes commands."""
+        return self.command("PING") == "PONG"
+
     def start(self, timeout=10):
-        assert self.process is None, "redis-server already running"
+        assert self.process is None, f"redis-server on port {self.port} already running"
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--notify-keyspace-events", self.notify, "--daemonize", "no",
-             "--dir", str(self.workdir), "--logfile", str(self.log)],
+            self.arguments(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
         def up():
             if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited ({self.process.returncode}): "
+                raise AssertionError(f"redis-server on port {self.port} exited "
+                                     f"({self.process.returncode}): "
                                      f"{self.log.read_text(errors='replace')[-2000:]}")
             try:
-                return self.command("PING") == "PONG"
+                return self.answers()
             except OSError:
                 return False
         wait_for(up, timeout, 0.02, f"redis-server on port {self.port}")
