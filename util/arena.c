@@ -3,7 +3,6 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 struct arena_block {
     arena_block_t *next;
@@ -36,15 +35,6 @@ void *arena_alloc(arena_t *arena, size_t size) {
     void *memory = block->data + block->used;
     block->used += size;
     return memory;
-}
-
-char *arena_strndup(arena_t *arena, const char *text, size_t length) {
-    char *copy = arena_alloc(arena, length + 1);
-    if (copy == NULL)
-        return NULL;
-    memcpy(copy, text, length);
-    copy[length] = '\0';
-    return copy;
 }
 
 void arena_reset(arena_t *arena) {

@@ -18,9 +18,6 @@ void arena_init(arena_t *arena, size_t block_size);
 /* Returns size bytes aligned to 16, or NULL when memory is exhausted. */
 void *arena_alloc(arena_t *arena, size_t size);
 
-/* Returns a NUL-terminated copy of length bytes of text, or NULL. */
-char *arena_strndup(arena_t *arena, const char *text, size_t length);
-
 /* Forgets every allocation but keeps the first block for reuse. */
 void arena_reset(arena_t *arena);
 
