@@ -233,8 +233,11 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
     gw_exchange_take_request(exchange, head, request);
     const gw_config_t *config = exchange->worker->config;
     route_host_status_t host_status =
-        route_parse_host(request->authority, request->authority_length, config->domains,
-                         config->domain_count, &exchange->target);
+        route_host_is_shared(request->authority, request->authority_length, config->domains,
+                             config->domain_count)
+            ? route_parse_shared(&request->shared, &exchange->target)
+            : route_parse_host(request->authority, request->authority_length, config->domains,
+                               config->domain_count, &exchange->target);
     if (host_status == ROUTE_HOST_FOREIGN_DOMAIN) {
         gw_exchange_fail(exchange, 421, GW_MESSAGE_MISDIRECTED);
         return;

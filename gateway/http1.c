@@ -435,6 +435,23 @@ static bool gw_request_absolute_form(const gw_head_t *head, gw_request_t *reques
     return true;
 }
 
+/* The E2b-Sandbox-Id and E2b-Sandbox-Port fields, which route a request to the
+ * shared host (the kind holds both; their names differ in length). */
+static void gw_request_shared_fields(const gw_head_t *head, route_shared_fields_t *shared) {
+    for (size_t i = head->kind_first[GW_HEADER_ROUTING]; i < head->header_count; i++) {
+        const gw_header_t *header = &head->headers[i];
+        if (header->kind != GW_HEADER_ROUTING)
+            continue;
+        if (header->name_length == 14 && shared->id_count++ == 0) {
+            shared->id = header->value;
+            shared->id_length = header->value_length;
+        } else if (header->name_length == 16 && shared->port_count++ == 0) {
+            shared->port = header->value;
+            shared->port_length = header->value_length;
+        }
+    }
+}
+
 static const char *const gw_idempotent_methods[] = {"GET", "HEAD",   "OPTIONS",
                                                     "PUT", "DELETE", "TRACE"};
 
@@ -486,6 +503,8 @@ gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *par
         request->token = token->value;
         request->token_length = token->value_length;
     }
+    if (head->kind_count[GW_HEADER_ROUTING] > 0)
+        gw_request_shared_fields(head, &request->shared);
     if (request->authority == NULL || request->authority_length == 0)
         return GW_REQUEST_NO_AUTHORITY;
     if (head->kind_count[GW_HEADER_VIA] > 0 && gw_head_passed(head, instance, instance_length))

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "routing/host.h"
 #include "util/arena.h"
 
 /* The fields the gateway acts on, recognised once when a field ends. */
@@ -83,6 +84,7 @@ typedef struct gw_request {
     size_t authority_length;
     const char *token; /* e2b-traffic-access-token, or NULL */
     size_t token_length;
+    route_shared_fields_t shared; /* E2b-Sandbox-Id / -Port, for the shared host */
     bool keep_alive; /* the client wants the connection kept */
     bool has_body;
     bool idempotent; /* RFC 9110 §9.2.2 */

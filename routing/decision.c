@@ -78,7 +78,7 @@ int route_decide(route_record_t *record, uint16_t port, const route_address_poli
                  record->address_text, (unsigned)port);
         return route_decision_refuse(decision, 508, ROUTE_MESSAGE_LOOP);
     }
-    if (!record->allow_public_traffic) {
+    if (!record->allow_public_traffic && !route_record_port_public(record, port)) {
         auth_result_t result = auth_token_check(&record->secret, token, token_length);
         if (result != AUTH_OK)
             return route_decision_refuse(decision, 403, auth_result_message(result));

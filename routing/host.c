@@ -1,8 +1,11 @@
 /* Hostname routing: "<port>-<sandboxID>[-ignored].<domain>" into a port and a sandbox ID. */
 #include "routing/host.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 enum {
     ROUTE_PORT_DIGITS_MAX = 5,
@@ -36,6 +39,36 @@ static bool route_host_ends_with(const char *host, size_t host_length, const cha
     return true;
 }
 
+/* A port as a label or E2b-Sandbox-Port carries it: 1 to 5 digits, 1 to 65535. */
+static bool route_parse_port(const char *text, size_t length, uint16_t *port) {
+    if (length == 0 || length > ROUTE_PORT_DIGITS_MAX)
+        return false;
+    unsigned long value = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (!route_host_is_digit(text[i]))
+            return false;
+        value = value * 10 + (unsigned long)(text[i] - '0');
+    }
+    if (value == 0 || value > ROUTE_PORT_MAX)
+        return false;
+    *port = (uint16_t)value;
+    return true;
+}
+
+/* A sandbox ID, [a-z0-9]{1,63} in any case, lower-cased into id. */
+static bool route_parse_id(const char *text, size_t length, char *id) {
+    if (length == 0 || length > ROUTE_SANDBOX_ID_MAX)
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        char c = route_host_lower(text[i]);
+        if (!route_host_is_digit(c) && !(c >= 'a' && c <= 'z'))
+            return false;
+        id[i] = c;
+    }
+    id[length] = '\0';
+    return true;
+}
+
 /* Parses the label "<port>-<sandboxID>[-<ignored>...]" into target. */
 static route_host_status_t route_parse_label(const char *label, size_t length,
                                              route_target_t *target) {
@@ -44,37 +77,103 @@ static route_host_status_t route_parse_label(const char *label, size_t length,
     const char *dash = memchr(label, '-', length);
     if (dash == NULL)
         return ROUTE_HOST_INVALID_HOST;
-
-    size_t port_length = (size_t)(dash - label);
-    if (port_length == 0 || port_length > ROUTE_PORT_DIGITS_MAX)
+    route_target_t result;
+    if (!route_parse_port(label, (size_t)(dash - label), &result.port))
         return ROUTE_HOST_INVALID_PORT;
-    unsigned long port = 0;
-    for (size_t i = 0; i < port_length; i++) {
-        if (!route_host_is_digit(label[i]))
-            return ROUTE_HOST_INVALID_PORT;
-        port = port * 10 + (unsigned long)(label[i] - '0');
-    }
-    if (port == 0 || port > ROUTE_PORT_MAX)
-        return ROUTE_HOST_INVALID_PORT;
-
     const char *id = dash + 1;
     const char *label_end = label + length;
     const char *id_end = memchr(id, '-', (size_t)(label_end - id));
     if (id_end == NULL)
         id_end = label_end; /* no ignored suffix */
-    size_t id_length = (size_t)(id_end - id);
-    if (id_length == 0 || id_length > ROUTE_SANDBOX_ID_MAX)
+    if (!route_parse_id(id, (size_t)(id_end - id), result.sandbox_id))
         return ROUTE_HOST_INVALID_ID;
-
-    route_target_t result = {.port = (uint16_t)port};
-    for (size_t i = 0; i < id_length; i++) {
-        char c = route_host_lower(id[i]);
-        if (!route_host_is_digit(c) && !(c >= 'a' && c <= 'z'))
-            return ROUTE_HOST_INVALID_ID;
-        result.sandbox_id[i] = c;
-    }
-    result.sandbox_id[id_length] = '\0';
     *target = result;
+    return ROUTE_HOST_OK;
+}
+
+/* The authority's host without a trailing dot and ":port"; false when the
+ * port is not digits. An IPv6 literal keeps its brackets. */
+static bool route_host_part(const char *authority, size_t length, size_t *host_length) {
+    size_t end = length;
+    const char *colon = NULL;
+    if (authority[0] == '[') {
+        const char *close = memchr(authority, ']', length);
+        if (close == NULL)
+            return false;
+        end = (size_t)(close - authority) + 1;
+        if (end < length) {
+            if (authority[end] != ':')
+                return false;
+            colon = authority + end;
+        }
+    } else {
+        /* A reg-name has no ':', so the first one starts the port (RFC 3986
+         * §3.2.3: port = *DIGIT, possibly empty). */
+        colon = memchr(authority, ':', length);
+        if (colon != NULL)
+            end = (size_t)(colon - authority);
+    }
+    if (colon != NULL) {
+        for (const char *cursor = colon + 1; cursor < authority + length; cursor++) {
+            if (!route_host_is_digit(*cursor))
+                return false;
+        }
+    }
+    if (end > 0 && authority[end - 1] == '.')
+        end--; /* the fully qualified form names the same host */
+    *host_length = end;
+    return true;
+}
+
+/* True if host (host_length bytes) is an IPv4 literal or a bracketed IPv6 one. */
+static bool route_host_is_ip(const char *host, size_t host_length) {
+    char text[INET6_ADDRSTRLEN + 2];
+    unsigned char address[sizeof(struct in6_addr)];
+    if (host_length < 2 || host_length >= sizeof(text))
+        return false;
+    if (host[0] == '[') {
+        if (host[host_length - 1] != ']')
+            return false;
+        memcpy(text, host + 1, host_length - 2);
+        text[host_length - 2] = '\0';
+        return inet_pton(AF_INET6, text, address) == 1;
+    }
+    memcpy(text, host, host_length);
+    text[host_length] = '\0';
+    return inet_pton(AF_INET, text, address) == 1;
+}
+
+bool route_host_is_shared(const char *authority, size_t length, char *const *domains,
+                          size_t domain_count) {
+    size_t host_length;
+    if (authority == NULL || length == 0 || !route_host_part(authority, length, &host_length) ||
+        host_length == 0)
+        return false;
+    if (host_length == 9 && strncasecmp(authority, "localhost", 9) == 0)
+        return true;
+    if (route_host_is_ip(authority, host_length))
+        return true;
+    if (host_length <= 8 || strncasecmp(authority, "sandbox.", 8) != 0)
+        return false;
+    for (size_t i = 0; i < domain_count; i++) {
+        if (domains[i] != NULL && strlen(domains[i]) == host_length - 8 &&
+            route_host_ends_with(authority, host_length, domains[i], host_length - 8))
+            return true;
+    }
+    return false;
+}
+
+route_host_status_t route_parse_shared(const route_shared_fields_t *fields,
+                                       route_target_t *target) {
+    memset(target, 0, sizeof(*target));
+    if (fields->id_count == 0)
+        return ROUTE_HOST_MISSING_ID;
+    if (fields->port_count == 0)
+        return ROUTE_HOST_MISSING_PORT;
+    if (fields->id_count > 1 || !route_parse_id(fields->id, fields->id_length, target->sandbox_id))
+        return ROUTE_HOST_INVALID_ID;
+    if (fields->port_count > 1 || !route_parse_port(fields->port, fields->port_length, &target->port))
+        return ROUTE_HOST_INVALID_PORT;
     return ROUTE_HOST_OK;
 }
 
@@ -90,21 +189,8 @@ route_host_status_t route_parse_host(const char *authority, size_t length,
     }
     if (authority[0] == '[')
         return ROUTE_HOST_FOREIGN_DOMAIN; /* an IPv6 literal is never a configured domain */
-
-    /* A reg-name has no ':', so the first one starts the port (RFC 3986
-     * §3.2.3: port = *DIGIT, possibly empty). Its value is irrelevant here. */
-    size_t host_length = length;
-    const char *colon = memchr(authority, ':', length);
-    if (colon != NULL) {
-        host_length = (size_t)(colon - authority);
-        for (const char *cursor = colon + 1; cursor < authority + length; cursor++) {
-            if (!route_host_is_digit(*cursor))
-                return ROUTE_HOST_INVALID_HOST;
-        }
-    }
-    if (host_length > 0 && authority[host_length - 1] == '.')
-        host_length--; /* the fully qualified form names the same host */
-    if (host_length == 0)
+    size_t host_length;
+    if (!route_host_part(authority, length, &host_length) || host_length == 0)
         return ROUTE_HOST_INVALID_HOST;
 
     /* The longest domain wins so that "eu.e2b.app" can be served beside "e2b.app". */
@@ -141,6 +227,10 @@ const char *route_host_status_message(route_host_status_t status) {
         return "Invalid sandbox port";
     case ROUTE_HOST_INVALID_ID:
         return "Invalid sandbox ID";
+    case ROUTE_HOST_MISSING_ID:
+        return "Missing header E2b-Sandbox-Id";
+    case ROUTE_HOST_MISSING_PORT:
+        return "Missing header E2b-Sandbox-Port";
     case ROUTE_HOST_OK:
     case ROUTE_HOST_FOREIGN_DOMAIN:
         break;

@@ -23,6 +23,7 @@ typedef enum route_record_field {
     ROUTE_RECORD_TOKEN_SHA256,
     ROUTE_RECORD_MASK_REQUEST_HOST,
     ROUTE_RECORD_MAX_CONNECTIONS,
+    ROUTE_RECORD_PUBLIC_PORTS,
 } route_record_field_t;
 
 const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
@@ -33,6 +34,7 @@ const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
     [ROUTE_RECORD_TOKEN_SHA256] = "traffic_access_token_sha256",
     [ROUTE_RECORD_MASK_REQUEST_HOST] = "mask_request_host",
     [ROUTE_RECORD_MAX_CONNECTIONS] = "max_connections",
+    [ROUTE_RECORD_PUBLIC_PORTS] = "public_ports",
 };
 
 enum {
@@ -139,6 +141,55 @@ static bool route_record_parse_count(const char *text, size_t length, long *coun
     return true;
 }
 
+/* Parses public_ports, "49983" or "80, 8080": each a port of 1 to 65535 in
+ * digits; an empty field is none. Returns 0 (record->error set if malformed),
+ * or -1 when memory is exhausted. */
+static int route_record_parse_public_ports(route_record_t *record, const char *text,
+                                           size_t length) {
+    size_t count = 0;
+    for (size_t i = 0; i < length; i++)
+        count += text[i] == ',';
+    record->public_ports = calloc(count + 1, sizeof(*record->public_ports));
+    if (record->public_ports == NULL)
+        return -1;
+    size_t at = 0;
+    while (length > 0) {
+        size_t end = at;
+        while (end < length && text[end] != ',')
+            end++;
+        size_t first = at, last = end;
+        while (first < last && (text[first] == ' ' || text[first] == '\t'))
+            first++;
+        while (last > first && (text[last - 1] == ' ' || text[last - 1] == '\t'))
+            last--;
+        unsigned long port = 0;
+        bool valid = last > first && last - first <= 5;
+        for (size_t i = first; valid && i < last; i++) {
+            valid = text[i] >= '0' && text[i] <= '9';
+            port = port * 10 + (unsigned long)(text[i] - '0');
+        }
+        if (!valid || port == 0 || port > 65535) {
+            char quoted[ROUTE_RECORD_QUOTE_SIZE];
+            route_record_quote(text, length, quoted, sizeof(quoted));
+            return route_record_fail(record, "public_ports \"%s\" is not a list of ports",
+                                     quoted);
+        }
+        record->public_ports[record->public_port_count++] = (uint16_t)port;
+        if (end == length)
+            break;
+        at = end + 1;
+    }
+    return 0;
+}
+
+bool route_record_port_public(const route_record_t *record, uint16_t port) {
+    for (size_t i = 0; i < record->public_port_count; i++) {
+        if (record->public_ports[i] == port)
+            return true;
+    }
+    return false;
+}
+
 /* Reads the fields into record; returns 0 (record->error set if malformed), or
  * -1 when memory is exhausted. */
 static int route_record_fill(route_record_t *record, const route_record_value_t *values) {
@@ -219,6 +270,10 @@ static int route_record_fill(route_record_t *record, const route_record_value_t 
         return route_record_fail(record, "max_connections \"%s\" is not a positive integer",
                                  quoted);
     }
+
+    const route_record_value_t *public_ports = &values[ROUTE_RECORD_PUBLIC_PORTS];
+    if (public_ports->text != NULL)
+        return route_record_parse_public_ports(record, public_ports->text, public_ports->length);
     return 0;
 }
 
@@ -251,6 +306,7 @@ static void route_record_free(route_record_t *record) {
     free(record->pool_key_prefix);
     free(record->execution_id);
     free(record->mask_request_host);
+    free(record->public_ports);
     free(record->error);
     sodium_memzero(&record->secret, sizeof(record->secret));
     free(record);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "auth/token.h"
@@ -21,6 +22,8 @@ typedef struct route_record {
     auth_secret_t secret;            /* used when !allow_public_traffic */
     char *mask_request_host;         /* NULL when absent */
     long max_connections;            /* 0: no limit */
+    uint16_t *public_ports;          /* ports that skip the token check; NULL when none */
+    size_t public_port_count;
     /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
      * the port, every field whole. No ID, address or port holds a '\n', so the
      * first and the last two newlines delimit the fields whatever execution_id
@@ -37,7 +40,7 @@ typedef struct route_record {
 
 /* The fields the gateway reads from a catalog hash, in the order
  * route_record_parse_fields takes their values (the catalog's HMGET order). */
-enum { ROUTE_RECORD_FIELD_COUNT = 7 };
+enum { ROUTE_RECORD_FIELD_COUNT = 8 };
 extern const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT];
 
 /* The most bytes those fields may hold together: a valid record is far
@@ -63,6 +66,9 @@ route_record_t *route_record_parse_fields(const char *sandbox_id,
 route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
                                    const char *const *fields, const size_t *field_lengths,
                                    const char *const *values, const size_t *value_lengths);
+
+/* True if port is in the record's public_ports. */
+bool route_record_port_public(const route_record_t *record, uint16_t port);
 
 /* Adds a reference; returns record. */
 route_record_t *route_record_ref(route_record_t *record);

@@ -1,6 +1,7 @@
 /* Unit tests of routing/host.c: every rule of DESIGN "Hostnames" and hostile authorities. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -236,6 +237,68 @@ static void test_hostile_bytes(void **state) {
     assert_status("3000-abc.e2b.app/x", ROUTE_HOST_FOREIGN_DOMAIN);
 }
 
+static bool shared(const char *authority) {
+    return route_host_is_shared(authority, strlen(authority), test_domains, TEST_DOMAIN_COUNT);
+}
+
+static void test_shared_host_names(void **state) {
+    (void)state;
+    assert_true(shared("sandbox.e2b.app"));
+    assert_true(shared("SANDBOX.E2B.APP:443"));
+    assert_true(shared("sandbox.eu.e2b.app."));
+    assert_true(shared("localhost"));
+    assert_true(shared("localhost:8080"));
+    assert_true(shared("127.0.0.1:3000"));
+    assert_true(shared("10.1.2.3"));
+    assert_true(shared("[::1]:8080"));
+    assert_true(shared("[2001:db8::5]"));
+    assert_false(shared("3000-abc.e2b.app"));
+    assert_false(shared("sandbox.example.com"));
+    assert_false(shared("sandbox.e2b.app.evil"));
+    assert_false(shared("xsandbox.e2b.app"));
+    assert_false(shared("localhost.e2b.app"));
+    assert_false(shared("[::1"));
+    assert_false(shared("[zz::1]"));
+    assert_false(shared("1.2.3"));
+    assert_false(shared("localhost:80x"));
+    assert_false(shared(""));
+}
+
+static route_host_status_t parse_shared(const char *id, const char *port, unsigned count,
+                                        route_target_t *target) {
+    route_shared_fields_t fields = {
+        .id = id,
+        .id_length = id ? strlen(id) : 0,
+        .id_count = id ? count : 0,
+        .port = port,
+        .port_length = port ? strlen(port) : 0,
+        .port_count = port ? 1 : 0,
+    };
+    return route_parse_shared(&fields, target);
+}
+
+static void test_shared_host_fields(void **state) {
+    (void)state;
+    route_target_t target;
+    assert_int_equal(parse_shared("Abc123", "49983", 1, &target), ROUTE_HOST_OK);
+    assert_string_equal(target.sandbox_id, "abc123");
+    assert_int_equal(target.port, 49983);
+    assert_int_equal(parse_shared(NULL, "80", 1, &target), ROUTE_HOST_MISSING_ID);
+    assert_int_equal(parse_shared(NULL, NULL, 1, &target), ROUTE_HOST_MISSING_ID);
+    assert_int_equal(parse_shared("abc", NULL, 1, &target), ROUTE_HOST_MISSING_PORT);
+    assert_int_equal(parse_shared("abc", "80", 2, &target), ROUTE_HOST_INVALID_ID);
+    assert_int_equal(parse_shared("ab-c", "80", 1, &target), ROUTE_HOST_INVALID_ID);
+    assert_int_equal(parse_shared("", "80", 1, &target), ROUTE_HOST_INVALID_ID);
+    assert_int_equal(parse_shared("abc", "0", 1, &target), ROUTE_HOST_INVALID_PORT);
+    assert_int_equal(parse_shared("abc", "65536", 1, &target), ROUTE_HOST_INVALID_PORT);
+    assert_int_equal(parse_shared("abc", "+80", 1, &target), ROUTE_HOST_INVALID_PORT);
+    assert_int_equal(parse_shared("abc", "", 1, &target), ROUTE_HOST_INVALID_PORT);
+    assert_string_equal(route_host_status_message(ROUTE_HOST_MISSING_ID),
+                        "Missing header E2b-Sandbox-Id");
+    assert_string_equal(route_host_status_message(ROUTE_HOST_MISSING_PORT),
+                        "Missing header E2b-Sandbox-Port");
+}
+
 static void test_status_messages(void **state) {
     (void)state;
     assert_string_equal(route_host_status_message(ROUTE_HOST_INVALID_HOST), "Invalid host");
@@ -265,6 +328,8 @@ int main(void) {
         cmocka_unit_test(test_longest_domain_wins),
         cmocka_unit_test(test_absolute_form_authority),
         cmocka_unit_test(test_hostile_bytes),
+        cmocka_unit_test(test_shared_host_names),
+        cmocka_unit_test(test_shared_host_fields),
         cmocka_unit_test(test_status_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -115,6 +115,30 @@ static void test_full_record(void **state) {
     route_record_unref(record);
 }
 
+static void test_public_ports(void **state) {
+    (void)state;
+    route_record_t *record = parse_pairs("addr", "10.0.0.1", "public_ports", "49983, 8080,1", NULL);
+    assert_null(record->error);
+    assert_int_equal(record->public_port_count, 3);
+    assert_true(route_record_port_public(record, 49983));
+    assert_true(route_record_port_public(record, 8080));
+    assert_true(route_record_port_public(record, 1));
+    assert_false(route_record_port_public(record, 3000));
+    route_record_unref(record);
+
+    record = parse_pairs("addr", "10.0.0.1", NULL);
+    assert_false(route_record_port_public(record, 49983));
+    route_record_unref(record);
+
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "0", NULL), "public_ports");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "65536", NULL),
+                     "public_ports");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "80,", NULL), "public_ports");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "80;81", NULL),
+                     "public_ports");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "*", NULL), "public_ports");
+}
+
 static void test_allow_public_traffic_values(void **state) {
     (void)state;
     route_record_t *record = parse_pairs("addr", "10.0.0.1", "allow_public_traffic", "true", NULL);
@@ -392,6 +416,7 @@ int main(void) {
         cmocka_unit_test(test_minimal_ipv4),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_full_record),
+        cmocka_unit_test(test_public_ports),
         cmocka_unit_test(test_allow_public_traffic_values),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_error_escapes_control_bytes),
