@@ -37,11 +37,13 @@ CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
 SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
 LARGE_SIZE = 1 << 20             # /1m
 PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
-SERVERS = ["direct", "gateway_single", "gateway", "nginx", "haproxy"]   # table order; gateway_single: churn only
+# table order; gateway_single: churn only; gateway_h1: the h2 scenarios' HTTP/1.1 comparison (h2load --h1)
+SERVERS = ["direct", "gateway_single", "gateway", "gateway_h1", "nginx", "haproxy"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
-          "nginx": "nginx", "haproxy": "HAProxy"}
+          "gateway_h1": "sandbox-gateway, HTTP/1.1", "nginx": "nginx", "haproxy": "HAProxy"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
-TLS_SCENARIOS = ("tls-keepalive", "tls-handshake")
+TLS_SCENARIOS = ("tls-keepalive", "tls-handshake", "h2-tls", "h2-sdk", "h2-large")
+H2_SCENARIOS = ("h2-tls", "h2-sdk", "h2-large")
 # wrk's OpenSSL settings for full handshakes: OpenSSL 3 reads OPENSSL_CONF at start. wrk keeps each
 # connection's session across reconnects and would resume it; TLS 1.2 without tickets leaves it
 # nothing to resume with (neither server keeps a session cache).
@@ -644,13 +646,54 @@ class Bench:
             elif scenario == "tls-handshake":
                 for server in TLS_PEERS:
                     plan.append((scenario, server, lambda s=server: self.tls_handshakes(s)))
+            elif scenario in ("h2-tls", "h2-sdk"):
+                clients, streams = (50, 10) if scenario == "h2-tls" else (1, 100)
+                for server in TLS_PEERS:
+                    plan.append((scenario, server, lambda s=server, c=clients, m=streams: self.measured(
+                        s, lambda: self.h2load(s, "/", c, m))))
+            elif scenario == "h2-large":
+                for server in ["gateway", "gateway_h1", "nginx"]:
+                    plan.append((scenario, server, lambda s=server: self.measured(
+                        s, lambda: self.h2load(s, "/1m", 8, 1, h1=(s == "gateway_h1")))))
         return plan
+
+    def h2load(self, server, path, clients, streams, h1=False, duration=None):
+        """h2load over TLS (ALPN h2, or HTTP/1.1 with h1) for a fixed time after a 1 s warm-up: requests/s,
+        MiB/s and the mean request time (h2load reports no percentiles)."""
+        duration = duration or self.args.duration
+        port = self.tls_ports["gateway" if server == "gateway_h1" else server]
+        argv = (["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []) + [
+            "h2load", "-t1", f"-c{clients}", f"-m{streams}", f"-D{duration}", "--warm-up-time=1",
+            "-H", f":authority: {self.host()}"] + (["--h1"] if h1 else []) + [f"https://127.0.0.1:{port}{path}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                              preexec_fn=_child_setup)
+        out = proc.stdout + proc.stderr
+        done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                         r"(\d+) errored, (\d+) timeout", out)
+        traffic = re.search(r"traffic: .*?\((\d+)\) total", out)
+        mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+        if proc.returncode != 0 or not done:
+            raise RuntimeError(f"h2load against {server} failed:\n{out[-2000:]}")
+        requests, failed, errored = int(done.group(3)), int(done.group(4)), int(done.group(5))
+        seconds = float(duration)
+
+        def microseconds(text):
+            number = float(re.match(r"[0-9.]+", text).group(0))
+            return number * (1e6 if text.endswith("s") and not text.endswith(("ms", "us")) else
+                             1e3 if text.endswith("ms") else 1.0)
+        protocol = re.search(r"Application protocol: (\S+)", out)
+        expected = "http/1.1" if h1 else "h2"
+        if not protocol or protocol.group(1) != expected:
+            raise RuntimeError(f"h2load against {server} spoke {protocol.group(1) if protocol else '?'}, not {expected}")
+        return {"rps": requests / seconds, "mibs": int(traffic.group(1)) / seconds / MiB if traffic else None,
+                "p50_us": microseconds(mean.group(1)) if mean else None, "requests": requests,
+                "errors": failed + errored, "error_detail": {"failed": failed, "errored": errored}}
 
     def measured(self, server, run):
         """run()'s result plus who worked how hard meanwhile: the proxy's CPU time (its processes' user + system
         time) in % of one core and per request, and how busy the proxy's core and the load core (wrk, backend,
         Redis) were. A proxy below 100 % was not what limited the figure."""
-        service = self.proxies.get("gateway" if server == "gateway_single" else server)
+        service = self.proxies.get("gateway" if server in ("gateway_single", "gateway_h1") else server)
         start_cpu = service.cpu_seconds() if service else None
         start_cores, start = core_times(), time.monotonic()
         result = run()
@@ -773,17 +816,21 @@ TITLES = {
     "websocket": "idle WebSocket connections",
     "tls-keepalive": "TLS keep-alive (TLS 1.3, ECDSA P-256)",
     "tls-handshake": "full handshakes (TLS 1.2 ECDHE-ECDSA P-256, no resumption)",
+    "h2-tls": "h2 over TLS, 50 connections × 10 streams",
+    "h2-sdk": "h2 over TLS, 1 connection × 100 streams",
+    "h2-large": "1 MiB over TLS, h2 (8 connections)",
 }
 SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
 METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
           "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn"),
-          "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s")}
+          "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s"),
+          "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"), "h2-large": ("mibs", "MiB/s")}
 
 
 def figure_text(scenario, value):
     if value is None:
         return "—"
-    if scenario == "large":
+    if scenario in ("large", "h2-large"):
         return f"{value:,.0f} MiB/s"
     if scenario == "websocket":
         return f"{value:.1f} KiB/conn"
@@ -903,6 +950,23 @@ def targets(summary, args):
         out.append((f"route churn over {args.churn_ids:,} IDs: ≥ 0.9 × gateway single-route (same script, 1 ID)",
                     f"{r:.2f} × ({gw:,.0f} vs {single:,.0f}){limit_clause(summary, 'churn')}",
                     r >= 0.9 and clean("churn", "gateway")))
+    for scenario, text in [("h2-tls", "h2 over TLS, 50 × 10 streams"), ("h2-sdk", "h2 over TLS, 1 × 100 streams")]:
+        gw, ng = get(scenario, "gateway", "rps"), get(scenario, "nginx", "rps")
+        if gw and ng:
+            r = gw / ng
+            out.append((f"{text}: gateway ≥ 1.2 × nginx req/s",
+                        f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, scenario, peer='nginx')}",
+                        r >= 1.2 and clean(scenario, "gateway")))
+        mine, theirs = get(scenario, "gateway", "proxy_cpu_us_per_request"), get(scenario, "nginx", "proxy_cpu_us_per_request")
+        if scenario == "h2-tls" and mine and theirs:
+            out.append((f"{text}: gateway CPU per request below nginx's", f"{mine:.1f} vs {theirs:.1f} µs",
+                        mine < theirs))
+    gw, h1 = get("h2-large", "gateway", "mibs"), get("h2-large", "gateway_h1", "mibs")
+    if gw and h1:
+        r = gw / h1
+        out.append(("1 MiB over h2: ≥ 0.9 × the gateway's HTTP/1.1 MiB/s (both TLS, h2load)",
+                    f"{r:.2f} × ({gw:,.0f} vs {h1:,.0f} MiB/s){limit_clause(summary, 'h2-large')}",
+                    r >= 0.9 and clean("h2-large", "gateway")))
     kib = get("websocket", "gateway", "kib_per_conn")
     if kib is not None:
         out.append(("idle WebSocket: ≤ 8 KiB gateway RSS per connection", f"{kib:.1f} KiB",
@@ -1144,8 +1208,8 @@ def write_outputs(bench, env, summary, args):
     print("wrote " + ", ".join(str(p.relative_to(REPO)) for p in written))
 
 
-COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "nginx": "#31a354",
-          "haproxy": "#3182bd"}
+COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
+          "nginx": "#31a354", "haproxy": "#3182bd"}
 
 
 def plot_label(scenario, server, args):
@@ -1177,7 +1241,10 @@ def plot(bench, env, summary, args, out):
                  "churn": f"route churn, {args.churn_ids:,} IDs (req/s, higher is better)",
                  "websocket": f"{args.ws_connections:,} idle WebSockets (RSS KiB/conn, lower is better)",
                  "tls-keepalive": "TLS 1.3, small responses, keep-alive (req/s, higher is better)",
-                 "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)"}[scenario]
+                 "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)",
+                 "h2-tls": "h2 over TLS, 50 × 10 streams (req/s, higher is better)",
+                 "h2-sdk": "h2 over TLS, 1 connection × 100 streams (req/s, higher is better)",
+                 "h2-large": "1 MiB over TLS, h2 vs HTTP/1.1 (MiB/s, higher is better)"}[scenario]
         target = None
         s = summary[scenario]
         if scenario == "keepalive" and s.get("nginx", {}).get("rps"):
@@ -1190,6 +1257,10 @@ def plot(bench, env, summary, args, out):
             target = (0.9 * s["gateway_single"]["rps"], "target 0.9 × the gateway with 1 ID")
         elif scenario == "websocket":
             target = (8.0, "target 8 KiB")
+        elif scenario in ("h2-tls", "h2-sdk") and s.get("nginx", {}).get("rps"):
+            target = (1.2 * s["nginx"]["rps"], "target 1.2 × nginx")
+        elif scenario == "h2-large" and s.get("gateway_h1", {}).get("mibs"):
+            target = (0.9 * s["gateway_h1"]["mibs"], "target 0.9 × the gateway over HTTP/1.1")
         (pdir / f"{scenario}.dat").write_text("\n".join(lines) + "\n")
         top = max([summary[scenario].get(server, {}).get(key) or 0 for server in SERVERS] + [target[0] if target else 0])
         panels.append((scenario, title, target, len(lines), top))

@@ -63,7 +63,13 @@ code{{background:#eee;padding:0 .3em}}</style></head><body>
 through sandbox-gateway. Request: <code>{html.escape(self.command)} {html.escape(self.path)}</code></p>
 <h2>What the gateway set</h2><table>{rows(forwarded)}</table>
 <h2>Other headers</h2><table>{rows(others)}</table>
+<p>Your browser loaded this page over <code id="protocol">(unknown: scripts are off)</code>
+(the gateway speaks HTTP/2 to browsers over TLS; to the sandbox, HTTP/1.1).</p>
 <p>Also try <code>/sse</code> (server-sent events) and a POST (echoed back).</p>
+<script>
+const entry = performance.getEntriesByType("navigation")[0];
+document.getElementById("protocol").textContent = (entry && entry.nextHopProtocol) || "(not reported)";
+</script>
 </body></html>
 """
         self.send_body(200, "text/html; charset=utf-8", page.encode())

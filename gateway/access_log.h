@@ -14,6 +14,7 @@ typedef struct gw_access_entry {
     uint64_t bytes_received; /* from the client: head and body */
     uint64_t bytes_sent;     /* to the client: head and body */
     uint64_t duration_us;
+    const char *protocol; /* "http/1.1" or "h2" */
 } gw_access_entry_t;
 
 typedef struct gw_access_log gw_access_log_t;

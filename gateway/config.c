@@ -72,6 +72,10 @@ static const conf_directive_t gw_config_directives[] = {
      0, 0, 0, CONF_REPEATABLE, NULL, 0},
     {"instance_name",       1, 1, gw_config_set_instance_name,
      0, 0, 0, CONF_ONCE, NULL, 0},
+    {"http2",               1, 1, conf_set_switch,
+     GW_CONFIG_FIELD(http2), 0, 0, CONF_ONCE, "on", 0},
+    {"http2_max_concurrent_streams", 1, 1, conf_set_count,
+     GW_CONFIG_FIELD(http2_max_concurrent_streams), 1, 100000, CONF_ONCE, "128", 0},
 
     /* Durations: name, field, minimum (the maximum is GW_CONFIG_DURATION_LIMIT), default. */
     GW_CONFIG_DURATION("redis_timeout",             redis_timeout_ms,             1, "1s"),

@@ -66,6 +66,8 @@ typedef struct gw_config {
 
     size_t max_header_size; /* bytes */
     long max_connections;
+    bool http2;                        /* HTTP/2 to clients: ALPN h2, h2c prior knowledge */
+    long http2_max_concurrent_streams; /* per client connection */
 
     cidr_t *upstream_deny; /* blocks a record may not point at */
     size_t upstream_deny_count;

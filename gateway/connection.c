@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gateway/error_page.h"
+#include "gateway/http2.h"
 #include "gateway/proxy_protocol.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
@@ -36,6 +37,7 @@ static const char *const gw_conn_state_names[] = {
     [GW_CONN_READING_HEAD] = "reading head",
     [GW_CONN_EXCHANGE] = "exchange",
     [GW_CONN_TUNNEL] = "tunnel",
+    [GW_CONN_H2] = "HTTP/2",
     [GW_CONN_CLOSING] = "closing",
     [GW_CONN_CLOSED] = "closed",
 };
@@ -50,11 +52,17 @@ static void gw_conn_set_state(gw_conn_t *conn, gw_conn_state_t state) {
 /* ---- life cycle: handlers run between enter and leave; a close requested
  * meanwhile frees the memory when the last of them returns ---- */
 
-static void gw_conn_enter(gw_conn_t *conn) { conn->handlers++; }
+void gw_conn_enter(gw_conn_t *conn) { conn->handlers++; }
 
-static void gw_conn_leave(gw_conn_t *conn) {
+/* The memory of a closed connection, once no handler of it runs. */
+static void gw_conn_free(gw_conn_t *conn) {
+    gw_h2_free(conn->h2);
+    free(conn);
+}
+
+void gw_conn_leave(gw_conn_t *conn) {
     if (--conn->handlers == 0 && conn->state == GW_CONN_CLOSED)
-        free(conn);
+        gw_conn_free(conn);
 }
 
 void gw_conn_close(gw_conn_t *conn) {
@@ -63,6 +71,7 @@ void gw_conn_close(gw_conn_t *conn) {
     if (conn->state == GW_CONN_TUNNEL)
         GW_METRIC_ADD(&conn->worker->metrics, tunnels, -1);
     gw_conn_set_state(conn, GW_CONN_CLOSED);
+    gw_h2_close(conn->h2);
     gw_exchange_finish(&conn->exchange);
     gw_exchange_reset(&conn->exchange);
     GW_METRIC_ADD(&conn->worker->metrics, client_connections, -1);
@@ -76,7 +85,7 @@ void gw_conn_close(gw_conn_t *conn) {
     LIST_REMOVE(conn, link);
     gw_worker_client_closed(worker);
     if (conn->handlers == 0)
-        free(conn);
+        gw_conn_free(conn);
 }
 
 /* ---- deadlines ---- */
@@ -84,7 +93,7 @@ void gw_conn_close(gw_conn_t *conn) {
 /* Sets the current state's deadline, milliseconds from now. The timer event
  * is only ever moved earlier: a later deadline is found when the timer fires
  * early and re-arms itself, which saves an event_add per state change. */
-static void gw_conn_set_deadline(gw_conn_t *conn, uint64_t milliseconds) {
+void gw_conn_set_deadline(gw_conn_t *conn, uint64_t milliseconds) {
     conn->deadline_ms = clock_coarse_ms() + milliseconds;
     if (conn->timer_armed_ms != 0 && conn->timer_armed_ms <= conn->deadline_ms)
         return;
@@ -94,7 +103,7 @@ static void gw_conn_set_deadline(gw_conn_t *conn, uint64_t milliseconds) {
 }
 
 /* The current state has no deadline; a pending timer will find none. */
-static void gw_conn_clear_deadline(gw_conn_t *conn) { conn->deadline_ms = 0; }
+void gw_conn_clear_deadline(gw_conn_t *conn) { conn->deadline_ms = 0; }
 
 /* ---- between requests ---- */
 
@@ -143,8 +152,7 @@ static void gw_conn_linger(gw_conn_t *conn) {
     gw_conn_set_deadline(conn, GW_LINGER_MS);
 }
 
-/* Closes once everything written so far has reached the kernel. */
-static void gw_conn_close_after_flush(gw_conn_t *conn) {
+void gw_conn_close_after_flush(gw_conn_t *conn) {
     gw_conn_set_state(conn, GW_CONN_CLOSING);
     gw_transport_read(&conn->transport, false);
     if (evbuffer_get_length(gw_transport_output(&conn->transport)) == 0) {
@@ -245,23 +253,13 @@ static int gw_side_splice_fd(void *arg) {
 /* Sends a response of the gateway's own: JSON, or a page for a browser. */
 static void gw_side_error(void *arg, int status, const char *message, bool keep_alive) {
     gw_conn_t *conn = arg;
-    gw_error_client_t browser = {0};
     const gw_head_t *head = &conn->request_head;
-    const gw_header_t *header;
-    if (head->head_complete) {
-        if ((header = gw_head_find(head, "user-agent", 10)) != NULL)
-            browser.user_agent = header->value;
-        if ((header = gw_head_find(head, "accept", 6)) != NULL)
-            browser.accept = header->value;
-        if ((header = gw_head_find(head, "sec-fetch-mode", 14)) != NULL)
-            browser.sec_fetch_mode = header->value;
-        browser.has_x_requested_with = gw_head_find(head, "x-requested-with", 16) != NULL;
-    }
     const gw_exchange_t *exchange = &conn->exchange;
     int length = gw_error_render(gw_transport_output(&conn->transport), status, message,
                                  exchange->routed ? exchange->target.sandbox_id : NULL,
                                  exchange->routed ? exchange->target.port : 0,
-                                 gw_error_wants_html(&browser), !keep_alive);
+                                 head->head_complete && gw_error_head_wants_html(head),
+                                 !keep_alive);
     if (length > 0)
         gw_exchange_count_sent(&conn->exchange, (size_t)length);
     gw_conn_end_request(conn, keep_alive);
@@ -341,6 +339,24 @@ static void gw_conn_refuse_head(gw_conn_t *conn, int status, const char *message
     gw_exchange_fail(&conn->exchange, status, message);
 }
 
+/* Whether the connection speaks HTTP/2: agreed by ALPN on TLS, or, on a
+ * plain listener, the client preface arrived (prior knowledge). Returns 1
+ * for HTTP/2, 0 for HTTP/1.1, -1 while the bytes so far could be either. */
+static int gw_conn_wants_h2(gw_conn_t *conn) {
+    if (!conn->worker->config->http2)
+        return 0;
+    if (conn->listen->tls)
+        return gw_transport_alpn_h2(&conn->transport) ? 1 : 0;
+    struct evbuffer *input = gw_transport_input(&conn->transport);
+    size_t length = evbuffer_get_length(input);
+    if (length > GW_H2_PREFACE_LENGTH)
+        length = GW_H2_PREFACE_LENGTH;
+    const unsigned char *start = evbuffer_pullup(input, (ev_ssize_t)length);
+    if (start == NULL || memcmp(start, GW_H2_PREFACE, length) != 0)
+        return 0;
+    return length == GW_H2_PREFACE_LENGTH ? 1 : -1;
+}
+
 static void gw_conn_parse_head(gw_conn_t *conn) {
     struct evbuffer *input = gw_transport_input(&conn->transport);
     size_t limit = conn->worker->config->max_header_size;
@@ -348,6 +364,17 @@ static void gw_conn_parse_head(gw_conn_t *conn) {
         struct evbuffer_iovec piece;
         if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1 || piece.iov_len == 0)
             return;
+        if (!conn->protocol_chosen) {
+            int h2 = gw_conn_wants_h2(conn);
+            if (h2 < 0)
+                return;
+            conn->protocol_chosen = true;
+            if (h2 == 1) {
+                if (gw_h2_start(conn) < 0)
+                    gw_conn_close(conn);
+                return;
+            }
+        }
         if (conn->exchange.state == GW_EXCHANGE_IDLE) {
             /* On a kept-alive connection the header timeout runs from the
              * request's first byte (from accept for the first one). */
@@ -571,6 +598,10 @@ void gw_conn_accept(gw_worker_t *worker, const gw_listen_t *listen, int fd,
 }
 
 void gw_conn_drain(gw_conn_t *conn) {
+    if (conn->state == GW_CONN_H2) {
+        gw_h2_drain(conn->h2);
+        return;
+    }
     /* A kept-alive connection between requests, or one still waiting for
      * its PROXY header, has nothing in flight. */
     if ((conn->state == GW_CONN_READING_HEAD && conn->exchange.state == GW_EXCHANGE_IDLE) ||
@@ -612,6 +643,9 @@ static void gw_conn_on_readable(void *arg) {
         gw_exchange_count_received(&conn->exchange,
                                    gw_tunnel_pass(&conn->tunnel, &conn->transport));
         break;
+    case GW_CONN_H2:
+        gw_h2_readable(conn->h2);
+        break;
     case GW_CONN_CLOSING:
         if (conn->lingering)
             gw_conn_linger_read(conn);
@@ -631,6 +665,8 @@ static void gw_conn_on_writable(void *arg) {
         gw_conn_linger(conn);
     } else if (conn->state == GW_CONN_EXCHANGE) {
         gw_exchange_response_ready(&conn->exchange);
+    } else if (conn->state == GW_CONN_H2) {
+        gw_h2_writable(conn->h2);
     } else if (conn->state == GW_CONN_TUNNEL) {
         gw_exchange_count_sent(&conn->exchange, gw_tunnel_drained(&conn->tunnel, &conn->transport));
         if (gw_tunnel_half_close(&conn->tunnel))
@@ -735,6 +771,9 @@ static void gw_conn_timeout(gw_conn_t *conn) {
             gw_conn_set_deadline(conn, limit - idle);
         break;
     }
+    case GW_CONN_H2:
+        gw_h2_timeout(conn->h2);
+        break;
     case GW_CONN_CLOSING:
         gw_conn_close(conn); /* lingered long enough */
         break;

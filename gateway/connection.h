@@ -25,6 +25,7 @@ typedef enum gw_conn_state {
     GW_CONN_READING_HEAD,  /* waiting for a request head (header or idle timeout) */
     GW_CONN_EXCHANGE,      /* the head is complete: the exchange routes and proxies it */
     GW_CONN_TUNNEL,        /* after 101: raw bytes both ways */
+    GW_CONN_H2,            /* HTTP/2: the streams run in conn->h2 */
     GW_CONN_CLOSING,       /* the last response leaves, then the client's last bytes are read */
     GW_CONN_CLOSED,        /* finalized; freed once no handler of it runs */
 } gw_conn_state_t;
@@ -48,6 +49,8 @@ typedef struct gw_conn {
     size_t trailer_bytes;   /* of the request's trailer section, bounded by max_header_size */
     gw_exchange_t exchange; /* the current request */
     gw_tunnel_t tunnel;
+    bool protocol_chosen;     /* HTTP/1.1 or HTTP/2 was decided by ALPN or the first bytes */
+    struct gw_h2 *h2;         /* the HTTP/2 side, or NULL */
     bool lingering;           /* CLOSING: reading what the client still sends */
     uint64_t bytes_discarded; /* read while lingering before close */
 } gw_conn_t;
@@ -59,6 +62,18 @@ void gw_conn_accept(struct gw_worker *worker, const struct gw_listen *listen, in
 /* Draining: closes the connection if it is idle between requests; one with a
  * request in flight closes after its response (which says Connection: close). */
 void gw_conn_drain(gw_conn_t *conn);
+
+/* Handlers of the connection run between enter and leave: a close meanwhile
+ * frees the memory when the last of them returns. */
+void gw_conn_enter(gw_conn_t *conn);
+void gw_conn_leave(gw_conn_t *conn);
+
+/* The connection's one deadline, milliseconds from now; or none. */
+void gw_conn_set_deadline(gw_conn_t *conn, uint64_t milliseconds);
+void gw_conn_clear_deadline(gw_conn_t *conn);
+
+/* Closes once everything written so far has reached the kernel. */
+void gw_conn_close_after_flush(gw_conn_t *conn);
 
 /* The one finalizer: logs and releases the request in flight, closes the
  * streams; the memory goes once no handler of the connection runs.

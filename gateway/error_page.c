@@ -252,12 +252,35 @@ static int gw_error_add_html_body(struct evbuffer *body, int status, const char 
     return gw_error_add_text(body, "</body>\n</html>\n");
 }
 
-int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
-                    int port, bool html, bool close) {
+bool gw_error_head_wants_html(const gw_head_t *head) {
+    gw_error_client_t browser = {0};
+    const gw_header_t *header;
+    if ((header = gw_head_find(head, "user-agent", 10)) != NULL)
+        browser.user_agent = header->value;
+    if ((header = gw_head_find(head, "accept", 6)) != NULL)
+        browser.accept = header->value;
+    if ((header = gw_head_find(head, "sec-fetch-mode", 14)) != NULL)
+        browser.sec_fetch_mode = header->value;
+    browser.has_x_requested_with = gw_head_find(head, "x-requested-with", 16) != NULL;
+    return gw_error_wants_html(&browser);
+}
+
+int gw_error_render_body(struct evbuffer *body, int status, const char *message,
+                         const char *sandbox_id, int port, bool html) {
     if (message == NULL)
         message = gw_status_reason(status);
     if (sandbox_id == NULL)
         sandbox_id = "";
+    return html ? gw_error_add_html_body(body, status, message, sandbox_id, port)
+                : gw_error_add_json_body(body, status, message, sandbox_id, port);
+}
+
+const char *gw_error_content_type(bool html) {
+    return html ? "text/html; charset=utf-8" : "application/json";
+}
+
+int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
+                    int port, bool html, bool close) {
     /* The response is built aside and moved into out whole, so a failure
      * halfway never leaves a partial response queued for the client. */
     struct evbuffer *response = evbuffer_new();
@@ -266,8 +289,7 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
     size_t length;
     if (response == NULL || body == NULL)
         goto done;
-    if ((html ? gw_error_add_html_body(body, status, message, sandbox_id, port)
-              : gw_error_add_json_body(body, status, message, sandbox_id, port)) != 0)
+    if (gw_error_render_body(body, status, message, sandbox_id, port, html) != 0)
         goto done;
     if (evbuffer_add_printf(response,
                             "HTTP/1.1 %d %s\r\n"
@@ -277,7 +299,7 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
                             "Connection: %s\r\n"
                             "\r\n",
                             status, gw_status_reason(status),
-                            html ? "text/html; charset=utf-8" : "application/json",
+                            gw_error_content_type(html),
                             evbuffer_get_length(body), close ? "close" : "keep-alive") < 0 ||
         evbuffer_add_buffer(response, body) != 0)
         goto done;

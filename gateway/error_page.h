@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "gateway/http1.h"
+
 struct evbuffer;
 
 /* What of the request decides between JSON and HTML; NULL for an absent header. */
@@ -20,6 +22,9 @@ typedef struct gw_error_client {
  * X-Requested-With, and Sec-Fetch-Mode absent or "navigate". */
 bool gw_error_wants_html(const gw_error_client_t *client);
 
+/* gw_error_wants_html of a complete request head's fields. */
+bool gw_error_head_wants_html(const gw_head_t *head);
+
 /* The reason phrase of status ("Bad Gateway"). */
 const char *gw_status_reason(int status);
 
@@ -32,5 +37,13 @@ const char *gw_status_reason(int status);
  * left unchanged). */
 int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
                     int port, bool html, bool close);
+
+/* Appends the body alone (as gw_error_render's) to body; returns 0, or -1
+ * when memory is exhausted. For a side that frames responses itself. */
+int gw_error_render_body(struct evbuffer *body, int status, const char *message,
+                         const char *sandbox_id, int port, bool html);
+
+/* The Content-Type of that body. */
+const char *gw_error_content_type(bool html);
 
 #endif

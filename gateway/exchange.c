@@ -131,7 +131,8 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
     uint64_t duration_us = clock_us() - exchange->started_us;
     /* A request the client gave up on before any answer: counted as "none",
      * logged as nginx does, 499. */
-    gw_metrics_observe_request(&worker->metrics, exchange->status, duration_us);
+    gw_metrics_observe_request(&worker->metrics, exchange->protocol, exchange->status,
+                               duration_us);
     if (worker->server->access_log == NULL)
         return;
     gw_access_entry_t entry = {
@@ -144,6 +145,7 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
         .bytes_received = exchange->bytes_received,
         .bytes_sent = exchange->bytes_sent,
         .duration_us = duration_us,
+        .protocol = gw_protocol_name(exchange->protocol),
     };
     gw_access_log_write(worker->server->access_log, &entry);
 }
@@ -635,12 +637,24 @@ static gw_step_t gw_exchange_response_piece(gw_exchange_t *exchange, bool *head_
     } else if (piece.iov_len > room) {
         piece.iov_len = room;
     }
+    bool decoded = !in_head && exchange->side->decoded_body;
+    size_t output_before = evbuffer_get_length(output);
+    if (decoded)
+        head->body_sink = output;
     llhttp_errno_t error;
     size_t taken =
         gw_http1_parse(&exchange->response_parser, piece.iov_base, piece.iov_len, &error);
+    head->body_sink = NULL;
     if (in_head) {
         evbuffer_drain(input, taken);
         exchange->response_head_bytes += taken;
+    } else if (decoded) {
+        evbuffer_drain(input, taken);
+        exchange->bytes_sent += evbuffer_get_length(output) - output_before;
+        if (head->failed) {
+            gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_MEMORY);
+            return GW_STEP_ENDED;
+        }
     } else if (taken > 0) {
         evbuffer_remove_buffer(input, output, taken);
         exchange->bytes_sent += taken;

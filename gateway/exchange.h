@@ -9,6 +9,7 @@
 
 #include "gateway/http1.h"
 #include "gateway/io.h"
+#include "gateway/metrics.h"
 #include "routing/catalog.h"
 #include "routing/decision.h"
 #include "routing/host.h"
@@ -54,6 +55,9 @@ typedef struct gw_exchange gw_exchange_t;
 /* The client side of an exchange: an HTTP/1.1 connection today, an HTTP/2
  * stream later. The exchange calls these; each may end the request. */
 typedef struct gw_exchange_side {
+    /* The side takes response bodies without their HTTP/1.1 framing (an
+     * HTTP/2 stream); else they pass as the sandbox framed them. */
+    bool decoded_body;
     /* The exchange's own callbacks (upstream, catalog, splice) run between
      * enter and leave, so that a close the side is asked for meanwhile waits
      * until they return. */
@@ -68,8 +72,9 @@ typedef struct gw_exchange_side {
     /* Where response bytes go: the side's output; *room is what it takes
      * before the exchange must wait for gw_exchange_response_ready. The body
      * arrives as the sandbox framed it (chunked framing included), which an
-     * HTTP/1.1 client takes as it is; an HTTP/2 stream will want it decoded
-     * (llhttp's on_body spans), a mode this interface does not have yet. */
+     * HTTP/1.1 client takes as it is, or decoded (decoded_body); a decoded
+     * response's trailers are in the exchange's response_head when finished
+     * is called. */
     struct evbuffer *(*response_output)(void *side, size_t *room);
     /* The response head to pass on (an informational one when !final); close:
      * the side closes after this response. Returns 0, or -1 when memory is
@@ -105,6 +110,7 @@ struct gw_exchange {
     gw_response_state_t response_state;
     const char *client_address; /* X-Forwarded-For and the log */
     bool https;                 /* X-Forwarded-Proto */
+    gw_protocol_t protocol;     /* the client's, for the log and the metrics */
 
     /* The request. */
     const gw_head_t *request_head; /* the side's, for the error page and the rewrite */

@@ -1,6 +1,7 @@
 /* The HTTP/1.1 codec: heads collected from llhttp, checked and rewritten; no sockets. */
 #include "gateway/http1.h"
 
+#include <event2/buffer.h>
 #include <string.h>
 #include <strings.h>
 
@@ -98,6 +99,8 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
             return GW_HEADER_CONTENT_LENGTH;
         if (GW_IS("e2b-sandbox-id"))
             return GW_HEADER_ROUTING;
+        if (GW_IS("http2-settings"))
+            return GW_HEADER_HOP_BY_HOP; /* only ever part of an Upgrade: h2c */
         break;
     case 16:
         if (GW_IS("proxy-connection"))
@@ -187,44 +190,67 @@ static void gw_head_note_connection(gw_head_t *head, const char *value, size_t v
         head->connection_names_framing = true;
 }
 
-static int gw_head_on_value_complete(llhttp_t *parser) {
-    gw_head_t *head = parser->data;
-    if (head->failed)
-        return 0;
+/* Appends a field whose name and value live in the head's arena, classified
+ * and noted as the head's checks want it. */
+static void gw_head_append(gw_head_t *head, const char *name, size_t name_length,
+                           const char *value, size_t value_length) {
     if (head->header_count == head->header_capacity) {
         size_t new_capacity = head->header_capacity ? head->header_capacity * 2 : 16;
         gw_header_t *grown = arena_alloc(head->arena, new_capacity * sizeof(*grown));
         if (grown == NULL) {
             head->failed = true;
-            return 0;
+            return;
         }
         if (head->header_count > 0)
             memcpy(grown, head->headers, head->header_count * sizeof(*grown));
         head->headers = grown;
         head->header_capacity = new_capacity;
     }
+    gw_header_kind_t kind = gw_header_classify(name, name_length);
+    if (kind == GW_HEADER_CONNECTION)
+        gw_head_note_connection(head, value, value_length);
+    if (head->kind_count[kind]++ == 0)
+        head->kind_first[kind] = (uint32_t)head->header_count;
+    head->headers[head->header_count++] = (gw_header_t){
+        .kind = kind,
+        .name = name,
+        .name_length = name_length,
+        .value = value,
+        .value_length = value_length,
+    };
+}
+
+static int gw_head_on_value_complete(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    if (head->failed)
+        return 0;
     /* RFC 9110 §5.5: a field value excludes trailing whitespace. */
     size_t value_length = head->value_length;
     while (value_length > 0 &&
            (head->value[value_length - 1] == ' ' || head->value[value_length - 1] == '\t'))
         value_length--;
-    gw_header_kind_t kind = gw_header_classify(head->field, head->field_length);
-    if (kind == GW_HEADER_CONNECTION)
-        gw_head_note_connection(head, head->value, value_length);
-    if (head->kind_count[kind]++ == 0)
-        head->kind_first[kind] = (uint32_t)head->header_count;
-    head->headers[head->header_count++] = (gw_header_t){
-        .kind = kind,
-        .name = head->field ? head->field : "",
-        .name_length = head->field_length,
-        .value = head->value ? head->value : "",
-        .value_length = value_length,
-    };
+    gw_head_append(head, head->field ? head->field : "", head->field_length,
+                   head->value ? head->value : "", value_length);
     head->field = NULL;
     head->field_length = head->field_capacity = 0;
     head->value = NULL;
     head->value_length = head->value_capacity = 0;
     return 0;
+}
+
+int gw_head_add(gw_head_t *head, const char *name, size_t name_length, const char *value,
+                size_t value_length) {
+    char *copy = arena_alloc(head->arena, name_length + value_length + 2);
+    if (copy == NULL) {
+        head->failed = true;
+        return -1;
+    }
+    memcpy(copy, name, name_length);
+    copy[name_length] = '\0';
+    memcpy(copy + name_length + 1, value, value_length);
+    copy[name_length + 1 + value_length] = '\0';
+    gw_head_append(head, copy, name_length, copy + name_length + 1, value_length);
+    return head->failed ? -1 : 0;
 }
 
 /* Pausing at the end of the head lets the gateway route and rewrite it
@@ -269,6 +295,26 @@ static int gw_head_on_chunk_header(llhttp_t *parser) {
     return HPE_PAUSED;
 }
 
+/* The last chunk of a response body: what follows is its trailer section,
+ * passed on raw to HTTP/1.1 clients and as trailers to HTTP/2 streams. */
+static int gw_head_on_response_chunk_header(llhttp_t *parser) {
+    gw_head_t *head = parser->data;
+    head->extension_bytes = 0;
+    if (parser->content_length == 0) {
+        head->in_trailers = true;
+        head->trailer_start = head->header_count;
+    }
+    return 0;
+}
+
+/* Body bytes without their framing, for a side that wants them decoded. */
+static int gw_head_on_body(llhttp_t *parser, const char *at, size_t length) {
+    gw_head_t *head = parser->data;
+    if (head->body_sink != NULL && evbuffer_add(head->body_sink, at, length) != 0)
+        head->failed = true;
+    return 0;
+}
+
 /* Pausing at the end of each message keeps pipelined bytes unread. */
 static int gw_head_on_message_complete(llhttp_t *parser) {
     gw_head_t *head = parser->data;
@@ -300,6 +346,8 @@ static void gw_http1_settings_init(void) {
     gw_request_settings.on_version_complete = gw_head_on_version_complete;
     gw_request_settings.on_chunk_header = gw_head_on_chunk_header;
     gw_response_settings.on_status = gw_head_on_target;
+    gw_response_settings.on_chunk_header = gw_head_on_response_chunk_header;
+    gw_response_settings.on_body = gw_head_on_body;
     __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
 }
 
@@ -455,6 +503,14 @@ static void gw_request_shared_fields(const gw_head_t *head, route_shared_fields_
 static const char *const gw_idempotent_methods[] = {"GET", "HEAD",   "OPTIONS",
                                                     "PUT", "DELETE", "TRACE"};
 
+bool gw_method_idempotent(const char *method) {
+    for (size_t i = 0; i < sizeof(gw_idempotent_methods) / sizeof(gw_idempotent_methods[0]); i++) {
+        if (strcmp(method, gw_idempotent_methods[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *parser,
                                             const char *instance, size_t instance_length,
                                             gw_request_t *request) {
@@ -467,9 +523,14 @@ gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *par
     request->has_body = (parser->flags & F_CHUNKED) || parser->content_length > 0;
     request->upgrade = parser->upgrade;
     request->http10 = llhttp_get_http_minor(parser) == 0;
-    for (size_t i = 0; i < sizeof(gw_idempotent_methods) / sizeof(gw_idempotent_methods[0]); i++) {
-        if (strcmp(request->method, gw_idempotent_methods[i]) == 0)
-            request->idempotent = true;
+    request->idempotent = gw_method_idempotent(request->method);
+    /* DESIGN "What the sandbox receives": Upgrade: h2c is never an upgrade
+     * (HTTP/2 is offered by prior knowledge alone); the request is served as
+     * HTTP/1.1 without it and its HTTP2-Settings. */
+    if (request->upgrade && head->kind_count[GW_HEADER_UPGRADE] > 0) {
+        const gw_header_t *upgrade = &head->headers[head->kind_first[GW_HEADER_UPGRADE]];
+        if (gw_list_has(upgrade->value, upgrade->value_length, "h2c", 3))
+            request->upgrade = false;
     }
     if (llhttp_get_http_major(parser) != 1 || llhttp_get_method(parser) == HTTP_CONNECT ||
         head->target == NULL)
@@ -494,9 +555,16 @@ gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *par
     }
     /* RFC 9112 §3.2: one Host. Two tokens: which one counts would be the
      * sender's choice. */
-    size_t tokens = head->kind_count[GW_HEADER_TOKEN];
     if (hosts > 1 || codings > 1 || !chunked_only || (codings > 0 && request->http10) ||
-        head->connection_names_framing || tokens > 1)
+        head->connection_names_framing)
+        return GW_REQUEST_MALFORMED;
+    return gw_request_check_fields(head, instance, instance_length, request);
+}
+
+gw_request_verdict_t gw_request_check_fields(const gw_head_t *head, const char *instance,
+                                             size_t instance_length, gw_request_t *request) {
+    size_t tokens = head->kind_count[GW_HEADER_TOKEN];
+    if (tokens > 1)
         return GW_REQUEST_MALFORMED;
     if (tokens == 1) {
         const gw_header_t *token = &head->headers[head->kind_first[GW_HEADER_TOKEN]];

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct evbuffer;
+
 #include "routing/host.h"
 #include "util/arena.h"
 
@@ -15,7 +17,7 @@ typedef enum gw_header_kind {
     GW_HEADER_OTHER = 0,
     GW_HEADER_HOST,
     GW_HEADER_CONNECTION,
-    GW_HEADER_HOP_BY_HOP, /* Keep-Alive, Proxy-Connection, TE */
+    GW_HEADER_HOP_BY_HOP, /* Keep-Alive, Proxy-Connection, TE, HTTP2-Settings */
     GW_HEADER_UPGRADE,
     GW_HEADER_TRANSFER_ENCODING,
     GW_HEADER_FORWARDED, /* Forwarded and X-Forwarded-*: replaced, never trusted */
@@ -65,6 +67,7 @@ typedef struct gw_head {
     size_t target_offset;   /* where the target began in the piece being parsed (0: before it) */
     size_t trailer_start;   /* headers from here on are trailers (after a chunked body) */
     bool in_trailers;       /* the last chunk was read: what follows is the trailer section */
+    struct evbuffer *body_sink; /* response body bytes without framing go here, when set */
     size_t extension_bytes; /* of the current chunk's extensions */
     bool head_complete;
     bool message_complete;
@@ -129,6 +132,12 @@ void gw_http1_response_init(llhttp_t *parser, gw_head_t *head, bool head_request
  * an HTTP-version (HTTP/0.9) is HPE_INVALID_VERSION. */
 size_t gw_http1_parse(llhttp_t *parser, const char *data, size_t length, llhttp_errno_t *error);
 
+/* Adds a field (copied into the head's arena), as a parser adds one: for
+ * heads that come from elsewhere (HTTP/2). Returns 0, or -1 when memory is
+ * exhausted. */
+int gw_head_add(gw_head_t *head, const char *name, size_t name_length, const char *value,
+                size_t value_length);
+
 /* The first field named name (case-insensitive), or NULL. */
 const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, size_t length);
 
@@ -136,12 +145,21 @@ const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, size_t 
  * hop-by-hop fields, are for one hop only. */
 bool gw_head_is_hop_by_hop(const gw_head_t *head, const gw_header_t *header);
 
+/* RFC 9110 §9.2.2: GET, HEAD, OPTIONS, PUT, DELETE, TRACE. */
+bool gw_method_idempotent(const char *method);
+
 /* Checks a complete request head (RFC 9112 framing: one Host, a single
  * chunked coding and none in HTTP/1.0, no Connection naming a framing field,
  * one token, no Via naming instance) and fills request. */
 gw_request_verdict_t gw_http1_request_check(const gw_head_t *head, llhttp_t *parser,
                                             const char *instance, size_t instance_length,
                                             gw_request_t *request);
+
+/* The checks of gw_http1_request_check that hold whatever the protocol (one
+ * token, an authority, no Via naming instance), on a request whose method,
+ * path and authority are set: fills its token and shared-host fields. */
+gw_request_verdict_t gw_request_check_fields(const gw_head_t *head, const char *instance,
+                                             size_t instance_length, gw_request_t *request);
 
 /* Writes the request head the sandbox receives (DESIGN "What the sandbox
  * receives") into arena; returns 0, or -1 when memory is exhausted. Sets

@@ -152,7 +152,8 @@ static int gw_run_tls(gw_server_t *server) {
     }
     tls_settings_t settings = {.pairs = pairs,
                                .pair_count = config->tls_pair_count,
-                               .ticket_key_file = config->tls_ticket_key_file};
+                               .ticket_key_file = config->tls_ticket_key_file,
+                               .http2 = config->http2};
     char error[1024];
     server->tls = tls_context_new(&settings, error, sizeof(error));
     free(pairs);

@@ -13,9 +13,16 @@ static const uint64_t gw_duration_bounds_us[GW_DURATION_BUCKET_COUNT] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
 };
 
-void gw_metrics_observe_request(gw_metrics_t *metrics, int status, uint64_t duration_us) {
+const char *gw_protocol_name(gw_protocol_t protocol) {
+    return protocol == GW_PROTOCOL_H2 ? "h2" : "http/1.1";
+}
+
+void gw_metrics_observe_request(gw_metrics_t *metrics, gw_protocol_t protocol, int status,
+                                uint64_t duration_us) {
     int status_class = status / 100;
-    GW_METRIC_ADD(metrics, responses_by_class[status_class >= 1 && status_class <= 5 ? status_class : 0],
+    GW_METRIC_ADD(metrics,
+                  responses_by_class[protocol][status_class >= 1 && status_class <= 5 ? status_class
+                                                                                      : 0],
                   1);
     size_t bucket = 0;
     while (bucket < GW_DURATION_BUCKET_COUNT && duration_us > gw_duration_bounds_us[bucket])
@@ -30,8 +37,10 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
     memset(catalog_total, 0, sizeof(*catalog_total));
     for (size_t w = 0; w < server->worker_count; w++) {
         gw_metrics_t *metrics = &server->workers[w].metrics;
-        for (size_t i = 0; i < 6; i++)
-            total->responses_by_class[i] += GW_METRIC_READ(metrics, responses_by_class[i]);
+        for (size_t p = 0; p < GW_PROTOCOL_COUNT; p++) {
+            for (size_t i = 0; i < 6; i++)
+                total->responses_by_class[p][i] += GW_METRIC_READ(metrics, responses_by_class[p][i]);
+        }
         for (size_t i = 0; i <= GW_DURATION_BUCKET_COUNT; i++)
             total->duration_buckets[i] += GW_METRIC_READ(metrics, duration_buckets[i]);
         total->duration_sum_us += GW_METRIC_READ(metrics, duration_sum_us);
@@ -43,6 +52,8 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
         total->client_connections += GW_METRIC_READ(metrics, client_connections);
         total->upstream_connections += GW_METRIC_READ(metrics, upstream_connections);
         total->tunnels += GW_METRIC_READ(metrics, tunnels);
+        total->h2_connections += GW_METRIC_READ(metrics, h2_connections);
+        total->h2_streams += GW_METRIC_READ(metrics, h2_streams);
         route_catalog_t *catalog = __atomic_load_n(&server->workers[w].catalog, __ATOMIC_ACQUIRE);
         if (catalog != NULL) {
             /* Single 64-bit counters, each written by its own worker: a
@@ -74,12 +85,17 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     route_catalog_stats_t catalog;
     gw_metrics_sum(server, &total, &catalog);
 
-    evbuffer_add_printf(out, "# HELP sgw_requests_total Requests answered, by status class.\n"
-                             "# TYPE sgw_requests_total counter\n");
+    evbuffer_add_printf(out,
+                        "# HELP sgw_requests_total Requests answered, by protocol and status class.\n"
+                        "# TYPE sgw_requests_total counter\n");
     static const char *const classes[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (size_t i = 0; i < 6; i++)
-        evbuffer_add_printf(out, "sgw_requests_total{class=\"%s\"} %" PRIu64 "\n", classes[i],
-                            total.responses_by_class[i]);
+    for (size_t p = 0; p < GW_PROTOCOL_COUNT; p++) {
+        for (size_t i = 0; i < 6; i++)
+            evbuffer_add_printf(out,
+                                "sgw_requests_total{protocol=\"%s\",class=\"%s\"} %" PRIu64 "\n",
+                                gw_protocol_name((gw_protocol_t)p), classes[i],
+                                total.responses_by_class[p][i]);
+    }
 
     evbuffer_add_printf(out,
                         "# HELP sgw_request_duration_seconds Time from a request's first byte to "
@@ -104,6 +120,9 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
                      "Open connections to sandboxes, pooled ones included.",
                      total.upstream_connections);
     gw_metrics_gauge(out, "sgw_tunnels", "Open upgraded (WebSocket) connections.", total.tunnels);
+    gw_metrics_gauge(out, "sgw_h2_connections", "Open client connections speaking HTTP/2.",
+                     total.h2_connections);
+    gw_metrics_gauge(out, "sgw_h2_streams", "Open HTTP/2 streams of clients.", total.h2_streams);
     gw_metrics_counter(out, "sgw_route_cache_hits_total", "Lookups answered by the route cache.",
                        catalog.cache_hits);
     gw_metrics_counter(out, "sgw_route_cache_misses_total",

@@ -7,11 +7,18 @@
 struct evbuffer;
 struct gw_server;
 
+/* The protocol a request came over (the access log's and the metrics' label). */
+typedef enum gw_protocol { GW_PROTOCOL_HTTP1, GW_PROTOCOL_H2, GW_PROTOCOL_COUNT } gw_protocol_t;
+
+/* "http/1.1" or "h2". */
+const char *gw_protocol_name(gw_protocol_t protocol);
+
 /* Upper bounds of the request-duration histogram, in microseconds. */
 enum { GW_DURATION_BUCKET_COUNT = 11 };
 
 typedef struct gw_metrics {
-    uint64_t responses_by_class[6]; /* index status / 100; 0 when no status was sent */
+    /* [protocol][status / 100]; class 0 when no status was sent */
+    uint64_t responses_by_class[GW_PROTOCOL_COUNT][6];
     uint64_t duration_buckets[GW_DURATION_BUCKET_COUNT + 1]; /* not cumulative; last is +Inf */
     uint64_t duration_sum_us;
     uint64_t upstream_dial_errors;
@@ -22,6 +29,8 @@ typedef struct gw_metrics {
     uint64_t client_connections;   /* gauge */
     uint64_t upstream_connections; /* gauge */
     uint64_t tunnels;              /* gauge: WebSocket and other upgraded connections */
+    uint64_t h2_connections;       /* gauge: client connections speaking HTTP/2 */
+    uint64_t h2_streams;           /* gauge: their open streams */
 } gw_metrics_t;
 
 /* One writer per counter, so a relaxed load and store is enough: no lock
@@ -32,8 +41,9 @@ typedef struct gw_metrics {
                      __ATOMIC_RELAXED)
 #define GW_METRIC_READ(metrics, field) __atomic_load_n(&(metrics)->field, __ATOMIC_RELAXED)
 
-/* Counts one finished request: its status class and duration. */
-void gw_metrics_observe_request(gw_metrics_t *metrics, int status, uint64_t duration_us);
+/* Counts one finished request: its protocol, status class and duration. */
+void gw_metrics_observe_request(gw_metrics_t *metrics, gw_protocol_t protocol, int status,
+                                uint64_t duration_us);
 
 /* Appends the Prometheus text exposition of every worker's counters, summed,
  * and of the route catalogs, to out. */

@@ -4,9 +4,12 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -137,6 +140,15 @@ static const gw_transport_ops_t gw_tls_ops = {
     .when_drained = gw_tls_when_drained,
     .close = gw_tls_close,
 };
+
+bool gw_transport_alpn_h2(const gw_transport_t *transport) {
+    if (transport->ops != &gw_tls_ops)
+        return false;
+    const unsigned char *protocol = NULL;
+    unsigned int length = 0;
+    SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(transport->bev), &protocol, &length);
+    return length == 2 && memcmp(protocol, "h2", 2) == 0;
+}
 
 /* ---- life cycle ---- */
 

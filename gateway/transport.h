@@ -138,6 +138,9 @@ static inline bool gw_transport_when_drained(gw_transport_t *transport, void (*d
     return transport->ops->when_drained(transport, drained, arg);
 }
 
+/* True if the TLS handshake agreed on HTTP/2 by ALPN (never for a plain stream). */
+bool gw_transport_alpn_h2(const gw_transport_t *transport);
+
 /* The socket, for splice (GW_TRANSPORT_RAW streams). */
 int gw_transport_fd(const gw_transport_t *transport);
 

@@ -4,13 +4,13 @@ set -euo pipefail
 
 profile="${1:-build}"
 
-build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev libsodium-dev node-llhttp libnftables-dev)
+build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev libsodium-dev libnghttp2-dev node-llhttp libnftables-dev)
 case "$profile" in
     build) wanted=("${build_packages[@]}") ;;
     run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
-    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest redis-server curl wrk openssl nftables iproute2 haproxy valgrind clang libclang-rt-14-dev) ;;
+    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest python3-h2 nghttp2-client chromium redis-server curl wrk openssl nftables iproute2 haproxy valgrind clang libclang-rt-14-dev) ;;
     fuzz)  wanted=("${build_packages[@]}" clang libclang-rt-14-dev python3 python3-pytest) ;;
-    bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk openssl nginx-light haproxy gnuplot-nox) ;;
+    bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk nghttp2-client openssl nginx-light haproxy gnuplot-nox) ;;
     -h|--help)
         echo "usage: $0 [build|run|test|fuzz|bench]"
         exit 0 ;;

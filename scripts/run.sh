@@ -164,7 +164,8 @@ if ! awk '{ sub(/#.*/, "") } $1 == "listen" { for (i = 3; i <= NF; i++) if ($i =
         printf 'tls_certificate %s\n' "$certificate"
         printf 'tls_certificate_key %s\n' "$certificate_key"
     } >"$run_config"
-    https_line="curl --cacert .run/tls/cert.pem https://${demo_port}-demo.${domain}:${tls_port}/"
+    https_line="curl --cacert .run/tls/cert.pem https://${demo_port}-demo.${domain}:${tls_port}/
+    curl --http2 --cacert .run/tls/cert.pem https://${demo_port}-demo.${domain}:${tls_port}/   # HTTP/2 (ALPN h2)"
 fi
 
 cat <<MSG
@@ -172,6 +173,8 @@ cat <<MSG
   sandbox-gateway is starting on $listen_address; in another terminal try:
 
     curl ${curl_flags}${scheme}://${demo_port}-demo.${domain}:${listen_port}/
+    curl ${curl_flags}--http2-prior-knowledge ${scheme}://${demo_port}-demo.${domain}:${listen_port}/   # HTTP/2 (h2c)
+    curl ${curl_flags}-H 'E2b-Sandbox-Id: demo' -H 'E2b-Sandbox-Port: ${demo_port}' ${scheme}://sandbox.${domain}:${listen_port}/   # the shared host
 ${https_line:+    $https_line
 }
   (*.localhost resolves to 127.0.0.1 in curl and browsers.) Ctrl-C stops it all.

@@ -1,4 +1,4 @@
-/* TLS termination: OpenSSL 3 contexts picked by SNI, ALPN http/1.1, shared tickets, reload. */
+/* TLS termination: OpenSSL 3 contexts picked by SNI, ALPN h2 and http/1.1, shared tickets, reload. */
 #include "tls/tls.h"
 
 #include <event2/bufferevent_ssl.h>
@@ -27,9 +27,10 @@ static const char tls_groups[] = "X25519:P-256:P-384";
  * ticket issued by one gateway resumes on another sharing its ticket keys. */
 static const unsigned char tls_session_id_context[] = "sandbox-gateway";
 
-/* The one protocol the gateway speaks, in ALPN's wire form (RFC 7301 §3.1). */
-static const unsigned char tls_alpn_http11[] = "http/1.1";
-enum { TLS_ALPN_HTTP11_LENGTH = sizeof(tls_alpn_http11) - 1 };
+/* The protocols the gateway speaks, in ALPN's wire form (RFC 7301 §3.1), in
+ * the order it prefers them; without HTTP/2 the list starts at http/1.1. */
+static const unsigned char tls_alpn_protocols[] = "\x02h2\x08http/1.1";
+enum { TLS_ALPN_HTTP11_OFFSET = 3 };
 
 enum {
     TLS_MAX_KEY_TYPES = 8,     /* certificates of distinct key types in one SSL_CTX */
@@ -63,6 +64,7 @@ struct tls_context {
     char **key_paths;
     size_t pair_count;
     char *ticket_key_file; /* NULL: random keys */
+    bool http2;            /* ALPN offers h2 */
 
     pthread_mutex_t lock; /* guards the generation pointer only */
     tls_generation_t *generation;
@@ -340,28 +342,24 @@ static int tls_servername_callback(SSL *ssl, int *alert, void *argument) {
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* Selects "http/1.1" when offered; otherwise (say, h2 alone) the handshake
- * goes on without ALPN (RFC 7301 §3.2 allows the server to ignore it) rather
- * than agreeing to a protocol the gateway does not speak. */
+/* Selects h2 (when HTTP/2 is on) or http/1.1, the server's preference first
+ * (RFC 7301 §3.2); with neither offered the handshake goes on without ALPN
+ * rather than agreeing to a protocol the gateway does not speak. */
 static int tls_alpn_callback(SSL *ssl, const unsigned char **selected,
                              unsigned char *selected_length, const unsigned char *offered,
                              unsigned int offered_length, void *argument) {
     (void)ssl;
-    (void)argument;
-    unsigned int position = 0;
-    while (position < offered_length) {
-        unsigned int length = offered[position];
-        if (length > offered_length - position - 1)
-            break; /* malformed; OpenSSL checks this before calling */
-        if (length == TLS_ALPN_HTTP11_LENGTH &&
-            memcmp(offered + position + 1, tls_alpn_http11, TLS_ALPN_HTTP11_LENGTH) == 0) {
-            *selected = offered + position + 1;
-            *selected_length = (unsigned char)length;
-            return SSL_TLSEXT_ERR_OK;
-        }
-        position += 1 + length;
-    }
-    return SSL_TLSEXT_ERR_NOACK;
+    const tls_context_t *context = argument;
+    unsigned int first = context->http2 ? 0 : TLS_ALPN_HTTP11_OFFSET;
+    unsigned char *chosen = NULL;
+    unsigned char chosen_length = 0;
+    if (SSL_select_next_proto(&chosen, &chosen_length, tls_alpn_protocols + first,
+                              (unsigned int)sizeof(tls_alpn_protocols) - 1 - first, offered,
+                              offered_length) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *selected = chosen;
+    *selected_length = chosen_length;
+    return SSL_TLSEXT_ERR_OK;
 }
 
 /* OpenSSL calls this from the SSL_CTX the handshake started on (its
@@ -535,7 +533,7 @@ static SSL_CTX *tls_ssl_context_new(tls_context_t *context) {
     SSL_CTX_set_timeout(ssl_context, TLS_TICKET_LIFETIME_SECONDS);
     SSL_CTX_set_tlsext_servername_callback(ssl_context, tls_servername_callback);
     SSL_CTX_set_tlsext_servername_arg(ssl_context, context);
-    SSL_CTX_set_alpn_select_cb(ssl_context, tls_alpn_callback, NULL);
+    SSL_CTX_set_alpn_select_cb(ssl_context, tls_alpn_callback, context);
     SSL_CTX_set_info_callback(ssl_context, tls_info_callback);
     return ssl_context;
 }
@@ -645,6 +643,7 @@ tls_context_t *tls_context_new(const tls_settings_t *settings, char *error, size
         if (context->certificate_paths[i] == NULL || context->key_paths[i] == NULL)
             goto out_of_memory;
     }
+    context->http2 = settings->http2;
     if (settings->ticket_key_file != NULL) {
         context->ticket_key_file = tls_strdup(settings->ticket_key_file);
         if (context->ticket_key_file == NULL)

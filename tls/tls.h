@@ -1,10 +1,11 @@
-/* TLS termination: OpenSSL 3 contexts picked by SNI, ALPN http/1.1, shared tickets, reload. */
+/* TLS termination: OpenSSL 3 contexts picked by SNI, ALPN h2 and http/1.1, shared tickets, reload. */
 #ifndef SGW_TLS_TLS_H
 #define SGW_TLS_TLS_H
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@ typedef struct tls_settings {
     const tls_certificate_pair_t *pairs; /* first pair = default (no SNI / unknown SNI) */
     size_t pair_count;
     const char *ticket_key_file; /* NULL: random keys, rotated */
+    bool http2;                  /* ALPN offers h2 before http/1.1 */
 } tls_settings_t;
 
 /* Process-wide; used by every worker thread at once. It must outlive every SSL

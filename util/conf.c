@@ -448,6 +448,17 @@ int conf_set_count(conf_parser_t *parser, const conf_directive_t *directive, cha
     return 0;
 }
 
+int conf_set_switch(conf_parser_t *parser, const conf_directive_t *directive, char **arguments,
+                    size_t argument_count) {
+    (void)argument_count;
+    bool on = strcmp(arguments[0], "on") == 0;
+    if (!on && strcmp(arguments[0], "off") != 0)
+        return conf_error(parser, "\"%s\" takes on or off, not \"%s\"", directive->name,
+                          arguments[0]);
+    *(bool *)conf_field(parser, directive) = on;
+    return 0;
+}
+
 int conf_set_duration(conf_parser_t *parser, const conf_directive_t *directive, char **arguments,
                       size_t argument_count) {
     uint64_t milliseconds;

@@ -127,6 +127,7 @@ conf_setter_t conf_set_string;    /* char *, a copy */
 conf_setter_t conf_set_duration;  /* uint64_t milliseconds */
 conf_setter_t conf_set_size;      /* size_t bytes */
 conf_setter_t conf_set_count;     /* long */
+conf_setter_t conf_set_switch;    /* bool: "on" or "off" */
 conf_setter_t conf_set_log_level; /* log_level_t */
 conf_setter_t conf_set_redis_url; /* conf_redis_target_t, and the URL at directive->text_offset */
 

@@ -20,6 +20,62 @@ TOKEN = b"s3cret-fuzz-token"  # tests/fuzz/fuzz_request.c: the private sandboxes
 PUB = b"30000-pub.fuzz.test"  # "30000" becomes the sandboxes' port
 
 
+def h2_seeds():
+    """HTTP/2 inputs for the request target: the preface, SETTINGS, then streams (HPACK without
+    Huffman, so the fuzzer can mutate the text)."""
+    import hpack
+    from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame,
+                                  SettingsFrame, WindowUpdateFrame)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
+
+    def headers(stream_id, fields, end_stream=True, end_headers=True):
+        frame = HeadersFrame(stream_id)
+        frame.data = hpack.Encoder().encode(fields, huffman=False)
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        if end_headers:
+            frame.flags.add("END_HEADERS")
+        return frame.serialize()
+
+    def data(stream_id, payload, end_stream=True):
+        frame = DataFrame(stream_id, data=payload)
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        return frame.serialize()
+
+    def request(authority, path=b"/", method=b"GET", extra=()):
+        return [(b":method", method), (b":scheme", b"http"), (b":authority", authority),
+                (b":path", path)] + list(extra)
+
+    pub, priv = PUB, b"30000-priv.fuzz.test"
+    seeds = {}
+    seeds["h2-get"] = b"\x00" + preface + headers(1, request(pub))
+    seeds["h2-streams"] = b"\x00" + preface + b"".join(
+        headers(2 * n + 1, request(pub if n % 2 else priv, b"/%d" % n, extra=[(b"e2b-traffic-access-token", TOKEN)]))
+        for n in range(4))
+    seeds["h2-post-chunked"] = b"\x02" + preface + headers(1, request(pub, b"/p", b"POST"), end_stream=False) + \
+        data(1, b"hello", end_stream=False) + headers(1, [(b"x-sum", b"1"), (b"host", b"evil")])
+    seeds["h2-post-sized"] = b"\x00" + preface + headers(
+        1, request(pub, b"/p", b"POST", extra=[(b"content-length", b"5")]), end_stream=False) + data(1, b"hello")
+    seeds["h2-shared-host"] = b"\x00" + preface + headers(1, request(b"sandbox.fuzz.test", extra=[
+        (b"e2b-sandbox-id", b"pub"), (b"e2b-sandbox-port", b"30000"), (b"cookie", b"a=1"), (b"cookie", b"b=2"),
+        (b"te", b"trailers")]))
+    seeds["h2-bad-header"] = b"\x00" + preface + headers(1, request(pub, extra=[(b"connection", b"close")])) + \
+        headers(3, request(pub))
+    seeds["h2-continuation"] = b"\x00" + preface + headers(1, request(pub), end_headers=False) + \
+        ContinuationFrame(1, data=hpack.Encoder().encode([(b"x-a", b"b")], huffman=False),
+                          flags=["END_HEADERS"]).serialize()
+    reset = RstStreamFrame(1)
+    reset.error_code = 8
+    seeds["h2-reset-ping-window"] = b"\x00" + preface + headers(1, request(pub)) + reset.serialize() + \
+        PingFrame(0, opaque_data=b"12345678").serialize() + WindowUpdateFrame(0, window_increment=1000).serialize() + \
+        headers(3, request(pub, b"/after"))
+    for kind in range(8):
+        seeds[f"h2-answer-{kind}"] = bytes([kind << 1]) + preface + headers(1, request(pub)) + \
+            headers(3, request(pub, b"/h", b"HEAD"))
+    return seeds
+
+
 def request_seeds():
     def host(sandbox):
         return b"30000-%s.fuzz.test" % sandbox
@@ -58,6 +114,7 @@ def request_seeds():
     seeds["self-loop"] = b"\x00GET / HTTP/1.1\r\nHost: 18080-self.fuzz.test\r\n\r\n" + get
     seeds["via-loop"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.0 a, 1.1 fuzz-gw\r\n\r\n" + get
     seeds["via-other"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.1 lb\r\n\r\n"
+    seeds.update(h2_seeds())
     seeds["http10"] = b"\x00GET / HTTP/1.0\r\nHost: " + PUB + b"\r\nConnection: keep-alive\r\n\r\n" + get
     seeds["absolute-form"] = b"\x00GET http://" + PUB + b"/x?y HTTP/1.1\r\nHost: other\r\n\r\n"
     seeds["upgrade"] = (b"\x00GET /ws HTTP/1.1\r\nHost: " + PUB + b"\r\nConnection: Upgrade\r\n"

@@ -8,7 +8,7 @@ from lib.gateway import admin_gateway, gateway_metrics
 from lib.util import wait_for
 
 FIELDS = {"time", "client", "sandbox", "port", "method", "path", "status", "bytes_in", "bytes_out",
-          "duration_ms"}
+          "duration_ms", "protocol"}
 
 
 def test_access_log_lines(gateway, redis, backend):
@@ -78,5 +78,5 @@ def test_abandoned_requests_are_logged_499_and_counted_none(gateway_factory, red
     upload = next(entry for entry in entries if entry["path"] == "/upload")
     assert upload["bytes_out"] == 0 and upload["bytes_in"] > len("partial"), upload
     after = gateway_metrics(gateway)
-    assert after['sgw_requests_total{class="none"}'] - before['sgw_requests_total{class="none"}'] == 3
+    assert after['sgw_requests_total{protocol="http/1.1",class="none"}'] - before['sgw_requests_total{protocol="http/1.1",class="none"}'] == 3
     backend.release()

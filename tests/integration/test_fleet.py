@@ -469,7 +469,7 @@ def test_fleet_drain_and_restart_under_load(fleet):
     for gateway in (fleet.gateways[1], gateway2):
         def counted():
             logged = sum(1 for entry in gateway.access_entries() if entry["status"] == 200)
-            return gateway_metrics(gateway)['sgw_requests_total{class="2xx"}'] == logged
+            return gateway_metrics(gateway)['sgw_requests_total{protocol="http/1.1",class="2xx"}'] == logged
         wait_for(counted, 10, 0.1, f"gateway {gateway.number}'s 2xx counter to match its access log")
 
 
@@ -517,10 +517,10 @@ def test_fleet_routes_tls_and_metrics(fleet):
         assert gateway_metrics(gateway)["sgw_route_invalidations_total"] >= 2
 
     # Metrics move as requests pass through HAProxy: the fleet's 2xx grow by exactly the count.
-    before = sum(gateway_metrics(gateway)['sgw_requests_total{class="2xx"}'] for gateway in gateways)
+    before = sum(gateway_metrics(gateway)['sgw_requests_total{protocol="http/1.1",class="2xx"}'] for gateway in gateways)
     for number in range(30):
         assert request_via(fleet.http_port, fleet.host(), f"/counted{number}").status == 200
-    wait_for(lambda: sum(gateway_metrics(gateway)['sgw_requests_total{class="2xx"}']
+    wait_for(lambda: sum(gateway_metrics(gateway)['sgw_requests_total{protocol="http/1.1",class="2xx"}']
                          for gateway in gateways) == before + 30, 10, 0.05, "30 more 2xx in the fleet")
     for gateway in gateways:
         assert gateway_health(gateway) == (200, "healthy\n")

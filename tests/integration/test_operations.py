@@ -18,8 +18,8 @@ SANDBOX = "ops1"
 CLIENT = "127.0.0.6"
 
 METRIC_NAMES = [
-    'sgw_requests_total{class="2xx"}', 'sgw_requests_total{class="4xx"}',
-    'sgw_requests_total{class="5xx"}', 'sgw_request_duration_seconds_bucket{le="+Inf"}',
+    'sgw_requests_total{protocol="http/1.1",class="2xx"}', 'sgw_requests_total{protocol="http/1.1",class="4xx"}',
+    'sgw_requests_total{protocol="http/1.1",class="5xx"}', 'sgw_request_duration_seconds_bucket{le="+Inf"}',
     "sgw_request_duration_seconds_sum", "sgw_request_duration_seconds_count",
     "sgw_client_connections", "sgw_upstream_connections", "sgw_tunnels",
     "sgw_route_cache_hits_total", "sgw_route_cache_misses_total", "sgw_redis_lookups_total",
@@ -156,7 +156,7 @@ def test_sigterm_turns_health_503_at_once_while_listener_accepts(gateway_factory
         time.sleep(0.05)
     assert served >= 5
     assert gateway.process.poll() is None
-    assert gateway_metrics(gateway)['sgw_requests_total{class="2xx"}'] >= served
+    assert gateway_metrics(gateway)['sgw_requests_total{protocol="http/1.1",class="2xx"}'] >= served
     code = gateway.process.wait(15)
     exited = time.monotonic() - signalled
     assert code == 0
@@ -182,8 +182,8 @@ def test_metrics_counters_move(gateway_factory, redis, backend, sandbox):
     closed_port = free_port()
     assert gateway.get(sandbox, closed_port).status == 502  # dial refused
 
-    expected = {'sgw_requests_total{class="2xx"}': 3, 'sgw_requests_total{class="4xx"}': 2,
-                'sgw_requests_total{class="5xx"}': 2, "sgw_request_duration_seconds_count": 7,
+    expected = {'sgw_requests_total{protocol="http/1.1",class="2xx"}': 3, 'sgw_requests_total{protocol="http/1.1",class="4xx"}': 2,
+                'sgw_requests_total{protocol="http/1.1",class="5xx"}': 2, "sgw_request_duration_seconds_count": 7,
                 'sgw_request_duration_seconds_bucket{le="+Inf"}': 7,
                 # ops1 (first request) and nosuchsandbox missed; the other 4 ops1 lookups hit
                 "sgw_route_cache_misses_total": 2, "sgw_redis_lookups_total": 2,
@@ -248,9 +248,9 @@ def test_metrics_are_summed_over_workers(gateway_factory, redis, backend, sandbo
     before = gateway_metrics(gateway)
     for number in range(40):  # one connection each: SO_REUSEPORT spreads them over both workers
         assert gateway.get(sandbox, backend.port, f"/w{number}").status == 200
-    after = wait_for(lambda: (lambda m: m if delta(m, before, 'sgw_requests_total{class="2xx"}') >= 40
+    after = wait_for(lambda: (lambda m: m if delta(m, before, 'sgw_requests_total{protocol="http/1.1",class="2xx"}') >= 40
                               else None)(gateway_metrics(gateway)), 10, 0.05, "40 requests counted")
-    assert delta(after, before, 'sgw_requests_total{class="2xx"}') == 40
+    assert delta(after, before, 'sgw_requests_total{protocol="http/1.1",class="2xx"}') == 40
     assert delta(after, before, "sgw_request_duration_seconds_count") == 40
     assert delta(after, before, "sgw_route_cache_hits_total") + \
         delta(after, before, "sgw_route_cache_misses_total") == 40

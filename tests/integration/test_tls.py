@@ -31,6 +31,7 @@ import pytest
 
 from lib.backends import pattern_bytes
 from lib.gateway import DOMAIN, TOKEN_HEADER, admin_gateway, gateway_metrics
+from lib.h2client import H2Client
 from lib.http import HttpConnection
 from lib.util import free_port, wait_for
 
@@ -235,7 +236,7 @@ def test_curl_https_routes_with_forwarded_proto(tls_gw, certs, backend):
         tls_gw, certs, host, "/hello?x=1", "-H", "X-Forwarded-Proto: http",
         "-H", "Forwarded: proto=http")
     assert status == 200, body
-    assert version == "1.1"
+    assert version == "2"  # curl offers h2 first, and the gateway prefers it
     seen = backend.last
     assert seen.path == "/hello?x=1"
     assert seen.header_all("X-Forwarded-Proto") == ["https"]
@@ -297,7 +298,29 @@ def test_ecdsa_and_rsa_for_the_same_names(tls_gw, certs):
     assert (ecdsa12["serial"], ecdsa12["protocol"]) == (SERIALS["ecdsa"], "TLSv1.2")
 
 
-def test_alpn_http11_only(tls_gw, certs, backend):
+def test_alpn_h2_preferred(tls_gw, certs, backend):
+    """With http2 on (the default) h2 is agreed whenever offered; http/1.1 otherwise."""
+    port, name = tls_gw.tls_port, hostname(3000)
+    assert peer(port, "-alpn", "http/1.1", servername=name)["alpn"] == "http/1.1"
+    assert peer(port, "-alpn", "http/1.1,h2", servername=name)["alpn"] == "h2"
+    assert peer(port, "-alpn", "h2", servername=name)["alpn"] == "h2"
+    status, _, body, version = curl_https(tls_gw, certs, hostname(backend.port), "/alpn", "--http2")
+    assert (status, version) == (200, "2"), body
+    assert backend.last.header_all("X-Forwarded-Proto") == ["https"]
+    assert backend.last.version == "HTTP/1.1"
+    # A raw HTTP/2 client over TLS: many streams, each routed.
+    context = client_context(certs, alpn=("h2",))
+    with H2Client(port, context=context, server_hostname=hostname(backend.port)) as client:
+        assert client.sock.selected_alpn_protocol() == "h2"
+        streams = [client.request(hostname(backend.port), f"/s{number}", scheme="https") for number in range(20)]
+        for stream_id in streams:
+            assert client.response(stream_id).status == 200
+        big = client.get(hostname(backend.port), f"/big?bytes={4 * MiB}", scheme="https")
+        assert bytes(big.data) == pattern_bytes(4 * MiB)
+
+
+def test_alpn_http11_only(gateway_factory, redis, certs, tmp_path, sandbox, backend):
+    tls_gw = tls_gateway(gateway_factory, redis, certs, tmp_path, http2="off")
     port, name = tls_gw.tls_port, hostname(3000)
     assert peer(port, "-alpn", "http/1.1", servername=name)["alpn"] == "http/1.1"
     assert peer(port, "-alpn", "h2,http/1.1", servername=name)["alpn"] == "http/1.1"

@@ -86,6 +86,8 @@ class _BackendHandler(BaseHTTPRequestHandler):
             return self._big(int(query.get("bytes", "1048576")))
         if route == "/sse":
             return self._events(backend)
+        if route == "/trailers":
+            return self._trailers()
         if route == "/ws" and (self.headers.get("Upgrade") or "").lower() == "websocket":
             return self._tunnel()
         if route == "/close":  # answer as if keeping alive, then close (an app's keep-alive timeout)
@@ -139,6 +141,14 @@ class _BackendHandler(BaseHTTPRequestHandler):
                 backend.released.wait(30)  # the client must see event 1 before this is released
         self.wfile.write(b"0\r\n\r\n")
 
+    def _trailers(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Trailer", "X-Checksum")
+        self.end_headers()
+        self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc123\r\nGrpc-Status: 0\r\n\r\n")
+
     def _tunnel(self):
         self.send_response(101, "Switching Protocols")
         self.send_header("Upgrade", "websocket")
@@ -174,7 +184,8 @@ def pattern_bytes(size):
 class Backend:
     """A threaded HTTP/1.1 server that records each request and answers JSON of what it received.
 
-    GET /hold waits until release(); /close answers and then closes the connection without saying so; /big?bytes=N sends N bytes; /sse sends one event, waits for
+    GET /hold waits until release(); /close answers and then closes the connection without saying so; /big?bytes=N sends N bytes; /trailers sends "hello world" chunked
+    with the trailers X-Checksum and Grpc-Status; /sse sends one event, waits for
     release(), sends another; /ws with Upgrade: websocket answers 101 and echoes bytes upper-cased;
     /status/N answers status N; anything else answers the JSON of describe().
     """

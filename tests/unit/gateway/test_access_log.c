@@ -133,6 +133,7 @@ static void test_exact_lines(void **state) {
         .bytes_received = 1234,
         .bytes_sent = 18446744073709551615ULL,
         .duration_us = 12345,
+        .protocol = "h2",
     };
     gw_access_entry_t unrouted = {
         .client = "::1",
@@ -155,11 +156,11 @@ static void test_exact_lines(void **state) {
                         ",\"client\":\"203.0.113.7\",\"sandbox\":\"i62mff4ahtrdfdkyn2esc\","
                         "\"port\":3000,\"method\":\"POST\",\"path\":\"/api/items?page=2\","
                         "\"status\":201,\"bytes_in\":1234,\"bytes_out\":18446744073709551615,"
-                        "\"duration_ms\":12.345}");
+                        "\"duration_ms\":12.345,\"protocol\":\"h2\"}");
     assert_string_equal(skip_time(second),
                         ",\"client\":\"::1\",\"sandbox\":null,\"port\":null,\"method\":\"GET\","
                         "\"path\":null,\"status\":421,\"bytes_in\":80,\"bytes_out\":120,"
-                        "\"duration_ms\":0.007}\n");
+                        "\"duration_ms\":0.007,\"protocol\":\"http/1.1\"}\n");
     free(text);
 }
 
@@ -183,7 +184,7 @@ static void test_path_is_escaped(void **state) {
                         ",\"client\":\"10.0.0.1\",\"sandbox\":\"abc\\\"def\",\"port\":80,"
                         "\"method\":\"GET\",\"path\":\"/a\\\"b\\\\c\\u000ad\\u000de\\u0009f"
                         "\\u0001g\\u001fh\\u007f/caf\xc3\xa9\",\"status\":400,\"bytes_in\":0,"
-                        "\"bytes_out\":0,\"duration_ms\":0.000}\n");
+                        "\"bytes_out\":0,\"duration_ms\":0.000,\"protocol\":\"http/1.1\"}\n");
     /* Exactly one newline: the one ending the line. */
     assert_ptr_equal(strchr(text, '\n'), text + length - 1);
     free(text);
@@ -222,7 +223,7 @@ static void check_long_path(const char *log_path, char fill, const char *escaped
     assert_true(1 + repeats * fill_length <= 2048);
     assert_true(1 + (repeats + 1) * fill_length > 2048);
     assert_string_equal(value, "\",\"status\":414,\"bytes_in\":0,\"bytes_out\":0,"
-                               "\"duration_ms\":0.000}\n");
+                               "\"duration_ms\":0.000,\"protocol\":\"http/1.1\"}\n");
     free(text);
     unlink(log_path);
 }
@@ -302,7 +303,7 @@ static void test_concurrent_writers_give_whole_lines(void **state) {
         assert_int_equal(padding_length, (size_t)(sequence * 37 % 1500));
         char expected_tail[128];
         snprintf(expected_tail, sizeof(expected_tail),
-                 "\",\"status\":200,\"bytes_in\":0,\"bytes_out\":%d,\"duration_ms\":0.000}",
+                 "\",\"status\":200,\"bytes_in\":0,\"bytes_out\":%d,\"duration_ms\":0.000,\"protocol\":\"http/1.1\"}",
                  sequence);
         assert_string_equal(padding + padding_length, expected_tail);
         line = line_end + 1;

@@ -161,13 +161,13 @@ static int group_teardown(void **state) {
 /* ---- contexts ---- */
 
 static tls_context_t *context_of(const certificate_files_t *const *files, size_t count,
-                                 const char *ticket_key_file) {
+                                 const char *ticket_key_file, bool http2) {
     tls_certificate_pair_t pairs[8];
     for (size_t i = 0; i < count; i++) {
         pairs[i].certificate = files[i]->certificate;
         pairs[i].certificate_key = files[i]->key;
     }
-    tls_settings_t settings = {pairs, count, ticket_key_file};
+    tls_settings_t settings = {pairs, count, ticket_key_file, http2};
     char error[512] = "";
     tls_context_t *context = tls_context_new(&settings, error, sizeof(error));
     if (context == NULL)
@@ -178,14 +178,14 @@ static tls_context_t *context_of(const certificate_files_t *const *files, size_t
 /* example (ECDSA + RSA), other, www: the default is the example site. */
 static tls_context_t *standard_context(const char *ticket_key_file) {
     const certificate_files_t *files[] = {&example_ecdsa, &example_rsa, &other_ecdsa, &www_ecdsa};
-    return context_of(files, 4, ticket_key_file);
+    return context_of(files, 4, ticket_key_file, false);
 }
 
 /* Returns the error tls_context_new reports for these files. */
 static const char *context_error(const char *certificate, const char *key, const char *tickets,
                                  char *error, size_t error_size) {
     tls_certificate_pair_t pairs[] = {{certificate, key}};
-    tls_settings_t settings = {pairs, 1, tickets};
+    tls_settings_t settings = {pairs, 1, tickets, false};
     error[0] = '\0';
     tls_context_t *context = tls_context_new(&settings, error, error_size);
     assert_null(context);
@@ -443,7 +443,7 @@ static void test_sni_selects_certificate(void **state) {
     (void)state;
     /* other first: it is the default, so a fallback is told from a match. */
     const certificate_files_t *files[] = {&other_ecdsa, &example_ecdsa, &example_rsa, &www_ecdsa};
-    tls_context_t *context = context_of(files, 4, NULL);
+    tls_context_t *context = context_of(files, 4, NULL, false);
 
     assert_true(serves_name(context, "3000-abc.example.test", &example_ecdsa));
     assert_true(serves_name(context, "example.test", &example_ecdsa));
@@ -504,7 +504,7 @@ static void test_ecdsa_and_rsa_side_by_side(void **state) {
 
     /* RSA listed first still shares its site with the ECDSA certificate. */
     const certificate_files_t *files[] = {&example_rsa, &example_ecdsa};
-    context = context_of(files, 2, NULL);
+    context = context_of(files, 2, NULL, false);
     assert_true(serves(context, &any, &example_ecdsa));
     assert_true(serves(context, &rsa_only, &example_rsa));
     tls_context_free(context);
@@ -545,6 +545,17 @@ static void test_alpn(void **state) {
     check_alpn(context, h2_only, sizeof(h2_only) - 1, NULL);
     check_alpn(context, http10_and_h3, sizeof(http10_and_h3) - 1, NULL);
     check_alpn(context, NULL, 0, NULL);
+    tls_context_free(context);
+
+    /* With HTTP/2 on, h2 is preferred whatever the client's order. */
+    const certificate_files_t *files[] = {&example_ecdsa};
+    context = context_of(files, 1, NULL, true);
+    static const char http11_then_h2[] = "\x08http/1.1\x02h2";
+    check_alpn(context, h2_then_http11, sizeof(h2_then_http11) - 1, "h2");
+    check_alpn(context, http11_then_h2, sizeof(http11_then_h2) - 1, "h2");
+    check_alpn(context, h2_only, sizeof(h2_only) - 1, "h2");
+    check_alpn(context, http11_only, sizeof(http11_only) - 1, "http/1.1");
+    check_alpn(context, http10_and_h3, sizeof(http10_and_h3) - 1, NULL);
     tls_context_free(context);
 }
 
@@ -650,7 +661,7 @@ static void test_reload_certificates(void **state) {
     copy_file(example_ecdsa.certificate, reload_certificate);
     copy_file(example_ecdsa.key, reload_key);
     tls_certificate_pair_t pairs[] = {{reload_certificate, reload_key}};
-    tls_settings_t settings = {pairs, 1, NULL};
+    tls_settings_t settings = {pairs, 1, NULL, false};
     char error[512] = "";
     tls_context_t *context = tls_context_new(&settings, error, sizeof(error));
     assert_non_null(context);
@@ -864,12 +875,12 @@ static void test_errors_name_the_file(void **state) {
     /* The failing pair is named, not the first. */
     tls_certificate_pair_t pairs[] = {{example_ecdsa.certificate, example_ecdsa.key},
                                       {other_ecdsa.certificate, garbage_path}};
-    tls_settings_t settings = {pairs, 2, NULL};
+    tls_settings_t settings = {pairs, 2, NULL, false};
     assert_null(tls_context_new(&settings, error, sizeof(error)));
     snprintf(expected, sizeof(expected), "tls_certificate_key %s: cannot load: ", garbage_path);
     assert_memory_equal(error, expected, strlen(expected));
 
-    tls_settings_t none = {NULL, 0, NULL};
+    tls_settings_t none = {NULL, 0, NULL, false};
     assert_null(tls_context_new(&none, error, sizeof(error)));
     assert_non_null(strstr(error, "tls_certificate"));
 }

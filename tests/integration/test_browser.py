@@ -1,0 +1,50 @@
+"""A real browser over HTTP/2: headless Chromium (Debian's chromium) loads the demo page of
+`make run` (demo/app.py) through a TLS listener, and the page reports the protocol the browser
+used for it (Navigation Timing's nextHopProtocol) while the gateway logs the request as h2."""
+import re
+import shutil
+import subprocess
+import sys
+
+from lib.gateway import DOMAIN
+from lib.util import REPO, free_port, require, wait_for
+
+
+def test_chromium_loads_the_demo_page_over_h2(gateway_factory, redis, tmp_path):
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(certificate), "-days", "1",
+                    "-subj", f"/CN=*.{DOMAIN}", "-addext", f"subjectAltName=DNS:*.{DOMAIN}"],
+                   check=True, capture_output=True, timeout=60)
+    app_port = free_port()
+    app = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tls_port = free_port()
+        gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls",
+                                                f"tls_certificate {certificate}",
+                                                f"tls_certificate_key {key}"])
+        redis.put("demo")
+        url = f"https://{app_port}-demo.{DOMAIN}:{tls_port}/"
+        wait_for(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null", "--resolve",
+                                         f"{app_port}-demo.{DOMAIN}:{tls_port}:127.0.0.1", url],
+                                        timeout=10).returncode == 0, 10)
+        profile = tmp_path / "chromium-profile"
+        result = subprocess.run(
+            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={profile}", "--ignore-certificate-errors",
+             f"--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1", "--virtual-time-budget=5000",
+             "--dump-dom", url],
+            capture_output=True, timeout=120)
+        dom = result.stdout.decode(errors="replace")
+        assert "Hello from the demo sandbox" in dom, (result.returncode, dom[-2000:],
+                                                      result.stderr.decode(errors="replace")[-2000:])
+        protocol = re.search(r'<code id="protocol">([^<]*)</code>', dom)
+        assert protocol and protocol.group(1) == "h2", dom[-2000:]
+        wait_for(lambda: any(entry.get("protocol") == "h2" and entry.get("path") == "/"
+                             for entry in gateway.access_entries()), 10)
+    finally:
+        app.terminate()
+        app.wait(10)
