@@ -419,7 +419,8 @@ static void gw_exchange_upstream_ready(gw_exchange_t *exchange) {
     exchange->response_state = GW_RESPONSE_HEAD;
     gw_head_reset(&exchange->response_head, exchange->arena);
     gw_http1_response_init(&exchange->response_parser, &exchange->response_head,
-                           strcmp(exchange->request.method, "HEAD") == 0);
+                           strcmp(exchange->request.method, "HEAD") == 0,
+                           exchange->side->decoded_body);
     evbuffer_add(gw_upstream_output(exchange), exchange->upstream_head,
                  exchange->upstream_head_length);
     GW_METRIC_ADD(&exchange->worker->metrics, upstream_requests, 1);
@@ -638,13 +639,16 @@ static gw_step_t gw_exchange_response_piece(gw_exchange_t *exchange, bool *head_
         piece.iov_len = room;
     }
     bool decoded = !in_head && exchange->side->decoded_body;
-    size_t output_before = evbuffer_get_length(output);
-    if (decoded)
+    size_t output_before = 0;
+    if (decoded) {
+        output_before = evbuffer_get_length(output);
         head->body_sink = output;
+    }
     llhttp_errno_t error;
     size_t taken =
         gw_http1_parse(&exchange->response_parser, piece.iov_base, piece.iov_len, &error);
-    head->body_sink = NULL;
+    if (decoded)
+        head->body_sink = NULL;
     if (in_head) {
         evbuffer_drain(input, taken);
         exchange->response_head_bytes += taken;

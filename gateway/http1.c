@@ -192,7 +192,7 @@ static void gw_head_note_connection(gw_head_t *head, const char *value, size_t v
 
 /* Appends a field whose name and value live in the head's arena, classified
  * and noted as the head's checks want it. */
-static void gw_head_append(gw_head_t *head, const char *name, size_t name_length,
+static inline void gw_head_append(gw_head_t *head, const char *name, size_t name_length,
                            const char *value, size_t value_length) {
     if (head->header_count == head->header_capacity) {
         size_t new_capacity = head->header_capacity ? head->header_capacity * 2 : 16;
@@ -324,6 +324,7 @@ static int gw_head_on_message_complete(llhttp_t *parser) {
 
 static llhttp_settings_t gw_request_settings;
 static llhttp_settings_t gw_response_settings;
+static llhttp_settings_t gw_decoded_settings; /* a response whose body goes to body_sink */
 
 /* Fills both settings once (the first parser of any thread; racing threads
  * write the same values). */
@@ -331,8 +332,8 @@ static void gw_http1_settings_init(void) {
     static int done;
     if (__atomic_load_n(&done, __ATOMIC_ACQUIRE))
         return;
-    llhttp_settings_t *all[] = {&gw_request_settings, &gw_response_settings};
-    for (size_t i = 0; i < 2; i++) {
+    llhttp_settings_t *all[] = {&gw_request_settings, &gw_response_settings, &gw_decoded_settings};
+    for (size_t i = 0; i < 3; i++) {
         llhttp_settings_init(all[i]);
         all[i]->on_header_field = gw_head_on_field;
         all[i]->on_header_value = gw_head_on_value;
@@ -347,7 +348,8 @@ static void gw_http1_settings_init(void) {
     gw_request_settings.on_chunk_header = gw_head_on_chunk_header;
     gw_response_settings.on_status = gw_head_on_target;
     gw_response_settings.on_chunk_header = gw_head_on_response_chunk_header;
-    gw_response_settings.on_body = gw_head_on_body;
+    gw_decoded_settings = gw_response_settings;
+    gw_decoded_settings.on_body = gw_head_on_body;
     __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
 }
 
@@ -357,9 +359,9 @@ void gw_http1_request_init(llhttp_t *parser, gw_head_t *head) {
     parser->data = head;
 }
 
-void gw_http1_response_init(llhttp_t *parser, gw_head_t *head, bool head_request) {
+void gw_http1_response_init(llhttp_t *parser, gw_head_t *head, bool head_request, bool decoded) {
     gw_http1_settings_init();
-    llhttp_init(parser, HTTP_RESPONSE, &gw_response_settings);
+    llhttp_init(parser, HTTP_RESPONSE, decoded ? &gw_decoded_settings : &gw_response_settings);
     parser->data = head;
     head->skip_body = head_request;
 }
@@ -502,6 +504,15 @@ static void gw_request_shared_fields(const gw_head_t *head, route_shared_fields_
 
 static const char *const gw_idempotent_methods[] = {"GET", "HEAD",   "OPTIONS",
                                                     "PUT", "DELETE", "TRACE"};
+
+bool gw_method_known(const char *method) {
+#define GW_METHOD_IS(number, name, text)                                                           \
+    if (strcmp(method, #text) == 0)                                                                \
+        return true;
+    HTTP_METHOD_MAP(GW_METHOD_IS)
+#undef GW_METHOD_IS
+    return false;
+}
 
 bool gw_method_idempotent(const char *method) {
     for (size_t i = 0; i < sizeof(gw_idempotent_methods) / sizeof(gw_idempotent_methods[0]); i++) {

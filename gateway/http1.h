@@ -121,10 +121,11 @@ enum { GW_HTTP1_CHUNK_EXTENSION_MAX = 4096 };
 /* Prepares head to collect a new message into arena. */
 void gw_head_reset(gw_head_t *head, arena_t *arena);
 
-/* Starts parser on a request (or a response: to HEAD when head_request) whose
- * head is collected into head. */
+/* Starts parser on a request (or a response: to HEAD when head_request; its
+ * body without framing into head->body_sink when decoded) whose head is
+ * collected into head. */
 void gw_http1_request_init(llhttp_t *parser, gw_head_t *head);
-void gw_http1_response_init(llhttp_t *parser, gw_head_t *head, bool head_request);
+void gw_http1_response_init(llhttp_t *parser, gw_head_t *head, bool head_request, bool decoded);
 
 /* Feeds one contiguous piece to parser; returns the bytes it took and sets
  * *error (HPE_OK, HPE_PAUSED at the end of a head, of a message or at a
@@ -144,6 +145,10 @@ const gw_header_t *gw_head_find(const gw_head_t *head, const char *name, size_t 
 /* RFC 9110 §7.6.1: Connection and the fields it names, and the classic
  * hop-by-hop fields, are for one hop only. */
 bool gw_head_is_hop_by_hop(const gw_head_t *head, const gw_header_t *header);
+
+/* A method llhttp parses in a request line: what an HTTP/1.1 client can send,
+ * and so what the sandbox's parser is sure to take from an HTTP/2 one. */
+bool gw_method_known(const char *method);
 
 /* RFC 9110 §9.2.2: GET, HEAD, OPTIONS, PUT, DELETE, TRACE. */
 bool gw_method_idempotent(const char *method);

@@ -675,9 +675,11 @@ static void gw_h2_stream_head(gw_h2_stream_t *stream, bool end_stream) {
         request.authority_length = host->value_length;
     }
     const gw_server_t *server = conn->worker->server;
+    /* CONNECT (no extended CONNECT is offered) and methods no HTTP/1.1 client
+     * could send (a sandbox's parser may not take them) are refused. */
     gw_request_verdict_t verdict = head->failed ? GW_REQUEST_NO_MEMORY
                                    : strcmp(request.method, "CONNECT") == 0 ||
-                                           stream->path == NULL
+                                           !gw_method_known(request.method) || stream->path == NULL
                                        ? GW_REQUEST_MALFORMED
                                        : gw_request_check_fields(head, server->instance,
                                                                  server->instance_length, &request);

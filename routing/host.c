@@ -145,14 +145,26 @@ static bool route_host_is_ip(const char *host, size_t host_length) {
 
 bool route_host_is_shared(const char *authority, size_t length, char *const *domains,
                           size_t domain_count) {
-    size_t host_length;
-    if (authority == NULL || length == 0 || !route_host_part(authority, length, &host_length) ||
-        host_length == 0)
+    if (authority == NULL || length == 0)
         return false;
-    if (host_length == 9 && strncasecmp(authority, "localhost", 9) == 0)
-        return true;
-    if (route_host_is_ip(authority, host_length))
-        return true;
+    /* Every request asks: a "<port>-<id>" label is told apart by its first
+     * bytes, before anything is parsed. */
+    char first = route_host_lower(authority[0]);
+    if (route_host_is_digit(first)) {
+        for (size_t i = 0; i < length && authority[i] != ':'; i++) {
+            if (!route_host_is_digit(authority[i]) && authority[i] != '.')
+                return false;
+        }
+    } else if (first != '[' && first != 'l' && first != 's') {
+        return false;
+    }
+    size_t host_length;
+    if (!route_host_part(authority, length, &host_length) || host_length == 0)
+        return false;
+    if (first == '[' || route_host_is_digit(first))
+        return route_host_is_ip(authority, host_length);
+    if (host_length == 9)
+        return strncasecmp(authority, "localhost", 9) == 0;
     if (host_length <= 8 || strncasecmp(authority, "sandbox.", 8) != 0)
         return false;
     for (size_t i = 0; i < domain_count; i++) {

@@ -204,7 +204,7 @@ static void fuzz_response(const uint8_t *data, size_t size, size_t piece, bool c
     gw_head_t head;
     gw_head_reset(&head, &arena);
     llhttp_t parser;
-    gw_http1_response_init(&parser, &head, false);
+    gw_http1_response_init(&parser, &head, false, false);
     llhttp_errno_t error;
     feed(&parser, &head, data, size, piece, false, &error);
     if (!head.head_complete || head.connection_names_framing || head.failed)

@@ -117,6 +117,17 @@ def test_connection_specific_header_resets_the_stream(gateway, redis, backend, n
     assert backend.last.path == "/good"
 
 
+@pytest.mark.parametrize("method", ["H-AD", "FOO", "CONNECT"])
+def test_methods_an_http11_client_could_not_send_are_400(gateway, redis, backend, method):
+    """A sandbox's HTTP/1.1 parser may refuse a method it does not know (found by fuzz_request)."""
+    redis.put("h2meth")
+    with H2Client(gateway.port) as client:
+        stream = client.get(authority("h2meth", backend.port), method=method)
+        assert stream.status == 400 or stream.reset is not None, stream
+        assert client.get(authority("h2meth", backend.port), method="PATCH").status == 200
+    assert backend.count() == 1 and backend.last.method == "PATCH"
+
+
 def test_request_bodies(gateway, redis, backend):
     """A body of unknown length goes chunked; with content-length it goes as sized."""
     redis.put("h2b")

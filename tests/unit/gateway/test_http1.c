@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "gateway/http1.h"
 
 /* A parsed message: the parser, its head and the arena they use. */
@@ -30,7 +32,7 @@ static parsed_t *parse(const char *text, bool request, size_t piece) {
     if (request)
         gw_http1_request_init(&parsed->parser, &parsed->head);
     else
-        gw_http1_response_init(&parsed->parser, &parsed->head, false);
+        gw_http1_response_init(&parsed->parser, &parsed->head, false, false);
     size_t length = strlen(text);
     size_t offset = 0;
     while (offset < length) {
@@ -323,9 +325,53 @@ static void test_chunk_extension_limit(void **state) {
     parsed_free(parsed);
 }
 
+/* ---- decoded response bodies (an HTTP/2 client's) ---- */
+
+/* A chunked response split into pieces of every size: the sink gets the body
+ * without framing, and the trailers follow the head's fields. */
+static void test_decoded_body_and_trailers(void **state) {
+    (void)state;
+    static const char text[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+                               "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: abc\r\n"
+                               "Grpc-Status: 0\r\n\r\n";
+    for (size_t piece = 1; piece <= sizeof(text); piece++) {
+        arena_t arena;
+        arena_init(&arena, 4096);
+        gw_head_t head;
+        gw_head_reset(&head, &arena);
+        llhttp_t parser;
+        gw_http1_response_init(&parser, &head, false, true);
+        struct evbuffer *body = evbuffer_new();
+        assert_non_null(body);
+        size_t offset = 0, length = sizeof(text) - 1;
+        while (offset < length && !head.message_complete) {
+            size_t count = length - offset < piece ? length - offset : piece;
+            head.body_sink = body;
+            llhttp_errno_t error;
+            size_t taken = gw_http1_parse(&parser, text + offset, count, &error);
+            assert_true(error == HPE_OK || error == HPE_PAUSED);
+            if (head.head_complete)
+                head.head_complete = false; /* read on, as the exchange does */
+            offset += taken;
+        }
+        assert_true(head.message_complete);
+        assert_int_equal(evbuffer_get_length(body), 11);
+        char out[11];
+        evbuffer_remove(body, out, sizeof(out));
+        assert_memory_equal(out, "hello world", 11);
+        assert_true(head.in_trailers);
+        assert_int_equal(head.header_count - head.trailer_start, 2);
+        assert_memory_equal(head.headers[head.trailer_start].name, "X-Sum", 5);
+        assert_memory_equal(head.headers[head.trailer_start + 1].value, "0", 1);
+        evbuffer_free(body);
+        arena_free(&arena);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_checks),
+        cmocka_unit_test(test_decoded_body_and_trailers),
         cmocka_unit_test(test_request_fields),
         cmocka_unit_test(test_http09_refused_at_its_line_end),
         cmocka_unit_test(test_request_rewrites),
