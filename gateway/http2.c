@@ -638,6 +638,18 @@ static const struct {
     [GW_REQUEST_NO_MEMORY] = {500, GW_MESSAGE_NO_MEMORY},
 };
 
+/* A :path the request line of an HTTP/1.1 request can carry: origin-form
+ * (or "*"), visible ASCII only (RFC 3986 percent-encodes the rest). */
+static bool gw_h2_path_valid(const char *path) {
+    if (path == NULL || (path[0] != '/' && strcmp(path, "*") != 0))
+        return false;
+    for (const char *at = path; *at != '\0'; at++) {
+        if ((unsigned char)*at <= 0x20 || (unsigned char)*at >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
 /* The request's HEADERS ended: its head goes to the exchange, as an HTTP/1.1
  * connection's would (RFC 9113 §8.3: Host from :authority, Cookie joined, a
  * body of unknown length chunked). */
@@ -675,11 +687,13 @@ static void gw_h2_stream_head(gw_h2_stream_t *stream, bool end_stream) {
         request.authority_length = host->value_length;
     }
     const gw_server_t *server = conn->worker->server;
-    /* CONNECT (no extended CONNECT is offered) and methods no HTTP/1.1 client
-     * could send (a sandbox's parser may not take them) are refused. */
+    /* CONNECT (no extended CONNECT is offered), and methods and paths no
+     * HTTP/1.1 client could send (a sandbox's parser may not take them), are
+     * refused. */
     gw_request_verdict_t verdict = head->failed ? GW_REQUEST_NO_MEMORY
                                    : strcmp(request.method, "CONNECT") == 0 ||
-                                           !gw_method_known(request.method) || stream->path == NULL
+                                           !gw_method_known(request.method) ||
+                                           !gw_h2_path_valid(stream->path)
                                        ? GW_REQUEST_MALFORMED
                                        : gw_request_check_fields(head, server->instance,
                                                                  server->instance_length, &request);

@@ -117,12 +117,14 @@ def test_connection_specific_header_resets_the_stream(gateway, redis, backend, n
     assert backend.last.path == "/good"
 
 
-@pytest.mark.parametrize("method", ["H-AD", "FOO", "CONNECT"])
-def test_methods_an_http11_client_could_not_send_are_400(gateway, redis, backend, method):
-    """A sandbox's HTTP/1.1 parser may refuse a method it does not know (found by fuzz_request)."""
+@pytest.mark.parametrize("method, path", [("H-AD", "/"), ("FOO", "/"), ("CONNECT", "/"), ("GET", "/caf\u00e9"),
+                                          ("GET", "/a b"), ("GET", "noslash")])
+def test_requests_an_http11_client_could_not_send_are_400(gateway, redis, backend, method, path):
+    """A sandbox's HTTP/1.1 parser may refuse a method it does not know, or a byte of the path that
+    is not visible ASCII (both found by fuzz_request)."""
     redis.put("h2meth")
     with H2Client(gateway.port) as client:
-        stream = client.get(authority("h2meth", backend.port), method=method)
+        stream = client.get(authority("h2meth", backend.port), path, method=method)
         assert stream.status == 400 or stream.reset is not None, stream
         assert client.get(authority("h2meth", backend.port), method="PATCH").status == 200
     assert backend.count() == 1 and backend.last.method == "PATCH"
