@@ -300,9 +300,10 @@ static void gw_h2_forward_request(gw_h2_stream_t *stream) {
     }
     if (stream->chunked) {
         evbuffer_add(output, "0\r\n", 3);
-        char *trailers;
-        size_t length;
-        if (gw_http1_trailers_write(&stream->head, &stream->arena, &trailers, &length) < 0) {
+        char *trailers = "\r\n";
+        size_t length = 2;
+        if (stream->head.in_trailers &&
+            gw_http1_trailers_write(&stream->head, &stream->arena, &trailers, &length) < 0) {
             gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
             return;
         }

@@ -150,6 +150,23 @@ def test_request_bodies(gateway, redis, backend):
         assert all(name != "transfer-encoding" for name, _ in fields)
 
 
+def test_request_trailers_are_filtered_like_headers(gateway, redis, backend):
+    redis.put("h2rt")
+    with H2Client(gateway.port) as client:
+        stream_id = client.request(authority("h2rt", backend.port), "/rt", "POST",
+                                   headers=[("x-head", "1")], end_stream=False)
+        client.send_body(stream_id, b"abc", end_stream=False)
+        client.conn.send_headers(stream_id, [("x-sum", "9"), (TOKEN_HEADER, "t"), ("x-forwarded-for", "1.2.3.4"),
+                                             ("e2b-sandbox-id", "x")], end_stream=True)
+        client.flush()
+        assert client.response(stream_id).status == 200
+        plain = client.response(client.request(authority("h2rt", backend.port), "/plain", "POST", body=b"xyz"))
+        assert plain.status == 200
+    first, second = backend.requests[-2], backend.requests[-1]
+    assert first.body == b"abc" and first.trailers == [("x-sum", "9")], first.trailers
+    assert second.body == b"xyz" and second.trailers == [], second.trailers
+
+
 def test_response_trailers_pass_when_asked(gateway, redis, backend):
     redis.put("h2tr")
     with H2Client(gateway.port) as client:

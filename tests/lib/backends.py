@@ -23,6 +23,7 @@ class Recorded:
     headers: list
     body: bytes
     client: tuple
+    trailers: list = None  # (name, value) of a chunked body's trailer section
 
     def header(self, name):
         values = self.header_all(name)
@@ -32,7 +33,7 @@ class Recorded:
         return [value for key, value in self.headers if key.lower() == name.lower()]
 
 
-def _read_chunked(rfile):
+def _read_chunked(rfile, trailers):
     body = b""
     while True:
         line = rfile.readline(65537)
@@ -44,6 +45,8 @@ def _read_chunked(rfile):
                 trailer = rfile.readline(65537)
                 if trailer in (b"\r\n", b"\n", b""):
                     return body
+                name, _, value = trailer.decode("latin-1").partition(":")
+                trailers.append((name.strip(), value.strip()))
         body += rfile.read(size)
         rfile.readline()
 
@@ -66,8 +69,9 @@ class _BackendHandler(BaseHTTPRequestHandler):
         self.server.backend.connection_closed(self.client_address)
 
     def _body(self):
+        self.trailers = []
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return _read_chunked(self.rfile)
+            return _read_chunked(self.rfile, self.trailers)
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -75,7 +79,7 @@ class _BackendHandler(BaseHTTPRequestHandler):
         backend = self.server.backend
         body = self._body()
         record = Recorded(self.command, self.path, self.request_version, list(self.headers.items()),
-                          body, self.client_address)
+                          body, self.client_address, self.trailers)
         backend.record(record)
         url = urlsplit(self.path)
         query = {key: values[0] for key, values in parse_qs(url.query).items()}
