@@ -638,7 +638,10 @@ static gw_step_t gw_exchange_response_piece(gw_exchange_t *exchange, bool *head_
     } else if (piece.iov_len > room) {
         piece.iov_len = room;
     }
-    bool decoded = !in_head && exchange->side->decoded_body;
+    /* Only a chunked body differs from its bytes on the wire: others move as
+     * they are, without a copy. */
+    bool decoded = !in_head && exchange->side->decoded_body &&
+                   (exchange->response_parser.flags & F_CHUNKED) != 0;
     size_t output_before = 0;
     if (decoded) {
         output_before = evbuffer_get_length(output);

@@ -35,6 +35,8 @@ enum {
     /* A header list decoded past this many times max_header_size is not
      * answered 431 but reset at once (an HPACK bomb). */
     GW_H2_HEADER_BOMB_FACTOR = 4,
+    /* The largest TLS record's plaintext. */
+    GW_H2_TLS_RECORD = 16384,
     /* Between the first GOAWAY of a drain and the one with the last stream. */
     GW_H2_DRAIN_STEP_MS = 1000,
 };
@@ -154,22 +156,36 @@ static ssize_t gw_h2_on_send(nghttp2_session *session, const uint8_t *data, size
     return (ssize_t)length;
 }
 
-/* A DATA frame's payload moves from the stream's buffer to the client's output
- * without a copy (NGHTTP2_DATA_FLAG_NO_COPY): the frame head, then the bytes. */
+/* A DATA frame's payload goes from the stream's buffer to the client's output
+ * (NGHTTP2_DATA_FLAG_NO_COPY): on a raw socket its chains move without a copy;
+ * TLS seals each chain of the output as a record of its own, so there the
+ * frame is copied into one contiguous piece, one record (gw_h2_frame_length). */
 static int gw_h2_on_send_data(nghttp2_session *session, nghttp2_frame *frame,
                               const uint8_t *frame_head, size_t length,
                               nghttp2_data_source *source, void *user_data) {
     (void)session;
     gw_h2_t *h2 = user_data;
     gw_h2_stream_t *stream = source->ptr;
-    struct evbuffer *output = gw_transport_output(&h2->conn->transport);
+    gw_transport_t *transport = &h2->conn->transport;
+    struct evbuffer *output = gw_transport_output(transport);
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH)
         return NGHTTP2_ERR_WOULDBLOCK;
     if (frame->data.padlen > 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE; /* never asked for */
-    if (evbuffer_add(output, frame_head, 9) != 0 ||
-        evbuffer_remove_buffer(stream->response_body, output, length) != (int)length)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (gw_transport_can(transport, GW_TRANSPORT_RAW)) {
+        if (evbuffer_add(output, frame_head, 9) != 0 ||
+            evbuffer_remove_buffer(stream->response_body, output, length) != (int)length)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+    } else {
+        struct evbuffer_iovec space;
+        if (evbuffer_reserve_space(output, (ev_ssize_t)(9 + length), &space, 1) != 1)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        memcpy(space.iov_base, frame_head, 9);
+        evbuffer_remove(stream->response_body, (char *)space.iov_base + 9, length);
+        space.iov_len = 9 + length;
+        if (evbuffer_commit_space(output, &space, 1) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (stream->response_waiting &&
         evbuffer_get_length(stream->response_body) <= GW_H2_RESPONSE_LOW) {
         stream->response_waiting = false;
@@ -177,6 +193,24 @@ static int gw_h2_on_send_data(nghttp2_session *session, nghttp2_frame *frame,
         h2->ready_pending = true;
     }
     return 0;
+}
+
+/* Over TLS a DATA frame, head and payload, fills one record at most (16 KiB:
+ * RFC 8446 §5.1), instead of a full record and a 9-byte one. */
+static ssize_t gw_h2_frame_length(nghttp2_session *session, uint8_t frame_type, int32_t stream_id,
+                                  int32_t session_window, int32_t stream_window,
+                                  uint32_t max_frame_size, void *user_data) {
+    (void)session;
+    (void)frame_type;
+    (void)stream_id;
+    gw_h2_t *h2 = user_data;
+    ssize_t length = session_window < stream_window ? session_window : stream_window;
+    if (length > (ssize_t)max_frame_size)
+        length = (ssize_t)max_frame_size;
+    if (!gw_transport_can(&h2->conn->transport, GW_TRANSPORT_RAW) &&
+        length > GW_H2_TLS_RECORD - 9)
+        length = GW_H2_TLS_RECORD - 9;
+    return length;
 }
 
 /* Writes what nghttp2 has to send into the client's output, up to its high
@@ -945,6 +979,7 @@ static nghttp2_session *gw_h2_session_new(gw_h2_t *h2) {
     }
     nghttp2_session_callbacks_set_send_callback(callbacks, gw_h2_on_send);
     nghttp2_session_callbacks_set_send_data_callback(callbacks, gw_h2_on_send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, gw_h2_frame_length);
     nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, gw_h2_on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, gw_h2_on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, gw_h2_on_header);

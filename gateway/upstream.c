@@ -11,9 +11,6 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-/* Idle connections kept per key: enough for a busy sandbox's concurrency, few
- * enough that one sandbox cannot hold a worker's descriptors. */
-enum { GW_POOL_IDLE_PER_KEY = 64 };
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
 
@@ -166,8 +163,9 @@ static const gw_transport_handler_t gw_pool_idle_handler = {
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
     gw_pool_slot_t *slot = entry ? entry->value : NULL;
-    if (slot != NULL && slot->idle_count >= GW_POOL_IDLE_PER_KEY)
-        goto close;
+    /* No cap per sandbox: a sandbox keeps as many as it had in use at once
+     * (HTTP/2 clients bring hundreds of concurrent requests), until they idle
+     * for idle_timeout or a fuller pool takes the oldest. */
     if (pool->idle_count >= pool->idle_limit) {
         /* Full: the connection idle longest makes room, so a busy sandbox
          * keeps its warm connection and a quiet one dials when it wakes. */

@@ -67,9 +67,8 @@ void gw_pool_free(gw_pool_t *pool);
 gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length);
 
 /* Gives an idle connection (no bytes pending either way) back; it is closed
- * after the idle timeout, or at once when the sandbox closes it or its
- * sandbox already has GW_POOL_IDLE_PER_KEY idle. A full pool closes the
- * connection idle longest to take it. */
+ * after the idle timeout, or at once when the sandbox closes it. A full pool
+ * closes the connection idle longest to take it. */
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream);
 
 /* Starts a non-blocking dial of address (with its port set), bounded by
