@@ -22,6 +22,7 @@ static conf_setter_t gw_config_set_listen;
 static conf_setter_t gw_config_set_tls_certificate;
 static conf_setter_t gw_config_set_tls_certificate_key;
 static conf_setter_t gw_config_set_tls_ticket_key_file;
+static conf_setter_t gw_config_set_auth_cookie_key_file;
 static conf_setter_t gw_config_set_admin_listen;
 static conf_setter_t gw_config_set_workers;
 static conf_setter_t gw_config_set_access_log;
@@ -50,6 +51,8 @@ static const conf_directive_t gw_config_directives[] = {
     {"tls_certificate_key", 1, 1, gw_config_set_tls_certificate_key,
      0, 0, 0, CONF_REPEATABLE, NULL, 0},
     {"tls_ticket_key_file", 1, 1, gw_config_set_tls_ticket_key_file,
+     0, 0, 0, CONF_ONCE, NULL, 0},
+    {"auth_cookie_key_file", 1, 1, gw_config_set_auth_cookie_key_file,
      0, 0, 0, CONF_ONCE, NULL, 0},
     {"admin_listen",        1, 1, gw_config_set_admin_listen,
      0, 0, 0, CONF_ONCE, NULL, 0},
@@ -91,6 +94,7 @@ static const conf_directive_t gw_config_directives[] = {
     GW_CONFIG_DURATION("tunnel_idle_timeout",       tunnel_idle_timeout_ms,       1, "24h"),
     GW_CONFIG_DURATION("drain_delay",               drain_delay_ms,               0, "5s"),
     GW_CONFIG_DURATION("drain_timeout",             drain_timeout_ms,             0, "30s"),
+    GW_CONFIG_DURATION("auth_cookie_ttl",           auth_cookie_ttl_ms,           1000, "24h"),
 };
 // clang-format on
 
@@ -332,6 +336,19 @@ static int gw_config_set_tls_ticket_key_file(conf_parser_t *parser,
     return conf_replace_string(parser, &config->tls_ticket_key_file, arguments[0]);
 }
 
+/* The key is read now, so that -t and a start refuse the same files. */
+static int gw_config_set_auth_cookie_key_file(conf_parser_t *parser,
+                                              const conf_directive_t *directive, char **arguments,
+                                              size_t argument_count) {
+    (void)directive;
+    (void)argument_count;
+    gw_config_t *config = parser->target;
+    char error[512];
+    if (auth_cookie_key_read(arguments[0], &config->auth_cookie_key, error, sizeof(error)) != 0)
+        return conf_error(parser, "auth_cookie_key_file: %s", error);
+    return conf_replace_string(parser, &config->auth_cookie_key_file, arguments[0]);
+}
+
 static int gw_config_set_workers(conf_parser_t *parser, const conf_directive_t *directive,
                                  char **arguments, size_t argument_count) {
     uint64_t count = 0;
@@ -450,6 +467,7 @@ void gw_config_free(gw_config_t *config) {
     }
     free(config->tls_pairs);
     free(config->tls_ticket_key_file);
+    free(config->auth_cookie_key_file);
     free(config->redis_url);
     conf_redis_target_free(&config->redis);
     free(config->redis_key_prefix);

@@ -4,6 +4,8 @@
 
 #include <netinet/in.h>
 #include <stdbool.h>
+
+#include "auth/cookie.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -39,6 +41,10 @@ typedef struct gw_config {
     size_t tls_pair_count;
     char *tls_ticket_key_file;
     int tls_ticket_key_file_line;
+
+    char *auth_cookie_key_file; /* NULL: a random key per process */
+    auth_cookie_key_t auth_cookie_key; /* read from it while parsing */
+    uint64_t auth_cookie_ttl_ms;
 
     bool has_admin_listen;
     gw_listen_t admin_listen;

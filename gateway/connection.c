@@ -255,13 +255,33 @@ static void gw_side_error(void *arg, int status, const char *message, bool keep_
     gw_conn_t *conn = arg;
     const gw_head_t *head = &conn->request_head;
     const gw_exchange_t *exchange = &conn->exchange;
+    gw_error_extra_t extra;
+    gw_exchange_error_extra(exchange, head, &extra);
     int length = gw_error_render(gw_transport_output(&conn->transport), status, message,
                                  exchange->routed ? exchange->target.sandbox_id : NULL,
                                  exchange->routed ? exchange->target.port : 0,
                                  head->head_complete && gw_error_head_wants_html(head),
-                                 !keep_alive);
+                                 !keep_alive, &extra);
     if (length > 0)
         gw_exchange_count_sent(&conn->exchange, (size_t)length);
+    gw_conn_end_request(conn, keep_alive);
+}
+
+static void gw_side_respond(void *arg, int status, const gw_field_t *fields, size_t count,
+                            bool keep_alive) {
+    gw_conn_t *conn = arg;
+    struct evbuffer *output = gw_transport_output(&conn->transport);
+    size_t before = evbuffer_get_length(output);
+    evbuffer_add_printf(output, "HTTP/1.1 %d %s\r\n", status, gw_status_reason(status));
+    for (size_t i = 0; i < count; i++)
+        evbuffer_add_printf(output, "%s: %s\r\n", fields[i].name, fields[i].value);
+    if (status != 204)
+        evbuffer_add(output, "Content-Length: 0\r\n", 19);
+    if (keep_alive)
+        evbuffer_add(output, "\r\n", 2);
+    else
+        evbuffer_add(output, "Connection: close\r\n\r\n", 21);
+    gw_exchange_count_sent(&conn->exchange, evbuffer_get_length(output) - before);
     gw_conn_end_request(conn, keep_alive);
 }
 
@@ -294,6 +314,7 @@ static const gw_exchange_side_t gw_conn_side = {
     .response_wait = gw_side_response_wait,
     .splice_fd = gw_side_splice_fd,
     .error = gw_side_error,
+    .respond = gw_side_respond,
     .finished = gw_side_finished,
     .abort = gw_side_abort,
     .upgraded = gw_side_upgraded,

@@ -225,8 +225,87 @@ static const char gw_error_html_head[] =
     ".detail{color:#59636e;font-size:.875rem}"
     "code{font-family:ui-monospace,monospace}</style>\n";
 
+/* Appends length bytes of text HTML-escaped, NUL bytes left out. */
+static int gw_error_add_html_bytes(struct evbuffer *body, const char *text, size_t length) {
+    char piece[512];
+    size_t count = 0;
+    for (size_t i = 0; i <= length; i++) {
+        if (i == length || count == sizeof(piece) - 1) {
+            piece[count] = '\0';
+            if (gw_error_add_html_text(body, piece) != 0)
+                return -1;
+            count = 0;
+        }
+        if (i < length && text[i] != '\0')
+            piece[count++] = text[i];
+    }
+    return 0;
+}
+
+static int gw_hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                               : -1;
+}
+
+size_t gw_query_decode(const char *text, size_t length, char *out) {
+    size_t written = 0;
+    for (size_t i = 0; i < length; i++) {
+        int high, low;
+        if (text[i] == '+') {
+            out[written++] = ' ';
+        } else if (text[i] == '%' && i + 2 < length &&
+                   (high = gw_hex_value(text[i + 1])) >= 0 && (low = gw_hex_value(text[i + 2])) >= 0) {
+            out[written++] = (char)(high * 16 + low);
+            i += 2;
+        } else {
+            out[written++] = text[i];
+        }
+    }
+    return written;
+}
+
+/* The form of the 403 page for a missing credential: it asks for the token
+ * and sends it as e2b_traffic_access_token (method get, no script), the
+ * target's other query parameters as hidden inputs, all HTML-escaped. */
+static int gw_error_add_token_form(struct evbuffer *body, const char *target) {
+    const char *query = strchr(target, '?');
+    size_t path_length = query != NULL ? (size_t)(query - target) : strlen(target);
+    if (gw_error_add_text(body, "<form method=\"get\" action=\"") != 0 ||
+        gw_error_add_html_bytes(body, target, path_length) != 0 ||
+        gw_error_add_text(body, "\">\n<p><label>Access token <input type=\"password\" "
+                                "name=\"" GW_TOKEN_PARAMETER "\" autocomplete=\"off\" "
+                                "required autofocus></label>\n") != 0)
+        return -1;
+    const char *at = query != NULL ? query + 1 : NULL;
+    while (at != NULL && *at != '\0') {
+        const char *end = strchr(at, '&');
+        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
+        const char *equals = memchr(at, '=', pair);
+        size_t name_length = equals != NULL ? (size_t)(equals - at) : pair;
+        char decoded[2048];
+        bool ours = name_length == sizeof(GW_TOKEN_PARAMETER) - 1 &&
+                    memcmp(at, GW_TOKEN_PARAMETER, name_length) == 0;
+        if (pair > 0 && pair < sizeof(decoded) && !ours) {
+            size_t name = gw_query_decode(at, name_length, decoded);
+            if (gw_error_add_text(body, "<input type=\"hidden\" name=\"") != 0 ||
+                gw_error_add_html_bytes(body, decoded, name) != 0 ||
+                gw_error_add_text(body, "\" value=\"") != 0)
+                return -1;
+            size_t value = equals != NULL
+                               ? gw_query_decode(equals + 1, pair - name_length - 1, decoded)
+                               : 0;
+            if (gw_error_add_html_bytes(body, decoded, value) != 0 ||
+                gw_error_add_text(body, "\">\n") != 0)
+                return -1;
+        }
+        at = end != NULL ? end + 1 : NULL;
+    }
+    return gw_error_add_text(body, "<button type=\"submit\">Open</button></p>\n</form>\n");
+}
+
 static int gw_error_add_html_body(struct evbuffer *body, int status, const char *message,
-                                  const char *sandbox_id, int port) {
+                                  const char *sandbox_id, int port, const char *form_target) {
     const char *reason = gw_status_reason(status);
     if (evbuffer_add(body, gw_error_html_head, sizeof(gw_error_html_head) - 1) != 0 ||
         evbuffer_add_printf(body, "<title>%d ", status) < 0 ||
@@ -249,6 +328,8 @@ static int gw_error_add_html_body(struct evbuffer *body, int status, const char 
         if (gw_error_add_text(body, "</p>\n") != 0)
             return -1;
     }
+    if (form_target != NULL && gw_error_add_token_form(body, form_target) != 0)
+        return -1;
     return gw_error_add_text(body, "</body>\n</html>\n");
 }
 
@@ -266,12 +347,12 @@ bool gw_error_head_wants_html(const gw_head_t *head) {
 }
 
 int gw_error_render_body(struct evbuffer *body, int status, const char *message,
-                         const char *sandbox_id, int port, bool html) {
+                         const char *sandbox_id, int port, bool html, const char *form_target) {
     if (message == NULL)
         message = gw_status_reason(status);
     if (sandbox_id == NULL)
         sandbox_id = "";
-    return html ? gw_error_add_html_body(body, status, message, sandbox_id, port)
+    return html ? gw_error_add_html_body(body, status, message, sandbox_id, port, form_target)
                 : gw_error_add_json_body(body, status, message, sandbox_id, port);
 }
 
@@ -280,7 +361,7 @@ const char *gw_error_content_type(bool html) {
 }
 
 int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
-                    int port, bool html, bool close) {
+                    int port, bool html, bool close, const gw_error_extra_t *extra) {
     /* The response is built aside and moved into out whole, so a failure
      * halfway never leaves a partial response queued for the client. */
     struct evbuffer *response = evbuffer_new();
@@ -289,18 +370,24 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
     size_t length;
     if (response == NULL || body == NULL)
         goto done;
-    if (gw_error_render_body(body, status, message, sandbox_id, port, html) != 0)
+    if (gw_error_render_body(body, status, message, sandbox_id, port, html,
+                             extra != NULL ? extra->form_target : NULL) != 0)
         goto done;
+    /* A page's script can read why it was refused (DESIGN "Private sandboxes in a browser"). */
     if (evbuffer_add_printf(response,
                             "HTTP/1.1 %d %s\r\n"
                             "Content-Type: %s\r\n"
                             "Content-Length: %zu\r\n"
-                            "Cache-Control: no-store\r\n"
-                            "Connection: %s\r\n"
-                            "\r\n",
-                            status, gw_status_reason(status),
-                            gw_error_content_type(html),
-                            evbuffer_get_length(body), close ? "close" : "keep-alive") < 0 ||
+                            "Cache-Control: no-store\r\n",
+                            status, gw_status_reason(status), gw_error_content_type(html),
+                            evbuffer_get_length(body)) < 0 ||
+        (extra != NULL && extra->origin != NULL &&
+         evbuffer_add_printf(response,
+                             "Access-Control-Allow-Origin: %.*s\r\n"
+                             "Access-Control-Allow-Credentials: true\r\n"
+                             "Vary: Origin\r\n",
+                             (int)extra->origin_length, extra->origin) < 0) ||
+        evbuffer_add_printf(response, "Connection: %s\r\n\r\n", close ? "close" : "keep-alive") < 0 ||
         evbuffer_add_buffer(response, body) != 0)
         goto done;
     /* Measured before it is added: out may be a TLS stream's, which takes

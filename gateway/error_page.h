@@ -28,6 +28,22 @@ bool gw_error_head_wants_html(const gw_head_t *head);
 /* The reason phrase of status ("Bad Gateway"). */
 const char *gw_status_reason(int status);
 
+/* The query parameter that carries the token once (DESIGN "Private sandboxes in a browser"). */
+#define GW_TOKEN_PARAMETER "e2b_traffic_access_token"
+
+/* What an error response may carry besides its message. */
+typedef struct gw_error_extra {
+    const char *origin; /* the request's Origin (not NUL-terminated), or NULL: CORS fields */
+    size_t origin_length;
+    /* The request target, or NULL: the HTML page asks for the token in a form
+     * (403 for a missing credential in a browser). */
+    const char *form_target;
+} gw_error_extra_t;
+
+/* Percent-decodes a query component ("+" is a space) into out (length bytes at
+ * most); returns the bytes written. */
+size_t gw_query_decode(const char *text, size_t length, char *out);
+
 /* Appends a whole HTTP/1.1 response: status line, Content-Type, Content-Length,
  * "Connection: close" when close is set (else keep-alive), Cache-Control:
  * no-store, and the body {"sandboxId": "...", "message": "...", "code": N}
@@ -36,12 +52,12 @@ const char *gw_status_reason(int status);
  * Returns its length in bytes, or -1 when memory is exhausted (out is then
  * left unchanged). */
 int gw_error_render(struct evbuffer *out, int status, const char *message, const char *sandbox_id,
-                    int port, bool html, bool close);
+                    int port, bool html, bool close, const gw_error_extra_t *extra);
 
 /* Appends the body alone (as gw_error_render's) to body; returns 0, or -1
  * when memory is exhausted. For a side that frames responses itself. */
 int gw_error_render_body(struct evbuffer *body, int status, const char *message,
-                         const char *sandbox_id, int port, bool html);
+                         const char *sandbox_id, int port, bool html, const char *form_target);
 
 /* The Content-Type of that body. */
 const char *gw_error_content_type(bool html);

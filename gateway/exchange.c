@@ -5,7 +5,9 @@
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
+#include <time.h>
 
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
@@ -96,6 +98,8 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
     exchange->request_head = NULL;
     memset(&exchange->request, 0, sizeof(exchange->request));
     exchange->routed = false;
+    exchange->shared_host = false;
+    exchange->token_form = false;
     exchange->waiter.pending = NULL;
     exchange->record = NULL;
     exchange->limit = NULL;
@@ -126,6 +130,33 @@ static void gw_exchange_deadline(gw_exchange_t *exchange, uint64_t milliseconds)
 
 /* ---- the end ---- */
 
+/* The target as the access log shows it: the token parameter's value is
+ * REDACTED (out holds GW_TUNNEL_PATH_MAX + 1 bytes; the log cuts there too). */
+static const char *gw_exchange_logged_path(const char *path, char *out) {
+    static const char parameter[] = GW_TOKEN_PARAMETER "=";
+    const char *query = path != NULL ? strchr(path, '?') : NULL;
+    if (query == NULL || strstr(query, parameter) == NULL)
+        return path;
+    size_t written = 0;
+    for (const char *at = path; *at != '\0' && written < GW_TUNNEL_PATH_MAX;) {
+        bool starts = (at > path && (at[-1] == '?' || at[-1] == '&') && at > query &&
+                       strncmp(at, parameter, sizeof(parameter) - 1) == 0);
+        if (!starts) {
+            out[written++] = *at++;
+            continue;
+        }
+        const char *end = strchr(at, '&');
+        int count = snprintf(out + written, GW_TUNNEL_PATH_MAX + 1 - written, "%sREDACTED",
+                             parameter);
+        written += (size_t)count < GW_TUNNEL_PATH_MAX + 1 - written
+                       ? (size_t)count
+                       : GW_TUNNEL_PATH_MAX - written;
+        at = end != NULL ? end : at + strlen(at);
+    }
+    out[written] = '\0';
+    return out;
+}
+
 static void gw_exchange_log(gw_exchange_t *exchange) {
     gw_worker_t *worker = exchange->worker;
     uint64_t duration_us = clock_us() - exchange->started_us;
@@ -135,12 +166,13 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
                                duration_us);
     if (worker->server->access_log == NULL)
         return;
+    char logged_path[GW_TUNNEL_PATH_MAX + 1];
     gw_access_entry_t entry = {
         .client = exchange->client_address,
         .sandbox_id = exchange->routed ? exchange->target.sandbox_id : NULL,
         .port = exchange->routed ? exchange->target.port : 0,
         .method = exchange->request.method ? exchange->request.method : "-",
-        .path = exchange->request.path,
+        .path = gw_exchange_logged_path(exchange->request.path, logged_path),
         .status = exchange->status != 0 ? exchange->status : 499,
         .bytes_received = exchange->bytes_received,
         .bytes_sent = exchange->bytes_sent,
@@ -186,6 +218,21 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
     }
 }
 
+/* Whether the client's connection can serve another request after the
+ * gateway's own answer: before the body was read, only if there is no body
+ * to skip. */
+static bool gw_exchange_keeps_connection(const gw_exchange_t *exchange, int status) {
+    const gw_request_t *request = &exchange->request;
+    bool keep_alive = request->keep_alive && !exchange->worker->draining && status != 400 &&
+                      status != 408 && status != 431 &&
+                      (exchange->request_state == GW_REQUEST_DONE ||
+                       (exchange->request_state != GW_REQUEST_HEAD && !request->has_body &&
+                        !request->upgrade && exchange->body_forwarded == 0));
+    if (exchange->request_state == GW_REQUEST_BODY && exchange->upstream != NULL)
+        keep_alive = false;
+    return keep_alive;
+}
+
 void gw_exchange_fail(gw_exchange_t *exchange, int status, const char *message) {
     if (exchange->state == GW_EXCHANGE_DONE)
         return;
@@ -196,18 +243,32 @@ void gw_exchange_fail(gw_exchange_t *exchange, int status, const char *message) 
         exchange->side->abort(exchange->side_arg);
         return;
     }
-    /* Before the body was read, the connection can serve another request
-     * only if there is no body to skip. */
-    const gw_request_t *request = &exchange->request;
-    bool keep_alive = request->keep_alive && !exchange->worker->draining && status != 400 &&
-                      status != 408 && status != 431 &&
-                      (exchange->request_state == GW_REQUEST_DONE ||
-                       (exchange->request_state != GW_REQUEST_HEAD && !request->has_body &&
-                        !request->upgrade && exchange->body_forwarded == 0));
-    if (exchange->request_state == GW_REQUEST_BODY && exchange->upstream != NULL)
-        keep_alive = false;
     exchange->status = status;
-    exchange->side->error(exchange->side_arg, status, message, keep_alive);
+    exchange->side->error(exchange->side_arg, status, message,
+                          gw_exchange_keeps_connection(exchange, status));
+}
+
+/* A response of the gateway's own without a body, before anything was sent
+ * to the sandbox. */
+static void gw_exchange_respond(gw_exchange_t *exchange, int status, const gw_field_t *fields,
+                                size_t count) {
+    exchange->status = status;
+    exchange->side->respond(exchange->side_arg, status, fields, count,
+                            gw_exchange_keeps_connection(exchange, status));
+}
+
+void gw_exchange_error_extra(const gw_exchange_t *exchange, const gw_head_t *head,
+                             gw_error_extra_t *extra) {
+    memset(extra, 0, sizeof(*extra));
+    if (head == NULL || !head->head_complete)
+        return;
+    const gw_header_t *origin = gw_head_find(head, "origin", 6);
+    if (origin != NULL) {
+        extra->origin = origin->value;
+        extra->origin_length = origin->value_length;
+    }
+    if (exchange->token_form)
+        extra->form_target = exchange->request.path;
 }
 
 /* ---- routing ---- */
@@ -234,9 +295,10 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
                        const gw_request_t *request) {
     gw_exchange_take_request(exchange, head, request);
     const gw_config_t *config = exchange->worker->config;
+    exchange->shared_host = route_host_is_shared(request->authority, request->authority_length,
+                                                 config->domains, config->domain_count);
     route_host_status_t host_status =
-        route_host_is_shared(request->authority, request->authority_length, config->domains,
-                             config->domain_count)
+        exchange->shared_host
             ? route_parse_shared(&request->shared, &exchange->target)
             : route_parse_host(request->authority, request->authority_length, config->domains,
                                config->domain_count, &exchange->target);
@@ -258,13 +320,197 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
         gw_exchange_routed(lookup_status, record, exchange);
 }
 
+/* ---- private sandboxes in a browser (DESIGN "Auth") ---- */
+
+/* The value of the query parameter name in target ("/p?a=1&name=v"), or NULL. */
+static const char *gw_query_find(const char *target, const char *name, size_t *length) {
+    const char *at = strchr(target, '?');
+    size_t name_length = strlen(name);
+    while (at != NULL) {
+        at++;
+        const char *end = strchr(at, '&');
+        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
+        if (pair > name_length && memcmp(at, name, name_length) == 0 && at[name_length] == '=') {
+            *length = pair - name_length - 1;
+            return at + name_length + 1;
+        }
+        at = end;
+    }
+    return NULL;
+}
+
+/* target without the query parameter name, other parameters in order, no "?"
+ * when none is left; in the arena. */
+static char *gw_query_without(const char *target, const char *name, arena_t *arena) {
+    size_t length = strlen(target);
+    char *out = arena_alloc(arena, length + 1);
+    if (out == NULL)
+        return NULL;
+    const char *query = strchr(target, '?');
+    size_t path = query != NULL ? (size_t)(query - target) : length;
+    memcpy(out, target, path);
+    size_t written = path;
+    size_t name_length = strlen(name);
+    for (const char *at = query; at != NULL && *at != '\0';) {
+        at++;
+        const char *end = strchr(at, '&');
+        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
+        bool ours = pair >= name_length && memcmp(at, name, name_length) == 0 &&
+                    (pair == name_length || at[name_length] == '=');
+        if (pair > 0 && !ours) {
+            out[written] = written == path ? '?' : '&';
+            written++;
+            memcpy(out + written, at, pair);
+            written += pair;
+        }
+        at = end;
+    }
+    out[written] = '\0';
+    return out;
+}
+
+/* True if a Cookie of the request holds a valid access cookie for record. */
+static bool gw_exchange_cookie_valid(gw_exchange_t *exchange, const route_record_t *record) {
+    const gw_head_t *head = exchange->request_head;
+    if (head == NULL || head->kind_count[GW_HEADER_COOKIE] == 0 || !record->secret.present)
+        return false;
+    /* The cookie is a credential only where the request cannot be a cross-site
+     * forgery: every sandbox of the domain is the same site. */
+    const gw_header_t *site = gw_head_find(head, "sec-fetch-site", 14);
+    const gw_header_t *mode = gw_head_find(head, "sec-fetch-mode", 14);
+    const char *method = exchange->request.method;
+    bool navigation = mode != NULL && mode->value_length == 8 &&
+                      memcmp(mode->value, "navigate", 8) == 0 &&
+                      (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+    if (site != NULL && !navigation &&
+        !(site->value_length == 11 && memcmp(site->value, "same-origin", 11) == 0) &&
+        !(site->value_length == 4 && memcmp(site->value, "none", 4) == 0))
+        return false;
+    auth_cookie_key_t key;
+    gw_server_cookie_key(exchange->worker->server, &key);
+    uint64_t now = (uint64_t)time(NULL);
+    bool valid = false;
+    static const char name[] = AUTH_COOKIE_NAME "=";
+    for (size_t i = head->kind_first[GW_HEADER_COOKIE]; i < head->header_count && !valid; i++) {
+        const gw_header_t *cookie = &head->headers[i];
+        if (cookie->kind != GW_HEADER_COOKIE)
+            continue;
+        const char *at = cookie->value, *end = cookie->value + cookie->value_length;
+        while (at < end && !valid) {
+            while (at < end && (*at == ' ' || *at == ';'))
+                at++;
+            const char *stop = memchr(at, ';', (size_t)(end - at));
+            if (stop == NULL)
+                stop = end;
+            size_t pair = (size_t)(stop - at);
+            if (pair > sizeof(name) - 1 && memcmp(at, name, sizeof(name) - 1) == 0)
+                valid = auth_cookie_valid(&key, record->sandbox_id, record->secret.digest,
+                                          at + sizeof(name) - 1, pair - (sizeof(name) - 1), now);
+            at = stop;
+        }
+    }
+    sodium_memzero(&key, sizeof(key));
+    return valid;
+}
+
+/* The token once in the URL: 302 to the URL without it, with the cookie. */
+static void gw_exchange_token_redirect(gw_exchange_t *exchange, const route_record_t *record) {
+    const gw_config_t *config = exchange->worker->config;
+    char *location = gw_query_without(exchange->request.path, GW_TOKEN_PARAMETER, exchange->arena);
+    char *cookie = arena_alloc(exchange->arena, AUTH_COOKIE_VALUE_MAX + 128);
+    if (location == NULL || cookie == NULL) {
+        gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+        return;
+    }
+    auth_cookie_key_t key;
+    gw_server_cookie_key(exchange->worker->server, &key);
+    uint64_t ttl = config->auth_cookie_ttl_ms / 1000;
+    char value[AUTH_COOKIE_VALUE_MAX];
+    auth_cookie_make(&key, record->sandbox_id, record->secret.digest, (uint64_t)time(NULL) + ttl,
+                     value);
+    sodium_memzero(&key, sizeof(key));
+    snprintf(cookie, AUTH_COOKIE_VALUE_MAX + 128,
+             AUTH_COOKIE_NAME "=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%llu%s", value,
+             (unsigned long long)ttl, exchange->https ? "; Secure" : "");
+    gw_field_t fields[] = {
+        {"Location", location},
+        {"Set-Cookie", cookie},
+        {"Cache-Control", "no-store"},
+    };
+    gw_exchange_respond(exchange, 302, fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+/* A CORS preflight to a private sandbox carries no credential: the gateway
+ * answers it, never with Access-Control-Allow-Credentials. */
+static bool gw_exchange_preflight(gw_exchange_t *exchange) {
+    const gw_head_t *head = exchange->request_head;
+    if (strcmp(exchange->request.method, "OPTIONS") != 0 || head == NULL)
+        return false;
+    const gw_header_t *origin = gw_head_find(head, "origin", 6);
+    const gw_header_t *method = gw_head_find(head, "access-control-request-method", 29);
+    if (origin == NULL || method == NULL)
+        return false;
+    const gw_header_t *headers = gw_head_find(head, "access-control-request-headers", 30);
+    gw_field_t fields[6];
+    size_t count = 0;
+    fields[count++] = (gw_field_t){"Access-Control-Allow-Origin", origin->value};
+    fields[count++] = (gw_field_t){"Access-Control-Allow-Methods", method->value};
+    if (headers != NULL)
+        fields[count++] = (gw_field_t){"Access-Control-Allow-Headers", headers->value};
+    fields[count++] = (gw_field_t){"Access-Control-Max-Age", "600"};
+    fields[count++] = (gw_field_t){"Vary", "Origin"};
+    gw_exchange_respond(exchange, 204, fields, count);
+    return true;
+}
+
+/* A private sandbox's request without the token header, on a <port>-<id>
+ * host: a preflight is answered, the token in the URL sets the cookie, a
+ * valid cookie admits. Returns GW_STEP_ENDED when the request was answered;
+ * else *admitted says whether a cookie admits it. */
+static gw_step_t gw_exchange_browser_credentials(gw_exchange_t *exchange,
+                                                 const route_record_t *record, bool *admitted) {
+    *admitted = false;
+    if (gw_exchange_preflight(exchange))
+        return GW_STEP_ENDED;
+    if (exchange->request.token != NULL)
+        return GW_STEP_CONTINUE; /* the header decides, whatever the cookie says */
+    const char *method = exchange->request.method;
+    size_t length;
+    const char *given = gw_query_find(exchange->request.path, GW_TOKEN_PARAMETER, &length);
+    /* An empty parameter is no credential (the form came back empty). */
+    if (given != NULL && length > 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        char *token = arena_alloc(exchange->arena, length + 1);
+        if (token == NULL) {
+            gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+            return GW_STEP_ENDED;
+        }
+        size_t token_length = gw_query_decode(given, length, token);
+        auth_result_t result = auth_token_check(&record->secret, token, token_length);
+        sodium_memzero(token, token_length);
+        if (result != AUTH_OK)
+            gw_exchange_fail(exchange, 403, auth_result_message(AUTH_INVALID));
+        else
+            gw_exchange_token_redirect(exchange, record);
+        return GW_STEP_ENDED;
+    }
+    *admitted = gw_exchange_cookie_valid(exchange, record);
+    exchange->token_form = !*admitted;
+    return GW_STEP_CONTINUE;
+}
+
 /* The record said where: decides, counts the request against the sandbox's
  * limit, writes the sandbox's head, and takes or dials a connection. */
 static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record) {
     route_decision_t *decision = &exchange->decision;
     const gw_request_t *request = &exchange->request;
+    bool cookie_admits = false;
+    if (!record->allow_public_traffic && !exchange->shared_host &&
+        !route_record_port_public(record, exchange->target.port) &&
+        gw_exchange_browser_credentials(exchange, record, &cookie_admits) == GW_STEP_ENDED)
+        return;
     if (route_decide(record, exchange->target.port, &exchange->worker->server->address_policy,
-                     request->token, request->token_length, exchange->arena, decision) < 0) {
+                     request->token, request->token_length, cookie_admits, exchange->arena,
+                     decision) < 0) {
         gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
         return;
     }

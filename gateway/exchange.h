@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gateway/error_page.h"
 #include "gateway/http1.h"
 #include "gateway/io.h"
 #include "gateway/metrics.h"
@@ -52,6 +53,12 @@ typedef enum gw_response_state {
 
 typedef struct gw_exchange gw_exchange_t;
 
+/* A field of a response the gateway makes itself. */
+typedef struct gw_field {
+    const char *name;
+    const char *value;
+} gw_field_t;
+
 /* The client side of an exchange: an HTTP/1.1 connection today, an HTTP/2
  * stream later. The exchange calls these; each may end the request. */
 typedef struct gw_exchange_side {
@@ -90,6 +97,10 @@ typedef struct gw_exchange_side {
     /* A response of the gateway's own: renders it (status, message) for the
      * request, keeping the connection when keep_alive. */
     void (*error)(void *side, int status, const char *message, bool keep_alive);
+    /* A response of the gateway's own without a body (a redirect, a CORS
+     * preflight's 204) with these fields, then as finished. */
+    void (*respond)(void *side, int status, const gw_field_t *fields, size_t count,
+                    bool keep_alive);
     /* The response is complete in the side's output and the exchange logged
      * and released: the side goes on (keep_alive) or closes. */
     void (*finished)(void *side, bool keep_alive);
@@ -116,7 +127,9 @@ struct gw_exchange {
     const gw_head_t *request_head; /* the side's, for the error page and the rewrite */
     gw_request_t request;
     route_target_t target;
-    bool routed; /* target is known (the log and error pages name it) */
+    bool routed;      /* target is known (the log and error pages name it) */
+    bool shared_host; /* routed by E2b-Sandbox-Id/-Port: no browser credentials there */
+    bool token_form;  /* a browser's 403 for a missing credential asks for the token */
     route_waiter_t waiter;
     route_record_t *record;
     route_limit_t *limit;
@@ -190,6 +203,12 @@ void gw_exchange_response_ready(gw_exchange_t *exchange);
 
 /* The deadline the exchange asked for passed. */
 void gw_exchange_timeout(gw_exchange_t *exchange);
+
+/* What the side's error response carries besides the message: CORS fields
+ * for a request with Origin, and the token form (DESIGN "Private sandboxes in
+ * a browser"). head is the side's request head (NULL before one). */
+void gw_exchange_error_extra(const gw_exchange_t *exchange, const gw_head_t *head,
+                             gw_error_extra_t *extra);
 
 /* The gateway's own answer (status, message): rendered by the side when no
  * response byte went out yet, else the side aborts. Idempotent. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/cookie.h"
 #include "auth/token.h"
 
 /* ---- collecting a head from llhttp's span callbacks ---- */
@@ -86,6 +87,8 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
         return GW_IS("via") ? GW_HEADER_VIA : GW_HEADER_OTHER;
     case 4:
         return GW_IS("host") ? GW_HEADER_HOST : GW_HEADER_OTHER;
+    case 6:
+        return GW_IS("cookie") ? GW_HEADER_COOKIE : GW_HEADER_OTHER;
     case 7:
         return GW_IS("upgrade") ? GW_HEADER_UPGRADE : GW_HEADER_OTHER;
     case 9:
@@ -617,13 +620,47 @@ static size_t gw_fields_size(const gw_head_t *head, size_t first, size_t last) {
     return size;
 }
 
+/* Writes a Cookie value without the gateway's access cookie (RFC 6265 §4.2.1:
+ * "name=value" pairs joined by "; "): the sandbox never sees it. Returns the
+ * length written into out (at most length bytes), 0 when no cookie is left. */
+static size_t gw_cookie_filter(const char *value, size_t length, char *out) {
+    static const char name[] = AUTH_COOKIE_NAME "=";
+    size_t written = 0;
+    size_t at = 0;
+    while (at < length) {
+        size_t end = at;
+        while (end < length && value[end] != ';')
+            end++;
+        size_t start = at;
+        while (start < end && (value[start] == ' ' || value[start] == '\t'))
+            start++;
+        size_t pair = end - start;
+        bool ours = pair >= sizeof(name) - 1 && memcmp(value + start, name, sizeof(name) - 1) == 0;
+        if (pair > 0 && !ours) {
+            if (written > 0) {
+                memcpy(out + written, "; ", 2);
+                written += 2;
+            }
+            memcpy(out + written, value + start, pair);
+            written += pair;
+        }
+        at = end + 1;
+    }
+    return written;
+}
+
 int gw_http1_request_head_write(const gw_head_t *head, const gw_request_t *request,
                                 const gw_forward_t *forward, arena_t *arena, char **result,
                                 size_t *result_length, bool *closes) {
     size_t path_length = strlen(request->path);
+    /* A filtered Cookie may turn each ";" into "; ": room for its value twice. */
+    size_t cookies = 0;
+    for (size_t i = head->kind_first[GW_HEADER_COOKIE];
+         head->kind_count[GW_HEADER_COOKIE] > 0 && i < head->header_count; i++)
+        cookies += head->headers[i].kind == GW_HEADER_COOKIE ? head->headers[i].value_length : 0;
     size_t capacity = 256 + strlen(request->method) + path_length + forward->host_length +
                       request->authority_length + forward->instance_length +
-                      gw_fields_size(head, 0, head->header_count);
+                      gw_fields_size(head, 0, head->header_count) + cookies;
     char *out = arena_alloc(arena, capacity);
     if (out == NULL)
         return -1;
@@ -644,6 +681,20 @@ int gw_http1_request_head_write(const gw_head_t *head, const gw_request_t *reque
         } else if (header->kind == GW_HEADER_HOST || header->kind == GW_HEADER_FORWARDED ||
                    header->kind == GW_HEADER_TOKEN || header->kind == GW_HEADER_ROUTING ||
                    gw_head_is_hop_by_hop(head, header)) {
+            continue;
+        } else if (header->kind == GW_HEADER_COOKIE &&
+                   memmem(header->value, header->value_length, AUTH_COOKIE_NAME "=",
+                          sizeof(AUTH_COOKIE_NAME)) != NULL) {
+            size_t start = length;
+            GW_PUT(header->name, header->name_length);
+            GW_PUT_LITERAL(": ");
+            size_t kept = gw_cookie_filter(header->value, header->value_length, out + length);
+            if (kept == 0) {
+                length = start; /* nothing else in it: the field goes */
+                continue;
+            }
+            length += kept;
+            GW_PUT_LITERAL("\r\n");
             continue;
         }
         GW_PUT_FIELD(header);

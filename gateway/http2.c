@@ -524,10 +524,13 @@ static void gw_h2_side_error(void *arg, int status, const char *message, bool ke
     gw_h2_stream_t *stream = arg;
     gw_exchange_t *exchange = &stream->exchange;
     bool html = stream->head_done && gw_error_head_wants_html(&stream->head);
+    gw_error_extra_t extra;
+    gw_exchange_error_extra(exchange, &stream->head, &extra);
     char length_text[24];
     if (gw_error_render_body(stream->response_body, status, message,
                              exchange->routed ? exchange->target.sandbox_id : NULL,
-                             exchange->routed ? exchange->target.port : 0, html) != 0) {
+                             exchange->routed ? exchange->target.port : 0, html,
+                             extra.form_target) != 0) {
         nghttp2_submit_rst_stream(stream->h2->session, NGHTTP2_FLAG_NONE, stream->id,
                                   NGHTTP2_INTERNAL_ERROR);
         gw_exchange_finish(exchange);
@@ -545,12 +548,51 @@ static void gw_h2_side_error(void *arg, int status, const char *message, bool ke
         {(uint8_t *)"content-length", (uint8_t *)length_text, 14, strlen(length_text),
          NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"cache-control", (uint8_t *)"no-store", 13, 8, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"access-control-allow-origin", (uint8_t *)extra.origin, 27,
+         extra.origin_length, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"access-control-allow-credentials", (uint8_t *)"true", 32, 4,
+         NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"vary", (uint8_t *)"Origin", 4, 6, NGHTTP2_NV_FLAG_NONE},
     };
     exchange->bytes_sent += length;
     bool body = stream->method == NULL || strcmp(stream->method, "HEAD") != 0;
     if (!body)
         evbuffer_drain(stream->response_body, length);
-    gw_h2_stream_submit(stream, fields, sizeof(fields) / sizeof(fields[0]), body);
+    size_t count = sizeof(fields) / sizeof(fields[0]) - (extra.origin != NULL ? 0 : 3);
+    gw_h2_stream_submit(stream, fields, count, body);
+    gw_h2_stream_answered(stream);
+}
+
+static void gw_h2_side_abort(void *arg);
+
+static void gw_h2_side_respond(void *arg, int status, const gw_field_t *fields, size_t count,
+                               bool keep_alive) {
+    (void)keep_alive;
+    gw_h2_stream_t *stream = arg;
+    nghttp2_nv *list = arena_alloc(&stream->arena, (count + 1) * sizeof(*list));
+    char *status_text = arena_alloc(&stream->arena, 4);
+    if (list == NULL || status_text == NULL) {
+        gw_h2_side_abort(stream);
+        return;
+    }
+    snprintf(status_text, 4, "%03d", status);
+    list[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3,
+                           NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < count; i++) {
+        size_t length = strlen(fields[i].name);
+        uint8_t *name = arena_alloc(&stream->arena, length);
+        if (name == NULL) {
+            gw_h2_side_abort(stream);
+            return;
+        }
+        for (size_t j = 0; j < length; j++) {
+            char c = fields[i].name[j];
+            name[j] = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        }
+        list[i + 1] = (nghttp2_nv){name, (uint8_t *)fields[i].value, length,
+                                   strlen(fields[i].value), NGHTTP2_NV_FLAG_NONE};
+    }
+    gw_h2_stream_submit(stream, list, count + 1, false);
     gw_h2_stream_answered(stream);
 }
 
@@ -596,6 +638,7 @@ static const gw_exchange_side_t gw_h2_side = {
     .response_wait = gw_h2_side_response_wait,
     .splice_fd = gw_h2_side_splice_fd,
     .error = gw_h2_side_error,
+    .respond = gw_h2_side_respond,
     .finished = gw_h2_side_finished,
     .abort = gw_h2_side_abort,
     .upgraded = gw_h2_side_upgraded,

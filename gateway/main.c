@@ -83,11 +83,17 @@ static void gw_main_signal(evutil_socket_t signal_number, short events, void *ar
     gw_main_t *main_loop = arg;
     gw_server_t *server = main_loop->server;
     if (signal_number == SIGHUP) {
+        char error[1024];
+        int cookie = gw_server_reload_cookie_key(server, error, sizeof(error));
+        if (cookie < 0)
+            log_error("SIGHUP: auth_cookie_key_file: %s; the previous cookie key stays in use",
+                      error);
+        else if (cookie == 0)
+            log_info("SIGHUP: cookie key reloaded");
         if (server->tls == NULL) {
-            log_info("SIGHUP: no TLS listeners, nothing to reload");
+            log_info("SIGHUP: no TLS listeners, no certificates to reload");
             return;
         }
-        char error[1024];
         if (tls_context_reload(server->tls, error, sizeof(error)) < 0)
             log_error("SIGHUP: reload failed, the previous certificates stay in use: %s", error);
         else

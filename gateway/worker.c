@@ -164,6 +164,14 @@ int gw_server_init_routing(gw_server_t *server) {
                        sizeof(random));
         server->instance_length = strlen(server->instance);
     }
+    pthread_mutex_init(&server->cookie_lock, NULL);
+    if (config->auth_cookie_key_file != NULL) {
+        server->cookie_key = config->auth_cookie_key;
+    } else {
+        auth_cookie_key_random(&server->cookie_key);
+        log_info("auth_cookie_key_file not set: access cookies are signed with a random key and "
+                 "work on this gateway alone");
+    }
     route_address_policy_init(&server->address_policy, config->upstream_deny,
                               config->upstream_deny_count);
     for (size_t i = 0; i < config->listen_count; i++) {
@@ -180,6 +188,27 @@ int gw_server_init_routing(gw_server_t *server) {
 
 void gw_server_free_routing(gw_server_t *server) {
     route_address_policy_free(&server->address_policy);
+    sodium_memzero(&server->cookie_key, sizeof(server->cookie_key));
+}
+
+void gw_server_cookie_key(gw_server_t *server, auth_cookie_key_t *key) {
+    pthread_mutex_lock(&server->cookie_lock);
+    *key = server->cookie_key;
+    pthread_mutex_unlock(&server->cookie_lock);
+}
+
+int gw_server_reload_cookie_key(gw_server_t *server, char *error, size_t error_size) {
+    const char *path = server->config.auth_cookie_key_file;
+    if (path == NULL)
+        return 1;
+    auth_cookie_key_t key;
+    if (auth_cookie_key_read(path, &key, error, error_size) != 0)
+        return -1;
+    pthread_mutex_lock(&server->cookie_lock);
+    server->cookie_key = key;
+    pthread_mutex_unlock(&server->cookie_lock);
+    sodium_memzero(&key, sizeof(key));
+    return 0;
 }
 
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {

@@ -31,6 +31,8 @@ typedef struct gw_server {
     route_address_policy_t address_policy; /* where records may point (gw_server_init_routing) */
     char instance[GW_INSTANCE_NAME_MAX + 1]; /* this gateway's name in Via */
     size_t instance_length;
+    pthread_mutex_t cookie_lock;  /* the key is replaced by SIGHUP while workers read it */
+    auth_cookie_key_t cookie_key; /* signs access cookies (auth_cookie_key_file, else random) */
 } gw_server_t;
 
 /* One listening socket of a worker and the configuration line it serves. */
@@ -68,6 +70,13 @@ typedef struct gw_worker {
  * (instance_name, else random per process) and the address policy with every
  * socket the gateway listens on. Returns 0, or -1 when memory is exhausted. */
 int gw_server_init_routing(gw_server_t *server);
+
+/* A copy of the key that signs access cookies. */
+void gw_server_cookie_key(gw_server_t *server, auth_cookie_key_t *key);
+
+/* SIGHUP: reads auth_cookie_key_file again; on an error the old key stays.
+ * Returns 0, 1 when there is no file to read, or -1 with the reason. */
+int gw_server_reload_cookie_key(gw_server_t *server, char *error, size_t error_size);
 
 /* Frees what gw_server_init_routing took. Idempotent. */
 void gw_server_free_routing(gw_server_t *server);

@@ -47,7 +47,7 @@ static int route_decision_refuse(route_decision_t *decision, int status, const c
 }
 
 int route_decide(route_record_t *record, uint16_t port, const route_address_policy_t *policy,
-                 const char *token, size_t token_length, arena_t *arena,
+                 const char *token, size_t token_length, bool cookie_admits, arena_t *arena,
                  route_decision_t *decision) {
     /* Field by field, and the address as long as it is: this runs for every
      * request. */
@@ -78,7 +78,8 @@ int route_decide(route_record_t *record, uint16_t port, const route_address_poli
                  record->address_text, (unsigned)port);
         return route_decision_refuse(decision, 508, ROUTE_MESSAGE_LOOP);
     }
-    if (!record->allow_public_traffic && !route_record_port_public(record, port)) {
+    if (!record->allow_public_traffic && !route_record_port_public(record, port) &&
+        !(cookie_admits && token == NULL)) {
         auth_result_t result = auth_token_check(&record->secret, token, token_length);
         if (result != AUTH_OK)
             return route_decision_refuse(decision, 403, auth_result_message(result));

@@ -3,6 +3,7 @@
 #define SGW_ROUTING_DECISION_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -29,12 +30,14 @@ typedef struct route_decision {
 } route_decision_t;
 
 /* Decides for a request to port of record (token: the e2b-traffic-access-token
- * sent, or NULL): a refused address is 502 and the gateway's own socket 508
- * (DESIGN "The catalog"), a private sandbox without the right token 403 (DESIGN
- * "Auth"), a mask that does not expand 502; otherwise fills the address, pool
- * key and Host of the sandbox. Returns 0, or -1 when memory is exhausted. */
+ * sent, or NULL; cookie_admits: without a token, a valid access cookie the
+ * caller checked stands for it): a refused address is 502 and the gateway's
+ * own socket 508 (DESIGN "The catalog"), a private sandbox without the right
+ * token 403 (DESIGN "Auth"), a mask that does not expand 502; otherwise fills
+ * the address, pool key and Host of the sandbox. Returns 0, or -1 when memory
+ * is exhausted. */
 int route_decide(route_record_t *record, uint16_t port, const route_address_policy_t *policy,
-                 const char *token, size_t token_length, arena_t *arena,
+                 const char *token, size_t token_length, bool cookie_admits, arena_t *arena,
                  route_decision_t *decision);
 
 #endif

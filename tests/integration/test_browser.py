@@ -10,14 +10,30 @@ from lib.gateway import DOMAIN
 from lib.util import REPO, free_port, require, wait_for
 
 
-def test_chromium_loads_the_demo_page_over_h2(gateway_factory, redis, tmp_path):
-    chromium = shutil.which("chromium")
-    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+def chromium_dump(chromium, profile, url):
+    """The DOM Chromium (headless) ends up with after loading url (redirects followed)."""
+    result = subprocess.run(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={profile}", "--ignore-certificate-errors",
+         f"--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1", "--virtual-time-budget=5000",
+         "--dump-dom", url],
+        capture_output=True, timeout=120)
+    return result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")[-2000:]
+
+
+def make_certificate(tmp_path):
     key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", str(key), "-out", str(certificate), "-days", "1",
                     "-subj", f"/CN=*.{DOMAIN}", "-addext", f"subjectAltName=DNS:*.{DOMAIN}"],
                    check=True, capture_output=True, timeout=60)
+    return key, certificate
+
+
+def test_chromium_loads_the_demo_page_over_h2(gateway_factory, redis, tmp_path):
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+    key, certificate = make_certificate(tmp_path)
     app_port = free_port()
     app = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -31,20 +47,45 @@ def test_chromium_loads_the_demo_page_over_h2(gateway_factory, redis, tmp_path):
         wait_for(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null", "--resolve",
                                          f"{app_port}-demo.{DOMAIN}:{tls_port}:127.0.0.1", url],
                                         timeout=10).returncode == 0, 10)
-        profile = tmp_path / "chromium-profile"
-        result = subprocess.run(
-            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={profile}", "--ignore-certificate-errors",
-             f"--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1", "--virtual-time-budget=5000",
-             "--dump-dom", url],
-            capture_output=True, timeout=120)
-        dom = result.stdout.decode(errors="replace")
-        assert "Hello from the demo sandbox" in dom, (result.returncode, dom[-2000:],
-                                                      result.stderr.decode(errors="replace")[-2000:])
+        dom, errors = chromium_dump(chromium, tmp_path / "chromium-profile", url)
+        assert "Hello from the demo sandbox" in dom, (dom[-2000:], errors)
         protocol = re.search(r'<code id="protocol">([^<]*)</code>', dom)
         assert protocol and protocol.group(1) == "h2", dom[-2000:]
         wait_for(lambda: any(entry.get("protocol") == "h2" and entry.get("path") == "/"
                              for entry in gateway.access_entries()), 10)
+    finally:
+        app.terminate()
+        app.wait(10)
+
+
+def test_chromium_opens_a_private_sandbox_with_the_token_once(gateway_factory, redis, tmp_path):
+    """The token in the URL, the 302 and its cookie, the page: as a browser does it. Without the
+    token the browser gets the 403 page with its form."""
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+    key, certificate = make_certificate(tmp_path)
+    app_port = free_port()
+    app = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tls_port = free_port()
+        gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls",
+                                                f"tls_certificate {certificate}",
+                                                f"tls_certificate_key {key}"])
+        redis.put("privdemo", allow_public_traffic=False, traffic_access_token="browser-token")
+        base = f"https://{app_port}-privdemo.{DOMAIN}:{tls_port}/"
+        wait_for(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null", "--resolve",
+                                         f"{app_port}-privdemo.{DOMAIN}:{tls_port}:127.0.0.1", base],
+                                        timeout=10).returncode == 0, 10)
+        refused, errors = chromium_dump(chromium, tmp_path / "fresh-profile", base + "?tab=1")
+        assert 'name="e2b_traffic_access_token"' in refused, (refused[-2000:], errors)
+        assert '<input type="hidden" name="tab" value="1">' in refused
+        opened, errors = chromium_dump(chromium, tmp_path / "profile", base + "?e2b_traffic_access_token=browser-token")
+        assert "Hello from the demo sandbox" in opened, (opened[-2000:], errors)
+        assert "browser-token" not in opened  # the app saw neither the token nor the cookie
+        entries = gateway.access_entries()
+        assert any(entry["status"] == 302 for entry in entries), entries
+        assert any(entry["status"] == 200 and entry["path"] == "/" for entry in entries), entries
     finally:
         app.terminate()
         app.wait(10)

@@ -32,7 +32,7 @@ static response_t render(int status, const char *message, const char *sandbox_id
                          bool html, bool close) {
     struct evbuffer *out = evbuffer_new();
     assert_non_null(out);
-    int rendered = gw_error_render(out, status, message, sandbox_id, port, html, close);
+    int rendered = gw_error_render(out, status, message, sandbox_id, port, html, close, NULL);
     size_t length = evbuffer_get_length(out);
     assert_int_equal(rendered, (int)length); /* what it returns is what it added */
     response_t response = {0};
