@@ -88,7 +88,9 @@ static gw_header_kind_t gw_header_classify(const char *name, size_t length) {
     case 4:
         return GW_IS("host") ? GW_HEADER_HOST : GW_HEADER_OTHER;
     case 6:
-        return GW_IS("cookie") ? GW_HEADER_COOKIE : GW_HEADER_OTHER;
+        return GW_IS("cookie")   ? GW_HEADER_COOKIE
+               : GW_IS("origin") ? GW_HEADER_ORIGIN
+                                 : GW_HEADER_OTHER;
     case 7:
         return GW_IS("upgrade") ? GW_HEADER_UPGRADE : GW_HEADER_OTHER;
     case 9:
@@ -649,6 +651,16 @@ static size_t gw_cookie_filter(const char *value, size_t length, char *out) {
     return written;
 }
 
+/* True if an Origin is the request's own: "http://" or "https://" and the
+ * client's Host exactly (the host part case-insensitive). */
+static bool gw_origin_is_own(const gw_header_t *origin, const gw_request_t *request) {
+    size_t scheme = gw_ascii_prefix(origin->value, origin->value_length, "https://") ? 8
+                    : gw_ascii_prefix(origin->value, origin->value_length, "http://") ? 7
+                                                                                      : 0;
+    return scheme > 0 && origin->value_length - scheme == request->authority_length &&
+           strncasecmp(origin->value + scheme, request->authority, request->authority_length) == 0;
+}
+
 int gw_http1_request_head_write(const gw_head_t *head, const gw_request_t *request,
                                 const gw_forward_t *forward, arena_t *arena, char **result,
                                 size_t *result_length, bool *closes) {
@@ -660,7 +672,8 @@ int gw_http1_request_head_write(const gw_head_t *head, const gw_request_t *reque
         cookies += head->headers[i].kind == GW_HEADER_COOKIE ? head->headers[i].value_length : 0;
     size_t capacity = 256 + strlen(request->method) + path_length + forward->host_length +
                       request->authority_length + forward->instance_length +
-                      gw_fields_size(head, 0, head->header_count) + cookies;
+                      gw_fields_size(head, 0, head->header_count) + cookies +
+                      forward->host_length;
     char *out = arena_alloc(arena, capacity);
     if (out == NULL)
         return -1;
@@ -681,6 +694,17 @@ int gw_http1_request_head_write(const gw_head_t *head, const gw_request_t *reque
         } else if (header->kind == GW_HEADER_HOST || header->kind == GW_HEADER_FORWARDED ||
                    header->kind == GW_HEADER_TOKEN || header->kind == GW_HEADER_ROUTING ||
                    gw_head_is_hop_by_hop(head, header)) {
+            continue;
+        } else if (header->kind == GW_HEADER_ORIGIN && forward->masked &&
+                   gw_origin_is_own(header, request)) {
+            /* DESIGN "What the sandbox receives": an app that compares Origin
+             * with Host (Jupyter, CSRF checks) sees a same-origin request. */
+            if (gw_ascii_prefix(header->value, header->value_length, "https://"))
+                GW_PUT_LITERAL("Origin: https://");
+            else
+                GW_PUT_LITERAL("Origin: http://");
+            GW_PUT(forward->host, forward->host_length);
+            GW_PUT_LITERAL("\r\n");
             continue;
         } else if (header->kind == GW_HEADER_COOKIE &&
                    memmem(header->value, header->value_length, AUTH_COOKIE_NAME "=",

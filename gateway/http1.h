@@ -26,6 +26,7 @@ typedef enum gw_header_kind {
     GW_HEADER_ROUTING, /* E2b-Sandbox-Id, E2b-Sandbox-Port: the gateway's, never the sandbox's */
     GW_HEADER_VIA,     /* passes; loop detection reads it */
     GW_HEADER_COOKIE,  /* passes without the gateway's access cookie */
+    GW_HEADER_ORIGIN,  /* the request's own origin follows a mask */
     GW_HEADER_KIND_COUNT
 } gw_header_kind_t;
 

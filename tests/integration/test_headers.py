@@ -20,6 +20,30 @@ def test_mask_request_host(gateway, redis, backend):
     assert received.header_all("X-Forwarded-Host") == [host]
 
 
+@pytest.mark.parametrize("origin, expected", [
+    ("http://{host}", "http://localhost:{port}"),
+    ("https://{host}", "https://localhost:{port}"),
+    ("HTTP://{host}", "http://localhost:{port}"),
+    ("http://{host}.evil", "http://{host}.evil"),
+    ("http://other.example", "http://other.example"),
+    ("null", "null"),
+])
+def test_mask_rewrites_the_requests_own_origin(gateway, redis, backend, origin, expected):
+    """Jupyter and CSRF checks compare Origin with Host: the request's own origin follows the mask."""
+    redis.put("masko", mask_request_host="localhost:${PORT}")
+    host = gateway.host("masko", backend.port)
+    response = gateway.get("masko", backend.port, headers=[("Origin", origin.format(host=host))])
+    assert response.status == 200
+    assert backend.last.header_all("Origin") == [expected.format(host=host, port=backend.port)]
+
+
+def test_origin_passes_unchanged_without_a_mask(gateway, redis, backend):
+    redis.put("nomask")
+    host = gateway.host("nomask", backend.port)
+    assert gateway.get("nomask", backend.port, headers=[("Origin", f"http://{host}")]).status == 200
+    assert backend.last.header_all("Origin") == [f"http://{host}"]
+
+
 def test_mask_without_port_template(gateway, redis, backend):
     redis.put("masked2", mask_request_host="internal.example")
     host = gateway.host("masked2", backend.port)
