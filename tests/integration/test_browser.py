@@ -5,6 +5,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lib.gateway import DOMAIN
 from lib.util import REPO, free_port, require, wait_for
@@ -83,9 +85,70 @@ def test_chromium_opens_a_private_sandbox_with_the_token_once(gateway_factory, r
         opened, errors = chromium_dump(chromium, tmp_path / "profile", base + "?e2b_traffic_access_token=browser-token")
         assert "Hello from the demo sandbox" in opened, (opened[-2000:], errors)
         assert "browser-token" not in opened  # the app saw neither the token nor the cookie
+        again, errors = chromium_dump(chromium, tmp_path / "profile", base)  # the cookie, kept
+        assert "Hello from the demo sandbox" in again, (again[-2000:], errors)
         entries = gateway.access_entries()
         assert any(entry["status"] == 302 for entry in entries), entries
         assert any(entry["status"] == 200 and entry["path"] == "/" for entry in entries), entries
     finally:
         app.terminate()
         app.wait(10)
+
+
+class _CorsApp(BaseHTTPRequestHandler):
+    """Two sandboxes' app: "/" is a page (on the public sandbox) whose script calls the private
+    sandbox's "/api" with the token header; "/api" answers with CORS fields of its own."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def _send(self, status, body, content_type, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.startswith("/api"):
+            origin = self.headers.get("Origin") or "*"
+            return self._send(200, b'{"answer": "from the private sandbox"}', "application/json",
+                              [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")])
+        target, token = self.server.target, self.server.token
+        page = f"""<!doctype html><html><body><p id="result">pending</p><script>
+fetch("{target}", {{headers: {{"e2b-traffic-access-token": "{token}"}}}})
+  .then(response => response.json())
+  .then(body => {{ document.getElementById("result").textContent = "fetched: " + body.answer; }})
+  .catch(error => {{ document.getElementById("result").textContent = "failed: " + error; }});
+</script></body></html>"""
+        self._send(200, page.encode(), "text/html; charset=utf-8")
+
+
+def test_chromium_cross_origin_fetch_with_the_token_header(gateway_factory, redis, tmp_path):
+    """A page on another origin calls a private sandbox with the token header: the browser's
+    preflight is answered by the gateway, the call reaches the sandbox."""
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CorsApp)
+    server.daemon_threads = True
+    app_port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        gateway = gateway_factory(redis)
+        redis.put("corspage")
+        redis.put("corsapi", allow_public_traffic=False, traffic_access_token="cors-token")
+        server.target = f"http://{app_port}-corsapi.{DOMAIN}:{gateway.port}/api"
+        server.token = "cors-token"
+        page = f"http://{app_port}-corspage.{DOMAIN}:{gateway.port}/"
+        dom, errors = chromium_dump(chromium, tmp_path / "profile", page)
+        assert "fetched: from the private sandbox" in dom, (dom[-2000:], errors)
+        entries = gateway.access_entries()
+        assert any(entry["method"] == "OPTIONS" and entry["status"] == 204 for entry in entries), entries
+        assert any(entry["path"] == "/api" and entry["status"] == 200 for entry in entries), entries
+    finally:
+        server.shutdown()
+        server.server_close()
