@@ -3,12 +3,16 @@
 
 GET /      a page listing Host, X-Forwarded-* and every other request header
 GET /sse   server-sent events: a few events, one a second (try curl -N)
+GET /ws    a WebSocket that echoes each text message (the page opens one)
 POST any   echoes the request body back
 Usage: app.py [--host 127.0.0.1] [--port 3000]
 """
 import argparse
+import base64
+import hashlib
 import html
 import json
+import struct
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +50,8 @@ class DemoHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.split("?")[0] == "/sse":
             return self.serve_events()
+        if self.path.split("?")[0] == "/ws" and "websocket" in self.headers.get("Upgrade", "").lower():
+            return self.serve_websocket()
         if "json" in self.headers.get("Accept", ""):
             body = json.dumps({"path": self.path, "headers": dict(self.headers.items())}, indent=2)
             return self.send_body(200, "application/json", body.encode() + b"\n")
@@ -65,10 +71,17 @@ through sandbox-gateway. Request: <code>{html.escape(self.command)} {html.escape
 <h2>Other headers</h2><table>{rows(others)}</table>
 <p>Your browser loaded this page over <code id="protocol">(unknown: scripts are off)</code>
 (the gateway speaks HTTP/2 to browsers over TLS; to the sandbox, HTTP/1.1).</p>
+<p>A WebSocket to <code>/ws</code> through the gateway: <code id="websocket">(not opened: scripts are off)</code></p>
 <p>Also try <code>/sse</code> (server-sent events) and a POST (echoed back).</p>
 <script>
 const entry = performance.getEntriesByType("navigation")[0];
 document.getElementById("protocol").textContent = (entry && entry.nextHopProtocol) || "(not reported)";
+const shown = document.getElementById("websocket");
+const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+shown.textContent = "opening";
+socket.onopen = () => socket.send("hello");
+socket.onmessage = (event) => {{ shown.textContent = "echo: " + event.data; socket.close(); }};
+socket.onerror = () => {{ shown.textContent = "failed"; }};
 </script>
 </body></html>
 """
@@ -82,6 +95,36 @@ document.getElementById("protocol").textContent = (entry && entry.nextHopProtoco
         self.send_body(200, self.headers.get("Content-Type") or "application/octet-stream", body)
 
     do_PUT = do_POST
+
+    def serve_websocket(self):
+        """RFC 6455 with the standard library: the handshake, then each text message echoed."""
+        key = self.headers.get("Sec-WebSocket-Key", "").encode()
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            while True:
+                first, second = self.rfile.read(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = struct.unpack("!H", self.rfile.read(2))[0]
+                elif length == 127:
+                    length = struct.unpack("!Q", self.rfile.read(8))[0]
+                mask = self.rfile.read(4) if second & 0x80 else b"\0\0\0\0"
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+                if first & 0x0F == 0x8:  # close
+                    self.wfile.write(b"\x88\x00")
+                    return
+                if first & 0x0F == 0x1 and length < 126:
+                    self.wfile.write(struct.pack("!BB", 0x81, length) + payload)
+                    self.wfile.flush()
+        except (ValueError, ConnectionError, OSError):
+            return
 
     def serve_events(self):
         self.send_response(200)

@@ -114,6 +114,21 @@ def request_seeds():
     seeds["self-loop"] = b"\x00GET / HTTP/1.1\r\nHost: 18080-self.fuzz.test\r\n\r\n" + get
     seeds["via-loop"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.0 a, 1.1 fuzz-gw\r\n\r\n" + get
     seeds["via-other"] = b"\x00GET / HTTP/1.1\r\nHost: " + PUB + b"\r\nVia: 1.1 lb\r\n\r\n"
+    seeds["browser-url-token"] = (
+        b"\x00GET /a?x=1&e2b_traffic_access_token=" + TOKEN + b"&y=%2F HTTP/1.1\r\nHost: " + host(b"priv") +
+        b"\r\n\r\nGET /a?e2b_traffic_access_token=wrong HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\n\r\n")
+    seeds["browser-cookie"] = (
+        b"\x00GET / HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\nCookie: a=1; e2b_traffic_access=v1.9999999999."
+        b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; b=2\r\nSec-Fetch-Site: same-site\r\n"
+        b"Sec-Fetch-Mode: navigate\r\nUser-Agent: Mozilla/5.0\r\nAccept: text/html\r\n\r\n"
+        b"GET /p HTTP/1.1\r\nHost: " + PUB + b"\r\nCookie: e2b_traffic_access=x;k=v\r\n\r\n")
+    seeds["browser-preflight"] = (
+        b"\x00OPTIONS /api HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\nOrigin: https://a.example\r\n"
+        b"Access-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: x-a\r\n\r\n"
+        b"GET /?q=%3Cb%3E&r HTTP/1.1\r\nHost: " + host(b"priv") + b"\r\nOrigin: https://a.example\r\n"
+        b"User-Agent: Mozilla/5.0\r\n\r\n")
+    seeds["mask-own-origin"] = (
+        b"\x00GET / HTTP/1.1\r\nHost: " + host(b"mask") + b"\r\nOrigin: https://" + host(b"mask") + b"\r\n\r\n")
     seeds.update(h2_seeds())
     seeds["http10"] = b"\x00GET / HTTP/1.0\r\nHost: " + PUB + b"\r\nConnection: keep-alive\r\n\r\n" + get
     seeds["absolute-form"] = b"\x00GET http://" + PUB + b"/x?y HTTP/1.1\r\nHost: other\r\n\r\n"

@@ -87,6 +87,8 @@ def test_chromium_opens_a_private_sandbox_with_the_token_once(gateway_factory, r
         assert "browser-token" not in opened  # the app saw neither the token nor the cookie
         again, errors = chromium_dump(chromium, tmp_path / "profile", base)  # the cookie, kept
         assert "Hello from the demo sandbox" in again, (again[-2000:], errors)
+        # The page's WebSocket handshake carries no header either: the cookie admits it.
+        assert '<code id="websocket">echo: hello</code>' in again, again[-2000:]
         entries = gateway.access_entries()
         assert any(entry["status"] == 302 for entry in entries), entries
         assert any(entry["status"] == 200 and entry["path"] == "/" for entry in entries), entries

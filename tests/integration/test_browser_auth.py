@@ -260,3 +260,18 @@ def test_cookie_is_secure_over_tls(gateway_factory, redis, backend, private, tmp
     assert head.startswith("HTTP/1.1 302"), head
     cookie_line = [line for line in head.split("\r\n") if line.lower().startswith("set-cookie:")][0]
     assert cookie_line.endswith("; Secure"), cookie_line
+
+
+def test_curl_cookie_jar_follows_the_redirect(gateway, backend, private, tmp_path):
+    jar = tmp_path / "jar.txt"
+    host = f"{backend.port}-{private}.{DOMAIN}"
+    base = ["curl", "-sS", "--max-time", "20", "--resolve", f"{host}:{gateway.port}:127.0.0.1",
+            "-c", str(jar), "-b", str(jar), "-o", "/dev/null", "-w", "%{http_code} %{url_effective}"]
+    first = subprocess.run(base + ["-L", f"http://{host}:{gateway.port}/p?q=1&e2b_traffic_access_token={TOKEN}"],
+                           capture_output=True, text=True, timeout=30)
+    assert first.stdout == f"200 http://{host}:{gateway.port}/p?q=1", first
+    assert backend.last.path == "/p?q=1" and backend.last.header("Cookie") is None
+    assert "e2b_traffic_access" in jar.read_text() and TOKEN not in jar.read_text()
+    again = subprocess.run(base + [f"http://{host}:{gateway.port}/later"], capture_output=True, text=True, timeout=30)
+    assert again.stdout.startswith("200 "), again
+    assert backend.count() == 2
