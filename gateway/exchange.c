@@ -32,6 +32,7 @@ static const char GW_MESSAGE_MALFORMED_RECORD[] = "The sandbox record is invalid
 static const char GW_MESSAGE_UPSTREAM_CLOSED[] =
     "The sandbox closed the connection without a response";
 static const char GW_MESSAGE_NO_MEMORY[] = "Out of memory";
+static const char GW_MESSAGE_PAUSED[] = "The sandbox is paused";
 
 /* What a streaming step left behind: the exchange still proxying, or ended
  * (finished, failed, or handed to a tunnel). */
@@ -516,6 +517,16 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
     }
     if (decision->status != 0) {
         gw_exchange_fail(exchange, decision->status, decision->message);
+        return;
+    }
+    /* DESIGN "Auto-resume", after the credential: a sandbox that may not be
+     * woken (auto_resume false, or a private one through a public port). The
+     * resume itself (hold, stream) is not built yet: an auto-resumable paused
+     * sandbox is dialled at its addr as before. */
+    if (record->paused &&
+        (!record->auto_resume ||
+         (!record->allow_public_traffic && route_record_port_public(record, exchange->target.port)))) {
+        gw_exchange_fail(exchange, 409, GW_MESSAGE_PAUSED);
         return;
     }
     if (record->max_connections > 0) {

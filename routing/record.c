@@ -24,6 +24,8 @@ typedef enum route_record_field {
     ROUTE_RECORD_MASK_REQUEST_HOST,
     ROUTE_RECORD_MAX_CONNECTIONS,
     ROUTE_RECORD_PUBLIC_PORTS,
+    ROUTE_RECORD_STATE,
+    ROUTE_RECORD_AUTO_RESUME,
 } route_record_field_t;
 
 const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
@@ -35,6 +37,8 @@ const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
     [ROUTE_RECORD_MASK_REQUEST_HOST] = "mask_request_host",
     [ROUTE_RECORD_MAX_CONNECTIONS] = "max_connections",
     [ROUTE_RECORD_PUBLIC_PORTS] = "public_ports",
+    [ROUTE_RECORD_STATE] = "state",
+    [ROUTE_RECORD_AUTO_RESUME] = "auto_resume",
 };
 
 enum {
@@ -271,6 +275,27 @@ static int route_record_fill(route_record_t *record, const route_record_value_t 
                                  quoted);
     }
 
+    /* DESIGN "Auto-resume": anything else than these words is refused, as
+     * allow_public_traffic's typos are. */
+    const route_record_value_t *state = &values[ROUTE_RECORD_STATE];
+    if (state->text != NULL) {
+        if (state->length == 6 && memcmp(state->text, "paused", 6) == 0) {
+            record->paused = true;
+        } else if (!(state->length == 7 && memcmp(state->text, "running", 7) == 0)) {
+            route_record_quote(state->text, state->length, quoted, sizeof(quoted));
+            return route_record_fail(record, "state \"%s\" is not running or paused", quoted);
+        }
+    }
+    const route_record_value_t *auto_resume = &values[ROUTE_RECORD_AUTO_RESUME];
+    if (auto_resume->text != NULL) {
+        if (auto_resume->length == 5 && memcmp(auto_resume->text, "false", 5) == 0) {
+            record->auto_resume = false;
+        } else if (!(auto_resume->length == 4 && memcmp(auto_resume->text, "true", 4) == 0)) {
+            route_record_quote(auto_resume->text, auto_resume->length, quoted, sizeof(quoted));
+            return route_record_fail(record, "auto_resume \"%s\" is not true or false", quoted);
+        }
+    }
+
     const route_record_value_t *public_ports = &values[ROUTE_RECORD_PUBLIC_PORTS];
     if (public_ports->text != NULL)
         return route_record_parse_public_ports(record, public_ports->text, public_ports->length);
@@ -319,6 +344,7 @@ route_record_t *route_record_parse_fields(const char *sandbox_id,
         return NULL;
     record->references = 1;
     record->allow_public_traffic = true;
+    record->auto_resume = true;
     record->execution_id = route_record_copy("", 0);
     if (record->execution_id == NULL)
         goto fail;

@@ -23,6 +23,8 @@ typedef struct route_record {
     char *mask_request_host;         /* NULL when absent */
     long max_connections;            /* 0: no limit */
     uint16_t *public_ports;          /* ports that skip the token check; NULL when none */
+    bool paused;                     /* state paused (DESIGN "Auto-resume") */
+    bool auto_resume;                /* a request may wake it (default true) */
     size_t public_port_count;
     /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
      * the port, every field whole. No ID, address or port holds a '\n', so the
@@ -40,7 +42,7 @@ typedef struct route_record {
 
 /* The fields the gateway reads from a catalog hash, in the order
  * route_record_parse_fields takes their values (the catalog's HMGET order). */
-enum { ROUTE_RECORD_FIELD_COUNT = 8 };
+enum { ROUTE_RECORD_FIELD_COUNT = 10 };
 extern const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT];
 
 /* The most bytes those fields may hold together: a valid record is far

@@ -292,3 +292,25 @@ def test_oversized_record_is_malformed_and_others_keep_working(gateway_factory, 
     assert statuses and set(statuses) == {200}, statuses
     assert "over 65536" in gateway.stderr_text()
     assert "unreachable" not in gateway.stderr_text()
+
+
+def test_paused_sandbox_that_may_not_wake_is_409(gateway, redis, backend):
+    """DESIGN "Auto-resume": auto_resume false, or a private sandbox reached through a public port,
+    is 409 after the credential is checked; a bad state is a malformed record."""
+    redis.put("paused1", state="paused", auto_resume="false")
+    response = gateway.get("paused1", backend.port)
+    assert response.status == 409, response
+    assert response.json()["message"] == "The sandbox is paused"
+    redis.put("paused2", state="paused", allow_public_traffic="false", traffic_access_token="t",
+              public_ports=str(backend.port))
+    assert gateway.get("paused2", backend.port).status == 409
+    redis.put("paused3", state="paused", auto_resume="false", allow_public_traffic="false",
+              traffic_access_token="t")
+    assert gateway.get("paused3", backend.port).status == 403  # the credential first
+    assert gateway.get("paused3", backend.port, headers=[("e2b-traffic-access-token", "t")]).status == 409
+    redis.put("running1", state="running", auto_resume="false")
+    assert gateway.get("running1", backend.port).status == 200
+    redis.put("badstate", state="sleeping")
+    bad = gateway.get("badstate", backend.port)
+    assert bad.status == 502 and bad.json()["message"] == "The sandbox record is invalid"
+    assert backend.count() == 1

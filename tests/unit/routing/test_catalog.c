@@ -996,7 +996,7 @@ static void test_late_reply_fills_cache(void **state) {
     uint64_t sent = clock_ms();
 
     loop_for(150);
-    fake_send(lookup_peer, "*8\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
+    fake_send(lookup_peer, "*10\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
     assert_true(loop_until(answer_done, &first, 1000));
     assert_int_equal(first.status, ROUTE_LOOKUP_NOT_FOUND);
 
@@ -1007,7 +1007,7 @@ static void test_late_reply_fills_cache(void **state) {
     /* Replies were still coming: the connection is slow, not hung. */
     assert_true(route_catalog_connected(catalog));
 
-    fake_send(lookup_peer, "*8\r\n$8\r\n10.0.0.9\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
+    fake_send(lookup_peer, "*10\r\n$8\r\n10.0.0.9\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
     loop_for(50);
     assert_int_equal(second.calls, 1);
     assert_int_equal(lookup(&second, "aaa"), 1);
@@ -1049,7 +1049,7 @@ static void test_reply_still_arriving_is_not_a_hang(void **state) {
     uint64_t sent = clock_ms();
 
     /* addr whole, then an execution_id of 1,000 bytes, 100 every 100 ms. */
-    fake_send(lookup_peer, "*8\r\n$8\r\n10.0.0.9\r\n$1000\r\n");
+    fake_send(lookup_peer, "*10\r\n$8\r\n10.0.0.9\r\n$1000\r\n");
     for (int chunk = 0; chunk < 10; chunk++) {
         loop_for(100);
         fake_send_filled(lookup_peer, 'e', 100);
@@ -1065,8 +1065,8 @@ static void test_reply_still_arriving_is_not_a_hang(void **state) {
     assert_int_equal(behind.status, ROUTE_LOOKUP_UNAVAILABLE);
     assert_true(clock_ms() - sent >= 900);
 
-    fake_send(lookup_peer, "\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
-    fake_send(lookup_peer, "*8\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
+    fake_send(lookup_peer, "\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
+    fake_send(lookup_peer, "*10\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n");
     loop_for(50);
     assert_true(route_catalog_connected(catalog));
     /* The late replies fill the cache: neither ID is asked for again. */

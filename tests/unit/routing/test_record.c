@@ -139,6 +139,27 @@ static void test_public_ports(void **state) {
     assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "*", NULL), "public_ports");
 }
 
+static void test_state_and_auto_resume(void **state) {
+    (void)state;
+    route_record_t *record = parse_pairs("addr", "10.0.0.1", NULL);
+    assert_false(record->paused);
+    assert_true(record->auto_resume);
+    route_record_unref(record);
+    record = parse_pairs("addr", "10.0.0.1", "state", "paused", "auto_resume", "false", NULL);
+    assert_null(record->error);
+    assert_true(record->paused);
+    assert_false(record->auto_resume);
+    route_record_unref(record);
+    record = parse_pairs("addr", "10.0.0.1", "state", "running", "auto_resume", "true", NULL);
+    assert_null(record->error);
+    assert_false(record->paused);
+    assert_true(record->auto_resume);
+    route_record_unref(record);
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "state", "Paused", NULL), "state");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "state", "", NULL), "state");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "auto_resume", "yes", NULL), "auto_resume");
+}
+
 static void test_allow_public_traffic_values(void **state) {
     (void)state;
     route_record_t *record = parse_pairs("addr", "10.0.0.1", "allow_public_traffic", "true", NULL);
@@ -417,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_full_record),
         cmocka_unit_test(test_public_ports),
+        cmocka_unit_test(test_state_and_auto_resume),
         cmocka_unit_test(test_allow_public_traffic_values),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_error_escapes_control_bytes),
