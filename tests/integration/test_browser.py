@@ -1,12 +1,16 @@
-"""A real browser over HTTP/2: headless Chromium (Debian's chromium) loads the demo page of
-`make run` (demo/app.py) through a TLS listener, and the page reports the protocol the browser
-used for it (Navigation Timing's nextHopProtocol) while the gateway logs the request as h2."""
+"""A real browser: headless Chromium (Debian's chromium) through the gateway. It loads the demo
+page of `make run` (demo/app.py) over TLS and HTTP/2 (the page reports Navigation Timing's
+nextHopProtocol); opens a private sandbox with the token once in the URL, then with the cookie
+alone, WebSocket included; and calls a private sandbox from a page on another origin with the
+token header, after the gateway's answer to the preflight."""
 import re
 import shutil
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from lib.gateway import DOMAIN
 from lib.util import REPO, free_port, require, wait_for
@@ -32,69 +36,67 @@ def make_certificate(tmp_path):
     return key, certificate
 
 
-def test_chromium_loads_the_demo_page_over_h2(gateway_factory, redis, tmp_path):
-    chromium = shutil.which("chromium")
-    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+@pytest.fixture
+def chromium():
+    binary = shutil.which("chromium")
+    require(binary is not None, "chromium is not installed (scripts/deps.sh test installs it)")
+    return binary
+
+
+@pytest.fixture
+def demo_over_tls(gateway_factory, redis, tmp_path):
+    """demo_over_tls(sandbox, **record): the demo app of `make run` as that sandbox behind a gateway
+    with a TLS listener (a self-signed certificate); returns (gateway, the page's https URL)."""
     key, certificate = make_certificate(tmp_path)
-    app_port = free_port()
-    app = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    apps = []
+
+    def make(sandbox, **record):
+        app_port = free_port()
+        apps.append(subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         tls_port = free_port()
         gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls",
                                                 f"tls_certificate {certificate}",
                                                 f"tls_certificate_key {key}"])
-        redis.put("demo")
-        url = f"https://{app_port}-demo.{DOMAIN}:{tls_port}/"
+        redis.put(sandbox, **record)
+        host = f"{app_port}-{sandbox}.{DOMAIN}"
+        url = f"https://{host}:{tls_port}/"
         wait_for(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null", "--resolve",
-                                         f"{app_port}-demo.{DOMAIN}:{tls_port}:127.0.0.1", url],
-                                        timeout=10).returncode == 0, 10)
-        dom, errors = chromium_dump(chromium, tmp_path / "chromium-profile", url)
-        assert "Hello from the demo sandbox" in dom, (dom[-2000:], errors)
-        protocol = re.search(r'<code id="protocol">([^<]*)</code>', dom)
-        assert protocol and protocol.group(1) == "h2", dom[-2000:]
-        wait_for(lambda: any(entry.get("protocol") == "h2" and entry.get("path") == "/"
-                             for entry in gateway.access_entries()), 10)
-    finally:
+                                         f"{host}:{tls_port}:127.0.0.1", url], timeout=10).returncode == 0, 10)
+        return gateway, url
+    yield make
+    for app in apps:
         app.terminate()
         app.wait(10)
 
 
-def test_chromium_opens_a_private_sandbox_with_the_token_once(gateway_factory, redis, tmp_path):
+def test_chromium_loads_the_demo_page_over_h2(chromium, demo_over_tls, tmp_path):
+    gateway, url = demo_over_tls("demo")
+    dom, errors = chromium_dump(chromium, tmp_path / "chromium-profile", url)
+    assert "Hello from the demo sandbox" in dom, (dom[-2000:], errors)
+    protocol = re.search(r'<code id="protocol">([^<]*)</code>', dom)
+    assert protocol and protocol.group(1) == "h2", dom[-2000:]
+    wait_for(lambda: any(entry.get("protocol") == "h2" and entry.get("path") == "/"
+                         for entry in gateway.access_entries()), 10)
+
+
+def test_chromium_opens_a_private_sandbox_with_the_token_once(chromium, demo_over_tls, tmp_path):
     """The token in the URL, the 302 and its cookie, the page: as a browser does it. Without the
     token the browser gets the 403 page with its form."""
-    chromium = shutil.which("chromium")
-    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
-    key, certificate = make_certificate(tmp_path)
-    app_port = free_port()
-    app = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--port", str(app_port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        tls_port = free_port()
-        gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls",
-                                                f"tls_certificate {certificate}",
-                                                f"tls_certificate_key {key}"])
-        redis.put("privdemo", allow_public_traffic=False, traffic_access_token="browser-token")
-        base = f"https://{app_port}-privdemo.{DOMAIN}:{tls_port}/"
-        wait_for(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null", "--resolve",
-                                         f"{app_port}-privdemo.{DOMAIN}:{tls_port}:127.0.0.1", base],
-                                        timeout=10).returncode == 0, 10)
-        refused, errors = chromium_dump(chromium, tmp_path / "fresh-profile", base + "?tab=1")
-        assert 'name="e2b_traffic_access_token"' in refused, (refused[-2000:], errors)
-        assert '<input type="hidden" name="tab" value="1">' in refused
-        opened, errors = chromium_dump(chromium, tmp_path / "profile", base + "?e2b_traffic_access_token=browser-token")
-        assert "Hello from the demo sandbox" in opened, (opened[-2000:], errors)
-        assert "browser-token" not in opened  # the app saw neither the token nor the cookie
-        again, errors = chromium_dump(chromium, tmp_path / "profile", base)  # the cookie, kept
-        assert "Hello from the demo sandbox" in again, (again[-2000:], errors)
-        # The page's WebSocket handshake carries no header either: the cookie admits it.
-        assert '<code id="websocket">echo: hello</code>' in again, again[-2000:]
-        entries = gateway.access_entries()
-        assert any(entry["status"] == 302 for entry in entries), entries
-        assert any(entry["status"] == 200 and entry["path"] == "/" for entry in entries), entries
-    finally:
-        app.terminate()
-        app.wait(10)
+    gateway, base = demo_over_tls("privdemo", allow_public_traffic=False, traffic_access_token="browser-token")
+    refused, errors = chromium_dump(chromium, tmp_path / "fresh-profile", base + "?tab=1")
+    assert 'name="e2b_traffic_access_token"' in refused, (refused[-2000:], errors)
+    assert '<input type="hidden" name="tab" value="1">' in refused
+    opened, errors = chromium_dump(chromium, tmp_path / "profile", base + "?e2b_traffic_access_token=browser-token")
+    assert "Hello from the demo sandbox" in opened, (opened[-2000:], errors)
+    assert "browser-token" not in opened  # the app saw neither the token nor the cookie
+    again, errors = chromium_dump(chromium, tmp_path / "profile", base)  # the cookie, kept
+    assert "Hello from the demo sandbox" in again, (again[-2000:], errors)
+    # The page's WebSocket handshake carries no header either: the cookie admits it.
+    assert '<code id="websocket">echo: hello</code>' in again, again[-2000:]
+    entries = gateway.access_entries()
+    assert any(entry["status"] == 302 for entry in entries), entries
+    assert any(entry["status"] == 200 and entry["path"] == "/" for entry in entries), entries
 
 
 class _CorsApp(BaseHTTPRequestHandler):
@@ -129,11 +131,9 @@ fetch("{target}", {{headers: {{"e2b-traffic-access-token": "{token}"}}}})
         self._send(200, page.encode(), "text/html; charset=utf-8")
 
 
-def test_chromium_cross_origin_fetch_with_the_token_header(gateway_factory, redis, tmp_path):
+def test_chromium_cross_origin_fetch_with_the_token_header(chromium, gateway_factory, redis, tmp_path):
     """A page on another origin calls a private sandbox with the token header: the browser's
     preflight is answered by the gateway, the call reaches the sandbox."""
-    chromium = shutil.which("chromium")
-    require(chromium is not None, "chromium is not installed (scripts/deps.sh test installs it)")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CorsApp)
     server.daemon_threads = True
     app_port = server.server_address[1]
