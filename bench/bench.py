@@ -38,9 +38,11 @@ SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the ng
 LARGE_SIZE = 1 << 20             # /1m
 PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
 # table order; gateway_single: churn only; gateway_h1: the h2 scenarios' HTTP/1.1 comparison (h2load --h1)
-SERVERS = ["direct", "gateway_single", "gateway", "gateway_h1", "nginx", "haproxy"]
+# gateway_quiet: the same gateway with activity_interval off (the activity scenario)
+SERVERS = ["direct", "gateway_single", "gateway", "gateway_h1", "gateway_quiet", "nginx", "haproxy"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
-          "gateway_h1": "sandbox-gateway, HTTP/1.1", "nginx": "nginx", "haproxy": "HAProxy"}
+          "gateway_h1": "sandbox-gateway, HTTP/1.1", "gateway_quiet": "sandbox-gateway, activity off",
+          "nginx": "nginx", "haproxy": "HAProxy"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
 TLS_SCENARIOS = ("tls-keepalive", "tls-handshake", "h2-tls", "h2-sdk", "h2-large")
 H2_SCENARIOS = ("h2-tls", "h2-sdk", "h2-large")
@@ -344,7 +346,8 @@ class Bench:
         else:
             self.cpu_proxy = self.cpu_wrk = self.cpu_backend = None
         (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
-         self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin) = free_ports(9)
+         self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin, self.p_quiet, self.p_quiet_tls,
+         self.p_quiet_admin) = free_ports(12)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
         self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
@@ -399,12 +402,18 @@ class Bench:
 
         gateway_conf = self.render("gateway.conf", "gateway.conf", DOMAIN=DOMAIN, PORT=self.p_gateway,
                                    REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_gateway_tls,
-                                   ADMIN_PORT=self.p_gateway_admin)
+                                   ADMIN_PORT=self.p_gateway_admin, ACTIVITY="1s")
         check = command_output([str(self.gateway_bin), "-t", "-c", str(gateway_conf)])
         if not check.endswith(": ok"):
             raise RuntimeError(f"the gateway rejects the bench config: {check}")
         self.gateway = Service("gateway", [str(self.gateway_bin), "-c", str(gateway_conf)], tmp / "gateway.log",
                                cpu=self.cpu_proxy, ready=http_ready(self.p_gateway, self.host()))
+        quiet_conf = self.render("gateway.conf", "gateway-quiet.conf", DOMAIN=DOMAIN, PORT=self.p_quiet,
+                                 REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_quiet_tls,
+                                 ADMIN_PORT=self.p_quiet_admin, ACTIVITY="off")
+        self.gateway_quiet = Service("gateway, activity off", [str(self.gateway_bin), "-c", str(quiet_conf)],
+                                     tmp / "gateway-quiet.log", cpu=self.cpu_proxy,
+                                     ready=http_ready(self.p_quiet, self.host()))
 
         nginx_conf = self.render("nginx-proxy.conf", "nginx-proxy.conf", TMP=tmp, PORT=self.p_nginx,
                                  TLS_PORT=self.p_nginx_tls,
@@ -419,11 +428,12 @@ class Bench:
         self.haproxy = Service("haproxy (peer)", ["haproxy", "-db", "-f", str(haproxy_conf)], tmp / "haproxy.out",
                                cpu=self.cpu_proxy, ready=http_ready(self.p_haproxy, self.host()))
 
-        for service in (self.gateway, self.nginx, self.haproxy):
+        for service in (self.gateway, self.gateway_quiet, self.nginx, self.haproxy):
             service.start()
-        self.proxies = {"gateway": self.gateway, "nginx": self.nginx, "haproxy": self.haproxy}
+        self.proxies = {"gateway": self.gateway, "gateway_quiet": self.gateway_quiet, "nginx": self.nginx,
+                        "haproxy": self.haproxy}
         self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
-                      "nginx": self.p_nginx,
+                      "gateway_quiet": self.p_quiet, "nginx": self.p_nginx,
                       "haproxy": self.p_haproxy}
         self.tls_ports = {"gateway": self.p_gateway_tls, "nginx": self.p_nginx_tls}
         self.verify()
@@ -646,6 +656,9 @@ class Bench:
             elif scenario == "tls-handshake":
                 for server in TLS_PEERS:
                     plan.append((scenario, server, lambda s=server: self.tls_handshakes(s)))
+            elif scenario == "activity":
+                for server in ["gateway", "gateway_quiet"]:
+                    plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/"))))
             elif scenario in ("h2-tls", "h2-sdk"):
                 clients, streams = (50, 10) if scenario == "h2-tls" else (1, 100)
                 for server in TLS_PEERS:
@@ -816,6 +829,7 @@ TITLES = {
     "websocket": "idle WebSocket connections",
     "tls-keepalive": "TLS keep-alive (TLS 1.3, ECDSA P-256)",
     "tls-handshake": "full handshakes (TLS 1.2 ECDHE-ECDSA P-256, no resumption)",
+    "activity": "small responses, keep-alive: activity on vs off",
     "h2-tls": "h2 over TLS, 50 connections × 10 streams",
     "h2-sdk": "h2 over TLS, 1 connection × 100 streams",
     "h2-large": "1 MiB over TLS, h2 (8 connections)",
@@ -824,7 +838,8 @@ SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
 METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
           "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn"),
           "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s"),
-          "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"), "h2-large": ("mibs", "MiB/s")}
+          "activity": ("rps", "req/s"), "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"),
+          "h2-large": ("mibs", "MiB/s")}
 
 
 def figure_text(scenario, value):
@@ -961,6 +976,14 @@ def targets(summary, args):
         if scenario == "h2-tls" and mine and theirs:
             out.append((f"{text}: gateway CPU per request below nginx's", f"{mine:.1f} vs {theirs:.1f} µs",
                         mine < theirs))
+    on, off = get("activity", "gateway", "rps"), get("activity", "gateway_quiet", "rps")
+    if on and off:
+        r = on / off
+        mine, quiet = (get("activity", "gateway", "proxy_cpu_us_per_request"),
+                       get("activity", "gateway_quiet", "proxy_cpu_us_per_request"))
+        cpu = f"; CPU per request {mine:.1f} vs {quiet:.1f} µs" if mine and quiet else ""
+        out.append(("keep-alive with activity on: ≥ 0.97 × activity off req/s",
+                    f"{r:.2f} × ({on:,.0f} vs {off:,.0f}){cpu}", r >= 0.97 and clean("activity", "gateway")))
     gw, h1 = get("h2-large", "gateway", "mibs"), get("h2-large", "gateway_h1", "mibs")
     if gw and h1:
         r = gw / h1
@@ -1209,6 +1232,7 @@ def write_outputs(bench, env, summary, args):
 
 
 COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
+          "gateway_quiet": "#fd8d3c",
           "nginx": "#31a354", "haproxy": "#3182bd"}
 
 
@@ -1242,6 +1266,7 @@ def plot(bench, env, summary, args, out):
                  "websocket": f"{args.ws_connections:,} idle WebSockets (RSS KiB/conn, lower is better)",
                  "tls-keepalive": "TLS 1.3, small responses, keep-alive (req/s, higher is better)",
                  "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)",
+                 "activity": "keep-alive, activity on vs off (req/s, higher is better)",
                  "h2-tls": "h2 over TLS, 50 × 10 streams (req/s, higher is better)",
                  "h2-sdk": "h2 over TLS, 1 connection × 100 streams (req/s, higher is better)",
                  "h2-large": "1 MiB over TLS, h2 vs HTTP/1.1 (MiB/s, higher is better)"}[scenario]
@@ -1257,6 +1282,8 @@ def plot(bench, env, summary, args, out):
             target = (0.9 * s["gateway_single"]["rps"], "target 0.9 × the gateway with 1 ID")
         elif scenario == "websocket":
             target = (8.0, "target 8 KiB")
+        elif scenario == "activity" and s.get("gateway_quiet", {}).get("rps"):
+            target = (0.97 * s["gateway_quiet"]["rps"], "target 0.97 × activity off")
         elif scenario in ("h2-tls", "h2-sdk") and s.get("nginx", {}).get("rps"):
             target = (1.2 * s["nginx"]["rps"], "target 1.2 × nginx")
         elif scenario == "h2-large" and s.get("gateway_h1", {}).get("mibs"):

@@ -23,6 +23,7 @@ static conf_setter_t gw_config_set_tls_certificate;
 static conf_setter_t gw_config_set_tls_certificate_key;
 static conf_setter_t gw_config_set_tls_ticket_key_file;
 static conf_setter_t gw_config_set_auth_cookie_key_file;
+static conf_setter_t gw_config_set_activity_interval;
 static conf_setter_t gw_config_set_admin_listen;
 static conf_setter_t gw_config_set_workers;
 static conf_setter_t gw_config_set_access_log;
@@ -61,6 +62,10 @@ static const conf_directive_t gw_config_directives[] = {
     {"redis_url",           1, 1, conf_set_redis_url,
      GW_CONFIG_FIELD(redis), 0, 0, CONF_ONCE, "redis://127.0.0.1:6379/0",
      GW_CONFIG_FIELD(redis_url)},
+    {"resume_redis_url",    1, 1, conf_set_redis_url,
+     GW_CONFIG_FIELD(resume_redis), 0, 0, CONF_ONCE, NULL, GW_CONFIG_FIELD(resume_redis_url)},
+    {"activity_interval",   1, 1, gw_config_set_activity_interval,
+     GW_CONFIG_FIELD(activity_interval_ms), 10, GW_CONFIG_DURATION_LIMIT, CONF_ONCE, "1s", 0},
     {"redis_key_prefix",    1, 1, conf_set_string,
      GW_CONFIG_FIELD(redis_key_prefix), 0, 0, CONF_ONCE, "sandbox:catalog:", 0},
     {"max_header_size",     1, 1, conf_set_size,
@@ -349,6 +354,21 @@ static int gw_config_set_auth_cookie_key_file(conf_parser_t *parser,
     return conf_replace_string(parser, &config->auth_cookie_key_file, arguments[0]);
 }
 
+/* A duration, or "off" (0: no activity is written). */
+static int gw_config_set_activity_interval(conf_parser_t *parser,
+                                           const conf_directive_t *directive, char **arguments,
+                                           size_t argument_count) {
+    if (strcmp(arguments[0], "off") == 0) {
+        *(uint64_t *)conf_field(parser, directive) = 0;
+        return 0;
+    }
+    return conf_set_duration(parser, directive, arguments, argument_count);
+}
+
+const conf_redis_target_t *gw_config_resume_redis(const gw_config_t *config) {
+    return config->resume_redis_url != NULL ? &config->resume_redis : &config->redis;
+}
+
 static int gw_config_set_workers(conf_parser_t *parser, const conf_directive_t *directive,
                                  char **arguments, size_t argument_count) {
     uint64_t count = 0;
@@ -470,6 +490,8 @@ void gw_config_free(gw_config_t *config) {
     free(config->auth_cookie_key_file);
     free(config->redis_url);
     conf_redis_target_free(&config->redis);
+    free(config->resume_redis_url);
+    conf_redis_target_free(&config->resume_redis);
     free(config->redis_key_prefix);
     free(config->access_log);
     free(config->upstream_deny);

@@ -53,6 +53,9 @@ typedef struct gw_config {
 
     char *redis_url;
     conf_redis_target_t redis;
+    char *resume_redis_url;            /* NULL: redis_url (gw_config_resume_redis) */
+    conf_redis_target_t resume_redis;
+    uint64_t activity_interval_ms;     /* 0: off */
     char *redis_key_prefix;
 
     /* Durations, all in milliseconds. */
@@ -85,6 +88,9 @@ typedef struct gw_config {
 
 /* The longest instance_name (a Via received-by pseudonym). */
 enum { GW_INSTANCE_NAME_MAX = 63 };
+
+/* Where resume requests and activity are written: resume_redis_url, else redis_url. */
+const conf_redis_target_t *gw_config_resume_redis(const gw_config_t *config);
 
 /* Sets every default of DESIGN.md (the directive table's); required directives stay empty.
  * Returns 0, or -1 when memory is exhausted (config must still be freed). */

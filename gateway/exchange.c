@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gateway/activity.h"
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
 #include "util/clock.h"
@@ -200,6 +201,9 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
         return;
     bool upstream_reusable = exchange->upstream != NULL && gw_exchange_upstream_reusable(exchange);
     gw_exchange_log(exchange);
+    if (exchange->routed)
+        gw_activity_ended(exchange->worker->activity, exchange->target.sandbox_id,
+                          exchange->bytes_received, exchange->bytes_sent);
     gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
     route_catalog_cancel(&exchange->waiter);
     gw_io_splice_free(exchange->splice);
@@ -312,6 +316,8 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
         return;
     }
     exchange->routed = true;
+    /* DESIGN "Activity": every routed request counts, whatever its answer. */
+    gw_activity_started(exchange->worker->activity, exchange->target.sandbox_id);
     gw_exchange_set_state(exchange, GW_EXCHANGE_ROUTING);
     route_lookup_status_t lookup_status;
     route_record_t *record = NULL;

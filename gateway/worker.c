@@ -13,6 +13,7 @@
 #include <sodium.h>
 #include <unistd.h>
 
+#include "gateway/activity.h"
 #include "gateway/connection.h"
 #include "util/log.h"
 
@@ -111,6 +112,8 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
         route_catalog_free(worker->catalog);
         worker->catalog = NULL;
     }
+    gw_activity_free(worker->activity);
+    worker->activity = NULL;
     event_base_loopbreak(worker->base);
 }
 
@@ -250,6 +253,9 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         .negative_ttl_ms = config->route_negative_ttl_ms,
         .stale_ttl_ms = config->route_stale_ttl_ms,
     };
+    worker->activity = gw_activity_new(worker->base, config);
+    if (config->activity_interval_ms > 0 && worker->activity == NULL)
+        return -1; /* logged */
     worker->catalog = route_catalog_new(worker->base, &catalog_config);
     if (worker->catalog == NULL) {
         log_error("worker %d: cannot create the catalog client", index);

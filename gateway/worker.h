@@ -59,6 +59,7 @@ typedef struct gw_worker {
     bool draining;  /* listeners closed; connections close after their response */
     int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
+    struct gw_activity *activity; /* NULL when activity_interval is off */
     gw_pool_t pool;
     LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;

@@ -1,0 +1,30 @@
+/* Sandbox activity and usage (DESIGN "Activity"): per worker, written to Redis once an interval. */
+#ifndef SGW_GATEWAY_ACTIVITY_H
+#define SGW_GATEWAY_ACTIVITY_H
+
+#include <stdint.h>
+
+#include "gateway/config.h"
+
+struct event_base;
+
+typedef struct gw_activity gw_activity_t;
+
+/* The worker's activity writer on base, connecting to resume_redis_url (else
+ * redis_url); NULL when activity_interval is off, or memory is exhausted
+ * (logged). */
+gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config);
+
+/* Writes nothing more and frees. NULL is allowed. */
+void gw_activity_free(gw_activity_t *activity);
+
+/* A routed request to sandbox_id started: its last request is now, and it
+ * counts as active in every interval until gw_activity_ended. */
+void gw_activity_started(gw_activity_t *activity, const char *sandbox_id);
+
+/* That request ended (its tunnel closed), having received bytes_in from the
+ * client and sent it bytes_out. */
+void gw_activity_ended(gw_activity_t *activity, const char *sandbox_id, uint64_t bytes_in,
+                       uint64_t bytes_out);
+
+#endif

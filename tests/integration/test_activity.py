@@ -1,0 +1,72 @@
+"""Sandbox activity and usage (DESIGN "Activity"): once per activity_interval each worker writes
+ZADD sandbox:activity GT <unix ms of the last request> <id> and HINCRBY sandbox:usage:<id>
+requests / bytes_in / bytes_out, on resume_redis_url; an open tunnel keeps its sandbox active;
+off writes nothing; a Redis outage never blocks a request."""
+import time
+
+from lib.util import wait_for
+
+
+def usage(redis, sandbox):
+    pairs = redis.command("HGETALL", f"sandbox:usage:{sandbox}") or []
+    return {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+
+def test_requests_and_bytes_are_written_each_interval(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, activity_interval="200ms")
+    redis.put("act1")
+    started = time.time() * 1000
+    for _ in range(3):
+        assert gateway.get("act1", backend.port, "/x").status == 200
+    assert gateway.get("nosuchact", backend.port).status == 502  # routed: it counts too
+    counted = wait_for(lambda: (lambda u: u if u.get("requests") == 3 else None)(usage(redis, "act1")), 5)
+    assert counted["bytes_in"] > 3 * 20 and counted["bytes_out"] > 3 * 100, counted
+    score = float(redis.command("ZSCORE", "sandbox:activity", "act1"))
+    assert started - 1000 <= score <= time.time() * 1000, score
+    wait_for(lambda: usage(redis, "nosuchact").get("requests") == 1, 5)
+    # The counters add up over intervals; the activity only moves forward (GT).
+    assert gateway.get("act1", backend.port).status == 200
+    wait_for(lambda: usage(redis, "act1").get("requests") == 4, 5)
+    later = float(redis.command("ZSCORE", "sandbox:activity", "act1"))
+    assert later >= score
+    redis.command("ZADD", "sandbox:activity", str(int(later) + 10_000_000), "act1")
+    assert gateway.get("act1", backend.port).status == 200
+    wait_for(lambda: usage(redis, "act1").get("requests") == 5, 5)
+    assert float(redis.command("ZSCORE", "sandbox:activity", "act1")) == int(later) + 10_000_000
+
+
+def test_an_open_tunnel_keeps_its_sandbox_active(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, activity_interval="200ms")
+    redis.put("actws")
+    with gateway.connect() as connection:
+        connection.send(f"GET /ws HTTP/1.1\r\nHost: {gateway.host('actws', backend.port)}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n".encode())
+        head = connection.read_response()
+        assert head.status == 101, head
+        first = float(wait_for(lambda: redis.command("ZSCORE", "sandbox:activity", "actws"), 5))
+        time.sleep(0.8)
+        second = float(redis.command("ZSCORE", "sandbox:activity", "actws"))
+        assert second - first >= 400, (first, second)  # written again while the tunnel is open
+
+
+def test_off_writes_nothing(gateway_factory, redis, backend):
+    gateway = gateway_factory(redis, activity_interval="off")
+    redis.put("actoff")
+    assert gateway.get("actoff", backend.port).status == 200
+    time.sleep(1.5)
+    assert redis.command("EXISTS", "sandbox:usage:actoff") == 0
+    assert redis.command("ZSCORE", "sandbox:activity", "actoff") is None
+
+
+def test_a_separate_resume_redis_and_its_outage(gateway_factory, redis_factory, redis, backend):
+    other = redis_factory()
+    gateway = gateway_factory(redis, activity_interval="200ms", resume_redis_url=other.url)
+    redis.put("actsep")
+    assert gateway.get("actsep", backend.port).status == 200
+    wait_for(lambda: usage(other, "actsep").get("requests") == 1, 5)
+    assert redis.command("EXISTS", "sandbox:usage:actsep") == 0
+    other.stop()
+    started = time.monotonic()
+    for _ in range(5):
+        assert gateway.get("actsep", backend.port).status == 200
+    assert time.monotonic() - started < 2
