@@ -274,7 +274,8 @@ static void gw_side_respond(void *arg, int status, const gw_field_t *fields, siz
     size_t before = evbuffer_get_length(output);
     evbuffer_add_printf(output, "HTTP/1.1 %d %s\r\n", status, gw_status_reason(status));
     for (size_t i = 0; i < count; i++)
-        evbuffer_add_printf(output, "%s: %s\r\n", fields[i].name, fields[i].value);
+        evbuffer_add_printf(output, "%s: %.*s\r\n", fields[i].name, (int)fields[i].value_length,
+                            fields[i].value);
     if (status != 204)
         evbuffer_add(output, "Content-Length: 0\r\n", 19);
     if (keep_alive)

@@ -243,9 +243,26 @@ static int gw_error_add_html_bytes(struct evbuffer *body, const char *text, size
 }
 
 static int gw_hex_value(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+bool gw_query_next(const char **cursor, const char **pair, size_t *length) {
+    if (*cursor == NULL)
+        return false;
+    const char *end = strchr(*cursor, '&');
+    *pair = *cursor;
+    *length = end != NULL ? (size_t)(end - *cursor) : strlen(*cursor);
+    *cursor = end != NULL ? end + 1 : NULL;
+    return true;
+}
+
+bool gw_query_pair_is(const char *pair, size_t length, const char *name) {
+    size_t name_length = strlen(name);
+    return length >= name_length && memcmp(pair, name, name_length) == 0 &&
+           (length == name_length || pair[name_length] == '=');
 }
 
 size_t gw_query_decode(const char *text, size_t length, char *out) {
@@ -254,8 +271,8 @@ size_t gw_query_decode(const char *text, size_t length, char *out) {
         int high, low;
         if (text[i] == '+') {
             out[written++] = ' ';
-        } else if (text[i] == '%' && i + 2 < length &&
-                   (high = gw_hex_value(text[i + 1])) >= 0 && (low = gw_hex_value(text[i + 2])) >= 0) {
+        } else if (text[i] == '%' && i + 2 < length && (high = gw_hex_value(text[i + 1])) >= 0 &&
+                   (low = gw_hex_value(text[i + 2])) >= 0) {
             out[written++] = (char)(high * 16 + low);
             i += 2;
         } else {
@@ -277,29 +294,25 @@ static int gw_error_add_token_form(struct evbuffer *body, const char *target) {
                                 "name=\"" GW_TOKEN_PARAMETER "\" autocomplete=\"off\" "
                                 "required autofocus></label>\n") != 0)
         return -1;
-    const char *at = query != NULL ? query + 1 : NULL;
-    while (at != NULL && *at != '\0') {
-        const char *end = strchr(at, '&');
-        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
+    const char *cursor = query != NULL ? query + 1 : NULL;
+    const char *at;
+    size_t pair;
+    while (gw_query_next(&cursor, &at, &pair)) {
         const char *equals = memchr(at, '=', pair);
         size_t name_length = equals != NULL ? (size_t)(equals - at) : pair;
         char decoded[2048];
-        bool ours = name_length == sizeof(GW_TOKEN_PARAMETER) - 1 &&
-                    memcmp(at, GW_TOKEN_PARAMETER, name_length) == 0;
-        if (pair > 0 && pair < sizeof(decoded) && !ours) {
+        if (pair > 0 && pair < sizeof(decoded) && !gw_query_pair_is(at, pair, GW_TOKEN_PARAMETER)) {
             size_t name = gw_query_decode(at, name_length, decoded);
             if (gw_error_add_text(body, "<input type=\"hidden\" name=\"") != 0 ||
                 gw_error_add_html_bytes(body, decoded, name) != 0 ||
                 gw_error_add_text(body, "\" value=\"") != 0)
                 return -1;
-            size_t value = equals != NULL
-                               ? gw_query_decode(equals + 1, pair - name_length - 1, decoded)
-                               : 0;
+            size_t value =
+                equals != NULL ? gw_query_decode(equals + 1, pair - name_length - 1, decoded) : 0;
             if (gw_error_add_html_bytes(body, decoded, value) != 0 ||
                 gw_error_add_text(body, "\">\n") != 0)
                 return -1;
         }
-        at = end != NULL ? end + 1 : NULL;
     }
     return gw_error_add_text(body, "<button type=\"submit\">Open</button></p>\n</form>\n");
 }
@@ -311,8 +324,7 @@ static int gw_error_add_html_body(struct evbuffer *body, int status, const char 
         evbuffer_add_printf(body, "<title>%d ", status) < 0 ||
         gw_error_add_html_text(body, reason) != 0 ||
         evbuffer_add_printf(body, "</title>\n</head>\n<body>\n<h1>%d ", status) < 0 ||
-        gw_error_add_html_text(body, reason) != 0 ||
-        gw_error_add_text(body, "</h1>\n<p>") != 0 ||
+        gw_error_add_html_text(body, reason) != 0 || gw_error_add_text(body, "</h1>\n<p>") != 0 ||
         gw_error_add_html_text(body, message) != 0 || gw_error_add_text(body, "</p>\n") != 0)
         return -1;
     if (sandbox_id[0] != '\0' || port > 0) {
@@ -387,7 +399,8 @@ int gw_error_render(struct evbuffer *out, int status, const char *message, const
                              "Access-Control-Allow-Credentials: true\r\n"
                              "Vary: Origin\r\n",
                              (int)extra->origin_length, extra->origin) < 0) ||
-        evbuffer_add_printf(response, "Connection: %s\r\n\r\n", close ? "close" : "keep-alive") < 0 ||
+        evbuffer_add_printf(response, "Connection: %s\r\n\r\n",
+                            close ? "close" : "keep-alive") < 0 ||
         evbuffer_add_buffer(response, body) != 0)
         goto done;
     /* Measured before it is added: out may be a TLS stream's, which takes

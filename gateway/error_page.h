@@ -40,6 +40,13 @@ typedef struct gw_error_extra {
     const char *form_target;
 } gw_error_extra_t;
 
+/* The next pair of a query (what follows a target's "?"), from *cursor on:
+ * *pair and its *length (an empty one too); false when none is left. */
+bool gw_query_next(const char **cursor, const char **pair, size_t *length);
+
+/* True if a pair's name (what stands before its "=", or all of it) is name. */
+bool gw_query_pair_is(const char *pair, size_t length, const char *name);
+
 /* Percent-decodes a query component ("+" is a space) into out (length bytes at
  * most); returns the bytes written. */
 size_t gw_query_decode(const char *text, size_t length, char *out);

@@ -3,9 +3,9 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sodium.h>
 #include <string.h>
 #include <time.h>
 
@@ -139,23 +139,22 @@ static const char *gw_exchange_logged_path(const char *path, char *out) {
     const char *query = path != NULL ? strchr(path, '?') : NULL;
     if (query == NULL || strstr(query, parameter) == NULL)
         return path;
-    size_t written = 0;
-    for (const char *at = path; *at != '\0' && written < GW_TUNNEL_PATH_MAX;) {
-        bool starts = (at > path && (at[-1] == '?' || at[-1] == '&') && at > query &&
-                       strncmp(at, parameter, sizeof(parameter) - 1) == 0);
-        if (!starts) {
-            out[written++] = *at++;
-            continue;
-        }
-        const char *end = strchr(at, '&');
-        int count = snprintf(out + written, GW_TUNNEL_PATH_MAX + 1 - written, "%sREDACTED",
-                             parameter);
-        written += (size_t)count < GW_TUNNEL_PATH_MAX + 1 - written
-                       ? (size_t)count
-                       : GW_TUNNEL_PATH_MAX - written;
-        at = end != NULL ? end : at + strlen(at);
+    /* The path and "?", then each pair, ours with its value replaced: as far
+     * as GW_TUNNEL_PATH_MAX bytes go. */
+    int written = snprintf(out, GW_TUNNEL_PATH_MAX + 1, "%.*s", (int)(query + 1 - path), path);
+    const char *cursor = query + 1, *pair;
+    size_t length;
+    for (bool first = true; written < GW_TUNNEL_PATH_MAX && gw_query_next(&cursor, &pair, &length);
+         first = false) {
+        bool ours =
+            length >= sizeof(parameter) - 1 && gw_query_pair_is(pair, length, GW_TOKEN_PARAMETER);
+        written +=
+            snprintf(out + written, (size_t)(GW_TUNNEL_PATH_MAX + 1 - written), "%s%.*s",
+                     first ? "" : "&", ours ? (int)sizeof(parameter) - 1 : (int)length, pair);
+        if (ours && written < GW_TUNNEL_PATH_MAX)
+            written +=
+                snprintf(out + written, (size_t)(GW_TUNNEL_PATH_MAX + 1 - written), "REDACTED");
     }
-    out[written] = '\0';
     return out;
 }
 
@@ -164,8 +163,7 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
     uint64_t duration_us = clock_us() - exchange->started_us;
     /* A request the client gave up on before any answer: counted as "none",
      * logged as nginx does, 499. */
-    gw_metrics_observe_request(&worker->metrics, exchange->protocol, exchange->status,
-                               duration_us);
+    gw_metrics_observe_request(&worker->metrics, exchange->protocol, exchange->status, duration_us);
     if (worker->server->access_log == NULL)
         return;
     char logged_path[GW_TUNNEL_PATH_MAX + 1];
@@ -331,17 +329,14 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
 
 /* The value of the query parameter name in target ("/p?a=1&name=v"), or NULL. */
 static const char *gw_query_find(const char *target, const char *name, size_t *length) {
-    const char *at = strchr(target, '?');
-    size_t name_length = strlen(name);
-    while (at != NULL) {
-        at++;
-        const char *end = strchr(at, '&');
-        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
-        if (pair > name_length && memcmp(at, name, name_length) == 0 && at[name_length] == '=') {
-            *length = pair - name_length - 1;
-            return at + name_length + 1;
+    const char *query = strchr(target, '?');
+    const char *cursor = query != NULL ? query + 1 : NULL, *pair;
+    size_t pair_length, name_length = strlen(name);
+    while (gw_query_next(&cursor, &pair, &pair_length)) {
+        if (pair_length > name_length && gw_query_pair_is(pair, pair_length, name)) {
+            *length = pair_length - name_length - 1;
+            return pair + name_length + 1;
         }
-        at = end;
     }
     return NULL;
 }
@@ -357,20 +352,15 @@ static char *gw_query_without(const char *target, const char *name, arena_t *are
     size_t path = query != NULL ? (size_t)(query - target) : length;
     memcpy(out, target, path);
     size_t written = path;
-    size_t name_length = strlen(name);
-    for (const char *at = query; at != NULL && *at != '\0';) {
-        at++;
-        const char *end = strchr(at, '&');
-        size_t pair = end != NULL ? (size_t)(end - at) : strlen(at);
-        bool ours = pair >= name_length && memcmp(at, name, name_length) == 0 &&
-                    (pair == name_length || at[name_length] == '=');
-        if (pair > 0 && !ours) {
-            out[written] = written == path ? '?' : '&';
-            written++;
-            memcpy(out + written, at, pair);
-            written += pair;
-        }
-        at = end;
+    const char *cursor = query != NULL ? query + 1 : NULL, *pair;
+    size_t pair_length;
+    while (gw_query_next(&cursor, &pair, &pair_length)) {
+        if (pair_length == 0 || gw_query_pair_is(pair, pair_length, name))
+            continue;
+        out[written] = written == path ? '?' : '&';
+        written++;
+        memcpy(out + written, pair, pair_length);
+        written += pair_length;
     }
     out[written] = '\0';
     return out;
@@ -440,9 +430,9 @@ static void gw_exchange_token_redirect(gw_exchange_t *exchange, const route_reco
              AUTH_COOKIE_NAME "=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%llu%s", value,
              (unsigned long long)ttl, exchange->https ? "; Secure" : "");
     gw_field_t fields[] = {
-        {"Location", location},
-        {"Set-Cookie", cookie},
-        {"Cache-Control", "no-store"},
+        {"Location", location, strlen(location)},
+        {"Set-Cookie", cookie, strlen(cookie)},
+        {"Cache-Control", "no-store", 8},
     };
     gw_exchange_respond(exchange, 302, fields, sizeof(fields) / sizeof(fields[0]));
 }
@@ -460,12 +450,15 @@ static bool gw_exchange_preflight(gw_exchange_t *exchange) {
     const gw_header_t *headers = gw_head_find(head, "access-control-request-headers", 30);
     gw_field_t fields[6];
     size_t count = 0;
-    fields[count++] = (gw_field_t){"Access-Control-Allow-Origin", origin->value};
-    fields[count++] = (gw_field_t){"Access-Control-Allow-Methods", method->value};
+    fields[count++] =
+        (gw_field_t){"Access-Control-Allow-Origin", origin->value, origin->value_length};
+    fields[count++] =
+        (gw_field_t){"Access-Control-Allow-Methods", method->value, method->value_length};
     if (headers != NULL)
-        fields[count++] = (gw_field_t){"Access-Control-Allow-Headers", headers->value};
-    fields[count++] = (gw_field_t){"Access-Control-Max-Age", "600"};
-    fields[count++] = (gw_field_t){"Vary", "Origin"};
+        fields[count++] =
+            (gw_field_t){"Access-Control-Allow-Headers", headers->value, headers->value_length};
+    fields[count++] = (gw_field_t){"Access-Control-Max-Age", "600", 3};
+    fields[count++] = (gw_field_t){"Vary", "Origin", 6};
     gw_exchange_respond(exchange, 204, fields, count);
     return true;
 }
@@ -485,7 +478,8 @@ static gw_step_t gw_exchange_browser_credentials(gw_exchange_t *exchange,
     size_t length;
     const char *given = gw_query_find(exchange->request.path, GW_TOKEN_PARAMETER, &length);
     /* An empty parameter is no credential (the form came back empty). */
-    if (given != NULL && length > 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+    if (given != NULL && length > 0 &&
+        (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
         char *token = arena_alloc(exchange->arena, length + 1);
         if (token == NULL) {
             gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
@@ -530,8 +524,8 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
      * resume itself (hold, stream) is not built yet: an auto-resumable paused
      * sandbox is dialled at its addr as before. */
     if (record->paused &&
-        (!record->auto_resume ||
-         (!record->allow_public_traffic && route_record_port_public(record, exchange->target.port)))) {
+        (!record->auto_resume || (!record->allow_public_traffic &&
+                                  route_record_port_public(record, exchange->target.port)))) {
         gw_exchange_fail(exchange, 409, GW_MESSAGE_PAUSED);
         return;
     }

@@ -53,10 +53,12 @@ typedef enum gw_response_state {
 
 typedef struct gw_exchange gw_exchange_t;
 
-/* A field of a response the gateway makes itself. */
+/* A field of a response the gateway makes itself (a request field's value
+ * is not NUL-terminated where it ends: hence its length). */
 typedef struct gw_field {
     const char *name;
     const char *value;
+    size_t value_length;
 } gw_field_t;
 
 /* The client side of an exchange: an HTTP/1.1 connection today, an HTTP/2

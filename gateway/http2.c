@@ -59,8 +59,8 @@ struct gw_h2 {
     nghttp2_session *session; /* NULL once closed */
     TAILQ_HEAD(gw_h2_streams, gw_h2_stream) streams;
     size_t stream_count;
-    int in_session; /* inside nghttp2 (mem_recv): it must not be re-entered */
-    bool sending;   /* gw_h2_send runs */
+    int in_session;     /* inside nghttp2 (mem_recv): it must not be re-entered */
+    bool sending;       /* gw_h2_send runs */
     bool ready_pending; /* a stream's response buffer drained: its exchange reads on */
     bool calm;          /* a flood was seen: GOAWAY ENHANCE_YOUR_CALM */
     bool closing;       /* the session ended: close once the output is out */
@@ -78,10 +78,10 @@ struct gw_h2_stream {
     TAILQ_ENTRY(gw_h2_stream) link;
     gw_h2_t *h2;
     int32_t id;
-    int handlers;     /* exchange callbacks of it running */
-    bool closed;      /* nghttp2 closed it: freed once no handler runs */
+    int handlers; /* exchange callbacks of it running */
+    bool closed;  /* nghttp2 closed it: freed once no handler runs */
     arena_t arena;
-    gw_head_t head;   /* the request's fields, in the arena */
+    gw_head_t head; /* the request's fields, in the arena */
     size_t header_bytes;
     bool too_large;   /* header list over max_header_size: 431 */
     bool te_trailers; /* the client takes response trailers */
@@ -89,7 +89,7 @@ struct gw_h2_stream {
     size_t authority_length;
     char *cookie; /* Cookie fields joined with "; " (RFC 9113 §8.2.3) */
     size_t cookie_length;
-    bool head_done;   /* the request's HEADERS ended */
+    bool head_done; /* the request's HEADERS ended */
     gw_exchange_t exchange;
     struct event *timer; /* the stream's deadline: its head, then the exchange's */
     /* The request body received and not yet written to the sandbox: the
@@ -161,8 +161,8 @@ static ssize_t gw_h2_on_send(nghttp2_session *session, const uint8_t *data, size
  * TLS seals each chain of the output as a record of its own, so there the
  * frame is copied into one contiguous piece, one record (gw_h2_frame_length). */
 static int gw_h2_on_send_data(nghttp2_session *session, nghttp2_frame *frame,
-                              const uint8_t *frame_head, size_t length,
-                              nghttp2_data_source *source, void *user_data) {
+                              const uint8_t *frame_head, size_t length, nghttp2_data_source *source,
+                              void *user_data) {
     (void)session;
     gw_h2_t *h2 = user_data;
     gw_h2_stream_t *stream = source->ptr;
@@ -207,8 +207,7 @@ static ssize_t gw_h2_frame_length(nghttp2_session *session, uint8_t frame_type, 
     ssize_t length = session_window < stream_window ? session_window : stream_window;
     if (length > (ssize_t)max_frame_size)
         length = (ssize_t)max_frame_size;
-    if (!gw_transport_can(&h2->conn->transport, GW_TRANSPORT_RAW) &&
-        length > GW_H2_TLS_RECORD - 9)
+    if (!gw_transport_can(&h2->conn->transport, GW_TRANSPORT_RAW) && length > GW_H2_TLS_RECORD - 9)
         length = GW_H2_TLS_RECORD - 9;
     return length;
 }
@@ -250,8 +249,8 @@ static void gw_h2_send(gw_h2_t *h2) {
     if (evbuffer_get_length(output) >= GW_BUFFER_HIGH)
         gw_transport_write_low(transport, GW_BUFFER_LOW);
     h2->sending = false;
-    if (h2->closing || (!nghttp2_session_want_read(h2->session) &&
-                        !nghttp2_session_want_write(h2->session)))
+    if (h2->closing ||
+        (!nghttp2_session_want_read(h2->session) && !nghttp2_session_want_write(h2->session)))
         gw_h2_end(h2);
 }
 
@@ -391,6 +390,29 @@ static bool gw_h2_field_dropped(const gw_head_t *head, const gw_header_t *header
     return header->kind == GW_HEADER_TRANSFER_ENCODING || gw_head_is_hop_by_hop(head, header);
 }
 
+/* name lower-cased into the stream's arena, as HTTP/2 wants field names; NULL
+ * when memory is exhausted. */
+static uint8_t *gw_h2_lower(gw_h2_stream_t *stream, const char *name, size_t length) {
+    uint8_t *lower = arena_alloc(&stream->arena, length + 1);
+    for (size_t i = 0; lower != NULL && i < length; i++) {
+        char c = name[i];
+        lower[i] = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    return lower;
+}
+
+/* The :status field of status, its text in the stream's arena; false when
+ * memory is exhausted. */
+static bool gw_h2_status(gw_h2_stream_t *stream, int status, nghttp2_nv *field) {
+    char *text = arena_alloc(&stream->arena, 4);
+    if (text == NULL)
+        return false;
+    snprintf(text, 4, "%03d", status);
+    *field =
+        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)text, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME};
+    return true;
+}
+
 /* Fields first to last of head as HTTP/2 wants them: names lower-cased (into
  * the arena), the dropped ones left out, after status (when not 0). Returns
  * the count, or -1 when memory is exhausted. */
@@ -400,25 +422,15 @@ static int gw_h2_fields(gw_h2_stream_t *stream, const gw_head_t *head, size_t fi
     if (fields == NULL)
         return -1;
     size_t count = 0;
-    if (status != 0) {
-        char *text = arena_alloc(&stream->arena, 4);
-        if (text == NULL)
-            return -1;
-        snprintf(text, 4, "%03d", status);
-        fields[count++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)text, 7, 3,
-                                       NGHTTP2_NV_FLAG_NO_COPY_NAME};
-    }
+    if (status != 0 && !gw_h2_status(stream, status, &fields[count++]))
+        return -1;
     for (size_t i = first; i < last; i++) {
         const gw_header_t *header = &head->headers[i];
         if (gw_h2_field_dropped(head, header))
             continue;
-        uint8_t *name = arena_alloc(&stream->arena, header->name_length + 1);
+        uint8_t *name = gw_h2_lower(stream, header->name, header->name_length);
         if (name == NULL)
             return -1;
-        for (size_t j = 0; j < header->name_length; j++) {
-            char c = header->name[j];
-            name[j] = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        }
         fields[count++] = (nghttp2_nv){name, (uint8_t *)header->value, header->name_length,
                                        header->value_length, NGHTTP2_NV_FLAG_NONE};
     }
@@ -434,6 +446,26 @@ static void gw_h2_stream_submit(gw_h2_stream_t *stream, nghttp2_nv *fields, size
                                 body ? &provider : NULL) != 0)
         nghttp2_submit_rst_stream(stream->h2->session, NGHTTP2_FLAG_NONE, stream->id,
                                   NGHTTP2_INTERNAL_ERROR);
+}
+
+/* Submits a response of the gateway's own: :status, the fields (names
+ * lower-cased), and the stream's buffered body when body. Returns 0, or -1
+ * when memory is exhausted. */
+static int gw_h2_submit_own(gw_h2_stream_t *stream, int status, const gw_field_t *fields,
+                            size_t count, bool body) {
+    nghttp2_nv *list = arena_alloc(&stream->arena, (count + 1) * sizeof(*list));
+    if (list == NULL || !gw_h2_status(stream, status, &list[0]))
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        size_t length = strlen(fields[i].name);
+        uint8_t *name = gw_h2_lower(stream, fields[i].name, length);
+        if (name == NULL)
+            return -1;
+        list[i + 1] = (nghttp2_nv){name, (uint8_t *)fields[i].value, length, fields[i].value_length,
+                                   NGHTTP2_NV_FLAG_NONE};
+    }
+    gw_h2_stream_submit(stream, list, count + 1, body);
+    return 0;
 }
 
 /* ---- the exchange's side ---- */
@@ -537,29 +569,24 @@ static void gw_h2_side_error(void *arg, int status, const char *message, bool ke
         return;
     }
     size_t length = evbuffer_get_length(stream->response_body);
-    snprintf(length_text, sizeof(length_text), "%zu", length);
-    char status_text[4];
-    snprintf(status_text, sizeof(status_text), "%03d", status);
+    int length_digits = snprintf(length_text, sizeof(length_text), "%zu", length);
     const char *content_type = gw_error_content_type(html);
-    nghttp2_nv fields[] = {
-        {(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"content-type", (uint8_t *)content_type, 12, strlen(content_type),
-         NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"content-length", (uint8_t *)length_text, 14, strlen(length_text),
-         NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"cache-control", (uint8_t *)"no-store", 13, 8, NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"access-control-allow-origin", (uint8_t *)extra.origin, 27,
-         extra.origin_length, NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"access-control-allow-credentials", (uint8_t *)"true", 32, 4,
-         NGHTTP2_NV_FLAG_NONE},
-        {(uint8_t *)"vary", (uint8_t *)"Origin", 4, 6, NGHTTP2_NV_FLAG_NONE},
+    gw_field_t fields[] = {
+        {"content-type", content_type, strlen(content_type)},
+        {"content-length", length_text, (size_t)length_digits},
+        {"cache-control", "no-store", 8},
+        {"access-control-allow-origin", extra.origin, extra.origin_length},
+        {"access-control-allow-credentials", "true", 4},
+        {"vary", "Origin", 6},
     };
     exchange->bytes_sent += length;
     bool body = stream->method == NULL || strcmp(stream->method, "HEAD") != 0;
     if (!body)
         evbuffer_drain(stream->response_body, length);
     size_t count = sizeof(fields) / sizeof(fields[0]) - (extra.origin != NULL ? 0 : 3);
-    gw_h2_stream_submit(stream, fields, count, body);
+    if (gw_h2_submit_own(stream, status, fields, count, body) < 0)
+        nghttp2_submit_rst_stream(stream->h2->session, NGHTTP2_FLAG_NONE, stream->id,
+                                  NGHTTP2_INTERNAL_ERROR);
     gw_h2_stream_answered(stream);
 }
 
@@ -569,30 +596,10 @@ static void gw_h2_side_respond(void *arg, int status, const gw_field_t *fields, 
                                bool keep_alive) {
     (void)keep_alive;
     gw_h2_stream_t *stream = arg;
-    nghttp2_nv *list = arena_alloc(&stream->arena, (count + 1) * sizeof(*list));
-    char *status_text = arena_alloc(&stream->arena, 4);
-    if (list == NULL || status_text == NULL) {
+    if (gw_h2_submit_own(stream, status, fields, count, false) < 0) {
         gw_h2_side_abort(stream);
         return;
     }
-    snprintf(status_text, 4, "%03d", status);
-    list[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3,
-                           NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < count; i++) {
-        size_t length = strlen(fields[i].name);
-        uint8_t *name = arena_alloc(&stream->arena, length);
-        if (name == NULL) {
-            gw_h2_side_abort(stream);
-            return;
-        }
-        for (size_t j = 0; j < length; j++) {
-            char c = fields[i].name[j];
-            name[j] = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        }
-        list[i + 1] = (nghttp2_nv){name, (uint8_t *)fields[i].value, length,
-                                   strlen(fields[i].value), NGHTTP2_NV_FLAG_NONE};
-    }
-    gw_h2_stream_submit(stream, list, count + 1, false);
     gw_h2_stream_answered(stream);
 }
 
@@ -768,13 +775,12 @@ static void gw_h2_stream_head(gw_h2_stream_t *stream, bool end_stream) {
     /* CONNECT (no extended CONNECT is offered), and methods and paths no
      * HTTP/1.1 client could send (a sandbox's parser may not take them), are
      * refused. */
-    gw_request_verdict_t verdict = head->failed ? GW_REQUEST_NO_MEMORY
-                                   : strcmp(request.method, "CONNECT") == 0 ||
-                                           !gw_method_known(request.method) ||
-                                           !gw_h2_path_valid(stream->path)
-                                       ? GW_REQUEST_MALFORMED
-                                       : gw_request_check_fields(head, server->instance,
-                                                                 server->instance_length, &request);
+    gw_request_verdict_t verdict =
+        head->failed ? GW_REQUEST_NO_MEMORY
+        : strcmp(request.method, "CONNECT") == 0 || !gw_method_known(request.method) ||
+                !gw_h2_path_valid(stream->path)
+            ? GW_REQUEST_MALFORMED
+            : gw_request_check_fields(head, server->instance, server->instance_length, &request);
     if (verdict != GW_REQUEST_OK) {
         gw_exchange_refuse(&stream->exchange, head, &request, gw_h2_refusals[verdict].status,
                            gw_h2_refusals[verdict].message);
@@ -1069,8 +1075,8 @@ int gw_h2_start(gw_conn_t *conn) {
     if (h2->session == NULL || h2->drain_timer == NULL ||
         nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, settings,
                                 sizeof(settings) / sizeof(settings[0])) != 0 ||
-        nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0,
-                                              (int32_t)window) != 0) {
+        nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, (int32_t)window) !=
+            0) {
         conn->h2 = h2;
         return -1; /* gw_conn_close frees it */
     }
@@ -1099,8 +1105,8 @@ void gw_h2_readable(gw_h2_t *h2) {
             if (taken == NGHTTP2_ERR_FLOODED)
                 h2->calm = true;
             if (taken != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
-                nghttp2_session_terminate_session(
-                    h2->session, h2->calm ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+                nghttp2_session_terminate_session(h2->session, h2->calm ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                                        : NGHTTP2_PROTOCOL_ERROR);
             h2->closing = true;
             break;
         }
