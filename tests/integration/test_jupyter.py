@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lib.devtools import DevTools
 from lib.gateway import DOMAIN
 from lib.http import HttpConnection
 from lib.util import free_port, require, wait_for
@@ -93,47 +94,6 @@ def test_jupyter_behind_a_mask_runs_a_cell(gateway, redis, jupyter):
     kernel = json.loads(started.body)["id"]
     assert run_cell(gateway.port, host, kernel, "6 * 7", origin) == "42"
     assert "Blocking Cross Origin" not in log.read_text()
-
-
-class DevTools:
-    """Headless Chromium driven over its DevTools protocol: a page opened at url, JavaScript
-    evaluated in it."""
-
-    def __init__(self, chromium, profile, url):
-        self.process = subprocess.Popen(
-            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={profile}", f"--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1",
-             "--remote-debugging-port=0", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = Path(profile) / "DevToolsActivePort"
-        wait_for(lambda: active.is_file() and active.read_text().strip(), 30, 0.1, "Chromium's DevTools port")
-        port = int(active.read_text().split()[0])
-
-        def page():
-            with HttpConnection(port, timeout=5) as connection:
-                targets = json.loads(connection.request("GET", "/json/list", host=f"127.0.0.1:{port}").body)
-            pages = [target for target in targets if target.get("type") == "page"]
-            return pages[0] if pages else None
-        target = wait_for(page, 30, 0.1, "Chromium's page")
-        path = target["webSocketDebuggerUrl"].split(f":{port}", 1)[1]
-        self.socket = WebSocket(port, path, f"127.0.0.1:{port}")
-        self.next_id = 0
-
-    def evaluate(self, expression):
-        self.next_id += 1
-        self.socket.send_json({"id": self.next_id, "method": "Runtime.evaluate",
-                               "params": {"expression": expression, "returnByValue": True}})
-        while True:
-            message = self.socket.recv_json()
-            if message.get("id") == self.next_id:
-                return message.get("result", {}).get("result", {}).get("value")
-
-    def close(self):
-        self.socket.close()
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def test_chromium_runs_a_notebook_cell_behind_a_mask(gateway, redis, jupyter, tmp_path):
