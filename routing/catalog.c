@@ -32,6 +32,7 @@ struct route_pending {
     bool linked;         /* in the catalog's list */
     bool timed_out;      /* waiters answered already; a late reply only fills the cache */
     bool invalidated;    /* the record changed meanwhile: answer, but do not cache */
+    uint64_t sent_ms;    /* when the HMGET was sent */
     char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
 };
 
@@ -309,10 +310,10 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
             catalog->last_reply_ms = now;
         }
     }
-    if (catalog->lookup.state == REDIS_LINK_READY &&
-        now - catalog->last_reply_ms >= catalog->redis_timeout_ms) {
-        /* No reply at all for redis_timeout while a query waited: the server
-         * or the path to it hangs. Reconnecting answers every query (this one
+    if (catalog->lookup.state == REDIS_LINK_READY && catalog->last_reply_ms <= pending->sent_ms) {
+        /* No reply at all since this query was sent, redis_timeout ago: the
+         * server or the path to it hangs. (Not "now - last reply >= timeout":
+         * libevent's coarse clock may fire the timer a few ms early.) Reconnecting answers every query (this one
          * too) through hiredis's callbacks. */
         redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
         return;
@@ -389,6 +390,7 @@ static struct route_pending *route_catalog_pending_start(route_catalog_t *catalo
     pending->references = 1; /* hiredis's, dropped in route_catalog_lookup_reply */
     LIST_INSERT_HEAD(&catalog->pendings, pending, link);
     pending->linked = true;
+    pending->sent_ms = clock_ms();
     clock_arm(pending->timer, catalog->redis_timeout_ms);
     catalog->stats.redis_lookups++;
     return pending;
