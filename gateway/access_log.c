@@ -164,10 +164,14 @@ void gw_access_log_write(gw_access_log_t *log, const gw_access_entry_t *entry) {
      * the locale's decimal separator. */
     gw_access_log_add_format(&line,
                              ",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-                             ",\"duration_ms\":%" PRIu64 ".%03" PRIu64 ",\"protocol\":\"%s\"}",
+                             ",\"duration_ms\":%" PRIu64 ".%03" PRIu64 ",\"protocol\":\"%s\"",
                              entry->status, entry->bytes_received, entry->bytes_sent,
                              entry->duration_us / 1000, entry->duration_us % 1000,
                              entry->protocol != NULL ? entry->protocol : "http/1.1");
+    if (entry->held)
+        gw_access_log_add_format(&line, ",\"resume_wait_ms\":%" PRIu64 ".%03" PRIu64,
+                                 entry->held_us / 1000, entry->held_us % 1000);
+    gw_access_log_add(&line, "}");
     if (line.length >= sizeof(line.data))
         line.length = sizeof(line.data) - 1;
     line.data[line.length++] = '\n';

@@ -23,8 +23,7 @@ typedef struct gw_activity_entry {
 } gw_activity_entry_t;
 
 struct gw_activity {
-    struct event_base *base;
-    redis_link_t link;
+    redis_link_t *link; /* the worker's, to resume_redis_url */
     strmap_t sandboxes; /* ID -> gw_activity_entry_t */
     struct event *timer;
     uint64_t interval_ms;
@@ -83,7 +82,7 @@ static void gw_activity_write_entry(strmap_t *map, strmap_entry_t *found, void *
     gw_activity_t *activity = arg;
     gw_activity_entry_t *entry = found->value;
     redisAsyncContext *context =
-        activity->link.state == REDIS_LINK_READY ? activity->link.context : NULL;
+        activity->link->state == REDIS_LINK_READY ? activity->link->context : NULL;
     bool active = entry->touched || entry->in_flight > 0;
     if (context != NULL && active) {
         /* An open tunnel or a streaming response keeps its sandbox awake. */
@@ -116,35 +115,23 @@ static void gw_activity_tick(evutil_socket_t fd, short events, void *arg) {
     strmap_foreach(&activity->sandboxes, gw_activity_write_entry, activity);
 }
 
-gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config) {
+gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config,
+                               redis_link_t *link) {
     if (config->activity_interval_ms == 0)
         return NULL;
     gw_activity_t *activity = calloc(1, sizeof(*activity));
     if (activity == NULL)
         return NULL;
-    activity->base = base;
+    activity->link = link;
     activity->interval_ms = config->activity_interval_ms;
-    const conf_redis_target_t *target = gw_config_resume_redis(config);
-    redis_link_config_t link_config = {
-        .host = target->host,
-        .port = target->port,
-        .unix_path = target->unix_path,
-        .database = target->database,
-        .connect_timeout_ms = config->redis_timeout_ms,
-        .log_prefix = "activity: ",
-        .purpose = "activity and usage",
-        .outage_effect = "activity and usage of the outage are not written",
-    };
     activity->timer = event_new(base, -1, EV_PERSIST, gw_activity_tick, activity);
     struct timeval interval = clock_timeval(activity->interval_ms);
     if (strmap_init(&activity->sandboxes) != 0 || activity->timer == NULL ||
-        redis_link_init(&activity->link, base, &link_config) != 0 ||
         event_add(activity->timer, &interval) != 0) {
         log_error("activity: out of memory");
         gw_activity_free(activity);
         return NULL;
     }
-    redis_link_start(&activity->link);
     return activity;
 }
 
@@ -159,7 +146,6 @@ void gw_activity_free(gw_activity_t *activity) {
         return;
     if (activity->timer != NULL)
         event_free(activity->timer);
-    redis_link_close(&activity->link);
     strmap_foreach(&activity->sandboxes, gw_activity_free_entry, NULL);
     strmap_free(&activity->sandboxes);
     free(activity);

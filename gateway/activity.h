@@ -5,15 +5,17 @@
 #include <stdint.h>
 
 #include "gateway/config.h"
+#include "util/redis_link.h"
 
 struct event_base;
 
 typedef struct gw_activity gw_activity_t;
 
-/* The worker's activity writer on base, connecting to resume_redis_url (else
- * redis_url); NULL when activity_interval is off, or memory is exhausted
- * (logged). */
-gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config);
+/* The worker's activity writer on base, writing on link (the worker's
+ * connection to resume_redis_url); NULL when activity_interval is off, or
+ * memory is exhausted (logged). */
+gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config,
+                               redis_link_t *link);
 
 /* Writes nothing more and frees. NULL is allowed. */
 void gw_activity_free(gw_activity_t *activity);

@@ -64,6 +64,8 @@ static const conf_directive_t gw_config_directives[] = {
      GW_CONFIG_FIELD(redis_url)},
     {"resume_redis_url",    1, 1, conf_set_redis_url,
      GW_CONFIG_FIELD(resume_redis), 0, 0, CONF_ONCE, NULL, GW_CONFIG_FIELD(resume_redis_url)},
+    {"resume_stream",       1, 1, conf_set_string,
+     GW_CONFIG_FIELD(resume_stream), 0, 0, CONF_ONCE, "sandbox:resume", 0},
     {"activity_interval",   1, 1, gw_config_set_activity_interval,
      GW_CONFIG_FIELD(activity_interval_ms), 10, GW_CONFIG_DURATION_LIMIT, CONF_ONCE, "1s", 0},
     {"redis_key_prefix",    1, 1, conf_set_string,
@@ -99,6 +101,7 @@ static const conf_directive_t gw_config_directives[] = {
     GW_CONFIG_DURATION("tunnel_idle_timeout",       tunnel_idle_timeout_ms,       1, "24h"),
     GW_CONFIG_DURATION("drain_delay",               drain_delay_ms,               0, "5s"),
     GW_CONFIG_DURATION("drain_timeout",             drain_timeout_ms,             0, "30s"),
+    GW_CONFIG_DURATION("resume_timeout",            resume_timeout_ms,            1, "60s"),
     GW_CONFIG_DURATION("auth_cookie_ttl",           auth_cookie_ttl_ms,           1000, "24h"),
 };
 // clang-format on
@@ -491,6 +494,7 @@ void gw_config_free(gw_config_t *config) {
     free(config->redis_url);
     conf_redis_target_free(&config->redis);
     free(config->resume_redis_url);
+    free(config->resume_stream);
     conf_redis_target_free(&config->resume_redis);
     free(config->redis_key_prefix);
     free(config->access_log);

@@ -55,6 +55,8 @@ typedef struct gw_config {
     conf_redis_target_t redis;
     char *resume_redis_url;            /* NULL: redis_url (gw_config_resume_redis) */
     conf_redis_target_t resume_redis;
+    char *resume_stream;               /* the stream resume requests are added to */
+    uint64_t resume_timeout_ms;        /* how long a request to a paused sandbox is held */
     uint64_t activity_interval_ms;     /* 0: off */
     char *redis_key_prefix;
 

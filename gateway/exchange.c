@@ -34,6 +34,7 @@ static const char GW_MESSAGE_UPSTREAM_CLOSED[] =
     "The sandbox closed the connection without a response";
 static const char GW_MESSAGE_NO_MEMORY[] = "Out of memory";
 static const char GW_MESSAGE_PAUSED[] = "The sandbox is paused";
+static const char GW_MESSAGE_NOT_RESUMED[] = "The sandbox did not resume in time";
 
 /* What a streaming step left behind: the exchange still proxying, or ended
  * (finished, failed, or handed to a tunnel). */
@@ -51,7 +52,8 @@ static const gw_transport_handler_t gw_exchange_upstream_handler;
 
 static const char *const gw_exchange_state_names[] = {
     [GW_EXCHANGE_IDLE] = "idle",         [GW_EXCHANGE_READING] = "reading",
-    [GW_EXCHANGE_ROUTING] = "routing",   [GW_EXCHANGE_CONNECTING] = "connecting",
+    [GW_EXCHANGE_ROUTING] = "routing",   [GW_EXCHANGE_RESUMING] = "resuming",
+    [GW_EXCHANGE_CONNECTING] = "connecting",
     [GW_EXCHANGE_PROXYING] = "proxying", [GW_EXCHANGE_TUNNEL] = "tunnel",
     [GW_EXCHANGE_DONE] = "done",
 };
@@ -103,6 +105,8 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
     exchange->shared_host = false;
     exchange->token_form = false;
     exchange->waiter.pending = NULL;
+    exchange->held = false;
+    exchange->held_us = 0;
     exchange->record = NULL;
     exchange->limit = NULL;
     exchange->upstream_head = NULL;
@@ -178,6 +182,8 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
         .bytes_sent = exchange->bytes_sent,
         .duration_us = duration_us,
         .protocol = gw_protocol_name(exchange->protocol),
+        .held = exchange->held,
+        .held_us = exchange->held_us,
     };
     gw_access_log_write(worker->server->access_log, &entry);
 }
@@ -198,12 +204,15 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
     if (exchange->state == GW_EXCHANGE_IDLE || exchange->state == GW_EXCHANGE_DONE)
         return;
     bool upstream_reusable = exchange->upstream != NULL && gw_exchange_upstream_reusable(exchange);
+    if (exchange->hold.watch != NULL) /* still held: the client went away */
+        exchange->held_us = clock_us() - exchange->hold.started_us;
     gw_exchange_log(exchange);
     if (exchange->routed)
         gw_activity_ended(exchange->worker->activity, exchange->target.sandbox_id,
                           exchange->bytes_received, exchange->bytes_sent);
     gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
     route_catalog_cancel(&exchange->waiter);
+    gw_resume_cancel(&exchange->hold, GW_RESUME_GONE);
     gw_io_splice_free(exchange->splice);
     exchange->splice = NULL;
     route_record_unref(exchange->record);
@@ -499,7 +508,24 @@ static gw_step_t gw_exchange_browser_credentials(gw_exchange_t *exchange,
     return GW_STEP_CONTINUE;
 }
 
-/* The record said where: decides, counts the request against the sandbox's
+static void gw_exchange_resumed(gw_hold_t *hold, bool drained, route_lookup_status_t status,
+                                route_record_t *record, void *arg);
+
+/* The sandbox is paused and may be woken: the request waits for it, up to
+ * resume_timeout, its bytes left unread. */
+static void gw_exchange_hold(gw_exchange_t *exchange) {
+    gw_worker_t *worker = exchange->worker;
+    if (gw_resume_hold(worker->resume, &exchange->hold, exchange->target.sandbox_id,
+                       gw_exchange_resumed, exchange) < 0) {
+        gw_exchange_fail(exchange, 503, GW_MESSAGE_UNAVAILABLE);
+        return;
+    }
+    exchange->held = true;
+    gw_exchange_set_state(exchange, GW_EXCHANGE_RESUMING);
+    gw_exchange_deadline(exchange, worker->config->resume_timeout_ms);
+}
+
+/* The record decides, counts the request against the sandbox's
  * limit, writes the sandbox's head, and takes or dials a connection. */
 static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record) {
     route_decision_t *decision = &exchange->decision;
@@ -520,16 +546,15 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
         return;
     }
     /* DESIGN "Auto-resume", after the credential: a sandbox that may not be
-     * woken (auto_resume false, or a private one through a public port). The
-     * resume itself (hold, stream) is not built yet: an auto-resumable paused
-     * sandbox is dialled at its addr as before. */
+     * woken (auto_resume false, or a private one through a public port). */
     if (record->paused &&
         (!record->auto_resume || (!record->allow_public_traffic &&
                                   route_record_port_public(record, exchange->target.port)))) {
         gw_exchange_fail(exchange, 409, GW_MESSAGE_PAUSED);
         return;
     }
-    if (record->max_connections > 0) {
+    /* A request released from a hold kept its place under the limit. */
+    if (record->max_connections > 0 && exchange->limit == NULL) {
         route_limit_status_t limit =
             route_limit_acquire(record->sandbox_id, record->max_connections, &exchange->limit);
         if (limit != ROUTE_LIMIT_ADMITTED) {
@@ -543,6 +568,10 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
                 gw_exchange_fail(exchange, 503, GW_MESSAGE_UNAVAILABLE);
             return;
         }
+    }
+    if (record->paused) {
+        gw_exchange_hold(exchange);
+        return;
     }
     const gw_server_t *server = exchange->worker->server;
     gw_forward_t forward = {
@@ -575,6 +604,7 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
 static void gw_exchange_routed(route_lookup_status_t status, route_record_t *record, void *arg) {
     gw_exchange_t *exchange = arg;
     exchange->side->enter(exchange->side_arg);
+    route_record_unref(exchange->record); /* the paused one, after a hold */
     exchange->record = record;
     switch (status) {
     case ROUTE_LOOKUP_UNAVAILABLE:
@@ -593,6 +623,22 @@ static void gw_exchange_routed(route_lookup_status_t status, route_record_t *rec
         break;
     }
     exchange->side->leave(exchange->side_arg);
+}
+
+/* The hold ended: the record changed (usually: it runs now, at its new addr),
+ * or the gateway drains. */
+static void gw_exchange_resumed(gw_hold_t *hold, bool drained, route_lookup_status_t status,
+                                route_record_t *record, void *arg) {
+    gw_exchange_t *exchange = arg;
+    exchange->held_us = clock_us() - hold->started_us;
+    gw_exchange_deadline(exchange, 0);
+    if (drained) {
+        exchange->side->enter(exchange->side_arg);
+        gw_exchange_fail(exchange, 503, GW_MESSAGE_UNAVAILABLE);
+        exchange->side->leave(exchange->side_arg);
+        return;
+    }
+    gw_exchange_routed(status, record, exchange);
 }
 
 /* ---- the upstream connection ---- */
@@ -736,7 +782,11 @@ static const gw_transport_handler_t gw_exchange_upstream_handler = {
 };
 
 void gw_exchange_timeout(gw_exchange_t *exchange) {
-    if (exchange->state == GW_EXCHANGE_CONNECTING)
+    if (exchange->state == GW_EXCHANGE_RESUMING) {
+        exchange->held_us = clock_us() - exchange->hold.started_us;
+        gw_resume_cancel(&exchange->hold, GW_RESUME_TIMEOUT);
+        gw_exchange_fail(exchange, 504, GW_MESSAGE_NOT_RESUMED);
+    } else if (exchange->state == GW_EXCHANGE_CONNECTING)
         gw_exchange_dial(exchange); /* the pause after a refused dial ended */
     else if (exchange->state == GW_EXCHANGE_PROXYING)
         gw_exchange_fail(exchange, 504, GW_MESSAGE_TIMEOUT);

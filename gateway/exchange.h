@@ -11,6 +11,7 @@
 #include "gateway/http1.h"
 #include "gateway/io.h"
 #include "gateway/metrics.h"
+#include "gateway/resume.h"
 #include "routing/catalog.h"
 #include "routing/decision.h"
 #include "routing/host.h"
@@ -32,6 +33,7 @@ typedef enum gw_exchange_state {
     GW_EXCHANGE_IDLE,       /* no request yet, or between two */
     GW_EXCHANGE_READING,    /* the request's first byte arrived; its head is being read */
     GW_EXCHANGE_ROUTING,    /* head checked; waiting for the catalog */
+    GW_EXCHANGE_RESUMING,   /* the sandbox is paused: held until its record says running */
     GW_EXCHANGE_CONNECTING, /* dialling the sandbox, or pausing before another dial */
     GW_EXCHANGE_PROXYING,   /* head sent: the request and the response stream */
     GW_EXCHANGE_TUNNEL,     /* after 101: the side carries raw bytes; logged when it ends */
@@ -133,6 +135,9 @@ struct gw_exchange {
     bool shared_host; /* routed by E2b-Sandbox-Id/-Port: no browser credentials there */
     bool token_form;  /* a browser's 403 for a missing credential asks for the token */
     route_waiter_t waiter;
+    gw_hold_t hold;    /* while RESUMING */
+    uint64_t held_us;  /* how long it waited for a resume (the log), when held */
+    bool held;
     route_record_t *record;
     route_limit_t *limit;
     route_decision_t decision;

@@ -13,6 +13,16 @@ static const uint64_t gw_duration_bounds_us[GW_DURATION_BUCKET_COUNT] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
 };
 
+static const uint64_t gw_hold_bounds_ms[GW_HOLD_BUCKET_COUNT] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+};
+
+static const char *const gw_resume_outcome_names[GW_RESUME_OUTCOME_COUNT] = {
+    [GW_RESUME_RESUMED] = "resumed", [GW_RESUME_FAILED] = "failed",
+    [GW_RESUME_TIMEOUT] = "timeout", [GW_RESUME_GONE] = "gone",
+    [GW_RESUME_DRAIN] = "drain",
+};
+
 const char *gw_protocol_name(gw_protocol_t protocol) {
     return protocol == GW_PROTOCOL_H2 ? "h2" : "http/1.1";
 }
@@ -29,6 +39,16 @@ void gw_metrics_observe_request(gw_metrics_t *metrics, gw_protocol_t protocol, i
         bucket++;
     GW_METRIC_ADD(metrics, duration_buckets[bucket], 1);
     GW_METRIC_ADD(metrics, duration_sum_us, duration_us);
+}
+
+void gw_metrics_observe_hold(gw_metrics_t *metrics, gw_resume_outcome_t outcome,
+                             uint64_t duration_us) {
+    GW_METRIC_ADD(metrics, resume_waits[outcome], 1);
+    size_t bucket = 0;
+    while (bucket < GW_HOLD_BUCKET_COUNT && duration_us > gw_hold_bounds_ms[bucket] * 1000)
+        bucket++;
+    GW_METRIC_ADD(metrics, hold_buckets[bucket], 1);
+    GW_METRIC_ADD(metrics, hold_sum_us, duration_us);
 }
 
 static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
@@ -54,6 +74,13 @@ static void gw_metrics_sum(gw_server_t *server, gw_metrics_t *total,
         total->tunnels += GW_METRIC_READ(metrics, tunnels);
         total->h2_connections += GW_METRIC_READ(metrics, h2_connections);
         total->h2_streams += GW_METRIC_READ(metrics, h2_streams);
+        total->resume_requests += GW_METRIC_READ(metrics, resume_requests);
+        total->resume_held += GW_METRIC_READ(metrics, resume_held);
+        for (size_t i = 0; i < GW_RESUME_OUTCOME_COUNT; i++)
+            total->resume_waits[i] += GW_METRIC_READ(metrics, resume_waits[i]);
+        for (size_t i = 0; i <= GW_HOLD_BUCKET_COUNT; i++)
+            total->hold_buckets[i] += GW_METRIC_READ(metrics, hold_buckets[i]);
+        total->hold_sum_us += GW_METRIC_READ(metrics, hold_sum_us);
         route_catalog_t *catalog = __atomic_load_n(&server->workers[w].catalog, __ATOMIC_ACQUIRE);
         if (catalog != NULL) {
             /* Single 64-bit counters, each written by its own worker: a
@@ -123,6 +150,32 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     gw_metrics_gauge(out, "sgw_h2_connections", "Open client connections speaking HTTP/2.",
                      total.h2_connections);
     gw_metrics_gauge(out, "sgw_h2_streams", "Open HTTP/2 streams of clients.", total.h2_streams);
+    gw_metrics_counter(out, "sgw_resume_requests_total",
+                       "Resume requests this gateway added to resume_stream.",
+                       total.resume_requests);
+    gw_metrics_gauge(out, "sgw_resume_held", "Requests held now, waiting for a sandbox to resume.",
+                     total.resume_held);
+    evbuffer_add_printf(out, "# HELP sgw_resume_waits_total Requests that stopped waiting for a "
+                             "resume, by outcome.\n"
+                             "# TYPE sgw_resume_waits_total counter\n");
+    for (size_t i = 0; i < GW_RESUME_OUTCOME_COUNT; i++)
+        evbuffer_add_printf(out, "sgw_resume_waits_total{outcome=\"%s\"} %" PRIu64 "\n",
+                            gw_resume_outcome_names[i], total.resume_waits[i]);
+    evbuffer_add_printf(out, "# HELP sgw_resume_hold_seconds How long requests were held for a "
+                             "resume.\n"
+                             "# TYPE sgw_resume_hold_seconds histogram\n");
+    cumulative = 0;
+    for (size_t i = 0; i < GW_HOLD_BUCKET_COUNT; i++) {
+        cumulative += total.hold_buckets[i];
+        evbuffer_add_printf(out, "sgw_resume_hold_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                            (double)gw_hold_bounds_ms[i] / 1e3, cumulative);
+    }
+    cumulative += total.hold_buckets[GW_HOLD_BUCKET_COUNT];
+    evbuffer_add_printf(out,
+                        "sgw_resume_hold_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                        "sgw_resume_hold_seconds_sum %.6f\n"
+                        "sgw_resume_hold_seconds_count %" PRIu64 "\n",
+                        cumulative, (double)total.hold_sum_us / 1e6, cumulative);
     gw_metrics_counter(out, "sgw_route_cache_hits_total", "Lookups answered by the route cache.",
                        catalog.cache_hits);
     gw_metrics_counter(out, "sgw_route_cache_misses_total",

@@ -13,8 +13,20 @@ typedef enum gw_protocol { GW_PROTOCOL_HTTP1, GW_PROTOCOL_H2, GW_PROTOCOL_COUNT 
 /* "http/1.1" or "h2". */
 const char *gw_protocol_name(gw_protocol_t protocol);
 
+/* How a request held for a resume stopped waiting (the metric's label). */
+typedef enum gw_resume_outcome {
+    GW_RESUME_RESUMED, /* the record says running: proxied to its addr */
+    GW_RESUME_FAILED,  /* the record went away, turned malformed or may no longer wake */
+    GW_RESUME_TIMEOUT, /* resume_timeout passed: 504 */
+    GW_RESUME_GONE,    /* the client went away */
+    GW_RESUME_DRAIN,   /* the gateway drained: 503 */
+    GW_RESUME_OUTCOME_COUNT,
+} gw_resume_outcome_t;
+
 /* Upper bounds of the request-duration histogram, in microseconds. */
 enum { GW_DURATION_BUCKET_COUNT = 11 };
+/* Upper bounds of the resume-hold histogram, in milliseconds. */
+enum { GW_HOLD_BUCKET_COUNT = 11 };
 
 typedef struct gw_metrics {
     /* [protocol][status / 100]; class 0 when no status was sent */
@@ -31,6 +43,11 @@ typedef struct gw_metrics {
     uint64_t tunnels;              /* gauge: WebSocket and other upgraded connections */
     uint64_t h2_connections;       /* gauge: client connections speaking HTTP/2 */
     uint64_t h2_streams;           /* gauge: their open streams */
+    uint64_t resume_requests;      /* resume requests this gateway added to the stream */
+    uint64_t resume_held;          /* gauge: requests held for a resume now */
+    uint64_t resume_waits[GW_RESUME_OUTCOME_COUNT];
+    uint64_t hold_buckets[GW_HOLD_BUCKET_COUNT + 1]; /* not cumulative; last is +Inf */
+    uint64_t hold_sum_us;
 } gw_metrics_t;
 
 /* One writer per counter, so a relaxed load and store is enough: no lock
@@ -44,6 +61,10 @@ typedef struct gw_metrics {
 /* Counts one finished request: its protocol, status class and duration. */
 void gw_metrics_observe_request(gw_metrics_t *metrics, gw_protocol_t protocol, int status,
                                 uint64_t duration_us);
+
+/* Counts one request that stopped waiting for a resume after duration_us. */
+void gw_metrics_observe_hold(gw_metrics_t *metrics, gw_resume_outcome_t outcome,
+                             uint64_t duration_us);
 
 /* Appends the Prometheus text exposition of every worker's counters, summed,
  * and of the route catalogs, to out. */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/activity.h"
+#include "gateway/resume.h"
 #include "gateway/connection.h"
 #include "util/log.h"
 
@@ -23,6 +24,9 @@ enum { GW_LISTEN_BACKLOG = 4096 };
 
 /* What another thread asks of a worker (bits of gw_worker_t.requests). */
 enum { GW_WORKER_DRAIN = 1, GW_WORKER_STOP = 2 };
+/* How long before drain_timeout held requests are answered, so that the 503
+ * is written before the connections close. */
+enum { GW_DRAIN_ANSWER_MS = 200 };
 
 static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
     if (worker->listeners_paused == pause)
@@ -88,6 +92,11 @@ static void gw_worker_on_drain(evutil_socket_t fd, short events, void *arg) {
         return;
     worker->draining = true;
     gw_worker_close_listeners(worker);
+    /* Held requests are answered 503 at drain_timeout, a moment before the
+     * main thread closes what is left (its timer started a little earlier). */
+    uint64_t timeout = worker->config->drain_timeout_ms;
+    gw_resume_drain(worker->resume, timeout > 2 * GW_DRAIN_ANSWER_MS ? timeout - GW_DRAIN_ANSWER_MS
+                                                                    : timeout / 2);
     gw_conn_t *client = LIST_FIRST(&worker->clients);
     while (client != NULL) {
         gw_conn_t *next = LIST_NEXT(client, link);
@@ -108,12 +117,15 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
     while ((client = LIST_FIRST(&worker->clients)) != NULL)
         gw_conn_close(client);
     gw_pool_free(&worker->pool);
+    gw_resume_free(worker->resume);
+    worker->resume = NULL;
     if (worker->catalog != NULL) {
         route_catalog_free(worker->catalog);
         worker->catalog = NULL;
     }
     gw_activity_free(worker->activity);
     worker->activity = NULL;
+    redis_link_close(&worker->control);
     event_base_loopbreak(worker->base);
 }
 
@@ -253,12 +265,34 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         .negative_ttl_ms = config->route_negative_ttl_ms,
         .stale_ttl_ms = config->route_stale_ttl_ms,
     };
-    worker->activity = gw_activity_new(worker->base, config);
+    const conf_redis_target_t *control = gw_config_resume_redis(config);
+    redis_link_config_t control_config = {
+        .host = control->host,
+        .port = control->port,
+        .unix_path = control->unix_path,
+        .database = control->database,
+        .connect_timeout_ms = config->redis_timeout_ms,
+        .log_prefix = "control: ",
+        .purpose = "resume requests and activity",
+        .outage_effect = "requests to paused sandboxes get 503 and activity is not written",
+    };
+    if (redis_link_init(&worker->control, worker->base, &control_config) != 0) {
+        log_error("worker %d: out of memory", index);
+        return -1;
+    }
+    redis_link_start(&worker->control);
+    worker->activity = gw_activity_new(worker->base, config, &worker->control);
     if (config->activity_interval_ms > 0 && worker->activity == NULL)
         return -1; /* logged */
     worker->catalog = route_catalog_new(worker->base, &catalog_config);
     if (worker->catalog == NULL) {
         log_error("worker %d: cannot create the catalog client", index);
+        return -1;
+    }
+    worker->resume = gw_resume_new(worker->base, config, worker->catalog, &worker->control,
+                                   &worker->metrics);
+    if (worker->resume == NULL) {
+        log_error("worker %d: out of memory", index);
         return -1;
     }
     return 0;

@@ -14,6 +14,7 @@
 #include "gateway/upstream.h"
 #include "routing/address.h"
 #include "routing/catalog.h"
+#include "util/redis_link.h"
 
 struct event_base;
 struct event;
@@ -59,7 +60,9 @@ typedef struct gw_worker {
     bool draining;  /* listeners closed; connections close after their response */
     int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
+    redis_link_t control;         /* to resume_redis_url: resume requests, activity */
     struct gw_activity *activity; /* NULL when activity_interval is off */
+    struct gw_resume *resume;     /* requests held for paused sandboxes */
     gw_pool_t pool;
     LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;

@@ -62,6 +62,8 @@ struct route_catalog {
     bool ever_connected;
     bool refusing; /* the last reply was an error: logged once until a good one */
     bool freeing;
+    route_change_cb on_change; /* told of each notified change, or NULL */
+    void *on_change_arg;
     route_catalog_stats_t stats;
 };
 
@@ -209,7 +211,10 @@ static void route_catalog_notified(keyspace_t *subscription, size_t watch, const
     char id[ROUTE_SANDBOX_ID_MAX + 1];
     memcpy(id, sandbox_id, id_length);
     id[id_length] = '\0';
-    route_catalog_invalidate(subscription->owner, id);
+    route_catalog_t *catalog = subscription->owner;
+    route_catalog_invalidate(catalog, id);
+    if (catalog->on_change != NULL)
+        catalog->on_change(id, catalog->on_change_arg);
 }
 
 /* Misses may be sent to Redis: the connection is up, or being made for the
@@ -467,6 +472,34 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
     return 0;
 }
 
+int route_catalog_reread(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
+                         route_lookup_cb callback, void *arg, route_lookup_status_t *status,
+                         route_record_t **record) {
+    *record = NULL;
+    size_t id_length = strlen(sandbox_id);
+    if (catalog->freeing || !route_catalog_can_query(catalog) || id_length == 0 ||
+        id_length > ROUTE_SANDBOX_ID_MAX) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+    /* A query in the map was sent after the last notified change. */
+    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
+    struct route_pending *pending =
+        joined != NULL ? joined->value
+                       : route_catalog_pending_start(catalog, sandbox_id, id_length);
+    if (pending == NULL) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+    route_catalog_waiter_append(pending, waiter, callback, arg);
+    return 0;
+}
+
+void route_catalog_on_change(route_catalog_t *catalog, route_change_cb callback, void *arg) {
+    catalog->on_change = callback;
+    catalog->on_change_arg = arg;
+}
+
 void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
                         route_lookup_status_t status, route_record_t *record) {
     route_cache_store(&catalog->cache, sandbox_id, status, record, clock_ms());
@@ -478,7 +511,11 @@ void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) 
     /* A query in flight may have read the record before the change. */
     strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
     if (joined != NULL) {
-        ((struct route_pending *)joined->value)->invalidated = true;
+        /* It answers its waiters, uncached; later misses send a fresh query. */
+        struct route_pending *pending = joined->value;
+        pending->invalidated = true;
+        strmap_remove(&catalog->pending_map, joined);
+        pending->map_entry = NULL;
         dropped = true;
     }
     if (catalog->timed_out_count > 0) {

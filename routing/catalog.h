@@ -78,6 +78,21 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
                          route_lookup_cb callback, void *arg, route_lookup_status_t *status,
                          route_record_t **record);
 
+/* Reads sandbox_id from Redis whatever the cache holds (a paused sandbox that
+ * requests wait for): joins a query sent since the last notified change, else
+ * sends one; the reply refreshes the cache. Returns as route_catalog_lookup,
+ * answering UNAVAILABLE at once while Redis is down. */
+int route_catalog_reread(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
+                         route_lookup_cb callback, void *arg, route_lookup_status_t *status,
+                         route_record_t **record);
+
+/* Told the ID of a sandbox whose record changed, after its route was dropped. */
+typedef void (*route_change_cb)(const char *sandbox_id, void *arg);
+
+/* Calls callback for each keyspace notification of a record (one callback;
+ * NULL stops it). */
+void route_catalog_on_change(route_catalog_t *catalog, route_change_cb callback, void *arg);
+
 /* Stops waiting; the callback will not be called. Harmless if not waiting. */
 void route_catalog_cancel(route_waiter_t *waiter);
 

@@ -51,6 +51,12 @@ def _read_chunked(rfile, trailers):
         rfile.readline()
 
 
+class _BackendServer(ThreadingHTTPServer):
+    # Hundreds of requests released at once (a resumed sandbox) dial together; the default
+    # backlog of 5 would drop their SYNs and stall them for seconds.
+    request_queue_size = 1024
+
+
 class _BackendHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "test-backend/1"
@@ -202,7 +208,7 @@ class Backend:
         self.holding = 0
         self.released = threading.Event()
         self.closed = []  # client addresses of connections that ended
-        self.server = ThreadingHTTPServer((host, port), _BackendHandler)
+        self.server = _BackendServer((host, port), _BackendHandler)
         self.server.daemon_threads = True
         self.server.backend = self
         self.port = self.server.server_address[1]
