@@ -106,14 +106,22 @@ else
     exit 1
 fi
 
-"${redis_cli[@]}" HSET "${key_prefix}demo" addr 127.0.0.1 execution_id demo-1 >/dev/null
+"${redis_cli[@]}" HSET "${key_prefix}demo" addr 127.0.0.1 execution_id demo-1 state running >/dev/null
 echo "run.sh: seeded ${key_prefix}demo (addr 127.0.0.1, execution_id demo-1)"
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$demo_port") 2>/dev/null; then
     echo "run.sh: port $demo_port is taken; stop what listens there or set DEMO_PORT" >&2
     exit 1
 fi
-/usr/bin/python3 demo/app.py --host 127.0.0.1 --port "$demo_port" &
+# The demo app runs under the reference resumer (demo/resumer.py): it starts the app now, and again
+# when the gateway asks to resume the paused demo sandbox through the stream.
+resume_url="$(directive resume_redis_url)"
+resume_url="${resume_url:-$redis_url}"
+resume_stream="$(directive resume_stream)"
+mkdir -p "$run_dir"
+/usr/bin/python3 demo/resumer.py --redis-url "$resume_url" --stream "${resume_stream:-sandbox:resume}" \
+    --prefix "$key_prefix" --sandbox demo --app-port "$demo_port" --pid-file "$run_dir/demo-app.pid" \
+    --start-app &
 started_pids+=($!)
 
 # The URL to try comes from the first listen line: "listen ADDR:PORT [tls] ...".
@@ -177,6 +185,12 @@ cat <<MSG
     curl ${curl_flags}-H 'E2b-Sandbox-Id: demo' -H 'E2b-Sandbox-Port: ${demo_port}' ${scheme}://sandbox.${domain}:${listen_port}/   # the shared host
 ${https_line:+    $https_line
 }
+  Auto-resume: pause the demo sandbox and stop its app; the next request wakes it
+  (demo/resumer.py reads the gateway's resume request, starts the app, writes state running):
+
+    ${redis_cli[*]} HSET ${key_prefix}demo state paused; kill \$(cat .run/demo-app.pid)
+    curl ${curl_flags}${scheme}://${demo_port}-demo.${domain}:${listen_port}/
+
   (*.localhost resolves to 127.0.0.1 in curl and browsers.) Ctrl-C stops it all.
 
 MSG

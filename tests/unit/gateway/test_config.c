@@ -158,6 +158,10 @@ static void assert_design_defaults(const gw_config_t *config) {
     assert_int_equal(config->max_header_size, 32 * 1024);
     assert_int_equal(config->max_connections, 100000);
     assert_int_equal(config->log_level, LOG_LEVEL_INFO);
+    assert_null(config->resume_redis_url);
+    assert_string_equal(config->resume_stream, "sandbox:resume");
+    assert_int_equal(config->resume_timeout_ms, 60000);
+    assert_int_equal(config->activity_interval_ms, 1000);
 }
 
 /* Defaults */
@@ -201,7 +205,10 @@ static void test_defaults_written_out(void **state) {
                               "access_log off\n"
                               "log_level info\n"
                               "drain_delay 5s\n"
-                              "drain_timeout 30s\n");
+                              "drain_timeout 30s\n"
+                              "resume_stream sandbox:resume\n"
+                              "resume_timeout 60s\n"
+                              "activity_interval 1s\n");
     assert_design_defaults(&config);
     assert_null(config.access_log);
     gw_config_free(&config);
@@ -241,7 +248,11 @@ static void test_every_directive(void **state) {
                              "access_log /var/log/access.log\n"
                              "log_level debug\n"
                              "drain_delay 0\n"
-                             "drain_timeout 1m\n",
+                             "drain_timeout 1m\n"
+                             "resume_redis_url unix:///run/redis.sock?db=2\n"
+                             "resume_stream wake\n"
+                             "resume_timeout 90s\n"
+                             "activity_interval off\n",
                              certificate_path, key_path, second_certificate_path, second_key_path,
                              ticket_path));
     assert_string_equal(config.path, "gateway.conf");
@@ -301,6 +312,11 @@ static void test_every_directive(void **state) {
     assert_int_equal(config.log_level, LOG_LEVEL_DEBUG);
     assert_int_equal(config.drain_delay_ms, 0);
     assert_int_equal(config.drain_timeout_ms, 60000);
+    assert_string_equal(gw_config_resume_redis(&config)->unix_path, "/run/redis.sock");
+    assert_int_equal(gw_config_resume_redis(&config)->database, 2);
+    assert_string_equal(config.resume_stream, "wake");
+    assert_int_equal(config.resume_timeout_ms, 90000);
+    assert_int_equal(config.activity_interval_ms, 0);
     gw_config_free(&config);
 }
 
@@ -650,6 +666,7 @@ static void test_value_errors(void **state) {
         {"route_stale_ttl 604801",
          "\"604801\" is out of range for \"route_stale_ttl\" (0 to 168h)"},
         {"drain_timeout 10081m", "\"10081m\" is out of range for \"drain_timeout\" (0 to 168h)"},
+        {"resume_timeout 0", "\"0\" is out of range for \"resume_timeout\" (1ms to 168h)"},
         {"route_negative_ttl 99999999999999999999",
          "invalid duration \"99999999999999999999\" for \"route_negative_ttl\""},
         {"max_header_size 32x", "invalid size \"32x\" for \"max_header_size\""},
@@ -984,7 +1001,15 @@ static void test_sample_documents_every_directive(void **state) {
                                 "drain_delay",
                                 "drain_timeout",
                                 "upstream_deny",
-                                "instance_name"};
+                                "instance_name",
+                                "http2",
+                                "http2_max_concurrent_streams",
+                                "auth_cookie_key_file",
+                                "auth_cookie_ttl",
+                                "resume_redis_url",
+                                "resume_stream",
+                                "resume_timeout",
+                                "activity_interval"};
     FILE *file = fopen(SGW_SOURCE_DIR "/gateway.conf", "r");
     assert_non_null(file);
     static char text[65536];
