@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -110,6 +111,15 @@ def dechunk(body):
         out += rest[:size]
         body = rest[size + 2:]
     return out
+
+
+def response_complete(data):
+    """True once data holds a whole HTTP/1.1 response with a Content-Length body."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return match is not None and len(body) >= int(match.group(1))
 
 
 def median(values):
@@ -664,6 +674,8 @@ class Bench:
                 for server in TLS_PEERS:
                     plan.append((scenario, server, lambda s=server, c=clients, m=streams: self.measured(
                         s, lambda: self.h2load(s, "/", c, m))))
+            elif scenario == "resume":
+                plan.append((scenario, "gateway", self.resume))
             elif scenario == "h2-large":
                 for server in ["gateway", "gateway_h1", "nginx"]:
                     plan.append((scenario, server, lambda s=server: self.measured(
@@ -767,6 +779,141 @@ class Bench:
             "errors": count - held, "error_detail": opened.failures, "open_seconds": opened.seconds,
         }
 
+    def redis_cli(self, *words):
+        """One redis-cli command on the bench's Redis; its --raw output lines."""
+        proc = subprocess.run(["redis-cli", "-p", str(self.p_redis), "--raw", *words], capture_output=True,
+                              text=True, timeout=10)
+        if proc.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(words)} failed: {proc.stderr}")
+        return proc.stdout.splitlines()
+
+    def gateway_metric(self, name):
+        status, body = http_get(self.p_gateway_admin, "admin", "/metrics")
+        match = re.search(rf"^{re.escape(name)} (\S+)$", body.decode(errors="replace"), re.MULTILINE)
+        return float(match.group(1)) if status == 200 and match else None
+
+    def open_clients(self, count):
+        """count kept-alive connections to the gateway, non-blocking, in an epoll: (poller, {fd: socket}, failures)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < count + 256:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 4096), hard))
+        poller, sockets, failures = select.epoll(), {}, {}
+        for _ in range(count):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.p_gateway), timeout=5)
+            except OSError as error:
+                failures[repr(error)] = failures.get(repr(error), 0) + 1
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            sockets[sock.fileno()] = sock
+            poller.register(sock.fileno(), select.EPOLLIN)
+        return poller, sockets, failures
+
+    @staticmethod
+    def collect(poller, sockets, deadline):
+        """Reads each connection's response: {fd: when it completed}, {fd: bytes}. A response is complete when
+        its whole body is in; its time is when the kernel reported it readable, not when this loop got to it."""
+        done, answers = {}, {fd: b"" for fd in sockets}
+        while len(done) < len(sockets) and time.monotonic() < deadline:
+            events = poller.poll(1)
+            now = time.monotonic()
+            for fd, _ in events:
+                try:
+                    data = sockets[fd].recv(65536)
+                except OSError:
+                    data = b""
+                answers[fd] += data
+                if not data or response_complete(answers[fd]):
+                    done[fd] = now
+                    poller.unregister(fd)
+        poller.close()
+        for sock in sockets.values():
+            sock.close()
+        return done, answers
+
+    def resume(self):
+        """args.resume_requests requests at once, each on its own kept-alive connection, to a paused sandbox; a
+        consumer resumes it 500 ms after the gateway's stream entry (HSET state running addr). First on a freshly
+        started gateway (its RSS growth per held request), then the same number sent at once to a running
+        sandbox it has no connections to (the burst a resume releases, without a hold), then held again on the
+        warm process: latency from the resume and from each request sent, the gateway's CPU time from the
+        resume to the last response (clock ticks: ±10 ms in all), how many were served, stream entries."""
+        self.resume_round = getattr(self, "resume_round", 0) + 1
+        count = self.args.resume_requests
+
+        def request(sandbox):
+            return f"GET / HTTP/1.1\r\nHost: {self.p_backend}-{sandbox}.{DOMAIN}\r\n\r\n".encode()
+
+        def percentile(values, fraction):
+            values = sorted(values)
+            return values[min(len(values) - 1, int(fraction * len(values)))] * 1e6 if values else None
+
+        def held(sandbox):
+            self.redis_cli("HSET", f"sandbox:catalog:{sandbox}", "addr", "127.0.0.2", "execution_id", sandbox,
+                           "state", "paused")
+            time.sleep(0.2)
+            before = self.gateway.rss_kib()
+            poller, sockets, failures = self.open_clients(count)
+            sent = {}
+            for fd, sock in sockets.items():
+                sock.send(request(sandbox))
+                sent[fd] = time.monotonic()
+
+            def entries():
+                lines = self.redis_cli("XRANGE", "sandbox:resume", "-", "+")
+                return sum(1 for i, line in enumerate(lines) if line == sandbox and i and lines[i - 1] == "sandbox_id")
+            deadline = time.monotonic() + 10
+            while entries() == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            entry_seen = time.monotonic()
+            time.sleep(max(0.0, entry_seen + 0.4 - time.monotonic()))
+            waiting = self.gateway_metric("sgw_resume_held")
+            during = self.gateway.rss_kib()
+            time.sleep(max(0.0, entry_seen + 0.5 - time.monotonic()))
+            cpu_before = self.gateway.cpu_seconds()
+            self.redis_cli("HSET", f"sandbox:catalog:{sandbox}", "state", "running", "addr", "127.0.0.1")
+            resumed = time.monotonic()
+            done, answers = self.collect(poller, sockets, resumed + 30)
+            cpu = self.gateway.cpu_seconds() - cpu_before
+            ok = [fd for fd in done if answers[fd][9:12] == b"200"]
+            for fd in sockets:
+                if fd not in ok:
+                    status = answers[fd][9:12].decode(errors="replace") if fd in done else "unanswered"
+                    failures[f"status {status}"] = failures.get(f"status {status}", 0) + 1
+            return {"served": len(ok), "failures": failures, "entries": entries(), "held": waiting,
+                    "kib_per_held": (during - before) / waiting if waiting else None,
+                    "added": [done[fd] - resumed for fd in ok], "total": [done[fd] - sent[fd] for fd in ok],
+                    "cpu_us": 1e6 * cpu / len(ok) if ok else None}
+
+        self.gateway.restart()
+        time.sleep(0.2)
+        fresh = held(f"paused{self.resume_round}a")
+
+        burst = f"burst{self.resume_round}"
+        self.redis_cli("HSET", f"sandbox:catalog:{burst}", "addr", "127.0.0.1", "execution_id", burst)
+        poller, sockets, _ = self.open_clients(count)
+        started = time.monotonic()
+        for sock in sockets.values():
+            sock.send(request(burst))
+        done, answers = self.collect(poller, sockets, started + 30)
+        burst_times = [when - started for fd, when in done.items() if answers[fd][9:12] == b"200"]
+
+        warm = held(f"paused{self.resume_round}b")
+        detail = {f"fresh {k}": v for k, v in fresh["failures"].items()}
+        detail.update({f"warm {k}": v for k, v in warm["failures"].items()})
+        served = min(fresh["served"], warm["served"])
+        return {"requests": count, "served": served, "errors": 2 * count - fresh["served"] - warm["served"],
+                "error_detail": detail, "stream_entries": max(fresh["entries"], warm["entries"]),
+                "held": min(fresh["held"] or 0, warm["held"] or 0), "kib_per_held": fresh["kib_per_held"],
+                "added_first_us": percentile(warm["added"], 0.0),
+                "added_p50_us": percentile(warm["added"], 0.5),
+                "added_p99_us": percentile(warm["added"], 0.99),
+                "fresh_added_p99_us": percentile(fresh["added"], 0.99),
+                "burst_p99_us": percentile(burst_times, 0.99), "burst_errors": count - len(burst_times),
+                "release_cpu_us_per_request": warm["cpu_us"],
+                "p50_us": percentile(warm["total"], 0.5), "p99_us": percentile(warm["total"], 0.99)}
+
     def run(self):
         plan = self.scenario_plan()
         rounds = self.args.rounds
@@ -787,6 +934,7 @@ class Bench:
             for round_no in range(1, rounds + 1):
                 for server, runner in todo:
                     what = (f"{self.args.ws_connections:,} idle connections" if scenario == "websocket"
+                            else f"{self.args.resume_requests:,} requests" if scenario == "resume"
                             else f"{self.args.duration} s")
                     if scenario == "churn":
                         what += ", 1 ID" if server == "gateway_single" else f", {self.args.churn_ids:,} IDs"
@@ -833,13 +981,14 @@ TITLES = {
     "h2-tls": "h2 over TLS, 50 connections × 10 streams",
     "h2-sdk": "h2 over TLS, 1 connection × 100 streams",
     "h2-large": "1 MiB over TLS, h2 (8 connections)",
+    "resume": "requests held for a paused sandbox, resumed after 500 ms",
 }
 SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
 METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
           "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn"),
           "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s"),
           "activity": ("rps", "req/s"), "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"),
-          "h2-large": ("mibs", "MiB/s")}
+          "h2-large": ("mibs", "MiB/s"), "resume": ("added_p99_us", "p99 after the resume")}
 
 
 def figure_text(scenario, value):
@@ -851,6 +1000,8 @@ def figure_text(scenario, value):
         return f"{value:.1f} KiB/conn"
     if scenario == "tls-handshake":
         return f"{value:,.0f} handshakes/s"
+    if scenario == "resume":
+        return f"{value / 1000:.1f} ms p99 after the resume"
     return f"{value:,.0f} req/s"
 
 
@@ -869,6 +1020,8 @@ def table_rows(summary, args):
             title = f"route churn, {args.churn_ids:,} IDs"
         if scenario == "websocket":
             title = f"{args.ws_connections:,} idle WebSockets"
+        if scenario == "resume":
+            title = f"{args.resume_requests:,} {TITLES[scenario]}"
         for server in SERVERS:
             if server not in by:
                 continue
@@ -899,7 +1052,7 @@ def limit_rows(summary):
     the proxy's core and the load core were (medians over the rounds)."""
     rows = []
     for scenario in SCENARIOS:
-        if scenario == "websocket" or scenario not in summary:
+        if scenario in ("websocket", "resume") or scenario not in summary:
             continue
         title = TITLES[scenario]
         for server in SERVERS:
@@ -990,6 +1143,20 @@ def targets(summary, args):
         out.append(("1 MiB over h2: ≥ 0.9 × the gateway's HTTP/1.1 MiB/s (both TLS, h2load)",
                     f"{r:.2f} × ({gw:,.0f} vs {h1:,.0f} MiB/s){limit_clause(summary, 'h2-large')}",
                     r >= 0.9 and clean("h2-large", "gateway")))
+    added = get("resume", "gateway", "added_p99_us")
+    if added is not None:
+        served, entries = get("resume", "gateway", "served"), get("resume", "gateway", "stream_entries")
+        out.append((f"{args.resume_requests:,} requests to a paused sandbox: all served, one stream entry",
+                    f"{served:,.0f} served, {entries:.0f} entry (each of two resumes a round)",
+                    served == args.resume_requests and entries == 1 and clean("resume", "gateway")))
+        kib = get("resume", "gateway", "kib_per_held")
+        burst = get("resume", "gateway", "burst_p99_us")
+        out.append(("… latency added after the resume (p99) < 20 ms",
+                    f"{added / 1000:.1f} ms (fresh process: {fmt_ms(get('resume', 'gateway', 'fresh_added_p99_us'))}); "
+                    f"the same burst to a running sandbox without a hold: p99 "
+                    f"{fmt_ms(burst)}; from each request sent: p99 {fmt_ms(get('resume', 'gateway', 'p99_us'))}; "
+                    f"gateway CPU {get('resume', 'gateway', 'release_cpu_us_per_request') or 0:.0f} µs a request; "
+                    f"RSS {'—' if kib is None else f'{kib:.1f} KiB'} per held request", added < 20000))
     kib = get("websocket", "gateway", "kib_per_conn")
     if kib is not None:
         out.append(("idle WebSocket: ≤ 8 KiB gateway RSS per connection", f"{kib:.1f} KiB",
@@ -1065,7 +1232,8 @@ def pinning_text(bench):
 
 def run_mode(args):
     """quick, full, or custom (other durations, rounds or scenarios than those two)."""
-    if args.only != SCENARIOS or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000:
+    if args.only != SCENARIOS or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000 \
+            or args.resume_requests != 1000:
         return "custom"
     if args.quick:
         return "quick" if (args.duration, args.rounds) == (3, 2) else "custom"
@@ -1250,7 +1418,8 @@ def plot(bench, env, summary, args, out):
     pdir.mkdir(exist_ok=True)
     panels = []
     for scenario in SCENARIOS:
-        if scenario not in summary:
+        # resume: one server and a latency, in the tables only
+        if scenario not in summary or scenario == "resume":
             continue
         key, unit = METRIC[scenario]
         lines = []
@@ -1357,6 +1526,8 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--churn-ids", type=int, default=10000, help="sandbox IDs in route churn (default 10000)")
     parser.add_argument("--ws-connections", type=int, default=5000, help="idle WebSockets held (default 5000)")
+    parser.add_argument("--resume-requests", type=int, default=1000,
+                        help="requests held for a paused sandbox in the resume scenario (default 1000)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help=f"comma-separated scenarios among {','.join(SCENARIOS)} (default: all)")
     parser.add_argument("--nginx-no-buffering", action="store_true",

@@ -12,19 +12,28 @@
 
 /* The fallback when no notification comes: the record is read again this often. */
 enum { GW_RESUME_REREAD_MS = 250 };
+/* Held requests released per loop turn: each dials its sandbox, and ten
+ * thousand at once would stall every other connection of the worker. */
+enum { GW_RESUME_BATCH = 64 };
 
 /* One paused sandbox this worker holds requests for: one reread and one
  * resume request at a time, whatever the number of holds. */
 typedef struct gw_resume_watch {
     gw_resume_t *resume; /* NULL once the module was freed */
-    LIST_ENTRY(gw_resume_watch) link;
-    strmap_entry_t *entry; /* in the map while requests are held; NULL once closed */
+    LIST_ENTRY(gw_resume_watch) link; /* in the module's list until closed */
+    bool listed;
+    strmap_entry_t *entry; /* in the map while it watches (not once releasing) */
     TAILQ_HEAD(gw_holds, gw_hold) holds;
     size_t count;
     route_waiter_t reader; /* the reread in flight */
-    struct event *timer;   /* GW_RESUME_REREAD_MS */
-    int references;        /* the map's, and one per command in flight */
+    struct event *timer;   /* GW_RESUME_REREAD_MS; every loop turn while releasing */
+    int references;        /* the module's, and one per command in flight */
     bool asking;           /* a SET NX in flight */
+    /* Releasing: the holds go on in batches with this answer. */
+    bool releasing;
+    gw_resume_outcome_t outcome;
+    route_lookup_status_t status;
+    route_record_t *record;
     char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
 } gw_resume_watch_t;
 
@@ -48,17 +57,27 @@ static void gw_resume_watch_release(gw_resume_watch_t *watch) {
     free(watch);
 }
 
-/* Takes watch out of the module (map, list, timer, reread); the holds it
- * still lists are the caller's to end. */
-static void gw_resume_watch_close(gw_resume_watch_t *watch) {
+/* Takes watch out of the map: later holds of its sandbox start a new watch. */
+static void gw_resume_watch_unmap(gw_resume_watch_t *watch) {
     if (watch->entry == NULL)
         return;
     strmap_remove(&watch->resume->watches, watch->entry);
     watch->entry = NULL;
+}
+
+/* Takes watch out of the module (map, list, timer, reread, answer); the
+ * holds it still lists are the caller's to end. */
+static void gw_resume_watch_close(gw_resume_watch_t *watch) {
+    if (!watch->listed)
+        return;
+    gw_resume_watch_unmap(watch);
     LIST_REMOVE(watch, link);
+    watch->listed = false;
     evtimer_del(watch->timer);
     route_catalog_cancel(&watch->reader);
-    gw_resume_watch_release(watch); /* the map's */
+    route_record_unref(watch->record);
+    watch->record = NULL;
+    gw_resume_watch_release(watch); /* the module's */
 }
 
 /* Ends one hold: counted, no longer in its watch. */
@@ -73,19 +92,40 @@ static void gw_resume_unhold(gw_hold_t *hold, gw_resume_outcome_t outcome) {
     }
 }
 
-/* Calls back every hold of watch (record borrowed; each gets a reference),
- * and closes it. A callback may end other holds or add new ones elsewhere. */
+/* Calls back up to limit holds of a releasing watch (each gets its own
+ * reference to the record), and closes it once none is left. A callback may
+ * end other holds, or add new ones elsewhere. */
+static void gw_resume_release_batch(gw_resume_watch_t *watch, size_t limit) {
+    watch->references++;
+    gw_hold_t *hold;
+    for (size_t i = 0; i < limit && (hold = TAILQ_FIRST(&watch->holds)) != NULL; i++) {
+        gw_resume_unhold(hold, watch->outcome);
+        hold->callback(hold, watch->outcome == GW_RESUME_DRAIN, watch->status,
+                       watch->record != NULL ? route_record_ref(watch->record) : NULL, hold->arg);
+    }
+    if (watch->count == 0)
+        gw_resume_watch_close(watch);
+    gw_resume_watch_release(watch);
+}
+
+/* The wait of watch's holds ended (record borrowed): they go on, GW_RESUME_BATCH
+ * a loop turn, all at once for a drain. */
 static void gw_resume_release(gw_resume_watch_t *watch, gw_resume_outcome_t outcome,
                               route_lookup_status_t status, route_record_t *record) {
-    watch->references++;
-    gw_resume_watch_close(watch);
-    gw_hold_t *hold;
-    while ((hold = TAILQ_FIRST(&watch->holds)) != NULL) {
-        gw_resume_unhold(hold, outcome);
-        hold->callback(hold, outcome == GW_RESUME_DRAIN, status,
-                       record != NULL ? route_record_ref(record) : NULL, hold->arg);
+    gw_resume_watch_unmap(watch);
+    route_catalog_cancel(&watch->reader);
+    watch->releasing = true;
+    watch->outcome = outcome;
+    watch->status = status;
+    watch->record = record != NULL ? route_record_ref(record) : NULL;
+    bool drain = outcome == GW_RESUME_DRAIN;
+    if (!drain) {
+        /* From the next loop turn on, a batch each turn: the timer persists
+         * at 1 us (at 0, libevent would not add a persistent timer again). */
+        struct timeval next = {0, 1};
+        event_add(watch->timer, &next);
     }
-    gw_resume_watch_release(watch);
+    gw_resume_release_batch(watch, drain ? SIZE_MAX : GW_RESUME_BATCH);
 }
 
 /* ---- the resume request ---- */
@@ -183,8 +223,9 @@ static void gw_resume_tick(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_resume_watch_t *watch = arg;
-    /* A slow reply is waited for, not piled on. */
-    if (watch->reader.pending == NULL)
+    if (watch->releasing)
+        gw_resume_release_batch(watch, GW_RESUME_BATCH);
+    else if (watch->reader.pending == NULL) /* a slow reply is waited for, not piled on */
         gw_resume_reread(watch);
 }
 
@@ -221,6 +262,7 @@ int gw_resume_hold(gw_resume_t *resume, gw_hold_t *hold, const char *sandbox_id,
             return -1;
         }
         LIST_INSERT_HEAD(&resume->watch_list, watch, link);
+        watch->listed = true;
         event_add(watch->timer, &every);
         gw_resume_ask(watch);
     }
@@ -254,8 +296,12 @@ static void gw_resume_drain_expired(evutil_socket_t fd, short events, void *arg)
     gw_resume_t *resume = arg;
     resume->drained = true;
     gw_resume_watch_t *watch;
-    while ((watch = LIST_FIRST(&resume->watch_list)) != NULL)
-        gw_resume_release(watch, GW_RESUME_DRAIN, ROUTE_LOOKUP_UNAVAILABLE, NULL);
+    while ((watch = LIST_FIRST(&resume->watch_list)) != NULL) {
+        if (watch->releasing) /* answered from the record, all at once */
+            gw_resume_release_batch(watch, SIZE_MAX);
+        else
+            gw_resume_release(watch, GW_RESUME_DRAIN, ROUTE_LOOKUP_UNAVAILABLE, NULL);
+    }
 }
 
 void gw_resume_drain(gw_resume_t *resume, uint64_t milliseconds) {

@@ -541,6 +541,61 @@ static void test_invalidation_by_notification(void **state) {
     answer_clear(&answer);
 }
 
+typedef struct change_seen {
+    int calls;
+    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
+} change_seen_t;
+
+static void change_callback(const char *sandbox_id, void *arg) {
+    change_seen_t *seen = arg;
+    seen->calls++;
+    snprintf(seen->sandbox_id, sizeof(seen->sandbox_id), "%s", sandbox_id);
+}
+
+static bool change_called(void *argument) { return ((change_seen_t *)argument)->calls > 0; }
+
+static void test_reread_and_change_hook(void **state) {
+    (void)state;
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1 state paused");
+    route_catalog_config_t config = default_config();
+    catalog_start(&config);
+    static change_seen_t seen;
+    memset(&seen, 0, sizeof(seen));
+    route_catalog_on_change(catalog, change_callback, &seen);
+
+    static answer_t answer;
+    memset(&answer, 0, sizeof(answer));
+    lookup_wait(&answer, "abc");
+    assert_found(&answer, "10.0.0.1");
+    assert_true(answer.record->paused);
+
+    /* A reread goes to Redis although the route is cached, and refreshes the cache. */
+    uint64_t lookups = route_catalog_get_stats(catalog).redis_lookups;
+    answer_clear(&answer);
+    assert_int_equal(route_catalog_reread(catalog, "abc", &answer.waiter, answer_callback, &answer,
+                                          &answer.status, &answer.record),
+                     0);
+    assert_true(loop_until(answer_done, &answer, 3000));
+    assert_found(&answer, "10.0.0.1");
+    assert_int_equal(route_catalog_get_stats(catalog).redis_lookups, lookups + 1);
+
+    /* The hook hears of a change after the route was dropped; the next lookup reads it. */
+    admin_command("HSET " TEST_PREFIX "abc state running addr 10.0.0.2");
+    assert_true(loop_until(change_called, &seen, 1000));
+    assert_string_equal(seen.sandbox_id, "abc");
+    lookup_wait(&answer, "abc");
+    assert_found(&answer, "10.0.0.2");
+    assert_false(answer.record->paused);
+
+    /* Without the hook nothing is called. */
+    route_catalog_on_change(catalog, NULL, NULL);
+    seen.calls = 0;
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.3");
+    loop_for(100);
+    assert_int_equal(seen.calls, 0);
+    answer_clear(&answer);
+}
+
 static void test_invalidation_glob_prefix_and_database(void **state) {
     (void)state;
     route_catalog_config_t config = default_config();
@@ -1142,6 +1197,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidation_by_notification, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reread_and_change_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidation_glob_prefix_and_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),
