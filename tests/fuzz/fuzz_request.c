@@ -337,6 +337,9 @@ static void fuzz_seed_records(void) {
     fuzz_seed("bad", "addr", "not-an-ip", NULL);
     fuzz_seed("meta", "addr", "169.254.169.254", NULL);
     fuzz_seed("self", "addr", "127.0.0.1", NULL);
+    /* No Redis for resume requests here: a paused sandbox that may wake is 503. */
+    fuzz_seed("paused", "addr", public_address, "state", "paused", NULL);
+    fuzz_seed("asleep", "addr", public_address, "state", "paused", "auto_resume", "false", NULL);
     route_catalog_seed(fuzz.worker.catalog, "gone", ROUTE_LOOKUP_NOT_FOUND, NULL);
 }
 

@@ -108,7 +108,7 @@ def request_seeds():
         b"\x00GET / HTTP/1.1\r\nHost: " + host(b"mask") + b"\r\nOrigin: http://" + host(b"mask") +
         b"\r\nX-Forwarded-Host: evil\r\n\r\n")
     seeds["limit-pipeline"] = b"\x00" + (b"GET / HTTP/1.1\r\nHost: " + host(b"lim") + b"\r\n\r\n") * 3
-    for sandbox in [b"bad", b"meta", b"gone", b"unknown"]:
+    for sandbox in [b"bad", b"meta", b"gone", b"unknown", b"paused", b"asleep"]:
         seeds["record-" + sandbox.decode()] = b"\x00GET / HTTP/1.1\r\nHost: " + host(sandbox) + \
             b"\r\n\r\n" + get
     seeds["self-loop"] = b"\x00GET / HTTP/1.1\r\nHost: 18080-self.fuzz.test\r\n\r\n" + get
