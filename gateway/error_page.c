@@ -416,3 +416,75 @@ done:
         evbuffer_free(response);
     return result;
 }
+
+/* ---- gRPC (DESIGN "gRPC and HTTP/2 to sandboxes") ---- */
+
+bool gw_content_type_is_grpc(const char *value, size_t length) {
+    static const char type[] = "application/grpc";
+    size_t type_length = sizeof(type) - 1;
+    if (length < type_length || strncasecmp(value, type, type_length) != 0)
+        return false;
+    return length == type_length || value[type_length] == '+' || value[type_length] == ';';
+}
+
+bool gw_head_is_grpc(const gw_head_t *head) {
+    const gw_header_t *type = gw_head_find(head, "content-type", 12);
+    return type != NULL && gw_content_type_is_grpc(type->value, type->value_length);
+}
+
+int gw_grpc_status(int status, const char *message) {
+    enum {
+        GRPC_INVALID_ARGUMENT = 3,
+        GRPC_DEADLINE_EXCEEDED = 4,
+        GRPC_NOT_FOUND = 5,
+        GRPC_PERMISSION_DENIED = 7,
+        GRPC_RESOURCE_EXHAUSTED = 8,
+        GRPC_FAILED_PRECONDITION = 9,
+        GRPC_INTERNAL = 13,
+        GRPC_UNAVAILABLE = 14,
+    };
+    switch (status) {
+    case 400:
+        return GRPC_INVALID_ARGUMENT;
+    case 403:
+        return GRPC_PERMISSION_DENIED;
+    case 409:
+        return GRPC_FAILED_PRECONDITION;
+    case 429:
+    case 431:
+        return GRPC_RESOURCE_EXHAUSTED;
+    case 504:
+        return GRPC_DEADLINE_EXCEEDED;
+    case 502:
+        return message != NULL && strcmp(message, GW_MESSAGE_SANDBOX_NOT_FOUND) == 0
+                   ? GRPC_NOT_FOUND
+                   : GRPC_UNAVAILABLE;
+    case 421:
+        return 0;
+    case 503:
+        return GRPC_UNAVAILABLE;
+    default:
+        return GRPC_INTERNAL; /* 500, 508 */
+    }
+}
+
+size_t gw_grpc_message(const char *message, char *out, size_t size) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t written = 0;
+    for (const unsigned char *at = (const unsigned char *)message; *at != '\0'; at++) {
+        bool plain = *at >= 0x20 && *at <= 0x7e && *at != '%';
+        size_t need = plain ? 1 : 3;
+        if (written + need >= size)
+            break;
+        if (plain) {
+            out[written++] = (char)*at;
+        } else {
+            out[written++] = '%';
+            out[written++] = hex[*at >> 4];
+            out[written++] = hex[*at & 0xf];
+        }
+    }
+    if (size > 0)
+        out[written] = '\0';
+    return written;
+}

@@ -28,6 +28,9 @@ bool gw_error_head_wants_html(const gw_head_t *head);
 /* The reason phrase of status ("Bad Gateway"). */
 const char *gw_status_reason(int status);
 
+/* The message of a 502 for an unknown sandbox (grpc-status NOT_FOUND). */
+#define GW_MESSAGE_SANDBOX_NOT_FOUND "The sandbox was not found"
+
 /* The query parameter that carries the token once (DESIGN "Private sandboxes in a browser"). */
 #define GW_TOKEN_PARAMETER "e2b_traffic_access_token"
 
@@ -68,5 +71,22 @@ int gw_error_render_body(struct evbuffer *body, int status, const char *message,
 
 /* The Content-Type of that body. */
 const char *gw_error_content_type(bool html);
+
+/* True for a gRPC request's Content-Type (DESIGN "gRPC and HTTP/2 to
+ * sandboxes"): application/grpc, application/grpc+<codec> or
+ * application/grpc;<parameters>, in any case; gRPC-Web is not gRPC. */
+bool gw_content_type_is_grpc(const char *value, size_t length);
+
+/* True if a complete request head carries such a Content-Type. */
+bool gw_head_is_grpc(const gw_head_t *head);
+
+/* The grpc-status of the gateway's own answer status with message (a 502 for
+ * an unknown sandbox is NOT_FOUND); 0 when the answer stays HTTP (421). */
+int gw_grpc_status(int status, const char *message);
+
+/* message as grpc-message wants it: percent-encoded outside printable ASCII
+ * and "%", into out of size bytes (cut short, never mid-escape); returns its
+ * length. */
+size_t gw_grpc_message(const char *message, char *out, size_t size);
 
 #endif

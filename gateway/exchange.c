@@ -24,7 +24,7 @@ enum { GW_RETRY_FIRST_MS = 25, GW_RETRY_MAX_MS = 250 };
 /* The longest path a tunnel keeps for its access-log line (the log cuts at 2 KiB too). */
 enum { GW_TUNNEL_PATH_MAX = 2048 };
 
-static const char GW_MESSAGE_NOT_FOUND[] = "The sandbox was not found";
+static const char GW_MESSAGE_NOT_FOUND[] = GW_MESSAGE_SANDBOX_NOT_FOUND;
 static const char GW_MESSAGE_PORT_CLOSED[] = "The sandbox is running but port is not open";
 static const char GW_MESSAGE_UNAVAILABLE[] = "Sandbox routing is temporarily unavailable";
 static const char GW_MESSAGE_TIMEOUT[] = "The sandbox did not respond in time";
@@ -35,6 +35,7 @@ static const char GW_MESSAGE_UPSTREAM_CLOSED[] =
 static const char GW_MESSAGE_NO_MEMORY[] = "Out of memory";
 static const char GW_MESSAGE_PAUSED[] = "The sandbox is paused";
 static const char GW_MESSAGE_NOT_RESUMED[] = "The sandbox did not resume in time";
+static const char GW_MESSAGE_GRPC_HTTP1[] = "gRPC needs HTTP/2";
 
 /* What a streaming step left behind: the exchange still proxying, or ended
  * (finished, failed, or handed to a tunnel). */
@@ -306,6 +307,10 @@ void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw
 void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
                        const gw_request_t *request) {
     gw_exchange_take_request(exchange, head, request);
+    if (exchange->protocol == GW_PROTOCOL_HTTP1 && gw_head_is_grpc(head)) {
+        gw_exchange_fail(exchange, 505, GW_MESSAGE_GRPC_HTTP1);
+        return;
+    }
     const gw_config_t *config = exchange->worker->config;
     exchange->shared_host = route_host_is_shared(request->authority, request->authority_length,
                                                  config->domains, config->domain_count);

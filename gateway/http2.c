@@ -551,10 +551,34 @@ static void gw_h2_stream_answered(gw_h2_stream_t *stream) {
     gw_h2_stream_resume(stream);
 }
 
+/* The gateway's own answer to a gRPC request: HTTP 200 and a trailers-only
+ * response, so that gRPC clients see a status, not a protocol error. */
+static void gw_h2_grpc_error(gw_h2_stream_t *stream, int grpc_status, const char *message) {
+    char status_text[12], message_text[512];
+    int status_digits = snprintf(status_text, sizeof(status_text), "%d", grpc_status);
+    size_t message_length = gw_grpc_message(message, message_text, sizeof(message_text));
+    gw_field_t fields[] = {
+        {"content-type", "application/grpc", 16},
+        {"grpc-status", status_text, (size_t)status_digits},
+        {"grpc-message", message_text, message_length},
+    };
+    if (gw_h2_submit_own(stream, 200, fields, sizeof(fields) / sizeof(fields[0]), false) < 0)
+        nghttp2_submit_rst_stream(stream->h2->session, NGHTTP2_FLAG_NONE, stream->id,
+                                  NGHTTP2_INTERNAL_ERROR);
+    gw_h2_stream_answered(stream);
+}
+
 static void gw_h2_side_error(void *arg, int status, const char *message, bool keep_alive) {
     (void)keep_alive;
     gw_h2_stream_t *stream = arg;
     gw_exchange_t *exchange = &stream->exchange;
+    int grpc_status = stream->head_done && gw_head_is_grpc(&stream->head)
+                          ? gw_grpc_status(status, message != NULL ? message : "")
+                          : 0;
+    if (grpc_status != 0) {
+        gw_h2_grpc_error(stream, grpc_status, message != NULL ? message : gw_status_reason(status));
+        return;
+    }
     bool html = stream->head_done && gw_error_head_wants_html(&stream->head);
     gw_error_extra_t extra;
     gw_exchange_error_extra(exchange, &stream->head, &extra);

@@ -8,7 +8,7 @@ build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev
 case "$profile" in
     build) wanted=("${build_packages[@]}") ;;
     run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
-    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest python3-h2 nghttp2-client chromium jupyter-notebook python3-ipykernel redis-server curl wrk openssl nftables iproute2 haproxy valgrind clang libclang-rt-14-dev) ;;
+    test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest python3-h2 python3-grpcio nghttp2-client chromium jupyter-notebook python3-ipykernel redis-server curl wrk openssl nftables iproute2 haproxy valgrind clang libclang-rt-14-dev) ;;
     fuzz)  wanted=("${build_packages[@]}" clang libclang-rt-14-dev python3 python3-pytest) ;;
     bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk nghttp2-client openssl nginx-light haproxy gnuplot-nox) ;;
     -h|--help)

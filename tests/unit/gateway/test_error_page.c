@@ -410,6 +410,47 @@ static void test_fetch_modes_other_than_navigate_get_json(void **state) {
     }
 }
 
+static void test_grpc_content_types(void **state) {
+    (void)state;
+    static const char *const grpc[] = {"application/grpc", "application/grpc+proto",
+                                       "Application/GRPC+json", "application/grpc;charset=x"};
+    static const char *const other[] = {"application/grpc-web", "application/grpc-web+proto",
+                                        "application/grpcx", "application/json", "",
+                                        "application/grp"};
+    for (size_t i = 0; i < sizeof(grpc) / sizeof(grpc[0]); i++)
+        assert_true(gw_content_type_is_grpc(grpc[i], strlen(grpc[i])));
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+        assert_false(gw_content_type_is_grpc(other[i], strlen(other[i])));
+}
+
+static void test_grpc_statuses(void **state) {
+    (void)state;
+    assert_int_equal(gw_grpc_status(400, "Bad request"), 3);
+    assert_int_equal(gw_grpc_status(403, "x"), 7);
+    assert_int_equal(gw_grpc_status(409, "The sandbox is paused"), 9);
+    assert_int_equal(gw_grpc_status(429, "x"), 8);
+    assert_int_equal(gw_grpc_status(431, "x"), 8);
+    assert_int_equal(gw_grpc_status(502, GW_MESSAGE_SANDBOX_NOT_FOUND), 5);
+    assert_int_equal(gw_grpc_status(502, "The sandbox record is invalid"), 14);
+    assert_int_equal(gw_grpc_status(503, "x"), 14);
+    assert_int_equal(gw_grpc_status(504, "x"), 4);
+    assert_int_equal(gw_grpc_status(508, "Loop detected"), 13);
+    assert_int_equal(gw_grpc_status(500, "Out of memory"), 13);
+    assert_int_equal(gw_grpc_status(421, "Misdirected request"), 0);
+}
+
+static void test_grpc_message_encoding(void **state) {
+    (void)state;
+    char out[16];
+    assert_int_equal(gw_grpc_message("limit: 5", out, sizeof(out)), 8);
+    assert_string_equal(out, "limit: 5");
+    assert_int_equal(gw_grpc_message("50% \xc3\xa9\n", out, sizeof(out)), 15);
+    assert_string_equal(out, "50%25 %C3%A9%0A");
+    /* Cut short, never in the middle of an escape. */
+    assert_int_equal(gw_grpc_message("abcdefghijklm%", out, sizeof(out)), 13);
+    assert_string_equal(out, "abcdefghijklm");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_response_exact),
@@ -430,6 +471,9 @@ int main(void) {
         cmocka_unit_test(test_browser_preferring_json_gets_json),
         cmocka_unit_test(test_x_requested_with_gets_json),
         cmocka_unit_test(test_fetch_modes_other_than_navigate_get_json),
+        cmocka_unit_test(test_grpc_content_types),
+        cmocka_unit_test(test_grpc_statuses),
+        cmocka_unit_test(test_grpc_message_encoding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
