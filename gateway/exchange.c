@@ -876,7 +876,13 @@ static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
     }
     gw_exchange_deadline(exchange, 0);
     const gw_request_t *request = &exchange->request;
-    if (status == 101 && request->upgrade) {
+    if (status == 101 && !request->upgrade) {
+        log_warn("sandbox %s: bad response: 101 to a request that asked for no upgrade",
+                 exchange->target.sandbox_id);
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+        return GW_STEP_ENDED;
+    }
+    if (status == 101) {
         if (exchange->side->response_head(exchange->side_arg, head, status, true, false) < 0)
             goto out_of_memory;
         exchange->response_sent = true;
@@ -889,7 +895,7 @@ static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
     exchange->close_after_response = exchange->close_after_response || exchange->worker->draining ||
                                      !request->keep_alive || llhttp_message_needs_eof(parser) ||
                                      exchange->request_state != GW_REQUEST_DONE ||
-                                     request->upgrade || status == 101;
+                                     request->upgrade;
     if (exchange->side->response_head(exchange->side_arg, head, status, true,
                                       exchange->close_after_response) < 0)
         goto out_of_memory;

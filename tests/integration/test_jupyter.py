@@ -9,12 +9,10 @@ import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from lib.devtools import DevTools
-from lib.gateway import DOMAIN
 from lib.http import HttpConnection
 from lib.util import free_port, require, wait_for
 from lib.websocket import WebSocket

@@ -245,8 +245,10 @@ def test_response_timeout_covers_only_the_first_byte(raw_server_factory, gateway
     b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n"
     b"\r\n5\r\nhello\r\n0\r\n\r\n",
+    # 101 to a request that was not forwarded as an upgrade (DESIGN "What the sandbox receives").
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw",
 ], ids=["garbage", "two-lengths", "cl-and-te", "space-in-name", "connection-names-length",
-        "connection-names-transfer-encoding"])
+        "connection-names-transfer-encoding", "101-without-upgrade"])
 def test_malformed_response_is_502(raw_server_factory, gateway_factory, redis, sandbox, answer):
     def handler(stream, server):
         stream.read_request()
