@@ -227,7 +227,7 @@ def test_same_key_across_a_fleet(gateway_factory, redis, backend, private, tmp_p
 
 def test_public_sandbox_passes_the_parameter_and_drops_the_cookie(gateway, redis, backend):
     redis.put("open")
-    response = gateway.get("open", backend.port, f"/o?e2b_traffic_access_token=x&k=v",
+    response = gateway.get("open", backend.port, "/o?e2b_traffic_access_token=x&k=v",
                            headers=[("Cookie", "e2b_traffic_access=v1.1.abc; k=v")])
     assert response.status == 200
     assert backend.last.path == "/o?e2b_traffic_access_token=x&k=v"
