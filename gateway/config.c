@@ -90,6 +90,7 @@ static const conf_directive_t gw_config_directives[] = {
     /* Durations: name, field, minimum (the maximum is GW_CONFIG_DURATION_LIMIT), default. */
     GW_CONFIG_DURATION("redis_timeout",             redis_timeout_ms,             1, "1s"),
     GW_CONFIG_DURATION("route_cache_ttl",           route_cache_ttl_ms,           0, "2s"),
+    GW_CONFIG_DURATION("route_cache_ttl_notified",  route_cache_ttl_notified_ms,  0, "60s"),
     GW_CONFIG_DURATION("route_negative_ttl",        route_negative_ttl_ms,        0, "500ms"),
     GW_CONFIG_DURATION("route_stale_ttl",           route_stale_ttl_ms,           0, "30s"),
     GW_CONFIG_DURATION("upstream_connect_timeout",  upstream_connect_timeout_ms,  1, "5s"),

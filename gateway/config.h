@@ -63,6 +63,7 @@ typedef struct gw_config {
     /* Durations, all in milliseconds. */
     uint64_t redis_timeout_ms;
     uint64_t route_cache_ttl_ms;
+    uint64_t route_cache_ttl_notified_ms; /* while keyspace notifications drop changed routes */
     uint64_t route_negative_ttl_ms;
     uint64_t route_stale_ttl_ms;
     uint64_t upstream_connect_timeout_ms;

@@ -262,6 +262,7 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         .key_prefix = config->redis_key_prefix,
         .redis_timeout_ms = config->redis_timeout_ms,
         .cache_ttl_ms = config->route_cache_ttl_ms,
+        .notified_ttl_ms = config->route_cache_ttl_notified_ms,
         .negative_ttl_ms = config->route_negative_ttl_ms,
         .stale_ttl_ms = config->route_stale_ttl_ms,
     };

@@ -19,6 +19,8 @@
 
 enum {
     ROUTE_CATALOG_DEFAULT_TIMEOUT_MS = 1000,
+    /* How often Redis is asked again whether it publishes keyspace notifications. */
+    ROUTE_CATALOG_CHECK_MS = 10000,
 };
 
 /* One HMGET in flight and the lookups that wait for it (single flight). */
@@ -33,6 +35,7 @@ struct route_pending {
     bool timed_out;      /* waiters answered already; a late reply only fills the cache */
     bool invalidated;    /* the record changed meanwhile: answer, but do not cache */
     uint64_t sent_ms;    /* when the HMGET was sent */
+    uint32_t epoch;      /* the cache's notification epoch then */
     char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
 };
 
@@ -63,6 +66,9 @@ struct route_catalog {
     bool refusing; /* the last reply was an error: logged once until a good one */
     bool freeing;
     route_change_cb on_change; /* told of each notified change, or NULL */
+    bool notifications_on;     /* Redis says it publishes what the subscription needs */
+    uint32_t epochs;           /* notification epochs so far */
+    struct event *check_timer; /* CONFIG GET notify-keyspace-events again */
     void *on_change_arg;
     route_catalog_stats_t stats;
 };
@@ -188,12 +194,84 @@ static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
     return (*record)->error != NULL ? ROUTE_LOOKUP_MALFORMED : ROUTE_LOOKUP_FOUND;
 }
 
+/* ---- notification epochs (route_cache_ttl_notified) ---- */
+
+/* Routes live notified_ttl only while a confirmed subscription receives what
+ * Redis publishes; a new subscription starts a new epoch, so nothing read
+ * before a gap in it keeps the long TTL. */
+static void route_catalog_update_epoch(route_catalog_t *catalog, bool new_subscription) {
+    bool notified = catalog->notifications_on && keyspace_ready(&catalog->subscription) &&
+                    catalog->cache.config.notified_ttl_ms > catalog->cache.config.ttl_ms;
+    if (!notified || new_subscription)
+        route_cache_set_epoch(&catalog->cache, 0);
+    if (notified && catalog->cache.epoch == 0) {
+        if (++catalog->epochs == 0)
+            catalog->epochs = 1;
+        route_cache_set_epoch(&catalog->cache, catalog->epochs);
+    }
+}
+
+/* True when notify-keyspace-events has K and what a record's changes raise:
+ * g (DEL, EXPIRE) and h (HSET...), or A (all of them). */
+static bool route_catalog_flags_suffice(const char *flags) {
+    return strchr(flags, 'K') != NULL &&
+           (strchr(flags, 'A') != NULL || (strchr(flags, 'g') != NULL && strchr(flags, 'h') != NULL));
+}
+
+static void route_catalog_config_reply(redisAsyncContext *context, void *reply_pointer,
+                                       void *privdata) {
+    (void)privdata;
+    redisReply *reply = reply_pointer;
+    if (reply == NULL) {
+        redis_link_lost_context(context);
+        return;
+    }
+    redis_link_t *link = redis_link_of(context);
+    if (link == NULL)
+        return;
+    route_catalog_t *catalog = link->config.owner;
+    /* Refused (CONFIG renamed, as managed Redis does) means unknown: the short TTL. */
+    bool on = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+              reply->element[1]->type == REDIS_REPLY_STRING &&
+              route_catalog_flags_suffice(reply->element[1]->str);
+    if (on != catalog->notifications_on)
+        log_info("route catalog: keyspace notifications %s: routes are kept %s",
+                 on ? "on" : "off or unknown",
+                 on ? "for route_cache_ttl_notified" : "for route_cache_ttl");
+    catalog->notifications_on = on;
+    route_catalog_update_epoch(catalog, false);
+}
+
+/* Asks Redis whether it publishes keyspace notifications (an operator may turn them off). */
+static void route_catalog_check_notifications(route_catalog_t *catalog) {
+    if (catalog->lookup.state == REDIS_LINK_READY &&
+        catalog->cache.config.notified_ttl_ms > catalog->cache.config.ttl_ms)
+        redisAsyncCommand(catalog->lookup.context, route_catalog_config_reply, NULL,
+                          "CONFIG GET notify-keyspace-events");
+}
+
+static void route_catalog_check_tick(evutil_socket_t fd, short events, void *argument) {
+    (void)fd;
+    (void)events;
+    route_catalog_check_notifications(argument);
+}
+
+static void route_catalog_subscription_up(keyspace_t *subscription) {
+    route_catalog_update_epoch(subscription->owner, true);
+}
+
+static void route_catalog_subscription_down(keyspace_t *subscription) {
+    route_catalog_t *catalog = subscription->owner;
+    route_cache_set_epoch(&catalog->cache, 0); /* (the link may still say ready here) */
+}
+
 /* ---- connections ---- */
 
 static void route_catalog_lookup_up(redis_link_t *link) {
     route_catalog_t *catalog = link->config.owner;
     catalog->ever_connected = true;
     catalog->last_reply_ms = clock_ms();
+    route_catalog_check_notifications(catalog);
 }
 
 static void route_catalog_lookup_down(redis_link_t *link) {
@@ -291,7 +369,8 @@ static void route_catalog_lookup_reply(redisAsyncContext *context, void *reply_p
                      pending->sandbox_id, record->error);
     }
     if (!pending->invalidated)
-        route_cache_store(&catalog->cache, pending->sandbox_id, status, record, now);
+        route_cache_store(&catalog->cache, pending->sandbox_id, status, record, now,
+                          pending->epoch);
     route_catalog_pending_detach(pending);
     route_catalog_pending_answer(pending, status, record);
     route_record_unref(record);
@@ -396,6 +475,7 @@ static struct route_pending *route_catalog_pending_start(route_catalog_t *catalo
     LIST_INSERT_HEAD(&catalog->pendings, pending, link);
     pending->linked = true;
     pending->sent_ms = clock_ms();
+    pending->epoch = catalog->cache.epoch;
     clock_arm(pending->timer, catalog->redis_timeout_ms);
     catalog->stats.redis_lookups++;
     return pending;
@@ -444,7 +524,7 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
     bool can_query = route_catalog_can_query(catalog);
     const route_cache_entry_t *entry = route_cache_get(&catalog->cache, sandbox_id, id_length);
     if (entry != NULL) {
-        bool fresh = route_cache_fresh(entry, now);
+        bool fresh = route_cache_fresh(&catalog->cache, entry, now);
         if (fresh || (!can_query && route_cache_within_stale(&catalog->cache, entry, now))) {
             catalog->stats.cache_hits++;
             *status = entry->status;
@@ -502,7 +582,7 @@ void route_catalog_on_change(route_catalog_t *catalog, route_change_cb callback,
 
 void route_catalog_seed(route_catalog_t *catalog, const char *sandbox_id,
                         route_lookup_status_t status, route_record_t *record) {
-    route_cache_store(&catalog->cache, sandbox_id, status, record, clock_ms());
+    route_cache_store(&catalog->cache, sandbox_id, status, record, clock_ms(), 0);
 }
 
 void route_catalog_invalidate(route_catalog_t *catalog, const char *sandbox_id) {
@@ -576,6 +656,8 @@ static int route_catalog_links_init(route_catalog_t *catalog) {
         .watches = &watch,
         .watch_count = 1,
         .notify = route_catalog_notified,
+        .up = route_catalog_subscription_up,
+        .down = route_catalog_subscription_down,
         .owner = catalog,
     };
     subscription_config.link.purpose = "keyspace notifications";
@@ -615,6 +697,7 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
     }
     route_cache_config_t cache_config = {
         .ttl_ms = config->cache_ttl_ms,
+        .notified_ttl_ms = config->notified_ttl_ms,
         .negative_ttl_ms = config->negative_ttl_ms,
         .stale_ttl_ms = config->stale_ttl_ms,
         .max_entries = config->cache_max_entries > 0 ? config->cache_max_entries
@@ -624,6 +707,10 @@ route_catalog_t *route_catalog_new(struct event_base *base, const route_catalog_
         strmap_init(&catalog->pending_map) != 0)
         goto fail;
     if (route_catalog_links_init(catalog) != 0)
+        goto fail;
+    catalog->check_timer = event_new(base, -1, EV_PERSIST, route_catalog_check_tick, catalog);
+    struct timeval check_every = clock_timeval(ROUTE_CATALOG_CHECK_MS);
+    if (catalog->check_timer == NULL || event_add(catalog->check_timer, &check_every) != 0)
         goto fail;
 
     redis_link_start(&catalog->lookup);
@@ -653,6 +740,8 @@ void route_catalog_free(route_catalog_t *catalog) {
 
     /* The callbacks of queries still in flight run with NULL replies; their
      * pendings were detached from the catalog already. */
+    if (catalog->check_timer != NULL)
+        event_free(catalog->check_timer);
     redis_link_close(&catalog->lookup);
     keyspace_close(&catalog->subscription);
 

@@ -19,6 +19,7 @@ typedef struct route_catalog_config {
     const char *key_prefix;    /* key = prefix + sandbox ID */
     uint64_t redis_timeout_ms; /* one lookup's limit, and one connect's */
     uint64_t cache_ttl_ms;     /* a found (or malformed) route is reused this long */
+    uint64_t notified_ttl_ms;  /* ... or this long while keyspace notifications drop changed ones */
     uint64_t negative_ttl_ms;  /* "not found" is remembered this long */
     uint64_t stale_ttl_ms;     /* past its TTL a route still serves this long while Redis is down */
     size_t cache_max_entries;  /* bound on cached IDs; 0 means ROUTE_CATALOG_CACHE_MAX_DEFAULT */

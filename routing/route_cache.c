@@ -51,7 +51,7 @@ void route_cache_evict_one(route_cache_t *cache, uint64_t now_ms) {
     route_cache_entry_t *victim;
     if (not_found != NULL && not_found->expires_ms <= now_ms)
         victim = not_found;
-    else if (found != NULL && found->expires_ms + cache->config.stale_ttl_ms <= now_ms)
+    else if (found != NULL && route_cache_expiry(cache, found) + cache->config.stale_ttl_ms <= now_ms)
         victim = found;
     else if (not_found != NULL)
         victim = not_found;
@@ -85,7 +85,7 @@ void route_cache_free(route_cache_t *cache) {
 }
 
 void route_cache_store(route_cache_t *cache, const char *sandbox_id, route_lookup_status_t status,
-                       route_record_t *record, uint64_t now_ms) {
+                       route_record_t *record, uint64_t now_ms, uint32_t epoch) {
     uint64_t ttl =
         status == ROUTE_LOOKUP_NOT_FOUND ? cache->config.negative_ttl_ms : cache->config.ttl_ms;
     size_t id_length = strlen(sandbox_id);
@@ -121,6 +121,9 @@ void route_cache_store(route_cache_t *cache, const char *sandbox_id, route_looku
     entry->status = status;
     entry->record = record != NULL ? route_record_ref(record) : NULL;
     entry->expires_ms = now_ms + ttl;
+    bool notified = status != ROUTE_LOOKUP_NOT_FOUND && cache->config.notified_ttl_ms > ttl;
+    entry->notified_expires_ms = notified ? now_ms + cache->config.notified_ttl_ms : entry->expires_ms;
+    entry->epoch = notified ? epoch : 0;
     route_cache_append(cache, entry);
 }
 
@@ -130,20 +133,22 @@ const route_cache_entry_t *route_cache_get(const route_cache_t *cache, const cha
     return found != NULL ? found->value : NULL;
 }
 
-bool route_cache_fresh(const route_cache_entry_t *entry, uint64_t now_ms) {
-    return now_ms < entry->expires_ms;
+bool route_cache_fresh(const route_cache_t *cache, const route_cache_entry_t *entry,
+                       uint64_t now_ms) {
+    return now_ms < route_cache_expiry(cache, entry);
 }
 
 bool route_cache_within_stale(const route_cache_t *cache, const route_cache_entry_t *entry,
                               uint64_t now_ms) {
     return entry->status == ROUTE_LOOKUP_FOUND &&
-           now_ms < entry->expires_ms + cache->config.stale_ttl_ms;
+           now_ms < route_cache_expiry(cache, entry) + cache->config.stale_ttl_ms;
 }
 
 bool route_cache_wants_refresh(const route_cache_t *cache, const route_cache_entry_t *entry,
                                uint64_t now_ms) {
-    return entry->status != ROUTE_LOOKUP_NOT_FOUND && route_cache_fresh(entry, now_ms) &&
-           entry->expires_ms - now_ms <= cache->config.ttl_ms / 2;
+    uint64_t expiry = route_cache_expiry(cache, entry);
+    uint64_t ttl = expiry == entry->expires_ms ? cache->config.ttl_ms : cache->config.notified_ttl_ms;
+    return entry->status != ROUTE_LOOKUP_NOT_FOUND && now_ms < expiry && expiry - now_ms <= ttl / 2;
 }
 
 bool route_cache_remove(route_cache_t *cache, const char *sandbox_id, size_t id_length) {

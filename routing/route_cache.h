@@ -11,15 +11,18 @@
 #include "util/strmap.h"
 
 /* One cached answer. Entries sit in one of two lists, oldest first: found and
- * malformed routes, and "not found". TTLs are uniform within a list, so the
- * oldest entry is also the first to expire, and eviction is O(1). */
+ * malformed routes, and "not found". TTLs are uniform within a list (but for
+ * the longer one of routes read while notifications are on), so the oldest
+ * entry is about the first to expire, and eviction is O(1). */
 typedef struct route_cache_entry {
     struct route_cache_entry *older;
     struct route_cache_entry *newer;
     strmap_entry_t *map_entry;    /* key: the sandbox ID */
     route_lookup_status_t status; /* FOUND, MALFORMED or NOT_FOUND */
     route_record_t *record;       /* NULL for NOT_FOUND */
-    uint64_t expires_ms;
+    uint64_t expires_ms;          /* at the end of ttl_ms (negative_ttl_ms) */
+    uint64_t notified_expires_ms; /* at the end of notified_ttl_ms */
+    uint32_t epoch;               /* the notification epoch it was read in; 0: none */
 } route_cache_entry_t;
 
 typedef struct route_cache_list {
@@ -29,6 +32,7 @@ typedef struct route_cache_list {
 
 typedef struct route_cache_config {
     uint64_t ttl_ms;          /* a found (or malformed) route is reused this long */
+    uint64_t notified_ttl_ms; /* ... or this long, read and kept while notifications are on */
     uint64_t negative_ttl_ms; /* "not found" is remembered this long */
     uint64_t stale_ttl_ms;    /* past its TTL a found route may still serve this long */
     size_t max_entries;       /* bound on cached IDs (at least one is kept) */
@@ -39,6 +43,10 @@ typedef struct route_cache {
     strmap_t map;                         /* sandbox ID to route_cache_entry_t */
     route_cache_list_t found_entries;     /* FOUND and MALFORMED */
     route_cache_list_t not_found_entries; /* NOT_FOUND */
+    /* Nonzero while keyspace notifications drop changed routes: routes read
+     * in this epoch live notified_ttl_ms; a new epoch starts with each
+     * subscription, so what was read before a gap keeps the short TTL. */
+    uint32_t epoch;
 } route_cache_t;
 
 /* Prepares an empty cache; returns 0, or -1 when memory is exhausted. */
@@ -48,17 +56,31 @@ int route_cache_init(route_cache_t *cache, const route_cache_config_t *config);
 void route_cache_free(route_cache_t *cache);
 
 /* Remembers status and record (borrowed: the cache takes its own reference; NULL for
- * NOT_FOUND) for sandbox_id from now_ms on, replacing an earlier answer, evicting one to stay
- * within max_entries; on allocation failure the answer is simply not cached. */
+ * NOT_FOUND) for sandbox_id from now_ms on, read in epoch (the cache's epoch when its query was
+ * sent), replacing an earlier answer, evicting one to stay within max_entries; on allocation
+ * failure the answer is simply not cached. */
 void route_cache_store(route_cache_t *cache, const char *sandbox_id, route_lookup_status_t status,
-                       route_record_t *record, uint64_t now_ms);
+                       route_record_t *record, uint64_t now_ms, uint32_t epoch);
+
+/* Notifications drop changed routes from now on (a new nonzero epoch), or no longer (0). */
+static inline void route_cache_set_epoch(route_cache_t *cache, uint32_t epoch) {
+    cache->epoch = epoch;
+}
+
+/* When entry expires: at the end of the notified TTL while its epoch lasts, else of the TTL. */
+static inline uint64_t route_cache_expiry(const route_cache_t *cache,
+                                          const route_cache_entry_t *entry) {
+    return entry->epoch != 0 && entry->epoch == cache->epoch ? entry->notified_expires_ms
+                                                             : entry->expires_ms;
+}
 
 /* The entry of sandbox_id, expired or not, or NULL. */
 const route_cache_entry_t *route_cache_get(const route_cache_t *cache, const char *sandbox_id,
                                            size_t id_length);
 
 /* True while entry is within its TTL. */
-bool route_cache_fresh(const route_cache_entry_t *entry, uint64_t now_ms);
+bool route_cache_fresh(const route_cache_t *cache, const route_cache_entry_t *entry,
+                       uint64_t now_ms);
 
 /* True while entry is a found route within its TTL and the stale window after it: what may
  * serve while Redis cannot answer. */

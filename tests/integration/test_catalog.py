@@ -314,3 +314,32 @@ def test_paused_sandbox_that_may_not_wake_is_409(gateway, redis, backend):
     bad = gateway.get("badstate", backend.port)
     assert bad.status == 502 and bad.json()["message"] == "The sandbox record is invalid"
     assert backend.count() == 1
+
+
+def test_routes_are_kept_while_notified(gateway_factory, redis, redis_factory, backend):
+    """route_cache_ttl_notified: with the subscription up and notifications on, a route outlives
+    route_cache_ttl (no HMGET for 1 s at a 200 ms TTL) and a change still arrives at once; without
+    notifications on the server, route_cache_ttl applies."""
+    gateway = gateway_factory(redis, route_cache_ttl="200ms")
+    redis.put("kept")
+    assert gateway.get("kept", backend.port).status == 200
+    time.sleep(0.25)
+    assert gateway.get("kept", backend.port).status == 200  # read again: the notified TTL from now
+    before = redis.lookup_calls()
+    for _ in range(7):
+        time.sleep(0.15)
+        assert gateway.get("kept", backend.port).status == 200
+    assert redis.lookup_calls() == before
+    redis.put("kept", mask_request_host="masked:${PORT}")
+    wait_for(lambda: gateway.get("kept", backend.port).status == 200 and
+             backend.last.header("Host") == f"masked:{backend.port}", 1, message="the change")
+
+    quiet = redis_factory(notify="")
+    other = gateway_factory(quiet, route_cache_ttl="200ms")
+    quiet.put("short")
+    assert other.get("short", backend.port).status == 200
+    before = quiet.lookup_calls()
+    for _ in range(4):
+        time.sleep(0.25)
+        assert other.get("short", backend.port).status == 200
+    assert quiet.lookup_calls() - before >= 3

@@ -144,6 +144,7 @@ static void assert_design_defaults(const gw_config_t *config) {
     assert_string_equal(config->redis_key_prefix, "sandbox:catalog:");
     assert_int_equal(config->redis_timeout_ms, 1000);
     assert_int_equal(config->route_cache_ttl_ms, 2000);
+    assert_int_equal(config->route_cache_ttl_notified_ms, 60000);
     assert_int_equal(config->route_negative_ttl_ms, 500);
     assert_int_equal(config->route_stale_ttl_ms, 30000);
     assert_int_equal(config->upstream_connect_timeout_ms, 5000);
@@ -191,6 +192,7 @@ static void test_defaults_written_out(void **state) {
                               "redis_key_prefix sandbox:catalog:\n"
                               "redis_timeout 1s\n"
                               "route_cache_ttl 2s\n"
+                              "route_cache_ttl_notified 60s\n"
                               "route_negative_ttl 500ms\n"
                               "route_stale_ttl 30s\n"
                               "upstream_connect_timeout 5s\n"
@@ -234,6 +236,7 @@ static void test_every_directive(void **state) {
                              "redis_key_prefix sbx:\n"
                              "redis_timeout 250ms\n"
                              "route_cache_ttl 3s\n"
+                             "route_cache_ttl_notified 5m\n"
                              "route_negative_ttl 0\n"
                              "route_stale_ttl 2m\n"
                              "upstream_connect_timeout 7\n"
@@ -297,6 +300,7 @@ static void test_every_directive(void **state) {
 
     assert_int_equal(config.redis_timeout_ms, 250);
     assert_int_equal(config.route_cache_ttl_ms, 3000);
+    assert_int_equal(config.route_cache_ttl_notified_ms, 300000);
     assert_int_equal(config.route_negative_ttl_ms, 0);
     assert_int_equal(config.route_stale_ttl_ms, 120000);
     assert_int_equal(config.upstream_connect_timeout_ms, 7000);
@@ -985,6 +989,7 @@ static void test_sample_documents_every_directive(void **state) {
                                 "redis_key_prefix",
                                 "redis_timeout",
                                 "route_cache_ttl",
+                                "route_cache_ttl_notified",
                                 "route_negative_ttl",
                                 "route_stale_ttl",
                                 "upstream_connect_timeout",

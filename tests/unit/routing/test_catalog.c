@@ -596,6 +596,52 @@ static void test_reread_and_change_hook(void **state) {
     answer_clear(&answer);
 }
 
+static bool catalog_unsubscribed(void *argument) { return !route_catalog_subscribed(argument); }
+
+/* Lookups answered by the cache after pause_ms, as a count of HMGETs avoided. */
+static bool cached_after(const char *sandbox_id, int pause_ms) {
+    static answer_t answer;
+    memset(&answer, 0, sizeof(answer));
+    loop_for(pause_ms);
+    long before = lookup_calls();
+    lookup_wait(&answer, sandbox_id);
+    assert_found(&answer, "10.0.0.1");
+    answer_clear(&answer);
+    return lookup_calls() == before;
+}
+
+static void test_notified_ttl(void **state) {
+    (void)state;
+    admin_command("HSET " TEST_PREFIX "abc addr 10.0.0.1");
+    route_catalog_config_t config = default_config();
+    config.cache_ttl_ms = 100;
+    config.notified_ttl_ms = 60000;
+    catalog_start(&config);
+    loop_for(100); /* CONFIG GET notify-keyspace-events answered */
+
+    /* Subscribed, notifications on: a route outlives route_cache_ttl. */
+    assert_false(cached_after("abc", 0));
+    assert_true(cached_after("abc", 250));
+
+    /* The subscription drops: routes older than route_cache_ttl are read again
+     * (at once: it reconnects 50 ms later). */
+    admin_command("CLIENT KILL TYPE pubsub");
+    assert_true(loop_until(catalog_unsubscribed, catalog, 1000));
+    assert_false(cached_after("abc", 0));
+    /* Back: what was read during the gap keeps the short TTL; what is read now, the long one. */
+    assert_true(loop_until(catalog_ready, catalog, 3000));
+    assert_false(cached_after("abc", 150));
+    assert_true(cached_after("abc", 250));
+
+    /* Notifications turned off (checked every 10 s, and at each connect): the short TTL. */
+    admin_command("CONFIG SET notify-keyspace-events %s", "");
+    admin_command("CLIENT KILL TYPE normal SKIPME yes");
+    assert_true(loop_until(catalog_ready, catalog, 3000));
+    loop_for(100);
+    assert_false(cached_after("abc", 150));
+    assert_false(cached_after("abc", 150));
+}
+
 static void test_invalidation_glob_prefix_and_database(void **state) {
     (void)state;
     route_catalog_config_t config = default_config();
@@ -1198,6 +1244,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidation_by_notification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reread_and_change_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notified_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalidation_glob_prefix_and_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),

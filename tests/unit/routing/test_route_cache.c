@@ -62,11 +62,11 @@ static const route_cache_entry_t *get(const char *sandbox_id) {
 }
 
 static void store_found(const char *sandbox_id, uint64_t now_ms) {
-    route_cache_store(&cache, sandbox_id, ROUTE_LOOKUP_FOUND, route, now_ms);
+    route_cache_store(&cache, sandbox_id, ROUTE_LOOKUP_FOUND, route, now_ms, 0);
 }
 
 static void store_not_found(const char *sandbox_id, uint64_t now_ms) {
-    route_cache_store(&cache, sandbox_id, ROUTE_LOOKUP_NOT_FOUND, NULL, now_ms);
+    route_cache_store(&cache, sandbox_id, ROUTE_LOOKUP_NOT_FOUND, NULL, now_ms, 0);
 }
 
 /* Evicts one entry at now_ms and checks it was sandbox_id's. */
@@ -91,24 +91,24 @@ static void test_ttl(void **state) {
     assert_int_equal(entry->status, ROUTE_LOOKUP_FOUND);
     assert_ptr_equal(entry->record, route);
     assert_int_equal(route->references, 2); /* the cache holds its own */
-    assert_true(route_cache_fresh(entry, 1000));
-    assert_true(route_cache_fresh(entry, 1000 + TEST_TTL_MS - 1));
-    assert_false(route_cache_fresh(entry, 1000 + TEST_TTL_MS));
+    assert_true(route_cache_fresh(&cache, entry, 1000));
+    assert_true(route_cache_fresh(&cache, entry, 1000 + TEST_TTL_MS - 1));
+    assert_false(route_cache_fresh(&cache, entry, 1000 + TEST_TTL_MS));
 
     store_not_found("gone", 1000);
     entry = get("gone");
     assert_int_equal(entry->status, ROUTE_LOOKUP_NOT_FOUND);
     assert_null(entry->record);
-    assert_true(route_cache_fresh(entry, 1000 + TEST_NEGATIVE_TTL_MS - 1));
-    assert_false(route_cache_fresh(entry, 1000 + TEST_NEGATIVE_TTL_MS));
+    assert_true(route_cache_fresh(&cache, entry, 1000 + TEST_NEGATIVE_TTL_MS - 1));
+    assert_false(route_cache_fresh(&cache, entry, 1000 + TEST_NEGATIVE_TTL_MS));
 
     /* A malformed record lives as long as a route. */
     route_record_t *malformed = record_new("bad", "not-an-ip");
     assert_non_null(malformed->error);
-    route_cache_store(&cache, "bad", ROUTE_LOOKUP_MALFORMED, malformed, 1000);
+    route_cache_store(&cache, "bad", ROUTE_LOOKUP_MALFORMED, malformed, 1000, 0);
     route_record_unref(malformed);
-    assert_true(route_cache_fresh(get("bad"), 1000 + TEST_TTL_MS - 1));
-    assert_false(route_cache_fresh(get("bad"), 1000 + TEST_TTL_MS));
+    assert_true(route_cache_fresh(&cache, get("bad"), 1000 + TEST_TTL_MS - 1));
+    assert_false(route_cache_fresh(&cache, get("bad"), 1000 + TEST_TTL_MS));
 
     /* A new answer replaces the old one and its TTL; the record's reference goes with it. */
     store_not_found("abc", 2000);
@@ -116,7 +116,7 @@ static void test_ttl(void **state) {
     assert_int_equal(entry->status, ROUTE_LOOKUP_NOT_FOUND);
     assert_null(entry->record);
     assert_int_equal(route->references, 1);
-    assert_false(route_cache_fresh(entry, 2000 + TEST_NEGATIVE_TTL_MS));
+    assert_false(route_cache_fresh(&cache, entry, 2000 + TEST_NEGATIVE_TTL_MS));
     assert_null(get("gone")); /* expired by then: trimmed by that store */
     assert_int_equal(route_cache_count(&cache), 2);
 
@@ -131,7 +131,7 @@ static void test_stale_window(void **state) {
     cache_start(100);
     store_found("abc", 1000);
     route_record_t *malformed = record_new("bad", "not-an-ip");
-    route_cache_store(&cache, "bad", ROUTE_LOOKUP_MALFORMED, malformed, 1000);
+    route_cache_store(&cache, "bad", ROUTE_LOOKUP_MALFORMED, malformed, 1000, 0);
     route_record_unref(malformed);
     store_not_found("gone", 1000);
 
@@ -165,7 +165,7 @@ static void test_eviction_order(void **state) {
     store_found("found-old", 0);         /* expires at 100, stale until 300 */
     store_not_found("not-found-old", 0); /* expires at 50 */
     route_record_t *malformed = record_new("bad", "not-an-ip");
-    route_cache_store(&cache, "malformed-old", ROUTE_LOOKUP_MALFORMED, malformed, 10);
+    route_cache_store(&cache, "malformed-old", ROUTE_LOOKUP_MALFORMED, malformed, 10, 0);
     route_record_unref(malformed); /* expires at 110, out of the stale window at 310 */
 
     /* An expired "not found" goes first, even before a route past its stale window. */
@@ -251,9 +251,44 @@ static void test_expired_not_found_trimmed_on_store(void **state) {
     assert_int_equal(route_cache_count(&cache), 4);
 }
 
+static void test_notified_ttl_lasts_its_epoch(void **state) {
+    (void)state;
+    route_cache_free(&cache);
+    route_cache_config_t config = {
+        .ttl_ms = TEST_TTL_MS,
+        .notified_ttl_ms = 20 * TEST_TTL_MS,
+        .negative_ttl_ms = TEST_NEGATIVE_TTL_MS,
+        .stale_ttl_ms = TEST_STALE_TTL_MS,
+        .max_entries = 10,
+    };
+    assert_int_equal(route_cache_init(&cache, &config), 0);
+    route_cache_set_epoch(&cache, 7);
+    route_cache_store(&cache, "abc", ROUTE_LOOKUP_FOUND, route, 1000, 7);
+    route_cache_store(&cache, "old", ROUTE_LOOKUP_FOUND, route, 1000, 6); /* read before the epoch */
+    route_cache_store(&cache, "none", ROUTE_LOOKUP_NOT_FOUND, NULL, 1000, 7);
+    uint64_t later = 1000 + 5 * TEST_TTL_MS;
+    assert_true(route_cache_fresh(&cache, get("abc"), later));
+    assert_false(route_cache_fresh(&cache, get("old"), later));
+    assert_false(route_cache_fresh(&cache, get("none"), 1000 + TEST_NEGATIVE_TTL_MS));
+    /* Refreshed in the second half of the long TTL, not of the short one. */
+    assert_false(route_cache_wants_refresh(&cache, get("abc"), later));
+    assert_true(route_cache_wants_refresh(&cache, get("abc"), 1000 + 15 * TEST_TTL_MS));
+    assert_false(route_cache_fresh(&cache, get("abc"), 1000 + 20 * TEST_TTL_MS));
+    /* The subscription drops: the short TTL at once. */
+    route_cache_set_epoch(&cache, 0);
+    assert_false(route_cache_fresh(&cache, get("abc"), 1000 + TEST_TTL_MS));
+    assert_true(route_cache_within_stale(&cache, get("abc"), 1000 + TEST_TTL_MS + TEST_STALE_TTL_MS - 1));
+    /* A new subscription does not give the long TTL back to what was read before it. */
+    route_cache_set_epoch(&cache, 8);
+    assert_false(route_cache_fresh(&cache, get("abc"), later));
+    route_cache_store(&cache, "abc", ROUTE_LOOKUP_FOUND, route, later, 8);
+    assert_true(route_cache_fresh(&cache, get("abc"), later + 5 * TEST_TTL_MS));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notified_ttl_lasts_its_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_in_the_second_half, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_order, setup, teardown),
