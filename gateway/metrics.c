@@ -107,6 +107,24 @@ static void gw_metrics_gauge(struct evbuffer *out, const char *name, const char 
                         name, value);
 }
 
+/* A histogram of count buckets (not cumulative, one more for +Inf) whose upper
+ * bounds are bounds x unit seconds, with its sum in microseconds. */
+static void gw_metrics_histogram(struct evbuffer *out, const char *name, const char *help,
+                                 const uint64_t *bounds, double unit, const uint64_t *buckets,
+                                 size_t count, uint64_t sum_us) {
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < count; i++) {
+        cumulative += buckets[i];
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+                            (double)bounds[i] * unit, cumulative);
+    }
+    cumulative += buckets[count];
+    evbuffer_add_printf(out,
+                        "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n",
+                        name, cumulative, name, (double)sum_us / 1e6, name, cumulative);
+}
+
 void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     gw_metrics_t total;
     route_catalog_stats_t catalog;
@@ -124,22 +142,10 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
                                 total.responses_by_class[p][i]);
     }
 
-    evbuffer_add_printf(out,
-                        "# HELP sgw_request_duration_seconds Time from a request's first byte to "
-                        "its response's last.\n"
-                        "# TYPE sgw_request_duration_seconds histogram\n");
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i < GW_DURATION_BUCKET_COUNT; i++) {
-        cumulative += total.duration_buckets[i];
-        evbuffer_add_printf(out, "sgw_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                            (double)gw_duration_bounds_us[i] / 1e6, cumulative);
-    }
-    cumulative += total.duration_buckets[GW_DURATION_BUCKET_COUNT];
-    evbuffer_add_printf(out,
-                        "sgw_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-                        "sgw_request_duration_seconds_sum %.6f\n"
-                        "sgw_request_duration_seconds_count %" PRIu64 "\n",
-                        cumulative, (double)total.duration_sum_us / 1e6, cumulative);
+    gw_metrics_histogram(out, "sgw_request_duration_seconds",
+                         "Time from a request's first byte to its response's last.",
+                         gw_duration_bounds_us, 1e-6, total.duration_buckets,
+                         GW_DURATION_BUCKET_COUNT, total.duration_sum_us);
 
     gw_metrics_gauge(out, "sgw_client_connections", "Open client connections.",
                      total.client_connections);
@@ -161,21 +167,9 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     for (size_t i = 0; i < GW_RESUME_OUTCOME_COUNT; i++)
         evbuffer_add_printf(out, "sgw_resume_waits_total{outcome=\"%s\"} %" PRIu64 "\n",
                             gw_resume_outcome_names[i], total.resume_waits[i]);
-    evbuffer_add_printf(out, "# HELP sgw_resume_hold_seconds How long requests were held for a "
-                             "resume.\n"
-                             "# TYPE sgw_resume_hold_seconds histogram\n");
-    cumulative = 0;
-    for (size_t i = 0; i < GW_HOLD_BUCKET_COUNT; i++) {
-        cumulative += total.hold_buckets[i];
-        evbuffer_add_printf(out, "sgw_resume_hold_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                            (double)gw_hold_bounds_ms[i] / 1e3, cumulative);
-    }
-    cumulative += total.hold_buckets[GW_HOLD_BUCKET_COUNT];
-    evbuffer_add_printf(out,
-                        "sgw_resume_hold_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-                        "sgw_resume_hold_seconds_sum %.6f\n"
-                        "sgw_resume_hold_seconds_count %" PRIu64 "\n",
-                        cumulative, (double)total.hold_sum_us / 1e6, cumulative);
+    gw_metrics_histogram(out, "sgw_resume_hold_seconds", "How long requests were held for a resume.",
+                         gw_hold_bounds_ms, 1e-3, total.hold_buckets, GW_HOLD_BUCKET_COUNT,
+                         total.hold_sum_us);
     gw_metrics_counter(out, "sgw_route_cache_hits_total", "Lookups answered by the route cache.",
                        catalog.cache_hits);
     gw_metrics_counter(out, "sgw_route_cache_misses_total",

@@ -505,6 +505,23 @@ static void route_catalog_refresh(route_catalog_t *catalog, const char *sandbox_
         route_catalog_pending_start(catalog, sandbox_id, id_length);
 }
 
+/* The waiter joins the query in flight for sandbox_id, or a new one (0); 1
+ * with UNAVAILABLE when none can be sent. */
+static int route_catalog_join(route_catalog_t *catalog, const char *sandbox_id, size_t id_length,
+                              route_waiter_t *waiter, route_lookup_cb callback, void *arg,
+                              route_lookup_status_t *status) {
+    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
+    struct route_pending *pending =
+        joined != NULL ? joined->value
+                       : route_catalog_pending_start(catalog, sandbox_id, id_length);
+    if (pending == NULL) {
+        *status = ROUTE_LOOKUP_UNAVAILABLE;
+        return 1;
+    }
+    route_catalog_waiter_append(pending, waiter, callback, arg);
+    return 0;
+}
+
 int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
                          route_lookup_cb callback, void *arg, route_lookup_status_t *status,
                          route_record_t **record) {
@@ -540,16 +557,7 @@ int route_catalog_lookup(route_catalog_t *catalog, const char *sandbox_id, route
         return 1;
     }
 
-    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
-    struct route_pending *pending =
-        joined != NULL ? joined->value
-                       : route_catalog_pending_start(catalog, sandbox_id, id_length);
-    if (pending == NULL) {
-        *status = ROUTE_LOOKUP_UNAVAILABLE;
-        return 1;
-    }
-    route_catalog_waiter_append(pending, waiter, callback, arg);
-    return 0;
+    return route_catalog_join(catalog, sandbox_id, id_length, waiter, callback, arg, status);
 }
 
 int route_catalog_reread(route_catalog_t *catalog, const char *sandbox_id, route_waiter_t *waiter,
@@ -563,16 +571,7 @@ int route_catalog_reread(route_catalog_t *catalog, const char *sandbox_id, route
         return 1;
     }
     /* A query in the map was sent after the last notified change. */
-    strmap_entry_t *joined = strmap_get(&catalog->pending_map, sandbox_id, id_length);
-    struct route_pending *pending =
-        joined != NULL ? joined->value
-                       : route_catalog_pending_start(catalog, sandbox_id, id_length);
-    if (pending == NULL) {
-        *status = ROUTE_LOOKUP_UNAVAILABLE;
-        return 1;
-    }
-    route_catalog_waiter_append(pending, waiter, callback, arg);
-    return 0;
+    return route_catalog_join(catalog, sandbox_id, id_length, waiter, callback, arg, status);
 }
 
 void route_catalog_on_change(route_catalog_t *catalog, route_change_cb callback, void *arg) {
