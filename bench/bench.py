@@ -601,10 +601,11 @@ class Bench:
 
     # --------------------------------------------------------------------- wrk
 
-    def wrk(self, server, path="/", headers=(), script="report.lua", env=None, duration=None, tls=False):
+    def wrk(self, server, path="/", headers=(), script="report.lua", env=None, duration=None, tls=False,
+            connections=None):
         duration = duration or self.args.duration
         argv = (["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []) + [
-            "wrk", "-t1", f"-c{self.args.connections}", f"-d{duration}s", "--timeout", "5s",
+            "wrk", "-t1", f"-c{connections or self.args.connections}", f"-d{duration}s", "--timeout", "5s",
             "-s", str(BENCH / "wrk" / script), "-H", f"Host: {self.host()}"]
         for header in headers:
             argv += ["-H", header]
@@ -674,6 +675,12 @@ class Bench:
                 for server in TLS_PEERS:
                     plan.append((scenario, server, lambda s=server, c=clients, m=streams: self.measured(
                         s, lambda: self.h2load(s, "/", c, m))))
+            elif scenario == "clients-1000":
+                for server in PEERS:
+                    plan.append((scenario, server, lambda s=server: self.many_clients(s)))
+            elif scenario == "idle-10k":
+                for server in ["gateway", "nginx"]:
+                    plan.append((scenario, server, lambda s=server: self.idle_beside_busy(s)))
             elif scenario == "resume":
                 plan.append((scenario, "gateway", self.resume))
             elif scenario == "h2-large":
@@ -792,26 +799,59 @@ class Bench:
         match = re.search(rf"^{re.escape(name)} (\S+)$", body.decode(errors="replace"), re.MULTILINE)
         return float(match.group(1)) if status == 200 and match else None
 
-    def open_clients(self, count):
-        """count kept-alive connections to the gateway, non-blocking, in an epoll: (poller, {fd: socket}, failures)."""
+    def many_clients(self, server):
+        """1,000 keep-alive clients of one sandbox (wrk -c1000) after a 1 s warm-up with as many; for the
+        gateway, how many of the measured requests dialled a new sandbox connection (/metrics)."""
+        self.wrk(server, "/", duration=1, connections=1000)
+        dials = self.gateway_metric("sgw_upstream_dials_total") if server == "gateway" else None
+        result = self.measured(server, lambda: self.wrk(server, "/", connections=1000))
+        if dials is not None and result.get("requests"):
+            result["dial_pct"] = 100.0 * (self.gateway_metric("sgw_upstream_dials_total") - dials) / result["requests"]
+        return result
+
+    def idle_beside_busy(self, server):
+        """The keep-alive scenario (50 busy clients) alone, then beside 10,000 idle keep-alive clients that
+        each made one request: the busy clients' p99 with the idle ones over their p99 without."""
+        alone = self.measured(server, lambda: self.wrk(server, "/"))
+        request = f"GET / HTTP/1.1\r\nHost: {self.host()}\r\n\r\n".encode()
+        poller, sockets, failures = self.open_clients(self.args.idle_connections, request, self.ports[server])
+        done, answers = self.collect(poller, sockets, time.monotonic() + 60, close=False)
+        idle = sum(1 for fd in done if answers[fd][9:12] == b"200")
+        try:
+            time.sleep(0.5)
+            beside = self.measured(server, lambda: self.wrk(server, "/"))
+        finally:
+            for sock in sockets.values():
+                sock.close()
+        beside.update({"idle": idle, "alone_p99_us": alone.get("p99_us"), "alone_rps": alone.get("rps"),
+                       "p99_ratio": beside["p99_us"] / alone["p99_us"] if alone.get("p99_us") else None,
+                       "errors": beside.get("errors", 0) + self.args.idle_connections - idle,
+                       "error_detail": dict(beside.get("error_detail") or {}, **failures)})
+        return beside
+
+    def open_clients(self, count, request=None, port=None):
+        """count kept-alive connections to the gateway, each sending request first if given, non-blocking, in an
+        epoll: (poller, {fd: socket}, failures)."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < count + 256:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 4096), hard))
         poller, sockets, failures = select.epoll(), {}, {}
         for _ in range(count):
             try:
-                sock = socket.create_connection(("127.0.0.1", self.p_gateway), timeout=5)
+                sock = socket.create_connection(("127.0.0.1", port or self.p_gateway), timeout=5)
             except OSError as error:
                 failures[repr(error)] = failures.get(repr(error), 0) + 1
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if request is not None:
+                sock.sendall(request)  # at once: the listener defers accept until bytes arrive
             sock.setblocking(False)
             sockets[sock.fileno()] = sock
             poller.register(sock.fileno(), select.EPOLLIN)
         return poller, sockets, failures
 
     @staticmethod
-    def collect(poller, sockets, deadline):
+    def collect(poller, sockets, deadline, close=True):
         """Reads each connection's response: {fd: when it completed}, {fd: bytes}. A response is complete when
         its whole body is in; its time is when the kernel reported it readable, not when this loop got to it."""
         done, answers = {}, {fd: b"" for fd in sockets}
@@ -828,8 +868,9 @@ class Bench:
                     done[fd] = now
                     poller.unregister(fd)
         poller.close()
-        for sock in sockets.values():
-            sock.close()
+        if close:
+            for sock in sockets.values():
+                sock.close()
         return done, answers
 
     def resume(self):
@@ -982,13 +1023,16 @@ TITLES = {
     "h2-sdk": "h2 over TLS, 1 connection × 100 streams",
     "h2-large": "1 MiB over TLS, h2 (8 connections)",
     "resume": "requests held for a paused sandbox, resumed after 500 ms",
+    "clients-1000": "1,000 keep-alive clients, one sandbox",
+    "idle-10k": "50 busy clients beside 10,000 idle ones",
 }
 SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
 METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("mibs", "MiB/s"),
           "churn": ("rps", "req/s"), "websocket": ("kib_per_conn", "KiB/conn"),
           "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s"),
           "activity": ("rps", "req/s"), "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"),
-          "h2-large": ("mibs", "MiB/s"), "resume": ("added_p99_us", "p99 after the resume")}
+          "h2-large": ("mibs", "MiB/s"), "resume": ("added_p99_us", "p99 after the resume"),
+          "clients-1000": ("rps", "req/s"), "idle-10k": ("rps", "req/s")}
 
 
 def figure_text(scenario, value):
@@ -1022,6 +1066,8 @@ def table_rows(summary, args):
             title = f"{args.ws_connections:,} idle WebSockets"
         if scenario == "resume":
             title = f"{args.resume_requests:,} {TITLES[scenario]}"
+        if scenario == "idle-10k":
+            title = f"50 busy clients beside {args.idle_connections:,} idle ones"
         for server in SERVERS:
             if server not in by:
                 continue
@@ -1143,6 +1189,29 @@ def targets(summary, args):
         out.append(("1 MiB over h2: ≥ 0.9 × the gateway's HTTP/1.1 MiB/s (both TLS, h2load)",
                     f"{r:.2f} × ({gw:,.0f} vs {h1:,.0f} MiB/s){limit_clause(summary, 'h2-large')}",
                     r >= 0.9 and clean("h2-large", "gateway")))
+    gw, ng = get("clients-1000", "gateway", "rps"), get("clients-1000", "nginx", "rps")
+    if gw and ng:
+        r = gw / ng
+        out.append(("1,000 keep-alive clients, one sandbox: gateway ≥ 1.2 × nginx req/s",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'clients-1000', peer='nginx')}",
+                    r >= 1.2 and clean("clients-1000", "gateway")))
+        g99, n99 = get("clients-1000", "gateway", "p99_us"), get("clients-1000", "nginx", "p99_us")
+        out.append(("… gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
+        dials = get("clients-1000", "gateway", "dial_pct")
+        if dials is not None:
+            out.append(("… sandbox connections dialled ≤ 1 % of requests after warm-up", f"{dials:.2f} %",
+                        dials <= 1.0))
+    ratio99 = get("idle-10k", "gateway", "p99_ratio")
+    if ratio99 is not None:
+        out.append((f"50 busy clients beside {args.idle_connections:,} idle: p99 ≤ 1.2 × without them",
+                    f"{ratio99:.2f} × ({fmt_ms(get('idle-10k', 'gateway', 'p99_us'))} vs "
+                    f"{fmt_ms(get('idle-10k', 'gateway', 'alone_p99_us'))}; "
+                    f"{get('idle-10k', 'gateway', 'idle') or 0:,.0f} idle held)",
+                    ratio99 <= 1.2 and clean("idle-10k", "gateway")))
+        theirs = get("idle-10k", "nginx", "p99_ratio")
+        if theirs is not None:
+            out.append(("… nginx in the same run, for comparison", f"{theirs:.2f} × ({fmt_ms(get('idle-10k', 'nginx', 'p99_us'))} vs "
+                        f"{fmt_ms(get('idle-10k', 'nginx', 'alone_p99_us'))})", None))
     added = get("resume", "gateway", "added_p99_us")
     if added is not None:
         served, entries = get("resume", "gateway", "served"), get("resume", "gateway", "stream_entries")
@@ -1233,7 +1302,7 @@ def pinning_text(bench):
 def run_mode(args):
     """quick, full, or custom (other durations, rounds or scenarios than those two)."""
     if args.only != SCENARIOS or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000 \
-            or args.resume_requests != 1000:
+            or args.resume_requests != 1000 or args.idle_connections != 10000:
         return "custom"
     if args.quick:
         return "quick" if (args.duration, args.rounds) == (3, 2) else "custom"
@@ -1254,7 +1323,7 @@ def write_outputs(bench, env, summary, args):
     print()
     print(text_table(rows, HEADERS))
     print()
-    trows = [[t, m, "met" if ok else "NOT met"] for t, m, ok in tgt]
+    trows = [[t, m, "—" if ok is None else "met" if ok else "NOT met"] for t, m, ok in tgt]
     if trows:
         print(text_table(trows, ["target", "measured", ""]))
         print()
@@ -1275,7 +1344,7 @@ def write_outputs(bench, env, summary, args):
     md.append(md_table(rows, HEADERS, right={2, 3, 4, 5, 6, 7}))
     md.append("")
     md.append("## Targets\n")
-    md.append(md_table([[t, m, "met" if ok else "**not met**"] for t, m, ok in tgt], ["target", "measured", ""]))
+    md.append(md_table([[t, m, "—" if ok is None else "met" if ok else "**not met**"] for t, m, ok in tgt], ["target", "measured", ""]))
     md.append("")
     if lrows:
         md.append("## Who was the limit\n")
@@ -1436,6 +1505,8 @@ def plot(bench, env, summary, args, out):
                  "tls-keepalive": "TLS 1.3, small responses, keep-alive (req/s, higher is better)",
                  "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)",
                  "activity": "keep-alive, activity on vs off (req/s, higher is better)",
+                 "clients-1000": "1,000 keep-alive clients, one sandbox (req/s, higher is better)",
+                 "idle-10k": f"50 busy clients beside {args.idle_connections:,} idle (req/s, higher is better)",
                  "h2-tls": "h2 over TLS, 50 × 10 streams (req/s, higher is better)",
                  "h2-sdk": "h2 over TLS, 1 connection × 100 streams (req/s, higher is better)",
                  "h2-large": "1 MiB over TLS, h2 vs HTTP/1.1 (MiB/s, higher is better)"}[scenario]
@@ -1453,6 +1524,8 @@ def plot(bench, env, summary, args, out):
             target = (8.0, "target 8 KiB")
         elif scenario == "activity" and s.get("gateway_quiet", {}).get("rps"):
             target = (0.97 * s["gateway_quiet"]["rps"], "target 0.97 × activity off")
+        elif scenario == "clients-1000" and s.get("nginx", {}).get("rps"):
+            target = (1.2 * s["nginx"]["rps"], "target 1.2 × nginx")
         elif scenario in ("h2-tls", "h2-sdk") and s.get("nginx", {}).get("rps"):
             target = (1.2 * s["nginx"]["rps"], "target 1.2 × nginx")
         elif scenario == "h2-large" and s.get("gateway_h1", {}).get("mibs"):
@@ -1526,6 +1599,8 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--churn-ids", type=int, default=10000, help="sandbox IDs in route churn (default 10000)")
     parser.add_argument("--ws-connections", type=int, default=5000, help="idle WebSockets held (default 5000)")
+    parser.add_argument("--idle-connections", type=int, default=10000,
+                        help="idle keep-alive clients beside the busy ones in idle-10k (default 10000)")
     parser.add_argument("--resume-requests", type=int, default=1000,
                         help="requests held for a paused sandbox in the resume scenario (default 1000)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
