@@ -26,6 +26,7 @@ typedef enum route_record_field {
     ROUTE_RECORD_PUBLIC_PORTS,
     ROUTE_RECORD_STATE,
     ROUTE_RECORD_AUTO_RESUME,
+    ROUTE_RECORD_H2C_PORTS,
 } route_record_field_t;
 
 const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
@@ -39,6 +40,7 @@ const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT] = {
     [ROUTE_RECORD_PUBLIC_PORTS] = "public_ports",
     [ROUTE_RECORD_STATE] = "state",
     [ROUTE_RECORD_AUTO_RESUME] = "auto_resume",
+    [ROUTE_RECORD_H2C_PORTS] = "h2c_ports",
 };
 
 enum {
@@ -145,16 +147,21 @@ static bool route_record_parse_count(const char *text, size_t length, long *coun
     return true;
 }
 
-/* Parses public_ports, "49983" or "80, 8080": each a port of 1 to 65535 in
- * digits; an empty field is none. Returns 0 (record->error set if malformed),
- * or -1 when memory is exhausted. */
-static int route_record_parse_public_ports(route_record_t *record, const char *text,
-                                           size_t length) {
-    size_t count = 0;
+/* Parses a list of ports (public_ports, h2c_ports), "49983" or "80, 8080":
+ * each a port of 1 to 65535 in digits, into *ports and *count; an empty field
+ * is none; "*" (where star is not NULL) sets *star instead. Returns 0
+ * (record->error set if malformed), or -1 when memory is exhausted. */
+static int route_record_parse_ports(route_record_t *record, const char *name, const char *text,
+                                    size_t length, uint16_t **ports, size_t *count, bool *star) {
+    if (star != NULL && length == 1 && text[0] == '*') {
+        *star = true;
+        return 0;
+    }
+    size_t commas = 0;
     for (size_t i = 0; i < length; i++)
-        count += text[i] == ',';
-    record->public_ports = calloc(count + 1, sizeof(*record->public_ports));
-    if (record->public_ports == NULL)
+        commas += text[i] == ',';
+    *ports = calloc(commas + 1, sizeof(**ports));
+    if (*ports == NULL)
         return -1;
     size_t at = 0;
     while (length > 0) {
@@ -175,10 +182,9 @@ static int route_record_parse_public_ports(route_record_t *record, const char *t
         if (!valid || port == 0 || port > 65535) {
             char quoted[ROUTE_RECORD_QUOTE_SIZE];
             route_record_quote(text, length, quoted, sizeof(quoted));
-            return route_record_fail(record, "public_ports \"%s\" is not a list of ports",
-                                     quoted);
+            return route_record_fail(record, "%s \"%s\" is not a list of ports", name, quoted);
         }
-        record->public_ports[record->public_port_count++] = (uint16_t)port;
+        (*ports)[(*count)++] = (uint16_t)port;
         if (end == length)
             break;
         at = end + 1;
@@ -186,12 +192,20 @@ static int route_record_parse_public_ports(route_record_t *record, const char *t
     return 0;
 }
 
-bool route_record_port_public(const route_record_t *record, uint16_t port) {
-    for (size_t i = 0; i < record->public_port_count; i++) {
-        if (record->public_ports[i] == port)
+static bool route_record_port_in(const uint16_t *ports, size_t count, uint16_t port) {
+    for (size_t i = 0; i < count; i++) {
+        if (ports[i] == port)
             return true;
     }
     return false;
+}
+
+bool route_record_port_h2c(const route_record_t *record, uint16_t port) {
+    return record->h2c_all_ports || route_record_port_in(record->h2c_ports, record->h2c_port_count, port);
+}
+
+bool route_record_port_public(const route_record_t *record, uint16_t port) {
+    return route_record_port_in(record->public_ports, record->public_port_count, port);
 }
 
 /* Reads the fields into record; returns 0 (record->error set if malformed), or
@@ -297,8 +311,16 @@ static int route_record_fill(route_record_t *record, const route_record_value_t 
     }
 
     const route_record_value_t *public_ports = &values[ROUTE_RECORD_PUBLIC_PORTS];
-    if (public_ports->text != NULL)
-        return route_record_parse_public_ports(record, public_ports->text, public_ports->length);
+    if (public_ports->text != NULL &&
+        (route_record_parse_ports(record, "public_ports", public_ports->text, public_ports->length,
+                                  &record->public_ports, &record->public_port_count, NULL) != 0 ||
+         record->error != NULL))
+        return record->error != NULL ? 0 : -1;
+    const route_record_value_t *h2c_ports = &values[ROUTE_RECORD_H2C_PORTS];
+    if (h2c_ports->text != NULL)
+        return route_record_parse_ports(record, "h2c_ports", h2c_ports->text, h2c_ports->length,
+                                        &record->h2c_ports, &record->h2c_port_count,
+                                        &record->h2c_all_ports);
     return 0;
 }
 
@@ -332,6 +354,7 @@ static void route_record_free(route_record_t *record) {
     free(record->execution_id);
     free(record->mask_request_host);
     free(record->public_ports);
+    free(record->h2c_ports);
     free(record->error);
     sodium_memzero(&record->secret, sizeof(record->secret));
     free(record);

@@ -26,6 +26,9 @@ typedef struct route_record {
     bool paused;                     /* state paused (DESIGN "Auto-resume") */
     bool auto_resume;                /* a request may wake it (default true) */
     size_t public_port_count;
+    uint16_t *h2c_ports;             /* ports whose server speaks h2c (gRPC); NULL when none */
+    size_t h2c_port_count;
+    bool h2c_all_ports;              /* h2c_ports "*" */
     /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
      * the port, every field whole. No ID, address or port holds a '\n', so the
      * first and the last two newlines delimit the fields whatever execution_id
@@ -42,7 +45,7 @@ typedef struct route_record {
 
 /* The fields the gateway reads from a catalog hash, in the order
  * route_record_parse_fields takes their values (the catalog's HMGET order). */
-enum { ROUTE_RECORD_FIELD_COUNT = 10 };
+enum { ROUTE_RECORD_FIELD_COUNT = 11 };
 extern const char *const route_record_fields[ROUTE_RECORD_FIELD_COUNT];
 
 /* The most bytes those fields may hold together: a valid record is far
@@ -71,6 +74,9 @@ route_record_t *route_record_parse(const char *sandbox_id, size_t field_count,
 
 /* True if port is in the record's public_ports. */
 bool route_record_port_public(const route_record_t *record, uint16_t port);
+
+/* True if port is in the record's h2c_ports (or they are "*"). */
+bool route_record_port_h2c(const route_record_t *record, uint16_t port);
 
 /* Adds a reference; returns record. */
 route_record_t *route_record_ref(route_record_t *record);

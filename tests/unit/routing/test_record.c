@@ -139,6 +139,33 @@ static void test_public_ports(void **state) {
     assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "*", NULL), "public_ports");
 }
 
+static void test_h2c_ports(void **state) {
+    (void)state;
+    route_record_t *record =
+        parse_pairs("addr", "10.0.0.1", "h2c_ports", "50051, 8080", "public_ports", "1", NULL);
+    assert_null(record->error);
+    assert_true(route_record_port_h2c(record, 50051));
+    assert_true(route_record_port_h2c(record, 8080));
+    assert_false(route_record_port_h2c(record, 1));
+    assert_true(route_record_port_public(record, 1));
+    route_record_unref(record);
+
+    record = parse_pairs("addr", "10.0.0.1", "h2c_ports", "*", NULL);
+    assert_null(record->error);
+    assert_true(route_record_port_h2c(record, 1) && route_record_port_h2c(record, 65535));
+    route_record_unref(record);
+
+    record = parse_pairs("addr", "10.0.0.1", NULL);
+    assert_false(route_record_port_h2c(record, 50051));
+    route_record_unref(record);
+
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "h2c_ports", "50051,x", NULL), "h2c_ports");
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "h2c_ports", "*,80", NULL), "h2c_ports");
+    /* A bad public_ports is reported as itself, h2c_ports or not. */
+    assert_malformed(parse_pairs("addr", "10.0.0.1", "public_ports", "x", "h2c_ports", "80", NULL),
+                     "public_ports");
+}
+
 static void test_state_and_auto_resume(void **state) {
     (void)state;
     route_record_t *record = parse_pairs("addr", "10.0.0.1", NULL);
@@ -438,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_full_record),
         cmocka_unit_test(test_public_ports),
+        cmocka_unit_test(test_h2c_ports),
         cmocka_unit_test(test_state_and_auto_resume),
         cmocka_unit_test(test_allow_public_traffic_values),
         cmocka_unit_test(test_bad_addresses),
