@@ -443,20 +443,34 @@ static bool gw_conn_forward_piece(gw_conn_t *conn, struct evbuffer_iovec *piece)
     struct evbuffer *output = gw_exchange_request_output(exchange);
     gw_head_t *head = &conn->request_head;
     bool in_trailers = head->in_trailers;
+    /* To an HTTP/2 sandbox a chunked body goes without its framing. */
+    bool framed = gw_exchange_request_framed(exchange);
+    bool decoded = !framed && (conn->request_parser.flags & F_CHUNKED) != 0;
+    size_t output_before = evbuffer_get_length(output);
+    if (decoded)
+        head->body_sink = output;
     llhttp_errno_t error;
     size_t taken = gw_http1_parse(&conn->request_parser, piece->iov_base, piece->iov_len, &error);
+    head->body_sink = NULL;
     if (in_trailers) {
         evbuffer_drain(input, taken);
         conn->trailer_bytes += taken;
         if (conn->trailer_bytes > conn->worker->config->max_header_size)
             error = HPE_USER;
+    } else if (decoded) {
+        evbuffer_drain(input, taken);
+        gw_exchange_request_sent(exchange, evbuffer_get_length(output) - output_before);
+        if (head->failed) {
+            gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+            return false;
+        }
     } else if (taken > 0) {
         evbuffer_remove_buffer(input, output, taken);
         gw_exchange_request_sent(exchange, taken);
     }
     gw_exchange_count_received(exchange, taken);
     if (error == HPE_PAUSED && head->message_complete) {
-        if (head->in_trailers) {
+        if (head->in_trailers && framed) {
             char *trailers;
             size_t length;
             if (gw_http1_trailers_write(head, &conn->arena, &trailers, &length) < 0) {

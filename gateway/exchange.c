@@ -11,6 +11,7 @@
 
 #include "gateway/activity.h"
 #include "gateway/upstream.h"
+#include "gateway/upstream_h2.h"
 #include "gateway/worker.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -36,6 +37,7 @@ static const char GW_MESSAGE_NO_MEMORY[] = "Out of memory";
 static const char GW_MESSAGE_PAUSED[] = "The sandbox is paused";
 static const char GW_MESSAGE_NOT_RESUMED[] = "The sandbox did not resume in time";
 static const char GW_MESSAGE_GRPC_HTTP1[] = "gRPC needs HTTP/2";
+static const char GW_MESSAGE_NO_H2[] = "The sandbox port does not speak HTTP/2";
 
 /* What a streaming step left behind: the exchange still proxying, or ended
  * (finished, failed, or handed to a tunnel). */
@@ -115,6 +117,10 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
     exchange->retried_on_fresh = false;
     exchange->body_forwarded = 0;
     exchange->upstream = NULL;
+    exchange->h2up = NULL;
+    exchange->h2up_unconsumed = 0;
+    exchange->h2up_retried = false;
+    exchange->h2up_chunked = false;
     exchange->response_head_bytes = 0;
     exchange->response_sent = false;
     exchange->close_after_response = false;
@@ -214,6 +220,12 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
     gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
     route_catalog_cancel(&exchange->waiter);
     gw_resume_cancel(&exchange->hold, GW_RESUME_GONE);
+    gw_h2up_stream_close(exchange->h2up); /* cancels the sandbox's side unless it completed */
+    exchange->h2up = NULL;
+    if (exchange->h2up_body != NULL) {
+        evbuffer_free(exchange->h2up_body);
+        exchange->h2up_body = NULL;
+    }
     gw_io_splice_free(exchange->splice);
     exchange->splice = NULL;
     route_record_unref(exchange->record);
@@ -288,6 +300,7 @@ void gw_exchange_error_extra(const gw_exchange_t *exchange, const gw_head_t *hea
 
 static void gw_exchange_routed(route_lookup_status_t status, route_record_t *record, void *arg);
 static void gw_exchange_dial(gw_exchange_t *exchange);
+static void gw_exchange_h2up_open(gw_exchange_t *exchange);
 static void gw_exchange_upstream_ready(gw_exchange_t *exchange);
 
 /* The request's head is complete: what follows it is its body. */
@@ -594,6 +607,13 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
         gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
         return;
     }
+    /* DESIGN "gRPC and HTTP/2 to sandboxes": a stream on an h2c session (an
+     * HTTP/1.1 client's gRPC was refused 505 before). */
+    if (!request->upgrade && (route_record_port_h2c(record, exchange->target.port) ||
+                              gw_head_is_grpc(exchange->request_head))) {
+        gw_exchange_h2up_open(exchange);
+        return;
+    }
     exchange->dial_started_ms = clock_coarse_ms();
     exchange->retry_delay_ms = GW_RETRY_FIRST_MS;
     gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
@@ -644,6 +664,253 @@ static void gw_exchange_resumed(gw_hold_t *hold, bool drained, route_lookup_stat
         return;
     }
     gw_exchange_routed(status, record, exchange);
+}
+
+/* ---- a stream to the sandbox over h2c ---- */
+
+static void gw_exchange_response_done(gw_exchange_t *exchange);
+
+/* The request fields for the sandbox's HTTP/2 server, from the head written
+ * for HTTP/1.1 (so every rewrite of DESIGN "What the sandbox receives"
+ * applies): the pseudo-fields from its request line and Host, the rest but
+ * HTTP/1.1's connection fields, and TE: trailers where the client sent it.
+ * Returns the count, or -1 when memory is exhausted. */
+static int gw_exchange_h2up_fields(gw_exchange_t *exchange, nghttp2_nv **out) {
+    const char *text = exchange->upstream_head, *end = text + exchange->upstream_head_length;
+    size_t lines = 0;
+    for (const char *at = text; at < end; at++)
+        lines += *at == '\n';
+    nghttp2_nv *fields = arena_alloc(exchange->arena, (lines + 4) * sizeof(*fields));
+    if (fields == NULL)
+        return -1;
+    const char *line_end = memchr(text, '\r', (size_t)(end - text));
+    const char *space = memchr(text, ' ', (size_t)(line_end - text));
+    const char *target = space + 1;
+    const char *target_end = memchr(target, ' ', (size_t)(line_end - target));
+    size_t count = 0;
+    fields[count++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)text, 7,
+                                   (size_t)(space - text), NGHTTP2_NV_FLAG_NONE};
+    fields[count++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE};
+    size_t authority = count++;
+    fields[authority] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)"", 10, 0, NGHTTP2_NV_FLAG_NONE};
+    fields[count++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)target, 5,
+                                   (size_t)(target_end - target), NGHTTP2_NV_FLAG_NONE};
+    static const char *const dropped[] = {"connection", "keep-alive", "proxy-connection",
+                                          "transfer-encoding", "upgrade", "te"};
+    for (const char *line = line_end + 2; line < end; line = line_end + 2) {
+        line_end = memchr(line, '\r', (size_t)(end - line));
+        if (line_end == NULL || line_end == line)
+            break;
+        const char *colon = memchr(line, ':', (size_t)(line_end - line));
+        if (colon == NULL)
+            continue;
+        size_t name_length = (size_t)(colon - line);
+        const char *value = colon + 1;
+        while (value < line_end && (*value == ' ' || *value == '\t'))
+            value++;
+        size_t value_length = (size_t)(line_end - value);
+        uint8_t *name = arena_alloc(exchange->arena, name_length);
+        if (name == NULL)
+            return -1;
+        for (size_t i = 0; i < name_length; i++)
+            name[i] = (uint8_t)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
+        if (name_length == 4 && memcmp(name, "host", 4) == 0) {
+            fields[authority].value = (uint8_t *)value;
+            fields[authority].valuelen = value_length;
+            continue;
+        }
+        bool drop = false;
+        for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]) && !drop; i++)
+            drop = name_length == strlen(dropped[i]) && memcmp(name, dropped[i], name_length) == 0;
+        if (!drop)
+            fields[count++] = (nghttp2_nv){name, (uint8_t *)value, name_length, value_length,
+                                           NGHTTP2_NV_FLAG_NONE};
+    }
+    const gw_header_t *te = gw_head_find(exchange->request_head, "te", 2);
+    if (te != NULL && te->value_length == 8 && strncasecmp(te->value, "trailers", 8) == 0)
+        fields[count++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8,
+                                       NGHTTP2_NV_FLAG_NONE};
+    *out = fields;
+    return (int)count;
+}
+
+static void gw_exchange_h2up_headers(void *owner, const gw_head_t *head, int status, bool end) {
+    gw_exchange_t *exchange = owner;
+    exchange->side->enter(exchange->side_arg);
+    if (status < 200) {
+        if (exchange->side->response_head(exchange->side_arg, head, status, false, false) < 0)
+            gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_MEMORY);
+    } else {
+        gw_exchange_deadline(exchange, 0);
+        exchange->status = status;
+        exchange->response_state = end ? GW_RESPONSE_DONE : GW_RESPONSE_BODY;
+        const gw_request_t *request = &exchange->request;
+        exchange->close_after_response = exchange->close_after_response ||
+                                         exchange->worker->draining || !request->keep_alive ||
+                                         exchange->request_state != GW_REQUEST_DONE;
+        /* An HTTP/1.1 client needs a framing: the length if the sandbox said it, else chunks. */
+        exchange->h2up_chunked = !exchange->side->decoded_body && !end && status != 204 &&
+                                 status != 304 && strcmp(request->method, "HEAD") != 0 &&
+                                 head->kind_count[GW_HEADER_CONTENT_LENGTH] == 0;
+        /* ... and a length of 0 when it ended with its head. */
+        bool empty = !exchange->side->decoded_body && end && status != 204 && status != 304 &&
+                     strcmp(request->method, "HEAD") != 0 &&
+                     head->kind_count[GW_HEADER_CONTENT_LENGTH] == 0;
+        if ((exchange->h2up_chunked &&
+             gw_head_add(&exchange->response_head, "transfer-encoding", 17, "chunked", 7) < 0) ||
+            (empty && gw_head_add(&exchange->response_head, "content-length", 14, "0", 1) < 0)) {
+            gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_MEMORY);
+            exchange->side->leave(exchange->side_arg);
+            return;
+        }
+        if (exchange->side->response_head(exchange->side_arg, head, status, true,
+                                          exchange->close_after_response) < 0) {
+            gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_MEMORY);
+        } else {
+            exchange->response_sent = true;
+            if (end)
+                gw_exchange_response_done(exchange);
+            else
+                exchange->side->flush(exchange->side_arg);
+        }
+    }
+    exchange->side->leave(exchange->side_arg);
+}
+
+static void gw_exchange_h2up_data(void *owner, size_t length) {
+    gw_exchange_t *exchange = owner;
+    exchange->side->enter(exchange->side_arg);
+    exchange->bytes_sent += length;
+    size_t room;
+    struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &room);
+    if (exchange->h2up_body != NULL) {
+        if (exchange->h2up_chunked)
+            evbuffer_add_printf(output, "%zx\r\n", length);
+        evbuffer_remove_buffer(exchange->h2up_body, output, length);
+        if (exchange->h2up_chunked)
+            evbuffer_add(output, "\r\n", 2);
+    }
+    if (room > 0 && exchange->h2up_unconsumed == 0) {
+        gw_h2up_consume(exchange->h2up, length);
+    } else {
+        /* The client is slow: the sandbox's window stays shut until it drained. */
+        exchange->h2up_unconsumed += length;
+        exchange->side->response_wait(exchange->side_arg);
+    }
+    exchange->side->flush(exchange->side_arg);
+    exchange->side->leave(exchange->side_arg);
+}
+
+static void gw_exchange_h2up_ended(void *owner) {
+    gw_exchange_t *exchange = owner;
+    exchange->side->enter(exchange->side_arg);
+    exchange->response_state = GW_RESPONSE_DONE;
+    if (exchange->h2up_chunked) {
+        /* The last chunk, and the trailers as an HTTP/1.1 trailer section. */
+        struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &(size_t){0});
+        char *trailers = "\r\n";
+        size_t length = 2;
+        const gw_head_t *head = &exchange->response_head;
+        if (head->in_trailers && gw_http1_trailers_write(head, exchange->arena, &trailers, &length) < 0) {
+            exchange->side->abort(exchange->side_arg);
+            exchange->side->leave(exchange->side_arg);
+            return;
+        }
+        evbuffer_add(output, "0\r\n", 3);
+        evbuffer_add(output, trailers, length);
+        exchange->side->flush(exchange->side_arg);
+    }
+    gw_exchange_response_done(exchange);
+    exchange->side->leave(exchange->side_arg);
+}
+
+static void gw_exchange_h2up_trailers(void *owner, const gw_head_t *head) {
+    (void)head; /* the exchange's own response head: the side (or the chunked end) reads them there */
+    gw_exchange_h2up_ended(owner);
+}
+
+static void gw_exchange_h2up_failed(void *owner, gw_h2up_failure_t failure, int error) {
+    gw_exchange_t *exchange = owner;
+    exchange->side->enter(exchange->side_arg);
+    gw_h2up_stream_close(exchange->h2up);
+    exchange->h2up = NULL;
+    if (failure == GW_H2UP_REFUSED && !exchange->h2up_retried && exchange->body_forwarded == 0) {
+        /* Not processed (a GOAWAY below it): sent again once, on another session. */
+        exchange->h2up_retried = true;
+        gw_exchange_h2up_open(exchange);
+    } else if (failure == GW_H2UP_UNREACHABLE) {
+        GW_METRIC_ADD(&exchange->worker->metrics, upstream_dial_errors, 1);
+        if (error == ETIMEDOUT)
+            gw_exchange_fail(exchange, 504, GW_MESSAGE_TIMEOUT);
+        else
+            gw_exchange_fail(exchange, 502, GW_MESSAGE_PORT_CLOSED);
+    } else if (failure == GW_H2UP_NO_H2) {
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_H2);
+    } else if (failure == GW_H2UP_RESET) {
+        exchange->side->abort(exchange->side_arg); /* DESIGN: its reset resets the client's stream */
+    } else {
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
+    }
+    exchange->side->leave(exchange->side_arg);
+}
+
+static void gw_exchange_h2up_writable(void *owner) {
+    gw_exchange_t *exchange = owner;
+    exchange->side->enter(exchange->side_arg);
+    if (exchange->state == GW_EXCHANGE_PROXYING && exchange->request_state == GW_REQUEST_BODY)
+        exchange->side->request_ready(exchange->side_arg);
+    exchange->side->leave(exchange->side_arg);
+}
+
+static const gw_h2up_handler_t gw_exchange_h2up_handler = {
+    .headers = gw_exchange_h2up_headers,
+    .data = gw_exchange_h2up_data,
+    .trailers = gw_exchange_h2up_trailers,
+    .end = gw_exchange_h2up_ended,
+    .failed = gw_exchange_h2up_failed,
+    .writable = gw_exchange_h2up_writable,
+};
+
+/* Opens the request's stream (the head written already); its body follows as the side passes it. */
+static void gw_exchange_h2up_open(gw_exchange_t *exchange) {
+    nghttp2_nv *fields;
+    int count = gw_exchange_h2up_fields(exchange, &fields);
+    if (count < 0) {
+        gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+        return;
+    }
+    const route_decision_t *decision = &exchange->decision;
+    size_t room;
+    struct evbuffer *output = exchange->side->response_output(exchange->side_arg, &room);
+    if (!exchange->side->decoded_body) {
+        /* An HTTP/1.1 client: the body is framed on its way (gw_exchange_h2up_data). */
+        if (exchange->h2up_body == NULL)
+            exchange->h2up_body = evbuffer_new();
+        if (exchange->h2up_body == NULL) {
+            gw_exchange_fail(exchange, 500, GW_MESSAGE_NO_MEMORY);
+            return;
+        }
+        output = exchange->h2up_body;
+    }
+    bool body = exchange->request.has_body;
+    gw_head_reset(&exchange->response_head, exchange->arena);
+    exchange->h2up = gw_h2up_open(&exchange->worker->h2up_pool, &decision->address.any,
+                                  decision->address_length, decision->pool_key,
+                                  decision->pool_key_length, fields, (size_t)count, !body,
+                                  &exchange->response_head, output, &gw_exchange_h2up_handler,
+                                  exchange);
+    if (exchange->h2up == NULL) {
+        gw_exchange_fail(exchange, 502, GW_MESSAGE_PORT_CLOSED);
+        return;
+    }
+    gw_exchange_set_state(exchange, GW_EXCHANGE_PROXYING);
+    exchange->response_state = GW_RESPONSE_HEAD;
+    if (body)
+        exchange->side->request_ready(exchange->side_arg);
+    else
+        exchange->request_state = GW_REQUEST_DONE;
+    if (exchange->request_state == GW_REQUEST_DONE && exchange->response_state == GW_RESPONSE_HEAD)
+        gw_exchange_deadline(exchange, exchange->worker->config->upstream_response_timeout_ms);
 }
 
 /* ---- the upstream connection ---- */
@@ -800,10 +1067,14 @@ void gw_exchange_timeout(gw_exchange_t *exchange) {
 /* ---- the request body ---- */
 
 struct evbuffer *gw_exchange_request_output(const gw_exchange_t *exchange) {
+    if (exchange->h2up != NULL)
+        return gw_h2up_request_body(exchange->h2up);
     return exchange->upstream != NULL ? gw_upstream_output(exchange) : NULL;
 }
 
 size_t gw_exchange_request_room(gw_exchange_t *exchange) {
+    if (exchange->h2up != NULL)
+        return gw_h2up_request_room(exchange->h2up);
     gw_transport_t *transport = &exchange->upstream->transport;
     struct evbuffer *output = gw_transport_output(transport);
     size_t queued = evbuffer_get_length(output);
@@ -821,11 +1092,17 @@ size_t gw_exchange_request_room(gw_exchange_t *exchange) {
 }
 
 void gw_exchange_request_flush(gw_exchange_t *exchange) {
-    gw_transport_flush(&exchange->upstream->transport, false);
+    if (exchange->h2up != NULL)
+        gw_h2up_flush(exchange->h2up, false);
+    else
+        gw_transport_flush(&exchange->upstream->transport, false);
 }
 
 void gw_exchange_request_done(gw_exchange_t *exchange) {
-    gw_transport_flush(&exchange->upstream->transport, false);
+    if (exchange->h2up != NULL)
+        gw_h2up_flush(exchange->h2up, true);
+    else
+        gw_transport_flush(&exchange->upstream->transport, false);
     exchange->request_state = GW_REQUEST_DONE;
     /* From the whole request sent, the first response byte has
      * upstream_response_timeout. */
@@ -1091,6 +1368,12 @@ static void gw_exchange_upstream_ended(gw_exchange_t *exchange) {
 }
 
 void gw_exchange_response_ready(gw_exchange_t *exchange) {
+    if (exchange->state == GW_EXCHANGE_PROXYING && exchange->h2up != NULL) {
+        /* The client drained: the sandbox may send what it held back. */
+        gw_h2up_consume(exchange->h2up, exchange->h2up_unconsumed);
+        exchange->h2up_unconsumed = 0;
+        return;
+    }
     if (exchange->state != GW_EXCHANGE_PROXYING || exchange->upstream == NULL)
         return;
     if (!exchange->upstream_eof) {

@@ -151,6 +151,11 @@ struct gw_exchange {
 
     /* The upstream and its response. */
     struct gw_upstream *upstream;
+    struct gw_h2up_stream *h2up; /* instead: a stream on an h2c session (gRPC, h2c_ports) */
+    size_t h2up_unconsumed;      /* its body bytes the side has not taken yet */
+    bool h2up_retried;           /* sent again once after the sandbox refused the stream */
+    bool h2up_chunked;           /* its body goes chunked to an HTTP/1.1 client */
+    struct evbuffer *h2up_body;  /* its body for an HTTP/1.1 client, before the framing */
     llhttp_t response_parser;
     gw_head_t response_head;
     size_t response_head_bytes;
@@ -188,6 +193,13 @@ void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw
 
 /* The upstream's output, where the side writes request body bytes. */
 struct evbuffer *gw_exchange_request_output(const gw_exchange_t *exchange);
+
+/* True when the request body goes framed as HTTP/1.1 (chunked when its
+ * length is unknown); false for a stream to the sandbox, whose frames carry
+ * it as it is. */
+static inline bool gw_exchange_request_framed(const gw_exchange_t *exchange) {
+    return exchange->h2up == NULL;
+}
 
 /* How many more request bytes the upstream's output takes now (it writes
  * what the socket takes first when full); 0: the side waits for

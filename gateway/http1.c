@@ -332,6 +332,7 @@ static int gw_head_on_message_complete(llhttp_t *parser) {
 static llhttp_settings_t gw_request_settings;
 static llhttp_settings_t gw_response_settings;
 static llhttp_settings_t gw_decoded_settings; /* a response whose body goes to body_sink */
+/* (a request's body goes to body_sink too when it is set) */
 
 /* Fills both settings once (the first parser of any thread; racing threads
  * write the same values). */
@@ -353,6 +354,8 @@ static void gw_http1_settings_init(void) {
     gw_request_settings.on_url = gw_head_on_target;
     gw_request_settings.on_version_complete = gw_head_on_version_complete;
     gw_request_settings.on_chunk_header = gw_head_on_chunk_header;
+    /* A chunked request body to an HTTP/2 sandbox, without its framing (body_sink). */
+    gw_request_settings.on_body = gw_head_on_body;
     gw_response_settings.on_status = gw_head_on_target;
     gw_response_settings.on_chunk_header = gw_head_on_response_chunk_header;
     gw_decoded_settings = gw_response_settings;

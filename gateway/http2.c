@@ -308,6 +308,7 @@ static void gw_h2_forward_request(gw_h2_stream_t *stream) {
         return;
     struct evbuffer *body = stream->request_body;
     struct evbuffer *output = gw_exchange_request_output(exchange);
+    bool chunked = stream->chunked && gw_exchange_request_framed(exchange);
     size_t moved = 0;
     while (evbuffer_get_length(body) > 0) {
         size_t room = gw_exchange_request_room(exchange);
@@ -316,10 +317,10 @@ static void gw_h2_forward_request(gw_h2_stream_t *stream) {
         size_t length = evbuffer_get_length(body);
         if (length > room)
             length = room;
-        if (stream->chunked)
+        if (chunked)
             evbuffer_add_printf(output, "%zx\r\n", length);
         evbuffer_remove_buffer(body, output, length);
-        if (stream->chunked)
+        if (chunked)
             evbuffer_add(output, "\r\n", 2);
         gw_exchange_request_sent(exchange, length);
         moved += length;
@@ -331,7 +332,7 @@ static void gw_h2_forward_request(gw_h2_stream_t *stream) {
             gw_exchange_request_flush(exchange);
         return;
     }
-    if (stream->chunked) {
+    if (chunked) {
         evbuffer_add(output, "0\r\n", 3);
         char *trailers = "\r\n";
         size_t length = 2;
@@ -513,8 +514,10 @@ static int gw_h2_side_response_head(void *arg, const gw_head_t *head, int status
                                (size_t)count, NULL);
         return 0;
     }
-    /* RFC 9110 §6.4.1: no content for HEAD, 204 and 304; END_STREAM comes with the head. */
-    bool body = strcmp(stream->method, "HEAD") != 0 && status != 204 && status != 304;
+    /* RFC 9110 §6.4.1: no content for HEAD, 204 and 304; END_STREAM comes with the head
+     * (so does a sandbox's trailers-only gRPC answer). */
+    bool body = strcmp(stream->method, "HEAD") != 0 && status != 204 && status != 304 &&
+                stream->exchange.response_state != GW_RESPONSE_DONE;
     gw_h2_stream_submit(stream, fields, (size_t)count, body);
     return 0;
 }

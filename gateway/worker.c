@@ -116,6 +116,7 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
     gw_conn_t *client;
     while ((client = LIST_FIRST(&worker->clients)) != NULL)
         gw_conn_close(client);
+    gw_h2up_pool_free(&worker->h2up_pool);
     gw_pool_free(&worker->pool);
     gw_resume_free(worker->resume);
     worker->resume = NULL;
@@ -250,7 +251,8 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     if (worker->stop_event == NULL || worker->wake_event == NULL ||
         event_add(worker->wake_event, NULL) < 0 ||
         gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms,
-                     gw_worker_pool_limit(server)) < 0) {
+                     gw_worker_pool_limit(server)) < 0 ||
+        gw_h2up_pool_init(&worker->h2up_pool, worker) < 0) {
         log_error("worker %d: out of memory", index);
         return -1;
     }

@@ -12,6 +12,7 @@
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/upstream.h"
+#include "gateway/upstream_h2.h"
 #include "routing/address.h"
 #include "routing/catalog.h"
 #include "util/redis_link.h"
@@ -64,6 +65,7 @@ typedef struct gw_worker {
     struct gw_activity *activity; /* NULL when activity_interval is off */
     struct gw_resume *resume;     /* requests held for paused sandboxes */
     gw_pool_t pool;
+    gw_h2up_pool_t h2up_pool; /* h2c sessions to sandboxes */
     LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;
     size_t client_limit; /* this worker's share of max_connections */

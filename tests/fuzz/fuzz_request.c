@@ -15,7 +15,9 @@
  *     HTTP/2: the client's bytes hold the HTTP/2 preface, and HPACK can send a token once and
  *     reference it many times, or hide it in Huffman code).
  *
- * HTTP/2 inputs (the preface, then frames) run the same path through gateway/http2.c. */
+ * HTTP/2 inputs (the preface, then frames) run the same path through gateway/http2.c. A gRPC
+ * request goes to its sandbox over h2c: these sandboxes close such a connection (no HTTP/2 here);
+ * what a sandbox's HTTP/2 server answers is fuzz_h2_upstream's. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -75,6 +77,7 @@ typedef struct fuzz_connection {
     struct event *read_event;
     llhttp_t parser;
     bool tunnel; /* after 101: bytes are echoed */
+    bool spoke;  /* bytes arrived before this read */
     bool closed; /* the sandbox closed its side after a "close" answer */
     bool in_trailers;
     char name[FUZZ_NAME_MAX];
@@ -238,6 +241,17 @@ static void fuzz_connection_read(evutil_socket_t fd, short events, void *arg) {
         const char *rest = llhttp_get_error_pos(&connection->parser);
         connection->tunnel = true;
         fuzz_send(fd, rest, (size_t)(buffer + got - rest));
+        return;
+    }
+    bool first = !connection->spoke;
+    connection->spoke = true;
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (error == HPE_PAUSED_H2_UPGRADE && first && (size_t)got >= sizeof(preface) - 1 &&
+        memcmp(buffer, preface, sizeof(preface) - 1) == 0) {
+        /* The HTTP/2 preface (a gRPC request, an h2c_ports port): these sandboxes speak
+         * HTTP/1.1 only, and close, as a server without HTTP/2 does (the gateway answers 502). */
+        event_del(connection->read_event);
+        shutdown(fd, SHUT_RDWR);
         return;
     }
     if (error != HPE_OK) {

@@ -70,9 +70,57 @@ def h2_seeds():
     seeds["h2-reset-ping-window"] = b"\x00" + preface + headers(1, request(pub)) + reset.serialize() + \
         PingFrame(0, opaque_data=b"12345678").serialize() + WindowUpdateFrame(0, window_increment=1000).serialize() + \
         headers(3, request(pub, b"/after"))
+    grpc = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    seeds["h2-grpc"] = b"\x00" + preface + headers(1, request(pub, b"/s.E/U", b"POST", extra=grpc),
+                                                  end_stream=False) + data(1, b"\0\0\0\0\1x")
+    seeds["h2-grpc-refused"] = b"\x00" + preface + headers(1, request(b"30000-gone.fuzz.test", b"/s.E/U", b"POST",
+                                                                      extra=grpc))
     for kind in range(8):
         seeds[f"h2-answer-{kind}"] = bytes([kind << 1]) + preface + headers(1, request(pub)) + \
             headers(3, request(pub, b"/h", b"HEAD"))
+    return seeds
+
+
+def h2_upstream_seeds():
+    """What a sandbox's HTTP/2 server sends (fuzz_h2_upstream.c): its SETTINGS, then answers to
+    streams 1 and 3, parts split at 0xff."""
+    import hpack
+    from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+
+    def headers(stream_id, fields, end_stream=False):
+        frame = HeadersFrame(stream_id)
+        frame.data = hpack.Encoder().encode(fields, huffman=False)
+        frame.flags.add("END_HEADERS")
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        return frame.serialize()
+
+    def data(stream_id, payload, end_stream=False):
+        frame = DataFrame(stream_id, data=payload)
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        return frame.serialize()
+
+    settings = SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 1}).serialize()
+    ok = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    trailers = [(b"grpc-status", b"0"), (b"grpc-message", b"")]
+    seeds = {}
+    for mode in (0, 1, 2, 3):
+        seeds[f"h2up-unary-{mode}"] = bytes([mode]) + settings + headers(1, ok) + \
+            data(1, b"\0\0\0\0\2hi") + headers(1, trailers, end_stream=True) + \
+            headers(3, ok) + data(3, b"x" * 300) + b"\xff" + data(3, b"", end_stream=True)
+    seeds["h2up-trailers-only"] = b"\x01" + settings + headers(1, ok + [(b"grpc-status", b"12")], end_stream=True)
+    seeds["h2up-informational"] = b"\x01" + settings + headers(1, [(b":status", b"103"), (b"link", b"</a>")]) + \
+        headers(1, [(b":status", b"204")], end_stream=True)
+    reset = RstStreamFrame(1)
+    reset.error_code = 8
+    seeds["h2up-reset"] = b"\x01" + settings + headers(1, ok) + b"\xff" + reset.serialize()
+    goaway = GoAwayFrame(0)
+    goaway.last_stream_id = 1
+    seeds["h2up-goaway"] = b"\x01" + settings + goaway.serialize() + headers(1, ok) + \
+        data(1, b"done", end_stream=True)
+    seeds["h2up-not-h2"] = b"\x01HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    seeds["h2up-bad-status"] = b"\x01" + settings + headers(1, [(b":status", b"2000")], end_stream=True)
     return seeds
 
 
@@ -193,6 +241,9 @@ def record_seeds():
         "mask-twice": record(b"addr", b"10.0.0.1", b"mask_request_host", b"${PORT}.${PORT}:${PORT}"),
         "mask-bad": record(b"addr", b"10.0.0.1", b"mask_request_host", b"a b\r\n"),
         "exec-newline": record(b"addr", b"10.0.0.1", b"execution_id", b"1\n10.0.0.2\n80"),
+        "ports": record(b"addr", b"10.0.0.1", b"public_ports", b"49983, 1", b"h2c_ports", b"50051,8080",
+                        b"state", b"paused", b"auto_resume", b"false"),
+        "h2c-all": record(b"addr", b"10.0.0.1", b"h2c_ports", b"*"),
         # HMGET order: addr, execution_id, allow_public_traffic, tokens, mask, max_connections.
         "ordered": record(b"10.0.0.1", b"e", b"true", b"!", b"!", b"h:${PORT}", b"5"),
     }
@@ -260,6 +311,7 @@ TARGETS = {
     "fuzz_config": config_seeds,
     "fuzz_egress_policy": egress_seeds,
     "fuzz_ticket": ticket_seeds,
+    "fuzz_h2_upstream": h2_upstream_seeds,
 }
 
 

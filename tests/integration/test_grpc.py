@@ -2,10 +2,16 @@
 client: what the gateway refuses itself reaches a gRPC client as a status (HTTP 200, trailers-only,
 grpc-status and grpc-message), never as a protocol error; gRPC over HTTP/1.1 is 505; gRPC-Web is
 ordinary HTTP."""
+import subprocess
+import threading
+import time
+
 import grpc
 import pytest
 
+from lib.gateway import DOMAIN, admin_gateway, gateway_metrics
 from lib.h2client import H2Client
+from lib.util import free_port, wait_for
 
 METHOD = "/sgw.test.Echo/Unary"
 
@@ -96,3 +102,345 @@ def test_grpc_over_http11_is_505_and_grpc_web_is_http(gateway, redis, backend):
                                headers=[("Content-Type", "application/grpc-web+proto")], body=b"x")
     assert response.status == 200
     assert backend.last.header("Content-Type") == "application/grpc-web+proto"
+
+
+# --------------------------------------------------------------------------- to a gRPC server
+
+class EchoService:
+    """A gRPC server on loopback with generic handlers (bytes in, bytes out)."""
+
+    def __init__(self):
+        from concurrent import futures
+        self.cancelled = threading.Event()
+        self.metadata = []
+        self.sent = 0
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
+            "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
+            "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+            "Megabytes": grpc.unary_stream_rpc_method_handler(self.megabytes),
+        }
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("sgw.test.Echo", handlers)])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0)
+
+    def unary(self, request, context):
+        self.metadata.append(dict(context.invocation_metadata()))
+        self.time_remaining = context.time_remaining()
+        context.set_trailing_metadata([("x-echo-trailer", "done")])
+        return request
+
+    def server_stream(self, request, context):
+        for i in range(int(request)):
+            yield b"part %d" % i
+
+    def client_stream(self, requests, context):
+        return b"|".join(requests)
+
+    def bidi(self, requests, context):
+        for request in requests:
+            yield request.upper()
+
+    def fail(self, request, context):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+
+    def megabytes(self, request, context):
+        self.sent = 0
+        for _ in range(int(request)):
+            self.sent += 1
+            yield b"m" * (1 << 20)
+
+    def slow(self, request, context):
+        if not context.add_callback(self.cancelled.set):
+            self.cancelled.set()
+        time.sleep(30)
+        return b"late"
+
+
+@pytest.fixture
+def echo():
+    service = EchoService()
+    yield service
+    service.stop()
+
+
+def channel(gateway, sandbox, port):
+    return grpc.insecure_channel(f"127.0.0.1:{gateway.port}", options=[
+        ("grpc.default_authority", gateway.host(sandbox, port)),
+        ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+
+
+def test_unary_with_metadata_and_trailers(gateway, redis, echo):
+    redis.put("rpc1")
+    with channel(gateway, "rpc1", echo.port) as ch:
+        reply, call = ch.unary_unary("/sgw.test.Echo/Unary").with_call(
+            b"hello", timeout=10, metadata=[("x-request-meta", "m1")])
+    assert reply == b"hello"
+    assert ("x-echo-trailer", "done") in call.trailing_metadata()
+    seen = echo.metadata[-1]
+    assert seen["x-request-meta"] == "m1"
+    assert 5 < echo.time_remaining < 11  # grpc-timeout passed (gRPC turns it into the deadline)
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_streaming_all_ways(gateway, redis, echo):
+    redis.put("rpc2")
+    with channel(gateway, "rpc2", echo.port) as ch:
+        parts = list(ch.unary_stream("/sgw.test.Echo/ServerStream")(b"50", timeout=10))
+        assert parts == [b"part %d" % i for i in range(50)]
+        joined = ch.stream_unary("/sgw.test.Echo/ClientStream")(iter([b"a", b"b", b"c"]), timeout=10)
+        assert joined == b"a|b|c"
+        echoed = list(ch.stream_stream("/sgw.test.Echo/Bidi")(iter([b"x", b"yz"] * 20), timeout=10))
+        assert echoed == [b"X", b"YZ"] * 20
+
+
+def test_sandbox_status_and_large_messages(gateway, redis, echo):
+    redis.put("rpc3")
+    with channel(gateway, "rpc3", echo.port) as ch:
+        with pytest.raises(grpc.RpcError) as raised:
+            ch.unary_unary("/sgw.test.Echo/Fail")(b"x", timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details() == "bad request"
+        big = bytes(range(256)) * (16 << 12)  # 16 MiB
+        assert ch.unary_unary("/sgw.test.Echo/Unary")(big, timeout=30) == big
+
+
+def test_client_cancel_reaches_the_server(gateway, redis, echo):
+    redis.put("rpc4")
+    with channel(gateway, "rpc4", echo.port) as ch:
+        future = ch.unary_unary("/sgw.test.Echo/Slow").future(b"x", timeout=20)
+        time.sleep(0.5)
+        future.cancel()
+        assert echo.cancelled.wait(5)
+
+
+def test_deadline_passes(gateway, redis, echo):
+    redis.put("rpc5")
+    with channel(gateway, "rpc5", echo.port) as ch:
+        with pytest.raises(grpc.RpcError) as raised:
+            ch.unary_unary("/sgw.test.Echo/Slow")(b"x", timeout=0.5)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert echo.cancelled.wait(5)
+
+
+def test_many_concurrent_rpcs_on_one_connection(gateway, redis, echo):
+    redis.put("rpc6")
+    with channel(gateway, "rpc6", echo.port) as ch:
+        unary = ch.unary_unary("/sgw.test.Echo/Unary")
+        futures = [unary.future(b"n%d" % i, timeout=30) for i in range(1000)]
+        assert [f.result() for f in futures] == [b"n%d" % i for i in range(1000)]
+
+
+def test_a_port_without_http2_is_502(gateway, redis, backend):
+    redis.put("rpc7")
+    got, message, _ = call(gateway, "rpc7", backend.port)
+    assert (got, message) == (grpc.StatusCode.UNAVAILABLE, "The sandbox port does not speak HTTP/2")
+
+
+def test_over_tls_with_alpn_h2(gateway_factory, redis, echo, tmp_path):
+    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(certificate), "-days", "2",
+                    "-subj", f"/CN=*.{DOMAIN}", "-addext", f"subjectAltName=DNS:*.{DOMAIN}"],
+                   check=True, capture_output=True, timeout=60)
+    tls_port = free_port()
+    gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls", f"tls_certificate {certificate}",
+                                            f"tls_certificate_key {key}"])
+    redis.put("rpc8")
+    name = f"{echo.port}-rpc8.{DOMAIN}"
+    credentials = grpc.ssl_channel_credentials(root_certificates=certificate.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{tls_port}", credentials, options=[
+            ("grpc.ssl_target_name_override", name), ("grpc.default_authority", f"{name}:{tls_port}")]) as ch:
+        assert ch.unary_unary("/sgw.test.Echo/Unary")(b"secure", timeout=10) == b"secure"
+        assert list(ch.stream_stream("/sgw.test.Echo/Bidi")(iter([b"a", b"b"]), timeout=10)) == [b"A", b"B"]
+    assert echo.metadata[-1]["x-forwarded-proto"] == "https"
+
+
+def test_h2c_ports_for_any_http2_request(gateway, redis, echo):
+    """A port in h2c_ports speaks HTTP/2 for every HTTP/2 request, gRPC or not: a plain GET to the
+    gRPC server is 502 over HTTP/1.1 (it refuses that), and its own answer over h2c."""
+    redis.put("rpc9")
+    with H2Client(gateway.port) as client:
+        assert client.get(gateway.host("rpc9", echo.port), "/plain").status == 502  # sent as HTTP/1.1
+    redis.put("rpc9", h2c_ports=str(echo.port))
+    with H2Client(gateway.port) as client:
+        response = client.get(gateway.host("rpc9", echo.port), "/plain")
+    # The server's own trailers-only answer to a GET, passed on as one HEADERS frame.
+    assert response.status == 200 and response.header("grpc-status") == "2", response.headers
+    assert response.header("grpc-message") == "Bad method header" and response.data == b""
+
+
+def test_idle_sessions_close_and_a_graceful_goaway_finishes_streams(gateway_factory, redis, echo):
+    gateway = admin_gateway(gateway_factory, redis, upstream_idle_timeout="300ms")
+    redis.put("rpc10")
+    with channel(gateway, "rpc10", echo.port) as ch:
+        assert ch.unary_unary("/sgw.test.Echo/Unary")(b"x", timeout=10) == b"x"
+        assert gateway_metrics(gateway)["sgw_upstream_connections"] == 1
+        wait_for(lambda: gateway_metrics(gateway)["sgw_upstream_connections"] == 0, 3,
+                 message="the idle h2c session to close")
+        # The sandbox stops gracefully (GOAWAY) while a stream is in flight: it still completes.
+        slow = ch.unary_stream("/sgw.test.Echo/ServerStream").__call__(b"3000", timeout=20)
+        first = next(slow)
+        stopping = threading.Thread(target=echo.server.stop, args=(5,))
+        stopping.start()
+        rest = list(slow)
+        stopping.join()
+    assert first == b"part 0" and len(rest) == 2999
+
+
+def test_malformed_h2c_ports_is_an_invalid_record(gateway, redis, echo):
+    redis.put("rpc11", h2c_ports="80,x")
+    got, message, _ = call(gateway, "rpc11", echo.port)
+    assert (got, message) == (grpc.StatusCode.UNAVAILABLE, "The sandbox record is invalid")
+
+
+def resetting_h2_server(stream, server):
+    """An HTTP/2 server (python3-h2) that resets every stream it is sent, once its request ended."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    connection.initiate_connection()
+    stream.sock.sendall(connection.data_to_send())
+    while True:
+        try:
+            data = stream.sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.StreamEnded):
+                server.record(event.stream_id)
+                connection.reset_stream(event.stream_id, error_code=8)  # CANCEL
+        stream.sock.sendall(connection.data_to_send())
+
+
+def test_a_reset_from_the_sandbox_resets_the_client_stream(gateway, redis, raw_server_factory):
+    server = raw_server_factory(resetting_h2_server)
+    redis.put("rpc12", h2c_ports="*")
+    with H2Client(gateway.port) as client:
+        response = client.get(gateway.host("rpc12", server.port), "/reset-me")
+    assert response.reset is not None and response.status == 0, response
+    assert server.count() == 1
+
+
+def echoing_h2_server(stream, server):
+    """A plain HTTP/2 server (python3-h2): answers each request with its body upper-cased, in two
+    DATA frames, then the trailer x-sum; records (method, path, body, fields)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                      header_encoding="utf-8"))
+    connection.initiate_connection()
+    stream.sock.sendall(connection.data_to_send())
+    requests = {}
+    while True:
+        try:
+            data = stream.sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                requests[event.stream_id] = [dict(event.headers), b""]
+            elif isinstance(event, h2.events.DataReceived):
+                requests[event.stream_id][1] += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                fields, body = requests.pop(event.stream_id)
+                server.record((fields[":method"], fields[":path"], body, fields))
+                connection.send_headers(event.stream_id, [(":status", "200"), ("content-type", "text/plain")])
+                reply = body.upper() or b"empty"
+                connection.send_data(event.stream_id, reply[:2])
+                connection.send_data(event.stream_id, reply[2:])
+                connection.send_headers(event.stream_id, [("x-sum", str(len(body)))], end_stream=True)
+        stream.sock.sendall(connection.data_to_send())
+
+
+def test_http11_clients_of_an_h2c_port_are_translated(gateway, redis, raw_server_factory):
+    server = raw_server_factory(echoing_h2_server)
+    redis.put("h2c1", h2c_ports=str(server.port))
+    host = gateway.host("h2c1", server.port)
+    with gateway.connect() as connection:
+        response = connection.request("POST", "/up?x=1", host=host, chunks=[b"hello ", b"h2c"])
+        assert response.status == 200 and response.body == b"HELLO H2C", response
+        assert response.header("Transfer-Encoding") == "chunked"
+        again = connection.request("GET", "/again", host=host)  # the connection is kept
+        assert again.status == 200 and again.body == b"empty"
+    method, path, body, fields = server.requests[0]
+    assert (method, path, body) == ("POST", "/up?x=1", b"hello h2c")
+    assert fields[":authority"] == host and fields["x-forwarded-for"] == "127.0.0.1"
+    assert "transfer-encoding" not in fields and "connection" not in fields
+    # HTTP/2 clients too, trailers and all.
+    with H2Client(gateway.port) as client:
+        answer = client.get(host, "/h2", headers=[("te", "trailers")])
+    assert answer.status == 200 and bytes(answer.data) == b"empty"
+    assert ("x-sum", "0") in answer.trailers
+
+
+def test_a_stream_refused_by_goaway_is_sent_again_on_a_new_session(gateway, redis, raw_server_factory):
+    """The sandbox's first connection answers the request with GOAWAY(last stream 0): not processed,
+    so the gateway sends it once more, on a new connection, which serves it."""
+    connections = []
+
+    def handler(stream, server):
+        connections.append(stream)
+        if len(connections) > 1:
+            return echoing_h2_server(stream, server)
+        import h2.config
+        import h2.connection
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        connection.initiate_connection()
+        stream.sock.sendall(connection.data_to_send())
+        data = stream.sock.recv(65536)
+        connection.receive_data(data)
+        connection.close_connection(last_stream_id=0)
+        stream.sock.sendall(connection.data_to_send())
+        stream.wait_eof(5)
+
+    server = raw_server_factory(handler)
+    redis.put("h2c2", h2c_ports="*")
+    with H2Client(gateway.port) as client:
+        answer = client.get(gateway.host("h2c2", server.port), "/twice")
+    assert answer.status == 200 and bytes(answer.data) == b"empty"
+    assert len(connections) == 2 and server.count() == 1
+
+
+def test_a_slow_client_holds_the_sandbox_back(gateway, redis, echo):
+    """Flow control joined on both sides: a client that reads nothing gets no more than the windows
+    allow, and the gateway buffers a bounded amount (the sandbox's stream waits); read on, all
+    arrives."""
+    redis.put("rpc13")
+    message = b"64"
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    with H2Client(gateway.port, auto_ack=False) as client:
+        stream = client.request(gateway.host("rpc13", echo.port), "/sgw.test.Echo/Megabytes", method="POST",
+                                headers=[("content-type", "application/grpc"), ("te", "trailers")], body=body)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            client.read(0.1)
+        held = len(client.streams[stream].data)
+        assert client.streams[stream].status == 200 and 0 < held <= 1 << 20, held  # the client's windows: 64 KiB stream, 1 MiB at most
+        assert echo.sent <= 8, echo.sent  # 64 MiB asked; the sandbox was held back
+        received = 0
+        while not client.streams[stream].done:
+            data = len(client.streams[stream].data) - received
+            if data:
+                client.ack(stream, data)
+                client.ack_connection(data)
+                received += data
+            client.read(0.2)
+        total = len(client.streams[stream].data)
+    assert total == 64 * ((1 << 20) + 5), total
+    assert ("grpc-status", "0") in client.streams[stream].trailers
