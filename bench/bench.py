@@ -357,7 +357,7 @@ class Bench:
             self.cpu_proxy = self.cpu_wrk = self.cpu_backend = None
         (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
          self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin, self.p_quiet, self.p_quiet_tls,
-         self.p_quiet_admin) = free_ports(12)
+         self.p_quiet_admin, self.p_h2c, self.p_nginx_grpc) = free_ports(14)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
         self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
@@ -425,8 +425,17 @@ class Bench:
                                      tmp / "gateway-quiet.log", cpu=self.cpu_proxy,
                                      ready=http_ready(self.p_quiet, self.host()))
 
+        # The h2c backend of the gRPC scenarios: nghttpd (no TLS) serving www/ to any method.
+        (tmp / "www" / "unary").write_bytes(b"\0\0\0\0\x1b" + b"sandbox-gateway gRPC reply.")
+        (tmp / "grpc-request").write_bytes(b"\0\0\0\0\x0agrpc-ping!")
+        os.chmod(tmp / "www" / "unary", 0o644)
+        self.h2c_backend = Service("h2c backend (nghttpd)", [
+            "nghttpd", "--no-tls", "-a", "127.0.0.1", "-d", str(tmp / "www"), str(self.p_h2c)],
+            tmp / "nghttpd.out", cpu=self.cpu_backend, ready=lambda: port_open(self.p_h2c))
+        self.h2c_backend.start()
+
         nginx_conf = self.render("nginx-proxy.conf", "nginx-proxy.conf", TMP=tmp, PORT=self.p_nginx,
-                                 TLS_PORT=self.p_nginx_tls,
+                                 TLS_PORT=self.p_nginx_tls, GRPC_PORT=self.p_nginx_grpc, H2C_PORT=self.p_h2c,
                                  BACKEND_PORT=self.p_backend, WS_PORT=self.p_ws, NOFILE=self.nofile,
                                  WORKER_CONNECTIONS=worker_connections,
                                  PROXY_BUFFERING="off" if self.args.nginx_no_buffering else "on")
@@ -530,7 +539,9 @@ class Bench:
                 out.append(b"$%d\r\n%s\r\n" % (len(data), data))
             return b"".join(out)
         ids = [SINGLE_ID] + [f"{CHURN_PREFIX}{i:05d}" for i in range(self.args.churn_ids)]
-        payload = b"".join(resp("HSET", f"sandbox:catalog:{sid}", "addr", "127.0.0.1", "execution_id", "bench-1")
+        # The single route's h2c_ports: the gRPC scenarios' nghttpd (gRPC requests would go over h2c anyway).
+        payload = b"".join(resp("HSET", f"sandbox:catalog:{sid}", "addr", "127.0.0.1", "execution_id", "bench-1",
+                                *(("h2c_ports", str(self.p_h2c)) if sid == SINGLE_ID else ()))
                            for sid in ids)
         proc = subprocess.run(["redis-cli", "-p", str(self.p_redis), "--pipe"], input=payload,
                               capture_output=True, timeout=60)
@@ -681,6 +692,10 @@ class Bench:
             elif scenario == "idle-10k":
                 for server in ["gateway", "nginx"]:
                     plan.append((scenario, server, lambda s=server: self.idle_beside_busy(s)))
+            elif scenario in ("grpc-unary", "grpc-stream"):
+                for server in ["direct", "gateway", "nginx"]:
+                    plan.append((scenario, server, lambda s=server, sc=scenario: self.measured(
+                        s, lambda: self.h2c_load(s, sc))))
             elif scenario == "resume":
                 plan.append((scenario, "gateway", self.resume))
             elif scenario == "h2-large":
@@ -720,6 +735,44 @@ class Bench:
         return {"rps": requests / seconds, "mibs": int(traffic.group(1)) / seconds / MiB if traffic else None,
                 "p50_us": microseconds(mean.group(1)) if mean else None, "requests": requests,
                 "errors": failed + errored, "error_detail": {"failed": failed, "errored": errored}}
+
+    def h2c_load(self, server, scenario):
+        """h2load over h2c (prior knowledge) to the nghttpd backend, directly, through the gateway and through
+        nginx's grpc_pass: grpc-unary, 50 connections x 10 streams of small gRPC POSTs; grpc-stream, 8
+        connections of 1 MiB responses. A fixed time after a 1 s warm-up."""
+        duration = self.args.duration
+        port = {"direct": self.p_h2c, "gateway": self.p_gateway, "nginx": self.p_nginx_grpc}[server]
+        authority = self.host(self.p_h2c)
+        if scenario == "grpc-unary":
+            shape = ["-c50", "-m10", "-d", str(self.tmp / "grpc-request"), "-H", "content-type: application/grpc",
+                     "-H", "te: trailers"]
+            path = "/unary"
+        else:
+            shape = ["-c8", "-m1"]
+            path = "/1m"
+        argv = (["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []) + [
+            "h2load", "-t1", *shape, f"-D{duration}", "--warm-up-time=1", "-H", f":authority: {authority}",
+            f"http://127.0.0.1:{port}{path}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, preexec_fn=_child_setup)
+        out = proc.stdout + proc.stderr
+        done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                         r"(\d+) errored, (\d+) timeout", out)
+        codes = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        traffic = re.search(r"traffic: .*?\((\d+)\) total", out)
+        mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+        if proc.returncode != 0 or not done:
+            raise RuntimeError(f"h2load against {server} failed:\n{out[-2000:]}")
+        requests, failed, errored = int(done.group(3)), int(done.group(4)), int(done.group(5))
+        not_2xx = int(codes.group(1)) + int(codes.group(2)) if codes else 0
+
+        def microseconds(text):
+            number = float(re.match(r"[0-9.]+", text).group(0))
+            return number * (1e6 if text.endswith("s") and not text.endswith(("ms", "us")) else
+                             1e3 if text.endswith("ms") else 1.0)
+        return {"rps": requests / duration, "mibs": int(traffic.group(1)) / duration / MiB if traffic else None,
+                "p50_us": microseconds(mean.group(1)) if mean else None, "requests": requests,
+                "errors": failed + errored + not_2xx,
+                "error_detail": {"failed": failed, "errored": errored, "4xx and 5xx": not_2xx}}
 
     def measured(self, server, run):
         """run()'s result plus who worked how hard meanwhile: the proxy's CPU time (its processes' user + system
@@ -1024,6 +1077,8 @@ TITLES = {
     "h2-large": "1 MiB over TLS, h2 (8 connections)",
     "resume": "requests held for a paused sandbox, resumed after 500 ms",
     "clients-1000": "1,000 keep-alive clients, one sandbox",
+    "grpc-unary": "gRPC unary over h2c, 50 connections × 10 streams",
+    "grpc-stream": "1 MiB over h2c to the sandbox (8 connections)",
     "idle-10k": "50 busy clients beside 10,000 idle ones",
 }
 SCENARIOS = list(TITLES)    # run, table and chart order; the default --only
@@ -1032,13 +1087,14 @@ METRIC = {"keepalive": ("rps", "req/s"), "close": ("rps", "req/s"), "large": ("m
           "tls-keepalive": ("rps", "req/s"), "tls-handshake": ("rps", "handshakes/s"),
           "activity": ("rps", "req/s"), "h2-tls": ("rps", "req/s"), "h2-sdk": ("rps", "req/s"),
           "h2-large": ("mibs", "MiB/s"), "resume": ("added_p99_us", "p99 after the resume"),
-          "clients-1000": ("rps", "req/s"), "idle-10k": ("rps", "req/s")}
+          "clients-1000": ("rps", "req/s"), "idle-10k": ("rps", "req/s"),
+          "grpc-unary": ("rps", "req/s"), "grpc-stream": ("mibs", "MiB/s")}
 
 
 def figure_text(scenario, value):
     if value is None:
         return "—"
-    if scenario in ("large", "h2-large"):
+    if scenario in ("large", "h2-large", "grpc-stream"):
         return f"{value:,.0f} MiB/s"
     if scenario == "websocket":
         return f"{value:.1f} KiB/conn"
@@ -1201,6 +1257,16 @@ def targets(summary, args):
         if dials is not None:
             out.append(("… sandbox connections dialled ≤ 1 % of requests after warm-up", f"{dials:.2f} %",
                         dials <= 1.0))
+    for scenario, key, floor, text in [("grpc-unary", "rps", 0.5, "gRPC unary, 50 × 10 streams"),
+                                       ("grpc-stream", "mibs", 0.8, "1 MiB over h2c")]:
+        gw, di, ng = (get(scenario, "gateway", key), get(scenario, "direct", key), get(scenario, "nginx", key))
+        if gw and di:
+            r = gw / di
+            out.append((f"{text}: gateway ≥ {floor} × direct", f"{r:.2f} × ({gw:,.0f} vs {di:,.0f})"
+                        f"{limit_clause(summary, scenario, peer='nginx')}", r >= floor and clean(scenario, "gateway")))
+        if gw and ng:
+            out.append((f"{text}: gateway ≥ nginx grpc_pass", f"{gw / ng:.2f} × ({gw:,.0f} vs {ng:,.0f})",
+                        gw >= ng and clean(scenario, "gateway")))
     ratio99 = get("idle-10k", "gateway", "p99_ratio")
     if ratio99 is not None:
         out.append((f"50 busy clients beside {args.idle_connections:,} idle: p99 ≤ 1.2 × without them",
@@ -1506,6 +1572,8 @@ def plot(bench, env, summary, args, out):
                  "tls-handshake": "full TLS 1.2 handshakes, no resumption (handshakes/s, higher is better)",
                  "activity": "keep-alive, activity on vs off (req/s, higher is better)",
                  "clients-1000": "1,000 keep-alive clients, one sandbox (req/s, higher is better)",
+                 "grpc-unary": "gRPC unary over h2c, 50 × 10 streams (req/s, higher is better)",
+                 "grpc-stream": "1 MiB over h2c to the sandbox (MiB/s, higher is better)",
                  "idle-10k": f"50 busy clients beside {args.idle_connections:,} idle (req/s, higher is better)",
                  "h2-tls": "h2 over TLS, 50 × 10 streams (req/s, higher is better)",
                  "h2-sdk": "h2 over TLS, 1 connection × 100 streams (req/s, higher is better)",

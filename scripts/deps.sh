@@ -10,7 +10,7 @@ case "$profile" in
     run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
     test)  wanted=("${build_packages[@]}" libcmocka-dev python3 python3-pytest python3-h2 python3-grpcio nghttp2-client chromium jupyter-notebook python3-ipykernel redis-server curl wrk openssl nftables iproute2 haproxy valgrind clang libclang-rt-14-dev) ;;
     fuzz)  wanted=("${build_packages[@]}" clang libclang-rt-14-dev python3 python3-pytest) ;;
-    bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk nghttp2-client openssl nginx-light haproxy gnuplot-nox) ;;
+    bench) wanted=("${build_packages[@]}" redis-server curl python3 wrk nghttp2-client nghttp2-server openssl nginx-light haproxy gnuplot-nox) ;;
     -h|--help)
         echo "usage: $0 [build|run|test|fuzz|bench]"
         exit 0 ;;
