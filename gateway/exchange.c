@@ -688,15 +688,17 @@ static int gw_exchange_h2up_fields(gw_exchange_t *exchange, nghttp2_nv **out) {
     const char *target = space + 1;
     const char *target_end = memchr(target, ' ', (size_t)(line_end - target));
     size_t count = 0;
-    fields[count++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)text, 7,
-                                   (size_t)(space - text), NGHTTP2_NV_FLAG_NONE};
-    fields[count++] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE};
+    fields[count++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)text, 7, (size_t)(space - text),
+                                   NGHTTP2_NV_FLAG_NONE};
+    fields[count++] =
+        (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE};
     size_t authority = count++;
-    fields[authority] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)"", 10, 0, NGHTTP2_NV_FLAG_NONE};
+    fields[authority] =
+        (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)"", 10, 0, NGHTTP2_NV_FLAG_NONE};
     fields[count++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)target, 5,
                                    (size_t)(target_end - target), NGHTTP2_NV_FLAG_NONE};
-    static const char *const dropped[] = {"connection", "keep-alive", "proxy-connection",
-                                          "transfer-encoding", "upgrade", "te"};
+    static const char *const dropped[] = {"connection",        "keep-alive", "proxy-connection",
+                                          "transfer-encoding", "upgrade",    "te"};
     for (const char *line = line_end + 2; line < end; line = line_end + 2) {
         line_end = memchr(line, '\r', (size_t)(end - line));
         if (line_end == NULL || line_end == line)
@@ -728,8 +730,8 @@ static int gw_exchange_h2up_fields(gw_exchange_t *exchange, nghttp2_nv **out) {
     }
     const gw_header_t *te = gw_head_find(exchange->request_head, "te", 2);
     if (te != NULL && te->value_length == 8 && strncasecmp(te->value, "trailers", 8) == 0)
-        fields[count++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8,
-                                       NGHTTP2_NV_FLAG_NONE};
+        fields[count++] =
+            (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, NGHTTP2_NV_FLAG_NONE};
     *out = fields;
     return (int)count;
 }
@@ -811,7 +813,8 @@ static void gw_exchange_h2up_ended(void *owner) {
         char *trailers = "\r\n";
         size_t length = 2;
         const gw_head_t *head = &exchange->response_head;
-        if (head->in_trailers && gw_http1_trailers_write(head, exchange->arena, &trailers, &length) < 0) {
+        if (head->in_trailers &&
+            gw_http1_trailers_write(head, exchange->arena, &trailers, &length) < 0) {
             exchange->side->abort(exchange->side_arg);
             exchange->side->leave(exchange->side_arg);
             return;
@@ -825,7 +828,7 @@ static void gw_exchange_h2up_ended(void *owner) {
 }
 
 static void gw_exchange_h2up_trailers(void *owner, const gw_head_t *head) {
-    (void)head; /* the exchange's own response head: the side (or the chunked end) reads them there */
+    (void)head; /* the exchange's response head: the side (or the chunked end) reads them */
     gw_exchange_h2up_ended(owner);
 }
 
@@ -847,7 +850,8 @@ static void gw_exchange_h2up_failed(void *owner, gw_h2up_failure_t failure, int 
     } else if (failure == GW_H2UP_NO_H2) {
         gw_exchange_fail(exchange, 502, GW_MESSAGE_NO_H2);
     } else if (failure == GW_H2UP_RESET) {
-        exchange->side->abort(exchange->side_arg); /* DESIGN: its reset resets the client's stream */
+        /* DESIGN: the sandbox's reset resets the client's stream. */
+        exchange->side->abort(exchange->side_arg);
     } else {
         gw_exchange_fail(exchange, 502, GW_MESSAGE_UPSTREAM_CLOSED);
     }
@@ -894,11 +898,10 @@ static void gw_exchange_h2up_open(gw_exchange_t *exchange) {
     }
     bool body = exchange->request.has_body;
     gw_head_reset(&exchange->response_head, exchange->arena);
-    exchange->h2up = gw_h2up_open(&exchange->worker->h2up_pool, &decision->address.any,
-                                  decision->address_length, decision->pool_key,
-                                  decision->pool_key_length, fields, (size_t)count, !body,
-                                  &exchange->response_head, output, &gw_exchange_h2up_handler,
-                                  exchange);
+    exchange->h2up =
+        gw_h2up_open(&exchange->worker->h2up_pool, &decision->address.any, decision->address_length,
+                     decision->pool_key, decision->pool_key_length, fields, (size_t)count, !body,
+                     &exchange->response_head, output, &gw_exchange_h2up_handler, exchange);
     if (exchange->h2up == NULL) {
         gw_exchange_fail(exchange, 502, GW_MESSAGE_PORT_CLOSED);
         return;
@@ -1171,8 +1174,7 @@ static gw_step_t gw_exchange_response_head(gw_exchange_t *exchange) {
      * ended, and both sides want to keep the connection. */
     exchange->close_after_response = exchange->close_after_response || exchange->worker->draining ||
                                      !request->keep_alive || llhttp_message_needs_eof(parser) ||
-                                     exchange->request_state != GW_REQUEST_DONE ||
-                                     request->upgrade;
+                                     exchange->request_state != GW_REQUEST_DONE || request->upgrade;
     if (exchange->side->response_head(exchange->side_arg, head, status, true,
                                       exchange->close_after_response) < 0)
         goto out_of_memory;

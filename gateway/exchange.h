@@ -135,8 +135,8 @@ struct gw_exchange {
     bool shared_host; /* routed by E2b-Sandbox-Id/-Port: no browser credentials there */
     bool token_form;  /* a browser's 403 for a missing credential asks for the token */
     route_waiter_t waiter;
-    gw_hold_t hold;    /* while RESUMING */
-    uint64_t held_us;  /* how long it waited for a resume (the log), when held */
+    gw_hold_t hold;   /* while RESUMING */
+    uint64_t held_us; /* how long it waited for a resume (the log), when held */
     bool held;
     route_record_t *record;
     route_limit_t *limit;

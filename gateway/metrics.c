@@ -18,9 +18,8 @@ static const uint64_t gw_hold_bounds_ms[GW_HOLD_BUCKET_COUNT] = {
 };
 
 static const char *const gw_resume_outcome_names[GW_RESUME_OUTCOME_COUNT] = {
-    [GW_RESUME_RESUMED] = "resumed", [GW_RESUME_FAILED] = "failed",
-    [GW_RESUME_TIMEOUT] = "timeout", [GW_RESUME_GONE] = "gone",
-    [GW_RESUME_DRAIN] = "drain",
+    [GW_RESUME_RESUMED] = "resumed", [GW_RESUME_FAILED] = "failed", [GW_RESUME_TIMEOUT] = "timeout",
+    [GW_RESUME_GONE] = "gone",       [GW_RESUME_DRAIN] = "drain",
 };
 
 const char *gw_protocol_name(gw_protocol_t protocol) {
@@ -167,9 +166,9 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     for (size_t i = 0; i < GW_RESUME_OUTCOME_COUNT; i++)
         evbuffer_add_printf(out, "sgw_resume_waits_total{outcome=\"%s\"} %" PRIu64 "\n",
                             gw_resume_outcome_names[i], total.resume_waits[i]);
-    gw_metrics_histogram(out, "sgw_resume_hold_seconds", "How long requests were held for a resume.",
-                         gw_hold_bounds_ms, 1e-3, total.hold_buckets, GW_HOLD_BUCKET_COUNT,
-                         total.hold_sum_us);
+    gw_metrics_histogram(out, "sgw_resume_hold_seconds",
+                         "How long requests were held for a resume.", gw_hold_bounds_ms, 1e-3,
+                         total.hold_buckets, GW_HOLD_BUCKET_COUNT, total.hold_sum_us);
     gw_metrics_counter(out, "sgw_route_cache_hits_total", "Lookups answered by the route cache.",
                        catalog.cache_hits);
     gw_metrics_counter(out, "sgw_route_cache_misses_total",

@@ -19,7 +19,7 @@ enum { GW_RESUME_BATCH = 64 };
 /* One paused sandbox this worker holds requests for: one reread and one
  * resume request at a time, whatever the number of holds. */
 typedef struct gw_resume_watch {
-    gw_resume_t *resume; /* NULL once the module was freed */
+    gw_resume_t *resume;              /* NULL once the module was freed */
     LIST_ENTRY(gw_resume_watch) link; /* in the module's list until closed */
     bool listed;
     strmap_entry_t *entry; /* in the map while it watches (not once releasing) */
@@ -163,9 +163,8 @@ static void gw_resume_asked(redisAsyncContext *context, void *reply_pointer, voi
                  watch->sandbox_id, reply->str);
     if (resume != NULL && reply != NULL && reply->type == REDIS_REPLY_STATUS &&
         resume->link->state == REDIS_LINK_READY &&
-        redisAsyncCommand(resume->link->context, gw_resume_added, watch,
-                          "XADD %s * sandbox_id %s", resume->config->resume_stream,
-                          watch->sandbox_id) == REDIS_OK) {
+        redisAsyncCommand(resume->link->context, gw_resume_added, watch, "XADD %s * sandbox_id %s",
+                          resume->config->resume_stream, watch->sandbox_id) == REDIS_OK) {
         watch->references++;
     }
     gw_resume_watch_release(watch);

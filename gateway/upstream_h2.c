@@ -39,9 +39,9 @@ struct gw_h2up_session {
     size_t stream_count;
     struct event *idle_timer;
     struct event *send_event; /* sends from the loop, never inside an owner's call */
-    int handlers;   /* callbacks running: a close waits for the last */
-    bool connected; /* the dial completed */
-    bool settings;  /* the sandbox's SETTINGS arrived: it speaks HTTP/2 */
+    int handlers;             /* callbacks running: a close waits for the last */
+    bool connected;           /* the dial completed */
+    bool settings;            /* the sandbox's SETTINGS arrived: it speaks HTTP/2 */
     bool closed;
     bool send_pending;
 };
@@ -63,8 +63,7 @@ struct gw_h2up_stream {
     bool ended;      /* nghttp2 closed it (completed, reset or refused) */
 };
 
-static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t failure,
-                                  int error);
+static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t failure, int error);
 
 /* The session takes no new streams: out of its key's list. */
 static void gw_h2up_session_unslot(gw_h2up_session_t *session) {
@@ -140,6 +139,7 @@ static void gw_h2up_send(gw_h2up_session_t *session) {
     session->send_pending = false;
     gw_h2up_leave(session);
 }
+
 /* ---- streams ---- */
 
 static gw_h2up_stream_t *gw_h2up_stream_of(nghttp2_session *session, int32_t id) {
@@ -317,8 +317,7 @@ static void gw_h2up_on_readable(void *arg) {
         struct evbuffer_iovec piece;
         if (evbuffer_peek(input, -1, NULL, &piece, 1) < 1)
             break;
-        ssize_t taken =
-            nghttp2_session_mem_recv(session->session, piece.iov_base, piece.iov_len);
+        ssize_t taken = nghttp2_session_mem_recv(session->session, piece.iov_base, piece.iov_len);
         if (taken < 0) {
             log_debug("h2c upstream %s: %s", session->connection->key,
                       nghttp2_strerror((int)taken));
@@ -450,8 +449,7 @@ static gw_h2up_session_t *gw_h2up_session_new(gw_h2up_pool_t *pool, gw_h2up_slot
     session->connection = gw_upstream_dial(pool->worker, address, address_length, key, key_length);
     if (session->connection == NULL)
         goto fail;
-    gw_transport_set_handler(&session->connection->transport, &gw_h2up_connection_handler,
-                             session);
+    gw_transport_set_handler(&session->connection->transport, &gw_h2up_connection_handler, session);
     session->slot = slot;
     TAILQ_INSERT_TAIL(&slot->sessions, session, link);
     return session;
@@ -468,8 +466,7 @@ fail:;
 }
 
 /* A session of key with room for one more stream, or a new one. */
-static gw_h2up_session_t *gw_h2up_session_for(gw_h2up_pool_t *pool,
-                                              const struct sockaddr *address,
+static gw_h2up_session_t *gw_h2up_session_for(gw_h2up_pool_t *pool, const struct sockaddr *address,
                                               socklen_t address_length, const char *key,
                                               size_t key_length) {
     strmap_entry_t *found = strmap_get(&pool->sessions, key, key_length);
@@ -477,11 +474,10 @@ static gw_h2up_session_t *gw_h2up_session_for(gw_h2up_pool_t *pool,
     if (slot != NULL) {
         gw_h2up_session_t *session;
         TAILQ_FOREACH(session, &slot->sessions, link) {
-            uint32_t limit =
-                session->settings
-                    ? nghttp2_session_get_remote_settings(session->session,
-                                                          NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
-                    : GW_H2UP_STREAMS_BEFORE_SETTINGS;
+            uint32_t limit = session->settings
+                                 ? nghttp2_session_get_remote_settings(
+                                       session->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                                 : GW_H2UP_STREAMS_BEFORE_SETTINGS;
             if (session->stream_count < limit)
                 return session;
         }
@@ -509,9 +505,9 @@ static gw_h2up_session_t *gw_h2up_session_for(gw_h2up_pool_t *pool,
 
 gw_h2up_stream_t *gw_h2up_open(gw_h2up_pool_t *pool, const struct sockaddr *address,
                                socklen_t address_length, const char *key, size_t key_length,
-                               const nghttp2_nv *fields, size_t count, bool end,
-                               gw_head_t *head, struct evbuffer *response_output,
-                               const gw_h2up_handler_t *handler, void *owner) {
+                               const nghttp2_nv *fields, size_t count, bool end, gw_head_t *head,
+                               struct evbuffer *response_output, const gw_h2up_handler_t *handler,
+                               void *owner) {
     gw_h2up_stream_t *stream = calloc(1, sizeof(*stream));
     if (stream == NULL)
         return NULL;
@@ -551,7 +547,9 @@ gw_h2up_stream_t *gw_h2up_open(gw_h2up_pool_t *pool, const struct sockaddr *addr
     return stream;
 }
 
-struct evbuffer *gw_h2up_request_body(gw_h2up_stream_t *stream) { return stream->request_body; }
+struct evbuffer *gw_h2up_request_body(gw_h2up_stream_t *stream) {
+    return stream->request_body;
+}
 
 size_t gw_h2up_request_room(gw_h2up_stream_t *stream) {
     size_t queued = evbuffer_get_length(stream->request_body);
@@ -591,8 +589,7 @@ void gw_h2up_stream_close(gw_h2up_stream_t *stream) {
          * stream of a draining session closes it: held until this returns. */
         gw_h2up_enter(session);
         nghttp2_session_set_stream_user_data(session->session, stream->id, NULL);
-        nghttp2_submit_rst_stream(session->session, NGHTTP2_FLAG_NONE, stream->id,
-                                  NGHTTP2_CANCEL);
+        nghttp2_submit_rst_stream(session->session, NGHTTP2_FLAG_NONE, stream->id, NGHTTP2_CANCEL);
         gw_h2up_stream_detach(stream);
         gw_h2up_schedule(session);
         gw_h2up_leave(session);

@@ -19,10 +19,10 @@ typedef struct gw_h2up_session gw_h2up_session_t;
 
 /* How a stream ended without a whole response. */
 typedef enum gw_h2up_failure {
-    GW_H2UP_RESET,      /* the sandbox reset it (RST_STREAM): the client's stream is reset too */
-    GW_H2UP_LOST,       /* the connection ended under it */
-    GW_H2UP_REFUSED,    /* not processed (GOAWAY, REFUSED_STREAM): safe to send again */
-    GW_H2UP_NO_H2,      /* the port closed the connection before any SETTINGS: no HTTP/2 there */
+    GW_H2UP_RESET,       /* the sandbox reset it (RST_STREAM): the client's stream is reset too */
+    GW_H2UP_LOST,        /* the connection ended under it */
+    GW_H2UP_REFUSED,     /* not processed (GOAWAY, REFUSED_STREAM): safe to send again */
+    GW_H2UP_NO_H2,       /* the port closed the connection before any SETTINGS: no HTTP/2 there */
     GW_H2UP_UNREACHABLE, /* the dial failed or timed out */
 } gw_h2up_failure_t;
 
@@ -61,9 +61,9 @@ void gw_h2up_pool_free(gw_h2up_pool_t *pool);
  * collect in head. Returns the stream, or NULL (errno set). */
 gw_h2up_stream_t *gw_h2up_open(gw_h2up_pool_t *pool, const struct sockaddr *address,
                                socklen_t address_length, const char *key, size_t key_length,
-                               const nghttp2_nv *fields, size_t count, bool end,
-                               gw_head_t *head, struct evbuffer *response_output,
-                               const gw_h2up_handler_t *handler, void *owner);
+                               const nghttp2_nv *fields, size_t count, bool end, gw_head_t *head,
+                               struct evbuffer *response_output, const gw_h2up_handler_t *handler,
+                               void *owner);
 
 /* The request body buffer: the owner appends, then calls gw_h2up_flush. */
 struct evbuffer *gw_h2up_request_body(gw_h2up_stream_t *stream);

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "gateway/activity.h"
-#include "gateway/resume.h"
 #include "gateway/connection.h"
+#include "gateway/resume.h"
 #include "util/log.h"
 
 /* Connections the kernel may queue per listener while a worker is busy or
@@ -95,8 +95,8 @@ static void gw_worker_on_drain(evutil_socket_t fd, short events, void *arg) {
     /* Held requests are answered 503 at drain_timeout, a moment before the
      * main thread closes what is left (its timer started a little earlier). */
     uint64_t timeout = worker->config->drain_timeout_ms;
-    gw_resume_drain(worker->resume, timeout > 2 * GW_DRAIN_ANSWER_MS ? timeout - GW_DRAIN_ANSWER_MS
-                                                                    : timeout / 2);
+    gw_resume_drain(worker->resume,
+                    timeout > 2 * GW_DRAIN_ANSWER_MS ? timeout - GW_DRAIN_ANSWER_MS : timeout / 2);
     gw_conn_t *client = LIST_FIRST(&worker->clients);
     while (client != NULL) {
         gw_conn_t *next = LIST_NEXT(client, link);
@@ -292,8 +292,8 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         log_error("worker %d: cannot create the catalog client", index);
         return -1;
     }
-    worker->resume = gw_resume_new(worker->base, config, worker->catalog, &worker->control,
-                                   &worker->metrics);
+    worker->resume =
+        gw_resume_new(worker->base, config, worker->catalog, &worker->control, &worker->metrics);
     if (worker->resume == NULL) {
         log_error("worker %d: out of memory", index);
         return -1;

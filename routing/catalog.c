@@ -215,7 +215,8 @@ static void route_catalog_update_epoch(route_catalog_t *catalog, bool new_subscr
  * g (DEL, EXPIRE) and h (HSET...), or A (all of them). */
 static bool route_catalog_flags_suffice(const char *flags) {
     return strchr(flags, 'K') != NULL &&
-           (strchr(flags, 'A') != NULL || (strchr(flags, 'g') != NULL && strchr(flags, 'h') != NULL));
+           (strchr(flags, 'A') != NULL ||
+            (strchr(flags, 'g') != NULL && strchr(flags, 'h') != NULL));
 }
 
 static void route_catalog_config_reply(redisAsyncContext *context, void *reply_pointer,
@@ -397,8 +398,8 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     if (catalog->lookup.state == REDIS_LINK_READY && catalog->last_reply_ms <= pending->sent_ms) {
         /* No reply at all since this query was sent, redis_timeout ago: the
          * server or the path to it hangs. (Not "now - last reply >= timeout":
-         * libevent's coarse clock may fire the timer a few ms early.) Reconnecting answers every query (this one
-         * too) through hiredis's callbacks. */
+         * libevent's coarse clock may fire the timer a few ms early.) Reconnecting answers every
+         * query (this one too) through hiredis's callbacks. */
         redis_link_drop(&catalog->lookup, "no reply within redis_timeout");
         return;
     }

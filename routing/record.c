@@ -201,7 +201,8 @@ static bool route_record_port_in(const uint16_t *ports, size_t count, uint16_t p
 }
 
 bool route_record_port_h2c(const route_record_t *record, uint16_t port) {
-    return record->h2c_all_ports || route_record_port_in(record->h2c_ports, record->h2c_port_count, port);
+    return record->h2c_all_ports ||
+           route_record_port_in(record->h2c_ports, record->h2c_port_count, port);
 }
 
 bool route_record_port_public(const route_record_t *record, uint16_t port) {

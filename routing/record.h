@@ -26,9 +26,9 @@ typedef struct route_record {
     bool paused;                     /* state paused (DESIGN "Auto-resume") */
     bool auto_resume;                /* a request may wake it (default true) */
     size_t public_port_count;
-    uint16_t *h2c_ports;             /* ports whose server speaks h2c (gRPC); NULL when none */
+    uint16_t *h2c_ports; /* ports whose server speaks h2c (gRPC); NULL when none */
     size_t h2c_port_count;
-    bool h2c_all_ports;              /* h2c_ports "*" */
+    bool h2c_all_ports; /* h2c_ports "*" */
     /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
      * the port, every field whole. No ID, address or port holds a '\n', so the
      * first and the last two newlines delimit the fields whatever execution_id

@@ -51,7 +51,8 @@ void route_cache_evict_one(route_cache_t *cache, uint64_t now_ms) {
     route_cache_entry_t *victim;
     if (not_found != NULL && not_found->expires_ms <= now_ms)
         victim = not_found;
-    else if (found != NULL && route_cache_expiry(cache, found) + cache->config.stale_ttl_ms <= now_ms)
+    else if (found != NULL &&
+             route_cache_expiry(cache, found) + cache->config.stale_ttl_ms <= now_ms)
         victim = found;
     else if (not_found != NULL)
         victim = not_found;
@@ -122,7 +123,8 @@ void route_cache_store(route_cache_t *cache, const char *sandbox_id, route_looku
     entry->record = record != NULL ? route_record_ref(record) : NULL;
     entry->expires_ms = now_ms + ttl;
     bool notified = status != ROUTE_LOOKUP_NOT_FOUND && cache->config.notified_ttl_ms > ttl;
-    entry->notified_expires_ms = notified ? now_ms + cache->config.notified_ttl_ms : entry->expires_ms;
+    entry->notified_expires_ms =
+        notified ? now_ms + cache->config.notified_ttl_ms : entry->expires_ms;
     entry->epoch = notified ? epoch : 0;
     route_cache_append(cache, entry);
 }
@@ -147,7 +149,8 @@ bool route_cache_within_stale(const route_cache_t *cache, const route_cache_entr
 bool route_cache_wants_refresh(const route_cache_t *cache, const route_cache_entry_t *entry,
                                uint64_t now_ms) {
     uint64_t expiry = route_cache_expiry(cache, entry);
-    uint64_t ttl = expiry == entry->expires_ms ? cache->config.ttl_ms : cache->config.notified_ttl_ms;
+    uint64_t ttl =
+        expiry == entry->expires_ms ? cache->config.ttl_ms : cache->config.notified_ttl_ms;
     return entry->status != ROUTE_LOOKUP_NOT_FOUND && now_ms < expiry && expiry - now_ms <= ttl / 2;
 }
 

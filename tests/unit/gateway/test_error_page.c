@@ -414,8 +414,11 @@ static void test_grpc_content_types(void **state) {
     (void)state;
     static const char *const grpc[] = {"application/grpc", "application/grpc+proto",
                                        "Application/GRPC+json", "application/grpc;charset=x"};
-    static const char *const other[] = {"application/grpc-web", "application/grpc-web+proto",
-                                        "application/grpcx", "application/json", "",
+    static const char *const other[] = {"application/grpc-web",
+                                        "application/grpc-web+proto",
+                                        "application/grpcx",
+                                        "application/json",
+                                        "",
                                         "application/grp"};
     for (size_t i = 0; i < sizeof(grpc) / sizeof(grpc[0]); i++)
         assert_true(gw_content_type_is_grpc(grpc[i], strlen(grpc[i])));

@@ -264,7 +264,8 @@ static void test_notified_ttl_lasts_its_epoch(void **state) {
     assert_int_equal(route_cache_init(&cache, &config), 0);
     route_cache_set_epoch(&cache, 7);
     route_cache_store(&cache, "abc", ROUTE_LOOKUP_FOUND, route, 1000, 7);
-    route_cache_store(&cache, "old", ROUTE_LOOKUP_FOUND, route, 1000, 6); /* read before the epoch */
+    route_cache_store(&cache, "old", ROUTE_LOOKUP_FOUND, route, 1000,
+                      6); /* read before the epoch */
     route_cache_store(&cache, "none", ROUTE_LOOKUP_NOT_FOUND, NULL, 1000, 7);
     uint64_t later = 1000 + 5 * TEST_TTL_MS;
     assert_true(route_cache_fresh(&cache, get("abc"), later));
@@ -277,7 +278,8 @@ static void test_notified_ttl_lasts_its_epoch(void **state) {
     /* The subscription drops: the short TTL at once. */
     route_cache_set_epoch(&cache, 0);
     assert_false(route_cache_fresh(&cache, get("abc"), 1000 + TEST_TTL_MS));
-    assert_true(route_cache_within_stale(&cache, get("abc"), 1000 + TEST_TTL_MS + TEST_STALE_TTL_MS - 1));
+    assert_true(
+        route_cache_within_stale(&cache, get("abc"), 1000 + TEST_TTL_MS + TEST_STALE_TTL_MS - 1));
     /* A new subscription does not give the long TTL back to what was read before it. */
     route_cache_set_epoch(&cache, 8);
     assert_false(route_cache_fresh(&cache, get("abc"), later));
