@@ -109,7 +109,7 @@ def test_grpc_over_http11_is_505_and_grpc_web_is_http(gateway, redis, backend):
 class EchoService:
     """A gRPC server on loopback with generic handlers (bytes in, bytes out)."""
 
-    def __init__(self):
+    def __init__(self, options=()):
         from concurrent import futures
         self.cancelled = threading.Event()
         self.metadata = []
@@ -122,9 +122,11 @@ class EchoService:
             "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
             "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
             "Megabytes": grpc.unary_stream_rpc_method_handler(self.megabytes),
+            "Pause": grpc.unary_unary_rpc_method_handler(self.pause),
         }
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+            *options])
         self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("sgw.test.Echo", handlers)])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -157,6 +159,10 @@ class EchoService:
         for _ in range(int(request)):
             self.sent += 1
             yield b"m" * (1 << 20)
+
+    def pause(self, request, context):
+        time.sleep(0.5)
+        return request
 
     def slow(self, request, context):
         if not context.add_callback(self.cancelled.set):
@@ -444,3 +450,22 @@ def test_a_slow_client_holds_the_sandbox_back(gateway, redis, echo):
         total = len(client.streams[stream].data)
     assert total == 64 * ((1 << 20) + 5), total
     assert ("grpc-status", "0") in client.streams[stream].trailers
+
+
+def test_a_new_session_when_the_sandbox_allows_no_more_streams(gateway_factory, redis):
+    """The sandbox's SETTINGS_MAX_CONCURRENT_STREAMS is 8: 24 calls at once do not fit one session, so
+    another is dialled (until its own SETTINGS arrive it is assumed to take 100; nghttp2 holds streams
+    over the limit until others end), and every call succeeds."""
+    service = EchoService(options=[("grpc.max_concurrent_streams", 8)])
+    try:
+        gateway = admin_gateway(gateway_factory, redis)
+        redis.put("rpc14")
+        with channel(gateway, "rpc14", service.port) as ch:
+            assert ch.unary_unary("/sgw.test.Echo/Unary")(b"warm", timeout=10) == b"warm"
+            dials = gateway_metrics(gateway)["sgw_upstream_dials_total"]
+            pause = ch.unary_unary("/sgw.test.Echo/Pause")
+            futures = [pause.future(b"p%d" % i, timeout=20) for i in range(24)]
+            assert [f.result() for f in futures] == [b"p%d" % i for i in range(24)]
+        assert gateway_metrics(gateway)["sgw_upstream_dials_total"] - dials >= 1
+    finally:
+        service.stop()
