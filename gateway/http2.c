@@ -67,6 +67,9 @@ struct gw_h2 {
     bool closed;        /* gw_h2_close ran: streams end without further frames */
     bool draining;      /* the first GOAWAY of a drain went out */
     struct event *drain_timer;
+    /* Sends what the exchanges' callbacks of one loop turn produced, together:
+     * the answers of many streams (an h2c sandbox's, say) leave in one write. */
+    struct event *send_event;
     size_t continuations; /* of the header block being received */
     gw_h2_bucket_t resets;
     gw_h2_bucket_t settings;
@@ -284,7 +287,12 @@ static void gw_h2_stream_timer(evutil_socket_t fd, short events, void *arg) {
     }
     if (--stream->handlers == 0 && stream->closed)
         gw_h2_stream_free(stream);
-    gw_h2_send(h2);
+    if (h2->send_event != NULL && h2->session != NULL) {
+        if (!event_pending(h2->send_event, EV_WRITE, NULL))
+            event_active(h2->send_event, EV_WRITE, 0);
+    } else {
+        gw_h2_send(h2);
+    }
     gw_conn_leave(conn);
 }
 
@@ -1078,6 +1086,16 @@ static nghttp2_session *gw_h2_session_new(gw_h2_t *h2) {
 
 static void gw_h2_drain_step(evutil_socket_t fd, short events, void *arg);
 
+static void gw_h2_send_later(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_h2_t *h2 = arg;
+    gw_conn_t *conn = h2->conn;
+    gw_conn_enter(conn);
+    gw_h2_send(h2);
+    gw_conn_leave(conn);
+}
+
 int gw_h2_start(gw_conn_t *conn) {
     const gw_config_t *config = conn->worker->config;
     gw_h2_t *h2 = calloc(1, sizeof(*h2));
@@ -1087,6 +1105,7 @@ int gw_h2_start(gw_conn_t *conn) {
     TAILQ_INIT(&h2->streams);
     h2->session = gw_h2_session_new(h2);
     h2->drain_timer = evtimer_new(conn->worker->base, gw_h2_drain_step, h2);
+    h2->send_event = event_new(conn->worker->base, -1, 0, gw_h2_send_later, h2);
     uint64_t streams = (uint64_t)config->http2_max_concurrent_streams;
     uint64_t window = streams * GW_H2_STREAM_WINDOW;
     if (window > GW_H2_CONNECTION_WINDOW_MAX)
@@ -1099,7 +1118,7 @@ int gw_h2_start(gw_conn_t *conn) {
     };
     if (h2->session != NULL)
         GW_METRIC_ADD(&conn->worker->metrics, h2_connections, 1);
-    if (h2->session == NULL || h2->drain_timer == NULL ||
+    if (h2->session == NULL || h2->drain_timer == NULL || h2->send_event == NULL ||
         nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, settings,
                                 sizeof(settings) / sizeof(settings[0])) != 0 ||
         nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, (int32_t)window) !=
@@ -1203,6 +1222,8 @@ void gw_h2_close(gw_h2_t *h2) {
     }
     if (h2->drain_timer != NULL)
         evtimer_del(h2->drain_timer);
+    if (h2->send_event != NULL)
+        event_del(h2->send_event);
 }
 
 void gw_h2_free(gw_h2_t *h2) {
@@ -1211,5 +1232,7 @@ void gw_h2_free(gw_h2_t *h2) {
     gw_h2_close(h2);
     if (h2->drain_timer != NULL)
         event_free(h2->drain_timer);
+    if (h2->send_event != NULL)
+        event_free(h2->send_event);
     free(h2);
 }
