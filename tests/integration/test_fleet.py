@@ -385,6 +385,8 @@ def refused(address, port):
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # accepted by the kernel as the listener closed: asked again
 
 
 def https_get(port, server_name, path, cafile=None):
