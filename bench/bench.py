@@ -1194,14 +1194,20 @@ def targets(summary, args):
     def clean(scenario, server):
         return (get(scenario, server, "errors") or 0) == 0
 
-    gw, ng = get("keepalive", "gateway", "rps"), get("keepalive", "nginx", "rps")
-    if gw and ng:
+    def beside_nginx(scenario, text, p99_text):
+        """≥ 1.2 × nginx req/s, and p99 at most nginx's; True when both figures are there."""
+        gw, ng = get(scenario, "gateway", "rps"), get(scenario, "nginx", "rps")
+        if not (gw and ng):
+            return False
         r = gw / ng
-        out.append(("keep-alive small: gateway ≥ 1.2 × nginx req/s",
-                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'keepalive', peer='nginx')}",
-                    r >= 1.2 and clean("keepalive", "gateway")))
-        g99, n99 = get("keepalive", "gateway", "p99_us"), get("keepalive", "nginx", "p99_us")
-        out.append(("keep-alive small: gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
+        out.append((f"{text}: gateway ≥ 1.2 × nginx req/s",
+                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, scenario, peer='nginx')}",
+                    r >= 1.2 and clean(scenario, "gateway")))
+        g99, n99 = get(scenario, "gateway", "p99_us"), get(scenario, "nginx", "p99_us")
+        out.append((p99_text, f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
+        return True
+
+    beside_nginx("keepalive", "keep-alive small", "keep-alive small: gateway p99 ≤ nginx p99")
     gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
     if gw and ng:
         r = gw / ng
@@ -1245,14 +1251,7 @@ def targets(summary, args):
         out.append(("1 MiB over h2: ≥ 0.9 × the gateway's HTTP/1.1 MiB/s (both TLS, h2load)",
                     f"{r:.2f} × ({gw:,.0f} vs {h1:,.0f} MiB/s){limit_clause(summary, 'h2-large')}",
                     r >= 0.9 and clean("h2-large", "gateway")))
-    gw, ng = get("clients-1000", "gateway", "rps"), get("clients-1000", "nginx", "rps")
-    if gw and ng:
-        r = gw / ng
-        out.append(("1,000 keep-alive clients, one sandbox: gateway ≥ 1.2 × nginx req/s",
-                    f"{r:.2f} × ({gw:,.0f} vs {ng:,.0f}){limit_clause(summary, 'clients-1000', peer='nginx')}",
-                    r >= 1.2 and clean("clients-1000", "gateway")))
-        g99, n99 = get("clients-1000", "gateway", "p99_us"), get("clients-1000", "nginx", "p99_us")
-        out.append(("… gateway p99 ≤ nginx p99", f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
+    if beside_nginx("clients-1000", "1,000 keep-alive clients, one sandbox", "… gateway p99 ≤ nginx p99"):
         dials = get("clients-1000", "gateway", "dial_pct")
         if dials is not None:
             out.append(("… sandbox connections dialled ≤ 1 % of requests after warm-up", f"{dials:.2f} %",

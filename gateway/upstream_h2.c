@@ -455,12 +455,7 @@ static gw_h2up_session_t *gw_h2up_session_new(gw_h2up_pool_t *pool, gw_h2up_slot
     return session;
 fail:;
     int saved = errno;
-    if (session->idle_timer != NULL)
-        event_free(session->idle_timer);
-    if (session->send_event != NULL)
-        event_free(session->send_event);
-    nghttp2_session_del(session->session);
-    free(session);
+    gw_h2up_session_free(session);
     errno = saved != 0 ? saved : ENOMEM;
     return NULL;
 }
