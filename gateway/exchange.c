@@ -106,10 +106,10 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
     memset(&exchange->request, 0, sizeof(exchange->request));
     exchange->routed = false;
     exchange->shared_host = false;
+    exchange->grpc = false;
     exchange->token_form = false;
     exchange->waiter.pending = NULL;
     exchange->held = false;
-    exchange->held_us = 0;
     exchange->record = NULL;
     exchange->limit = NULL;
     exchange->upstream_head = NULL;
@@ -190,7 +190,7 @@ static void gw_exchange_log(gw_exchange_t *exchange) {
         .duration_us = duration_us,
         .protocol = gw_protocol_name(exchange->protocol),
         .held = exchange->held,
-        .held_us = exchange->held_us,
+        .held_us = exchange->hold.waited_us,
     };
     gw_access_log_write(worker->server->access_log, &entry);
 }
@@ -211,15 +211,13 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
     if (exchange->state == GW_EXCHANGE_IDLE || exchange->state == GW_EXCHANGE_DONE)
         return;
     bool upstream_reusable = exchange->upstream != NULL && gw_exchange_upstream_reusable(exchange);
-    if (exchange->hold.watch != NULL) /* still held: the client went away */
-        exchange->held_us = clock_us() - exchange->hold.started_us;
+    gw_resume_cancel(&exchange->hold, GW_RESUME_GONE); /* still held: the client went away */
     gw_exchange_log(exchange);
     if (exchange->routed)
         gw_activity_ended(exchange->worker->activity, exchange->target.sandbox_id,
                           exchange->bytes_received, exchange->bytes_sent);
     gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
     route_catalog_cancel(&exchange->waiter);
-    gw_resume_cancel(&exchange->hold, GW_RESUME_GONE);
     gw_h2up_stream_close(exchange->h2up); /* cancels the sandbox's side unless it completed */
     exchange->h2up = NULL;
     if (exchange->h2up_body != NULL) {
@@ -309,6 +307,7 @@ static void gw_exchange_take_request(gw_exchange_t *exchange, const gw_head_t *h
     exchange->request_head = head;
     exchange->request = *request;
     exchange->request_state = GW_REQUEST_BODY;
+    exchange->grpc = gw_head_is_grpc(head);
 }
 
 void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw_request_t *request,
@@ -320,7 +319,7 @@ void gw_exchange_refuse(gw_exchange_t *exchange, const gw_head_t *head, const gw
 void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
                        const gw_request_t *request) {
     gw_exchange_take_request(exchange, head, request);
-    if (exchange->protocol == GW_PROTOCOL_HTTP1 && gw_head_is_grpc(head)) {
+    if (exchange->protocol == GW_PROTOCOL_HTTP1 && exchange->grpc) {
         gw_exchange_fail(exchange, 505, GW_MESSAGE_GRPC_HTTP1);
         return;
     }
@@ -609,8 +608,8 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
     }
     /* DESIGN "gRPC and HTTP/2 to sandboxes": a stream on an h2c session (an
      * HTTP/1.1 client's gRPC was refused 505 before). */
-    if (!request->upgrade && (route_record_port_h2c(record, exchange->target.port) ||
-                              gw_head_is_grpc(exchange->request_head))) {
+    if (!request->upgrade &&
+        (route_record_port_h2c(record, exchange->target.port) || exchange->grpc)) {
         gw_exchange_h2up_open(exchange);
         return;
     }
@@ -654,8 +653,8 @@ static void gw_exchange_routed(route_lookup_status_t status, route_record_t *rec
  * or the gateway drains. */
 static void gw_exchange_resumed(gw_hold_t *hold, bool drained, route_lookup_status_t status,
                                 route_record_t *record, void *arg) {
+    (void)hold; /* exchange->hold: its waited_us is set */
     gw_exchange_t *exchange = arg;
-    exchange->held_us = clock_us() - hold->started_us;
     gw_exchange_deadline(exchange, 0);
     if (drained) {
         exchange->side->enter(exchange->side_arg);
@@ -750,14 +749,13 @@ static void gw_exchange_h2up_headers(void *owner, const gw_head_t *head, int sta
         exchange->close_after_response = exchange->close_after_response ||
                                          exchange->worker->draining || !request->keep_alive ||
                                          exchange->request_state != GW_REQUEST_DONE;
-        /* An HTTP/1.1 client needs a framing: the length if the sandbox said it, else chunks. */
-        exchange->h2up_chunked = !exchange->side->decoded_body && !end && status != 204 &&
-                                 status != 304 && strcmp(request->method, "HEAD") != 0 &&
-                                 head->kind_count[GW_HEADER_CONTENT_LENGTH] == 0;
-        /* ... and a length of 0 when it ended with its head. */
-        bool empty = !exchange->side->decoded_body && end && status != 204 && status != 304 &&
-                     strcmp(request->method, "HEAD") != 0 &&
-                     head->kind_count[GW_HEADER_CONTENT_LENGTH] == 0;
+        /* An HTTP/1.1 client needs a framing where the sandbox gave no length
+         * and a body may follow: chunks, or a length of 0 when it ended with its head. */
+        bool unframed = !exchange->side->decoded_body && status != 204 && status != 304 &&
+                        strcmp(request->method, "HEAD") != 0 &&
+                        head->kind_count[GW_HEADER_CONTENT_LENGTH] == 0;
+        exchange->h2up_chunked = unframed && !end;
+        bool empty = unframed && end;
         if ((exchange->h2up_chunked &&
              gw_head_add(&exchange->response_head, "transfer-encoding", 17, "chunked", 7) < 0) ||
             (empty && gw_head_add(&exchange->response_head, "content-length", 14, "0", 1) < 0)) {
@@ -1058,7 +1056,6 @@ static const gw_transport_handler_t gw_exchange_upstream_handler = {
 
 void gw_exchange_timeout(gw_exchange_t *exchange) {
     if (exchange->state == GW_EXCHANGE_RESUMING) {
-        exchange->held_us = clock_us() - exchange->hold.started_us;
         gw_resume_cancel(&exchange->hold, GW_RESUME_TIMEOUT);
         gw_exchange_fail(exchange, 504, GW_MESSAGE_NOT_RESUMED);
     } else if (exchange->state == GW_EXCHANGE_CONNECTING)

@@ -133,10 +133,10 @@ struct gw_exchange {
     route_target_t target;
     bool routed;      /* target is known (the log and error pages name it) */
     bool shared_host; /* routed by E2b-Sandbox-Id/-Port: no browser credentials there */
+    bool grpc;        /* its Content-Type is gRPC's (gw_head_is_grpc) */
     bool token_form;  /* a browser's 403 for a missing credential asks for the token */
     route_waiter_t waiter;
-    gw_hold_t hold;   /* while RESUMING */
-    uint64_t held_us; /* how long it waited for a resume (the log), when held */
+    gw_hold_t hold; /* while RESUMING; its waited_us for the log after */
     bool held;
     route_record_t *record;
     route_limit_t *limit;

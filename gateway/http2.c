@@ -583,9 +583,7 @@ static void gw_h2_side_error(void *arg, int status, const char *message, bool ke
     (void)keep_alive;
     gw_h2_stream_t *stream = arg;
     gw_exchange_t *exchange = &stream->exchange;
-    int grpc_status = stream->head_done && gw_head_is_grpc(&stream->head)
-                          ? gw_grpc_status(status, message != NULL ? message : "")
-                          : 0;
+    int grpc_status = exchange->grpc ? gw_grpc_status(status, message != NULL ? message : "") : 0;
     if (grpc_status != 0) {
         gw_h2_grpc_error(stream, grpc_status, message != NULL ? message : gw_status_reason(status));
         return;

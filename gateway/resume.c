@@ -86,9 +86,10 @@ static void gw_resume_unhold(gw_hold_t *hold, gw_resume_outcome_t outcome) {
     TAILQ_REMOVE(&watch->holds, hold, link);
     watch->count--;
     hold->watch = NULL;
+    hold->waited_us = clock_us() - hold->started_us;
     if (watch->resume != NULL) {
         GW_METRIC_ADD(watch->resume->metrics, resume_held, -1);
-        gw_metrics_observe_hold(watch->resume->metrics, outcome, clock_us() - hold->started_us);
+        gw_metrics_observe_hold(watch->resume->metrics, outcome, hold->waited_us);
     }
 }
 
@@ -267,6 +268,7 @@ int gw_resume_hold(gw_resume_t *resume, gw_hold_t *hold, const char *sandbox_id,
     }
     hold->watch = watch;
     hold->started_us = clock_us();
+    hold->waited_us = 0;
     hold->callback = callback;
     hold->arg = arg;
     TAILQ_INSERT_TAIL(&watch->holds, hold, link);

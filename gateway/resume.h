@@ -27,6 +27,7 @@ struct gw_hold {
     TAILQ_ENTRY(gw_hold) link;
     struct gw_resume_watch *watch; /* NULL when not held */
     uint64_t started_us;
+    uint64_t waited_us; /* how long it was held, once it no longer is */
     gw_hold_cb callback;
     void *arg;
 };

@@ -60,7 +60,6 @@ struct gw_h2up_stream {
     bool writable_wanted;
     bool final_head; /* a final response head arrived: what follows is body, then trailers */
     int status;      /* of the head being received */
-    bool ended;      /* nghttp2 closed it (completed, reset or refused) */
 };
 
 static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t failure, int error);
@@ -164,6 +163,13 @@ static void gw_h2up_stream_detach(gw_h2up_stream_t *stream) {
     }
 }
 
+/* The stream is over for nghttp2's callbacks (completed, reset or refused,
+ * or its session gone) and leaves its session. */
+static void gw_h2up_stream_end(gw_h2up_stream_t *stream) {
+    nghttp2_session_set_stream_user_data(stream->session->session, stream->id, NULL);
+    gw_h2up_stream_detach(stream);
+}
+
 /* nghttp2 asks for request body bytes. */
 static ssize_t gw_h2up_read_body(nghttp2_session *nghttp2, int32_t id, uint8_t *buffer,
                                  size_t length, uint32_t *flags, nghttp2_data_source *source,
@@ -249,9 +255,7 @@ static int gw_h2up_on_frame_recv(nghttp2_session *nghttp2, const nghttp2_frame *
     if (frame->hd.type == NGHTTP2_HEADERS) {
         if (stream->final_head) {
             if (end) {
-                nghttp2_session_set_stream_user_data(nghttp2, stream->id, NULL);
-                stream->ended = true;
-                gw_h2up_stream_detach(stream);
+                gw_h2up_stream_end(stream);
                 stream->handler->trailers(stream->owner, stream->head);
             }
             return 0;
@@ -261,16 +265,11 @@ static int gw_h2up_on_frame_recv(nghttp2_session *nghttp2, const nghttp2_frame *
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         if (status >= 200)
             stream->final_head = true;
-        if (end) {
-            nghttp2_session_set_stream_user_data(nghttp2, stream->id, NULL);
-            stream->ended = true;
-            gw_h2up_stream_detach(stream);
-        }
+        if (end)
+            gw_h2up_stream_end(stream);
         stream->handler->headers(stream->owner, stream->head, status, end);
     } else if (frame->hd.type == NGHTTP2_DATA && end) {
-        nghttp2_session_set_stream_user_data(nghttp2, stream->id, NULL);
-        stream->ended = true;
-        gw_h2up_stream_detach(stream);
+        gw_h2up_stream_end(stream);
         stream->handler->end(stream->owner);
     }
     return 0;
@@ -298,9 +297,7 @@ static int gw_h2up_on_stream_close(nghttp2_session *nghttp2, int32_t id, uint32_
     gw_h2up_stream_t *stream = gw_h2up_stream_of(nghttp2, id);
     if (stream == NULL)
         return 0; /* completed, or its owner left */
-    nghttp2_session_set_stream_user_data(nghttp2, id, NULL);
-    stream->ended = true;
-    gw_h2up_stream_detach(stream);
+    gw_h2up_stream_end(stream);
     bool refused = error_code == NGHTTP2_REFUSED_STREAM && !stream->final_head;
     stream->handler->failed(stream->owner, refused ? GW_H2UP_REFUSED : GW_H2UP_RESET, ECONNRESET);
     return 0;
@@ -394,9 +391,7 @@ static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t 
     event_del(session->send_event);
     gw_h2up_stream_t *stream;
     while ((stream = TAILQ_FIRST(&session->streams)) != NULL) {
-        nghttp2_session_set_stream_user_data(session->session, stream->id, NULL);
-        stream->ended = true;
-        gw_h2up_stream_detach(stream);
+        gw_h2up_stream_end(stream);
         stream->handler->failed(stream->owner, failure, error);
     }
     /* The connection goes with the memory: nghttp2 may still be reading its input. */
@@ -558,7 +553,7 @@ size_t gw_h2up_request_room(gw_h2up_stream_t *stream) {
 void gw_h2up_flush(gw_h2up_stream_t *stream, bool end) {
     stream->request_end = stream->request_end || end;
     gw_h2up_session_t *session = stream->session;
-    if (session == NULL || stream->ended)
+    if (session == NULL) /* it ended */
         return;
     if (stream->data_deferred) {
         stream->data_deferred = false;
@@ -583,9 +578,8 @@ void gw_h2up_stream_close(gw_h2up_stream_t *stream) {
         /* Its owner leaves first: the sandbox's side is cancelled. The last
          * stream of a draining session closes it: held until this returns. */
         gw_h2up_enter(session);
-        nghttp2_session_set_stream_user_data(session->session, stream->id, NULL);
         nghttp2_submit_rst_stream(session->session, NGHTTP2_FLAG_NONE, stream->id, NGHTTP2_CANCEL);
-        gw_h2up_stream_detach(stream);
+        gw_h2up_stream_end(stream);
         gw_h2up_schedule(session);
         gw_h2up_leave(session);
     }
