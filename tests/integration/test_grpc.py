@@ -258,8 +258,8 @@ def test_over_tls_with_alpn_h2(gateway_factory, redis, echo, tmp_path):
                     "-subj", f"/CN=*.{DOMAIN}", "-addext", f"subjectAltName=DNS:*.{DOMAIN}"],
                    check=True, capture_output=True, timeout=60)
     tls_port = free_port()
-    gateway = gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls", f"tls_certificate {certificate}",
-                                            f"tls_certificate_key {key}"])
+    gateway_factory(redis, extra=[f"listen 127.0.0.1:{tls_port} tls", f"tls_certificate {certificate}",
+                    f"tls_certificate_key {key}"])
     redis.put("rpc8")
     name = f"{echo.port}-rpc8.{DOMAIN}"
     credentials = grpc.ssl_channel_credentials(root_certificates=certificate.read_bytes())
@@ -308,12 +308,13 @@ def test_malformed_h2c_ports_is_an_invalid_record(gateway, redis, echo):
     assert (got, message) == (grpc.StatusCode.UNAVAILABLE, "The sandbox record is invalid")
 
 
-def resetting_h2_server(stream, server):
-    """An HTTP/2 server (python3-h2) that resets every stream it is sent, once its request ended."""
+def serve_h2(stream, on_event):
+    """Serves one connection as an HTTP/2 server (python3-h2): on_event(connection, event) for each
+    event, what it queued sent after each read, until the peer closes."""
     import h2.config
     import h2.connection
-    import h2.events
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                      header_encoding="utf-8"))
     connection.initiate_connection()
     stream.sock.sendall(connection.data_to_send())
     while True:
@@ -324,10 +325,19 @@ def resetting_h2_server(stream, server):
         if not data:
             return
         for event in connection.receive_data(data):
-            if isinstance(event, h2.events.StreamEnded):
-                server.record(event.stream_id)
-                connection.reset_stream(event.stream_id, error_code=8)  # CANCEL
+            on_event(connection, event)
         stream.sock.sendall(connection.data_to_send())
+
+
+def resetting_h2_server(stream, server):
+    """An HTTP/2 server that resets every stream it is sent, once its request ended."""
+    import h2.events
+
+    def on_event(connection, event):
+        if isinstance(event, h2.events.StreamEnded):
+            server.record(event.stream_id)
+            connection.reset_stream(event.stream_id, error_code=8)  # CANCEL
+    serve_h2(stream, on_event)
 
 
 def test_a_reset_from_the_sandbox_resets_the_client_stream(gateway, redis, raw_server_factory):
@@ -340,38 +350,26 @@ def test_a_reset_from_the_sandbox_resets_the_client_stream(gateway, redis, raw_s
 
 
 def echoing_h2_server(stream, server):
-    """A plain HTTP/2 server (python3-h2): answers each request with its body upper-cased, in two
-    DATA frames, then the trailer x-sum; records (method, path, body, fields)."""
-    import h2.config
-    import h2.connection
+    """A plain HTTP/2 server: answers each request with its body upper-cased, in two DATA frames, then
+    the trailer x-sum; records (method, path, body, fields)."""
     import h2.events
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
-                                                                      header_encoding="utf-8"))
-    connection.initiate_connection()
-    stream.sock.sendall(connection.data_to_send())
     requests = {}
-    while True:
-        try:
-            data = stream.sock.recv(65536)
-        except OSError:
-            return
-        if not data:
-            return
-        for event in connection.receive_data(data):
-            if isinstance(event, h2.events.RequestReceived):
-                requests[event.stream_id] = [dict(event.headers), b""]
-            elif isinstance(event, h2.events.DataReceived):
-                requests[event.stream_id][1] += event.data
-                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded):
-                fields, body = requests.pop(event.stream_id)
-                server.record((fields[":method"], fields[":path"], body, fields))
-                connection.send_headers(event.stream_id, [(":status", "200"), ("content-type", "text/plain")])
-                reply = body.upper() or b"empty"
-                connection.send_data(event.stream_id, reply[:2])
-                connection.send_data(event.stream_id, reply[2:])
-                connection.send_headers(event.stream_id, [("x-sum", str(len(body)))], end_stream=True)
-        stream.sock.sendall(connection.data_to_send())
+
+    def on_event(connection, event):
+        if isinstance(event, h2.events.RequestReceived):
+            requests[event.stream_id] = [dict(event.headers), b""]
+        elif isinstance(event, h2.events.DataReceived):
+            requests[event.stream_id][1] += event.data
+            connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            fields, body = requests.pop(event.stream_id)
+            server.record((fields[":method"], fields[":path"], body, fields))
+            connection.send_headers(event.stream_id, [(":status", "200"), ("content-type", "text/plain")])
+            reply = body.upper() or b"empty"
+            connection.send_data(event.stream_id, reply[:2])
+            connection.send_data(event.stream_id, reply[2:])
+            connection.send_headers(event.stream_id, [("x-sum", str(len(body)))], end_stream=True)
+    serve_h2(stream, on_event)
 
 
 def test_http11_clients_of_an_h2c_port_are_translated(gateway, redis, raw_server_factory):
@@ -404,16 +402,12 @@ def test_a_stream_refused_by_goaway_is_sent_again_on_a_new_session(gateway, redi
         connections.append(stream)
         if len(connections) > 1:
             return echoing_h2_server(stream, server)
-        import h2.config
-        import h2.connection
-        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        connection.initiate_connection()
-        stream.sock.sendall(connection.data_to_send())
-        data = stream.sock.recv(65536)
-        connection.receive_data(data)
-        connection.close_connection(last_stream_id=0)
-        stream.sock.sendall(connection.data_to_send())
-        stream.wait_eof(5)
+        import h2.events
+
+        def on_event(connection, event):
+            if isinstance(event, h2.events.RequestReceived):
+                connection.close_connection(last_stream_id=0)
+        serve_h2(stream, on_event)
 
     server = raw_server_factory(handler)
     redis.put("h2c2", h2c_ports="*")
