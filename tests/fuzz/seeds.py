@@ -19,6 +19,34 @@ SEPARATOR = b"\xff"
 TOKEN = b"s3cret-fuzz-token"  # tests/fuzz/fuzz_request.c: the private sandboxes' token
 PUB = b"30000-pub.fuzz.test"  # "30000" becomes the sandboxes' port
 
+# What python3's ssl module (OpenSSL 3.0.19) sends first for server_hostname="pypi.org":
+# ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).wrap_bio(incoming, outgoing, server_hostname="pypi.org")
+# .do_handshake(), then outgoing.read(). Kept as bytes: a new capture differs every time (random,
+# key shares), and the seed files should not.
+PYTHON_CLIENT_HELLO = bytes.fromhex(
+    "1603010200010001fc03034e03c3615e2f2762b00f14c5442c219886e34c71c0373833cca4fac9b72db60b20e8d49fe5"
+    "fc23b550e8d7cda7ad287099917fdf8ceaedab0f6754a976e6c34aa9003e130213031301c02cc030009fcca9cca8ccaa"
+    "c02bc02f009ec024c028006bc023c0270067c00ac0140039c009c0130033009d009c003d003c0035002f00ff01000175"
+    "0000000d000b000008707970692e6f7267000b000403000102000a00160014001d0017001e0019001801000101010201"
+    "030104002300000016000000170000000d002a0028040305030603080708080809080a080b0804080508060401050106"
+    "01030303010302040205020602002b0009080304030303020301002d00020101003300260024001d00201ff68f0f8677"
+    "2ac92eb43b3bd4aacc062dbb85080f047f55c9dcf08a52b4fb08001500c7000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000")
+
+# What `openssl s_client -connect 127.0.0.1:PORT -servername example.com` (OpenSSL 3.0.19) sends
+# first.
+OPENSSL_CLIENT_HELLO = bytes.fromhex(
+    "160301013801000134030397c4eae2be1b589824a1ecd7fcc0c80eb0d66c596290c9c48c1c9331e52f70a7200efa334a"
+    "a77a3351e7e0276dc047931cd3809a699831990946a1bf50d7a140f0003e130213031301c02cc030009fcca9cca8ccaa"
+    "c02bc02f009ec024c028006bc023c0270067c00ac0140039c009c0130033009d009c003d003c0035002f00ff010000ad"
+    "00000010000e00000b6578616d706c652e636f6d000b000403000102000a00160014001d0017001e0019001801000101"
+    "010201030104002300000016000000170000000d002a0028040305030603080708080809080a080b0804080508060401"
+    "05010601030303010302040205020602002b0009080304030303020301002d00020101003300260024001d0020a549a6"
+    "eac93befb0892e8d657ae6fc1064587d1dda1c8d7f07e6ecaaf1bdb363")
+
 
 def h2_seeds():
     """HTTP/2 inputs for the request target: the preface, SETTINGS, then streams (HPACK without
@@ -274,6 +302,43 @@ def egress_seeds():
     }
 
 
+def egress_dns_seeds():
+    """Queries to the egress agent's DNS responder (fuzz_egress_dns.c): dig's, with and without
+    EDNS, and ones built to reach each refusal of egress/dns_message.c."""
+    def header(flags=0x0100, questions=1, answers=0, authority=0, additional=0, ident=0xabcd):
+        return struct.pack("!6H", ident, flags, questions, answers, authority, additional)
+
+    def name(*labels):
+        return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+
+    def opt(size=1232, version=0, flags=0, options=b""):
+        return b"\x00" + struct.pack("!HHBBHH", 41, size, 0, version, flags, len(options)) + options
+
+    pypi = name(b"pypi", b"org") + struct.pack("!HH", 1, 1)
+    cookie = struct.pack("!HH", 10, 8) + bytes.fromhex("03d18ff21a71e18b")
+    return {
+        # dig 9.18: pypi.org A +noedns, pypi.org A, PyPI.Org AAAA (RD and AD set).
+        "dig-noedns": bytes.fromhex("9cf9012000010000000000000470797069036f72670000010001"),
+        "dig-edns": bytes.fromhex("914c012000010000000000010470797069036f7267000001000100002904d0"
+                                  "00000000000c000a000803d18ff21a71e18b"),
+        "dig-aaaa-mixed-case": bytes.fromhex("2fec012000010000000000010450795049034f726700001c0001"
+                                             "00002904d000000000000c000a0008849ba154940c67d4"),
+        "mx": header() + name(b"pypi", b"org") + struct.pack("!HH", 15, 1),
+        "root": header() + name() + struct.pack("!HH", 2, 1),
+        "edns-do-small": header(additional=1) + pypi + opt(size=100, flags=0x8000, options=cookie),
+        "edns-version": header(additional=1) + pypi + opt(version=1),
+        "longest-name": header(additional=1) + name(b"a" * 63, b"b" * 63, b"C" * 63, b"d" * 61) +
+                        struct.pack("!HH", 28, 1) + opt(size=512),
+        "not-hostname": header() + name(b"a.b", b"c\x00d", b"E_-9") + struct.pack("!HH", 1, 1),
+        "pointer": header() + b"\x04pypi\xc0\x0c" + struct.pack("!HH", 1, 1),
+        "two-opts": header(additional=2) + pypi + opt() + opt(),
+        "trailing": header(additional=1) + pypi + opt() + b"junk",
+        "status": header(flags=0x1100) + pypi,
+        "response": header(flags=0x8180) + pypi,
+        "header-only-edns": header(questions=0, additional=1) + opt(options=cookie),
+    }
+
+
 def ticket_seeds():
     key = bytes(range(80))
     other = bytes(range(80, 160))
@@ -302,6 +367,81 @@ def http1_seeds():
     return seeds
 
 
+def egress_sniff_seeds():
+    """The first bytes of intercepted connections (fuzz_egress_sniff.c): real ClientHellos, ones
+    built here (split over records, broken on purpose, one padded to the 16 KiB limit), and HTTP
+    request heads."""
+    def vector(length_size, payload):
+        return len(payload).to_bytes(length_size, "big") + payload
+
+    def extension(kind, payload):
+        return struct.pack("!H", kind) + vector(2, payload)
+
+    def server_name(*names):
+        return extension(0, vector(2, b"".join(b"\x00" + vector(2, name) for name in names)))
+
+    usual = extension(10, b"\x00\x04\x00\x1d\x00\x17") + extension(43, b"\x04\x03\x04\x03\x03")
+
+    def client_hello(extensions=None):
+        body = (b"\x03\x03" + bytes(range(32)) + vector(1, bytes(range(32))) +
+                vector(2, b"\x13\x01\x13\x02\xc0\x2f") + b"\x01\x00")
+        if extensions is not None:
+            body += vector(2, extensions)
+        return b"\x01" + vector(3, body)
+
+    def records(message, *sizes):
+        out, offset = b"", 0
+        for size in list(sizes) + [len(message)]:
+            fragment = message[offset:offset + size]
+            if fragment:
+                out += b"\x16\x03\x01" + vector(2, fragment)
+            offset += size
+        return out
+
+    hello = client_hello(usual + server_name(b"example.com"))
+    seeds = {
+        "tls-python-pypi": PYTHON_CLIENT_HELLO,
+        "tls-openssl-example": OPENSSL_CLIENT_HELLO,
+        "tls-built": records(hello),
+        "tls-two-records": records(hello, 40),
+        "tls-three-records": records(hello, 1, 3),
+        "tls-then-early-data": records(hello) + b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x02hi",
+        "tls-no-server-name": records(client_hello(usual)),
+        "tls-no-extensions": records(client_hello()),
+        "tls-upper-case": records(client_hello(server_name(b"WWW.Example.COM."))),
+        "tls-ip-literal": records(client_hello(server_name(b"192.0.2.1"))),
+        "tls-two-host-names": records(client_hello(server_name(b"good.example", b"evil.example"))),
+        "tls-duplicate": records(client_hello(server_name(b"a.example") + usual + usual)),
+        "tls-alert-between": records(hello[:30]) + b"\x15\x03\x03\x00\x02\x02\x28" + records(hello[30:]),
+    }
+    # Padded (RFC 7685) so that the record ends at the 16 KiB the agent reads: libFuzzer then
+    # tries inputs up to that size.
+    short = client_hello(server_name(b"big.example"))
+    padding = 16384 - 5 - len(short) - 4
+    seeds["tls-16k"] = records(client_hello(server_name(b"big.example") + extension(21, bytes(padding))))
+    # Past the 16 KiB: what follows the ClientHello, and a body behind a request head.
+    seeds["tls-16k-then-more"] = seeds["tls-16k"] + b"\x14\x03\x03\x00\x01\x01"
+    heads = {
+        "get": b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+        "port": b"GET /a?b=c HTTP/1.1\r\nHost: Example.COM.:8080\r\n\r\n",
+        "absolute": b"GET http://example.com:80/x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        "absolute-mismatch": b"GET http://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n",
+        "http10": b"GET / HTTP/1.0\r\nUser-Agent: old\r\n\r\n",
+        "two-hosts": b"GET / HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\n\r\n",
+        "ipv6": b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n",
+        "ipv4": b"OPTIONS * HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n",
+        "post-body": b"POST /u HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5000\r\n\r\nfirst bytes",
+        "chunked": b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        "obs-fold": b"GET / HTTP/1.1\r\nHost: good.example\r\n evil.example\r\n\r\n",
+        "connect": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "http09": b"GET /\r\n",
+    }
+    heads["big-body"] = (b"PUT /big HTTP/1.1\r\nHost: example.com\r\nContent-Length: 20000\r\n\r\n" +
+                         b"x" * 20000)
+    seeds.update({"http-" + name: head for name, head in heads.items()})
+    return seeds
+
+
 TARGETS = {
     "fuzz_request": request_seeds,
     "fuzz_http1": http1_seeds,
@@ -310,8 +450,10 @@ TARGETS = {
     "fuzz_record": record_seeds,
     "fuzz_config": config_seeds,
     "fuzz_egress_policy": egress_seeds,
+    "fuzz_egress_dns": egress_dns_seeds,
     "fuzz_ticket": ticket_seeds,
     "fuzz_h2_upstream": h2_upstream_seeds,
+    "fuzz_egress_sniff": egress_sniff_seeds,
 }
 
 
