@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 
 #include "egress/apply.h"
+#include "egress/intercept.h"
 #include "egress/policy.h"
 #include "egress/record.h"
 #include "util/clock.h"
@@ -58,6 +59,8 @@ typedef struct egress_sandbox {
     char *applied_netns;    /* where our table is, or NULL */
     egress_applied_t applied;
     char *apply_error; /* the last failure to enforce, so a streak is logged once */
+    egress_intercept_t *intercept; /* while its policy has domain entries */
+    char *intercept_error;         /* the last failure to intercept, logged once */
 } egress_sandbox_t;
 
 /* A command in flight (SMEMBERS or HGETALL); a record's reply finds its sandbox by ID, so the
@@ -91,6 +94,8 @@ struct egress_agent {
     egress_sandbox_t *queue_tail;
     size_t resync_in_flight;
     egress_applier_t applier;
+    egress_intercept_shared_t intercept; /* its resolver NULL when domains cannot be served */
+    char intercept_unavailable[256];     /* why not */
 };
 
 static void egress_agent_fetch(egress_agent_t *agent, egress_sandbox_t *sandbox, bool resync);
@@ -139,6 +144,8 @@ static bool egress_agent_remove_rules(egress_agent_t *agent, egress_sandbox_t *s
     }
     log_info("sandbox %s: egress rules removed from namespace %s (%s)", sandbox->map_entry->key,
              sandbox->applied_netns, why);
+    egress_intercept_free(sandbox->intercept);
+    sandbox->intercept = NULL;
     free(sandbox->applied_netns);
     sandbox->applied_netns = NULL;
     return true;
@@ -148,6 +155,42 @@ static void egress_agent_schedule_retry(egress_agent_t *agent) {
     if (evtimer_pending(agent->retry_timer, NULL))
         return;
     clock_arm(agent->retry_timer, agent->retry_backoff_ms);
+}
+
+/* The interception a policy with domain entries needs, opened in its namespace when it is not
+ * yet (or the namespace was made anew); NULL when the policy has none or they cannot be served,
+ * which is logged once: the address rules then stand alone, and no name is let through. */
+static const egress_intercept_ports_t *egress_agent_intercept(egress_agent_t *agent,
+                                                              egress_sandbox_t *sandbox) {
+    const char *id = sandbox->map_entry->key;
+    if (sandbox->wanted.domains.count == 0)
+        return NULL;
+    char error[512];
+    if (agent->intercept.resolver == NULL) {
+        snprintf(error, sizeof(error), "%s", agent->intercept_unavailable);
+        goto failed;
+    }
+    if (sandbox->intercept != NULL &&
+        !egress_intercept_serves(sandbox->intercept, sandbox->wanted_netns)) {
+        egress_intercept_free(sandbox->intercept);
+        sandbox->intercept = NULL;
+    }
+    if (sandbox->intercept == NULL)
+        sandbox->intercept = egress_intercept_new(&agent->intercept, id, sandbox->wanted_netns,
+                                                  &sandbox->wanted, error, sizeof(error));
+    if (sandbox->intercept == NULL)
+        goto failed;
+    egress_agent_set_text(&sandbox->intercept_error, NULL);
+    return egress_intercept_ports(sandbox->intercept);
+
+failed:
+    if (!egress_agent_same_text(sandbox->intercept_error, error)) {
+        log_error("sandbox %s: its %zu domain entries cannot be served (%s): only its address "
+                  "rules apply",
+                  id, sandbox->wanted.domains.count, error);
+        egress_agent_set_text(&sandbox->intercept_error, error);
+    }
+    return NULL;
 }
 
 /* Makes the rules in force match what the record asks for; a failure is logged once per streak
@@ -171,8 +214,9 @@ static void egress_agent_enforce(egress_agent_t *agent, egress_sandbox_t *sandbo
 
     char error[512];
     double milliseconds = 0;
+    const egress_intercept_ports_t *intercept = egress_agent_intercept(agent, sandbox);
     egress_apply_result_t result =
-        egress_apply_policy(&agent->applier, sandbox->wanted_netns, &sandbox->wanted,
+        egress_apply_policy(&agent->applier, sandbox->wanted_netns, &sandbox->wanted, intercept,
                             &sandbox->applied, &milliseconds, error, sizeof(error));
     if (result == EGRESS_APPLY_FAILED) {
         if (!egress_agent_same_text(sandbox->apply_error, error)) {
@@ -181,6 +225,11 @@ static void egress_agent_enforce(egress_agent_t *agent, egress_sandbox_t *sandbo
             egress_agent_set_text(&sandbox->apply_error, error);
         }
         goto failed_quietly;
+    }
+    if (intercept == NULL && sandbox->intercept != NULL) {
+        /* The redirect is gone with that transaction: its listeners may go too. */
+        egress_intercept_free(sandbox->intercept);
+        sandbox->intercept = NULL;
     }
     if (sandbox->apply_error != NULL)
         log_info("sandbox %s: namespace %s now usable", id, sandbox->wanted_netns);
@@ -192,11 +241,11 @@ static void egress_agent_enforce(egress_agent_t *agent, egress_sandbox_t *sandbo
     }
     if (result == EGRESS_APPLY_DONE)
         log_info("sandbox %s: egress policy applied in namespace %s in %.1f ms "
-                 "(internet access %s; %zu allowed, %zu denied ranges)",
+                 "(internet access %s; %zu allowed, %zu denied ranges; %zu domain entries)",
                  id, sandbox->wanted_netns, milliseconds,
                  sandbox->wanted.internet_access ? "on" : "off",
                  egress_policy_allow_count(&sandbox->wanted),
-                 egress_policy_deny_count(&sandbox->wanted));
+                 egress_policy_deny_count(&sandbox->wanted), sandbox->wanted.domains.count);
     else
         log_debug("sandbox %s: egress policy in namespace %s unchanged (checked in %.1f ms)", id,
                   sandbox->wanted_netns, milliseconds);
@@ -281,6 +330,8 @@ static void egress_agent_enqueue(egress_agent_t *agent, egress_sandbox_t *sandbo
 /* ---- sandboxes ---- */
 
 static void egress_agent_sandbox_free(egress_sandbox_t *sandbox) {
+    egress_intercept_free(sandbox->intercept); /* before the policy it reads */
+    free(sandbox->intercept_error);
     egress_policy_free(&sandbox->wanted);
     egress_applied_clear(&sandbox->applied);
     free(sandbox->wanted_netns);
@@ -713,6 +764,20 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
     agent->retry_backoff_ms = EGRESS_AGENT_RETRY_FIRST_MS;
     if (egress_applier_init(&agent->applier, NULL, error, error_size) != 0)
         goto fail;
+    agent->intercept.base = base;
+    agent->intercept.applier = &agent->applier;
+    /* Domain entries need both; without them the agent still enforces every address rule. */
+    if (egress_intercept_find_cgroup(&agent->intercept, agent->intercept_unavailable,
+                                     sizeof(agent->intercept_unavailable)) == 0)
+        agent->intercept.resolver =
+            egress_resolver_new(base, config->dns_server, agent->intercept_unavailable,
+                                sizeof(agent->intercept_unavailable));
+    if (agent->intercept.resolver == NULL)
+        log_warn("domain entries of allow_out are unavailable on this node: %s",
+                 agent->intercept_unavailable);
+    else
+        log_info("domain entries: the agent's own sockets are those of cgroup \"%s\" (level %u)",
+                 agent->intercept.cgroup, agent->intercept.cgroup_level);
 
     if (asprintf(&agent->node_key, "%s%s", EGRESS_CONFIG_NODE_SET_PREFIX, config->node_id) < 0) {
         agent->node_key = NULL; /* undefined after a failure */
@@ -789,6 +854,7 @@ void egress_agent_free(egress_agent_t *agent) {
     if (agent->sandboxes.buckets != NULL)
         strmap_foreach(&agent->sandboxes, egress_agent_free_visit, NULL);
     strmap_free(&agent->sandboxes);
+    egress_resolver_free(agent->intercept.resolver);
     free(agent->node_key);
     egress_applier_free(&agent->applier);
     free(agent);

@@ -318,9 +318,49 @@ done:
     return result;
 }
 
+int egress_netns_identity(const egress_applier_t *applier, const char *netns, dev_t *device,
+                          ino_t *inode) {
+    struct stat status;
+    int handle = egress_apply_open(applier, netns, &status);
+    if (handle < 0)
+        return -1;
+    close(handle);
+    *device = status.st_dev;
+    *inode = status.st_ino;
+    return 0;
+}
+
+int egress_netns_socket(const egress_applier_t *applier, const char *netns, int domain, int type,
+                        dev_t *device, ino_t *inode) {
+    struct stat status;
+    int handle = egress_apply_open(applier, netns, &status);
+    if (handle < 0)
+        return -1;
+    if (setns(handle, CLONE_NEWNET) != 0) {
+        int saved = errno;
+        close(handle);
+        errno = saved;
+        return -1;
+    }
+    int made = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int saved = errno;
+    egress_apply_go_home(applier);
+    close(handle);
+    if (made >= 0) {
+        if (device != NULL)
+            *device = status.st_dev;
+        if (inode != NULL)
+            *inode = status.st_ino;
+    }
+    errno = saved;
+    return made;
+}
+
 egress_apply_result_t egress_apply_policy(egress_applier_t *applier, const char *netns,
-                                          const egress_policy_t *policy, egress_applied_t *applied,
-                                          double *milliseconds, char *error, size_t error_size) {
+                                          const egress_policy_t *policy,
+                                          const egress_intercept_ports_t *intercept,
+                                          egress_applied_t *applied, double *milliseconds,
+                                          char *error, size_t error_size) {
     double started = egress_apply_now_ms();
     egress_apply_result_t result = EGRESS_APPLY_FAILED;
     egress_text_t script;
@@ -345,7 +385,7 @@ egress_apply_result_t egress_apply_policy(egress_applier_t *applier, const char 
     if (egress_apply_read_uplinks(&uplinks, error, error_size) != 0 ||
         egress_apply_read_generation(&generation, error, error_size) != 0)
         goto done;
-    if (egress_ruleset_compile(policy, &uplinks, &script) != 0) {
+    if (egress_ruleset_compile(policy, &uplinks, intercept, &script) != 0) {
         error_format(error, error_size, "out of memory");
         goto done;
     }

@@ -46,12 +46,26 @@ void egress_applier_free(egress_applier_t *applier);
  * "." or "..". */
 bool egress_netns_name_valid(const char *name, size_t length);
 
-/* Makes namespace netns enforce policy: enters it, finds its uplinks, compiles, and commits the
- * script as one transaction unless *applied shows it in force already (same namespace, same
- * script); *milliseconds is the time spent. On DONE *applied describes the new state. */
+/* Makes namespace netns enforce policy (with intercept, or NULL, as egress_ruleset_compile takes
+ * it): enters it, finds its uplinks, compiles, and commits the script as one transaction unless
+ * *applied shows it in force already (same namespace, same script); *milliseconds is the time
+ * spent. On DONE *applied describes the new state. */
 egress_apply_result_t egress_apply_policy(egress_applier_t *applier, const char *netns,
-                                          const egress_policy_t *policy, egress_applied_t *applied,
-                                          double *milliseconds, char *error, size_t error_size);
+                                          const egress_policy_t *policy,
+                                          const egress_intercept_ports_t *intercept,
+                                          egress_applied_t *applied, double *milliseconds,
+                                          char *error, size_t error_size);
+
+/* Which namespace netns names now (its handle's device and inode); returns 0, or -1 with errno
+ * set. */
+int egress_netns_identity(const egress_applier_t *applier, const char *netns, dev_t *device,
+                          ino_t *inode);
+
+/* Creates a socket (non-blocking, close-on-exec) inside namespace netns: it stays there, though
+ * the agent goes home at once. *device and *inode (unless NULL) identify the namespace. Returns
+ * the descriptor, or -1 with errno set. */
+int egress_netns_socket(const egress_applier_t *applier, const char *netns, int domain, int type,
+                        dev_t *device, ino_t *inode);
 
 /* Removes our table from namespace netns and clears *applied; a namespace that no longer exists
  * has nothing to remove. Returns 0, or -1 with error. */

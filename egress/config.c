@@ -3,8 +3,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+#include <event2/util.h>
 
 static conf_setter_t egress_config_set_node_id;
+static conf_setter_t egress_config_set_dns_server;
 
 // clang-format off
 #define EGRESS_CONFIG_FIELD(field) offsetof(egress_config_t, field)
@@ -23,6 +27,9 @@ static const conf_directive_t egress_config_directives[] = {
     /* Below 100 ms a resync would compete with the changes it backs up; a day is plenty. */
     {"policy_resync_interval",  1, 1, conf_set_duration,
      EGRESS_CONFIG_FIELD(resync_interval_ms), 100, 24 * CONF_HOUR, CONF_ONCE, "10s", 0},
+    /* Where domain entries are resolved; absent: the first nameserver of /etc/resolv.conf. */
+    {"dns_server",              1, 1, egress_config_set_dns_server,
+     EGRESS_CONFIG_FIELD(dns_server), 0, 0, CONF_ONCE, NULL, 0},
     {"log_level",               1, 1, conf_set_log_level,
      EGRESS_CONFIG_FIELD(log_level), 0, 0, CONF_ONCE, "info", 0},
 };
@@ -53,6 +60,18 @@ static int egress_config_set_node_id(conf_parser_t *parser, const conf_directive
     return conf_set_string(parser, directive, arguments, argument_count);
 }
 
+/* "ADDR", "ADDR:PORT" or "[IPv6]:PORT", as evdns takes a nameserver. */
+static int egress_config_set_dns_server(conf_parser_t *parser, const conf_directive_t *directive,
+                                        char **arguments, size_t argument_count) {
+    struct sockaddr_storage address;
+    int address_length = (int)sizeof(address);
+    if (evutil_parse_sockaddr_port(arguments[0], (struct sockaddr *)&address, &address_length) != 0)
+        return conf_error(parser,
+                          "invalid %s \"%s\": write an IP address, ADDR:PORT or [IPv6]:PORT",
+                          directive->name, arguments[0]);
+    return conf_set_string(parser, directive, arguments, argument_count);
+}
+
 int egress_config_defaults(egress_config_t *config) {
     memset(config, 0, sizeof(*config));
     return conf_defaults(&egress_config_syntax, config, NULL, 0);
@@ -74,5 +93,6 @@ void egress_config_free(egress_config_t *config) {
     free(config->redis_url);
     conf_redis_target_free(&config->redis);
     free(config->redis_key_prefix);
+    free(config->dns_server);
     memset(config, 0, sizeof(*config));
 }

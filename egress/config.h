@@ -18,6 +18,7 @@ typedef struct egress_config {
     conf_redis_target_t redis; /* parsed redis_url */
     char *redis_key_prefix;    /* record key = prefix + sandbox ID */
     uint64_t resync_interval_ms;
+    char *dns_server; /* ADDR[:PORT] for evdns, or NULL: /etc/resolv.conf's first nameserver */
     log_level_t log_level;
 } egress_config_t;
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "egress/agent.h"
 #include "egress/config.h"
@@ -60,7 +61,7 @@ static int netpolicy_check(int argc, char **argv) {
         fprintf(stderr, "sandbox-netpolicy check: %s\n", error);
         goto done;
     }
-    if (egress_ruleset_compile(&policy, NULL, &script) != 0) {
+    if (egress_ruleset_compile(&policy, NULL, NULL, &script) != 0) {
         fprintf(stderr, "sandbox-netpolicy check: out of memory\n");
         goto done;
     }
@@ -161,6 +162,14 @@ int main(int argc, char **argv) {
     }
     log_set_level(config.log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* Each intercepted connection is two descriptors (up to 1,024 per sandbox): take all the
+     * hard limit allows, as the gateway does. */
+    struct rlimit descriptors;
+    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 &&
+        descriptors.rlim_cur < descriptors.rlim_max) {
+        descriptors.rlim_cur = descriptors.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &descriptors);
+    }
     int status = netpolicy_run(&config);
     egress_config_free(&config);
     libevent_global_shutdown();

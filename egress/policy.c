@@ -8,11 +8,12 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "egress/sniff.h"
 #include "util/cidr.h"
 #include "util/error.h"
 
-/* The longest entry worth reading: an IPv6 literal with an embedded IPv4 and "/128" is 49. */
-#define EGRESS_POLICY_ENTRY_MAX 64
+/* The longest entry worth reading: "*." and a 253-byte name with its trailing dot. */
+#define EGRESS_POLICY_ENTRY_MAX 256
 /* How much of a bad entry an error message quotes. */
 #define EGRESS_POLICY_QUOTE_MAX 64
 
@@ -47,12 +48,79 @@ static void egress_range_list_free(egress_range_list_t *list) {
     list->capacity = 0;
 }
 
+static void egress_domain_list_free(egress_domain_list_t *list) {
+    for (size_t i = 0; i < list->count; i++)
+        free(list->domains[i].name);
+    free(list->domains);
+    memset(list, 0, sizeof(*list));
+}
+
 void egress_policy_free(egress_policy_t *policy) {
     for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
         egress_range_list_free(&policy->allow[family]);
         egress_range_list_free(&policy->deny[family]);
+        egress_range_list_free(&policy->deny_narrow[family]);
     }
+    egress_domain_list_free(&policy->domains);
     egress_policy_init(policy);
+}
+
+/* Appends a copy of name; returns 0, or -1 when memory is exhausted. */
+static int egress_domain_list_append(egress_domain_list_t *list, const char *name, size_t length,
+                                     bool wildcard) {
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity == 0 ? 8 : list->capacity * 2;
+        egress_domain_t *domains = realloc(list->domains, capacity * sizeof(*domains));
+        if (domains == NULL)
+            return -1;
+        list->domains = domains;
+        list->capacity = capacity;
+    }
+    char *copy = strndup(name, length);
+    if (copy == NULL)
+        return -1;
+    list->domains[list->count++] = (egress_domain_t){copy, length, wildcard};
+    return 0;
+}
+
+static int egress_domain_compare(const void *left, const void *right) {
+    const egress_domain_t *a = left;
+    const egress_domain_t *b = right;
+    if (a->wildcard != b->wildcard)
+        return a->wildcard ? 1 : -1;
+    return strcmp(a->name, b->name);
+}
+
+/* Sorts the list and drops repeated entries, so equal policies hold equal lists. */
+static void egress_domain_list_normalise(egress_domain_list_t *list) {
+    if (list->count < 2)
+        return;
+    qsort(list->domains, list->count, sizeof(*list->domains), egress_domain_compare);
+    size_t kept = 0;
+    for (size_t i = 1; i < list->count; i++) {
+        if (egress_domain_compare(&list->domains[kept], &list->domains[i]) == 0) {
+            free(list->domains[i].name);
+            continue;
+        }
+        list->domains[++kept] = list->domains[i];
+    }
+    list->count = kept + 1;
+}
+
+bool egress_policy_domain_match(const egress_policy_t *policy, const char *name, size_t length) {
+    for (size_t i = 0; i < policy->domains.count; i++) {
+        const egress_domain_t *domain = &policy->domains.domains[i];
+        if (!domain->wildcard) {
+            if (length == domain->length && memcmp(name, domain->name, length) == 0)
+                return true;
+            continue;
+        }
+        /* "*.example.com": a name ending in ".example.com" with at least one label before it. */
+        if (length > domain->length + 1 && name[length - domain->length - 1] == '.' &&
+            memcmp(name + length - domain->length, domain->name, domain->length) == 0)
+            return true;
+    }
+    return false;
 }
 
 int egress_range_list_append(egress_range_list_t *list, const egress_range_t *range) {
@@ -167,9 +235,54 @@ static int egress_policy_parse_block(const char *field, const char *text, egress
     return 0;
 }
 
+/* What a list's entries may be, for error messages. */
+static const char *egress_policy_entry_kinds(const egress_domain_list_t *domains) {
+    return domains != NULL ? "an IPv4 or IPv6 address, a CIDR block, a domain name or \"all\""
+                           : "an IPv4 or IPv6 address, a CIDR block or \"all\"";
+}
+
+/* An entry is read as a domain name when it has a letter or "*" and no ":" or "/" (which only
+ * addresses and blocks have): IPv4 literals are all digits, IPv6 ones have colons. */
+static bool egress_policy_looks_like_domain(const char *entry) {
+    if (strpbrk(entry, ":/") != NULL)
+        return false;
+    for (const char *c = entry; *c != '\0'; c++) {
+        if (*c == '*' || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z'))
+            return true;
+    }
+    return false;
+}
+
+/* Reads entry (NUL-terminated, trimmed) as "NAME" or "*.NAME" into domains, or fails with an
+ * error about field's entry (domains NULL: this list takes no domain names). */
+static int egress_policy_parse_domain(const char *field, const char *entry,
+                                      egress_domain_list_t *domains, char *error,
+                                      size_t error_size) {
+    char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
+    egress_policy_quote(entry, strlen(entry), quoted, sizeof(quoted));
+    if (domains == NULL)
+        return error_format(error, error_size,
+                            "%s: \"%s\" is a domain name; %s takes addresses and CIDR blocks only "
+                            "(domain names belong in allow_out)",
+                            field, quoted, field);
+    bool wildcard = entry[0] == '*' && entry[1] == '.';
+    const char *name = wildcard ? entry + 2 : entry;
+    egress_sniff_name_t normal;
+    if (!egress_sniff_hostname(name, strlen(name), &normal))
+        return error_format(
+            error, error_size,
+            "%s: \"%s\" is not a domain name (labels of 1 to 63 letters, digits and "
+            "inner hyphens, at most 253 characters, \"*.\" only in front)",
+            field, quoted);
+    if (egress_domain_list_append(domains, normal.text, normal.length, wildcard) != 0)
+        return error_format(error, error_size, "out of memory");
+    return 0;
+}
+
 int egress_policy_parse_list(const char *field, const char *text, size_t length,
-                             egress_range_list_t lists[EGRESS_FAMILY_COUNT], char *error,
-                             size_t error_size) {
+                             egress_range_list_t lists[EGRESS_FAMILY_COUNT],
+                             egress_range_list_t narrow[EGRESS_FAMILY_COUNT],
+                             egress_domain_list_t *domains, char *error, size_t error_size) {
     static const char blanks[] = " \t\r\n";
     /* An empty (or blank) value is an empty list, as the control plane writes "no entries". */
     size_t blank = 0;
@@ -201,10 +314,8 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             memchr(text + start, '\0', entry_length) != NULL) {
             char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
             egress_policy_quote(text + start, entry_length, quoted, sizeof(quoted));
-            return error_format(
-                error, error_size,
-                "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
-                quoted);
+            return error_format(error, error_size, "%s: \"%s\" is not %s", field, quoted,
+                                egress_policy_entry_kinds(domains));
         }
         char entry[EGRESS_POLICY_ENTRY_MAX + 1];
         memcpy(entry, text + start, entry_length);
@@ -214,10 +325,8 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
             if (c < 0x20 || c >= 0x7f || c == '"') {
                 char quoted[EGRESS_POLICY_QUOTE_MAX + 8];
                 egress_policy_quote(entry, entry_length, quoted, sizeof(quoted));
-                return error_format(
-                    error, error_size,
-                    "%s: \"%s\" is not an IPv4 or IPv6 address, a CIDR block or \"all\"", field,
-                    quoted);
+                return error_format(error, error_size, "%s: \"%s\" is not %s", field, quoted,
+                                    egress_policy_entry_kinds(domains));
             }
         }
 
@@ -227,6 +336,9 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
                 if (egress_range_list_append(&lists[family], &everything) != 0)
                     return error_format(error, error_size, "out of memory");
             }
+        } else if (egress_policy_looks_like_domain(entry)) {
+            if (egress_policy_parse_domain(field, entry, domains, error, error_size) != 0)
+                return -1;
         } else {
             egress_range_t range;
             egress_family_t family;
@@ -234,13 +346,22 @@ int egress_policy_parse_list(const char *field, const char *text, size_t length,
                 return -1;
             if (egress_range_list_append(&lists[family], &range) != 0)
                 return error_format(error, error_size, "out of memory");
+            egress_range_t everything = egress_range_everything(family);
+            if (narrow != NULL && memcmp(&range, &everything, sizeof(range)) != 0 &&
+                egress_range_list_append(&narrow[family], &range) != 0)
+                return error_format(error, error_size, "out of memory");
         }
         if (comma == NULL)
             break;
         position = end + 1;
     }
-    for (int family = 0; family < EGRESS_FAMILY_COUNT; family++)
+    for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
         egress_range_list_merge(&lists[family], (egress_family_t)family);
+        if (narrow != NULL)
+            egress_range_list_merge(&narrow[family], (egress_family_t)family);
+    }
+    if (domains != NULL)
+        egress_domain_list_normalise(domains);
     return 0;
 }
 
@@ -264,13 +385,13 @@ int egress_policy_parse(egress_policy_t *policy, egress_field_t allow_internet_a
                                 "allow_internet_access: \"%s\" is not true or false", quoted);
         }
     }
-    if (deny_out.value != NULL && egress_policy_parse_list("deny_out", deny_out.value,
-                                                           deny_out.length, policy->deny, error,
-                                                           error_size) != 0)
+    if (deny_out.value != NULL &&
+        egress_policy_parse_list("deny_out", deny_out.value, deny_out.length, policy->deny,
+                                 policy->deny_narrow, NULL, error, error_size) != 0)
         return -1;
-    if (allow_out.value != NULL && egress_policy_parse_list("allow_out", allow_out.value,
-                                                            allow_out.length, policy->allow,
-                                                            error, error_size) != 0)
+    if (allow_out.value != NULL &&
+        egress_policy_parse_list("allow_out", allow_out.value, allow_out.length, policy->allow,
+                                 NULL, &policy->domains, error, error_size) != 0)
         return -1;
     /* DESIGN.md: allow_internet_access false is exactly deny_out = all traffic. */
     if (!policy->internet_access) {
@@ -322,4 +443,61 @@ size_t egress_policy_allow_count(const egress_policy_t *policy) {
 
 size_t egress_policy_deny_count(const egress_policy_t *policy) {
     return policy->deny[EGRESS_IPV4].count + policy->deny[EGRESS_IPV6].count;
+}
+
+/* True when a range of list (merged: sorted, disjoint) holds address. */
+static bool egress_range_list_contains(const egress_range_list_t *list, egress_family_t family,
+                                       const uint8_t *address) {
+    size_t width = egress_family_width[family];
+    size_t low = 0;
+    size_t high = list->count;
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        const egress_range_t *range = &list->ranges[middle];
+        if (memcmp(address, range->first, width) < 0)
+            high = middle;
+        else if (memcmp(address, range->last, width) > 0)
+            low = middle + 1;
+        else
+            return true;
+    }
+    return false;
+}
+
+/* Where a name must never lead (DESIGN.md, "Domain names in allow_out"): the node's own and
+ * other non-public networks (RFC 6890), and IPv6 prefixes that embed an IPv4 address, through
+ * which any of those could be reached again. */
+static const struct {
+    egress_family_t family;
+    const char *block;
+} egress_policy_special[] = {
+    {EGRESS_IPV4, "0.0.0.0/8"},      {EGRESS_IPV4, "10.0.0.0/8"},
+    {EGRESS_IPV4, "100.64.0.0/10"},  {EGRESS_IPV4, "127.0.0.0/8"},
+    {EGRESS_IPV4, "169.254.0.0/16"}, {EGRESS_IPV4, "172.16.0.0/12"},
+    {EGRESS_IPV4, "192.168.0.0/16"}, {EGRESS_IPV4, "224.0.0.0/4"},
+    {EGRESS_IPV4, "240.0.0.0/4"},    {EGRESS_IPV6, "::/128"},
+    {EGRESS_IPV6, "::1/128"},        {EGRESS_IPV6, "::ffff:0:0/96"},
+    {EGRESS_IPV6, "64:ff9b::/96"},   {EGRESS_IPV6, "2002::/16"},
+    {EGRESS_IPV6, "fc00::/7"},       {EGRESS_IPV6, "fe80::/10"},
+    {EGRESS_IPV6, "ff00::/8"},
+};
+
+static bool egress_policy_special_address(egress_family_t family, const uint8_t *address) {
+    for (size_t i = 0; i < sizeof(egress_policy_special) / sizeof(egress_policy_special[0]); i++) {
+        cidr_t block;
+        if (egress_policy_special[i].family != family ||
+            cidr_parse(egress_policy_special[i].block, &block) != CIDR_OK)
+            continue;
+        if (cidr_contains(&block, family == EGRESS_IPV6 ? AF_INET6 : AF_INET, address))
+            return true;
+    }
+    return false;
+}
+
+bool egress_policy_resolved_permitted(const egress_policy_t *policy, egress_family_t family,
+                                      const uint8_t *address) {
+    if (egress_range_list_contains(&policy->allow[family], family, address))
+        return true;
+    return !egress_range_list_contains(&policy->deny_narrow[family], family, address) &&
+           !egress_policy_special_address(family, address);
 }

@@ -137,8 +137,69 @@ static const char egress_ruleset_output_head[] =
 static const char egress_ruleset_forward_head[] =
     "add rule " EGRESS_RULESET_QUALIFIED " forward iifname @uplinks accept\n";
 
+/* The chains of domain interception: nat hooks, so only a connection's first packet is looked
+ * at, and its redirect holds for the rest. Without domain entries they are deleted in the same
+ * transaction ("add" first, so the pair succeeds whether or not they exist): a sandbox without
+ * domain entries has no nat hook at all. */
+static const char egress_ruleset_intercept_chains[] =
+    "add chain " EGRESS_RULESET_QUALIFIED
+    " intercept_output { type nat hook output priority -100; policy accept; }\n"
+    "add chain " EGRESS_RULESET_QUALIFIED
+    " intercept_prerouting { type nat hook prerouting priority -100; policy accept; }\n"
+    "add chain " EGRESS_RULESET_QUALIFIED " intercept\n"
+    "flush chain " EGRESS_RULESET_QUALIFIED " intercept_output\n"
+    "flush chain " EGRESS_RULESET_QUALIFIED " intercept_prerouting\n"
+    "flush chain " EGRESS_RULESET_QUALIFIED " intercept\n";
+
+static const char egress_ruleset_intercept_delete[] =
+    "delete chain " EGRESS_RULESET_QUALIFIED " intercept_output\n"
+    "delete chain " EGRESS_RULESET_QUALIFIED " intercept_prerouting\n"
+    "delete chain " EGRESS_RULESET_QUALIFIED " intercept\n";
+
+/* The domain list, as a comment: what the interception lets through by name. */
+static void egress_ruleset_domains(egress_text_t *script, const egress_policy_t *policy) {
+    egress_text_puts(script, "# domains (TCP 80 by Host, 443 by TLS SNI; DNS answered by the "
+                             "agent):");
+    for (size_t i = 0; i < policy->domains.count; i++)
+        egress_text_appendf(script, "%s %s%s", i > 0 ? "," : "",
+                            policy->domains.domains[i].wildcard ? "*." : "",
+                            policy->domains.domains[i].name);
+    egress_text_puts(script, "\n");
+}
+
+/* Redirects: DNS to any address, and ports 80 and 443 of addresses the address rules refuse.
+ * The agent's own sockets (its cgroup) and loopback are never redirected; neither is what comes
+ * in from the world on an uplink. (-100 is dstnat, which nft 1.0.6 does not name in an inet
+ * output hook.) */
+static void egress_ruleset_intercept(egress_text_t *script, const egress_intercept_ports_t *ports) {
+    egress_text_puts(script, egress_ruleset_intercept_chains);
+    egress_text_appendf(
+        script,
+        "add rule " EGRESS_RULESET_QUALIFIED
+        " intercept_output socket cgroupv2 level %u \"%s\" return\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept_output oif \"lo\" return\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept_output jump intercept\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept_prerouting iifname @uplinks return\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept_prerouting jump intercept\n",
+        ports->cgroup_level, ports->cgroup);
+    egress_text_appendf(
+        script,
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept udp dport 53 redirect to :%u\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept tcp dport 53 redirect to :%u\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept ip daddr @allow4 return\n"
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept ip6 daddr @allow6 return\n",
+        ports->dns_udp, ports->dns_tcp);
+    static const char *const families[] = {"ip daddr @deny4", "ip6 daddr @deny6"};
+    for (size_t i = 0; i < 2; i++)
+        egress_text_appendf(
+            script,
+            "add rule " EGRESS_RULESET_QUALIFIED " intercept %s tcp dport 80 redirect to :%u\n"
+            "add rule " EGRESS_RULESET_QUALIFIED " intercept %s tcp dport 443 redirect to :%u\n",
+            families[i], ports->http, families[i], ports->tls);
+}
+
 int egress_ruleset_compile(const egress_policy_t *policy, const egress_uplinks_t *uplinks,
-                           egress_text_t *script) {
+                           const egress_intercept_ports_t *intercept, egress_text_t *script) {
     egress_text_appendf(script,
                         "# sandbox-netpolicy: allow_internet_access %s; %zu allowed and %zu "
                         "denied ranges after merging\n",
@@ -160,9 +221,30 @@ int egress_ruleset_compile(const egress_policy_t *policy, const egress_uplinks_t
     }
     egress_text_puts(script, egress_ruleset_refuse);
     egress_text_puts(script, egress_ruleset_output_head);
+    bool intercepting = intercept != NULL && policy->domains.count > 0;
+    /* The agent's own sockets pass, and so do connections redirected to it: the filter sees
+     * them with their new (loopback) address but the old output interface, as nft's oif is
+     * the hook's, fixed before the redirect. */
+    if (intercepting)
+        egress_text_appendf(script,
+                            "add rule " EGRESS_RULESET_QUALIFIED
+                            " output socket cgroupv2 level %u \"%s\" accept\n"
+                            "add rule " EGRESS_RULESET_QUALIFIED " output ct status dnat accept\n",
+                            intercept->cgroup_level, intercept->cgroup);
     egress_ruleset_policy_rules(script, "output");
     egress_text_puts(script, egress_ruleset_forward_head);
     egress_ruleset_policy_rules(script, "forward");
+    if (policy->domains.count > 0)
+        egress_ruleset_domains(script, policy);
+    if (intercepting) {
+        egress_ruleset_intercept(script, intercept);
+    } else {
+        if (policy->domains.count > 0)
+            egress_text_puts(script, "# interception: the agent's ports and cgroup are chosen "
+                                     "when the policy is applied\n");
+        egress_text_puts(script, egress_ruleset_intercept_chains);
+        egress_text_puts(script, egress_ruleset_intercept_delete);
+    }
     return script->failed ? -1 : 0;
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "egress/policy.h"
 
@@ -39,11 +40,25 @@ typedef struct egress_uplinks {
     char names[8][16]; /* IFNAMSIZ each */
 } egress_uplinks_t;
 
+/* Where the agent intercepts a sandbox with domain entries (DESIGN.md, "Domain names in
+ * allow_out"): its listening ports inside the namespace, and its own cgroup, which marks the
+ * sockets it dials from there (a sandbox process cannot move its sockets into it). */
+typedef struct egress_intercept_ports {
+    uint16_t http;         /* TCP: connections to port 80 */
+    uint16_t tls;          /* TCP: connections to port 443 */
+    uint16_t dns_udp;      /* UDP port 53, any address */
+    uint16_t dns_tcp;      /* TCP port 53, any address */
+    const char *cgroup;    /* as nft names it: relative to /sys/fs/cgroup */
+    unsigned cgroup_level; /* its depth below the cgroup2 root */
+} egress_intercept_ports_t;
+
 /* Appends to script the transaction that makes the table hold exactly policy: it adds the table,
- * chains and sets (a no-op when they exist), flushes them and refills them. Returns 0, or -1 when
- * memory is exhausted. */
+ * chains and sets (a no-op when they exist), flushes them and refills them. With intercept (and
+ * domain entries in policy) the transaction also redirects to the agent what DESIGN.md says;
+ * without, there is no redirect, and the domain list is a comment. Returns 0, or -1 when memory
+ * is exhausted. */
 int egress_ruleset_compile(const egress_policy_t *policy, const egress_uplinks_t *uplinks,
-                           egress_text_t *script);
+                           const egress_intercept_ports_t *intercept, egress_text_t *script);
 
 /* Appends to script what removes the table, and succeeds whether or not it exists. */
 void egress_ruleset_remove(egress_text_t *script);

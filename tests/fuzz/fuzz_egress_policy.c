@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include "egress/policy.h"
+#include "egress/sniff.h"
 #include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -55,8 +56,8 @@ static void check_round_trip(const egress_range_list_t lists[EGRESS_FAMILY_COUNT
             egress_range_list_t again[EGRESS_FAMILY_COUNT];
             memset(again, 0, sizeof(again));
             char error[256];
-            FUZZ_CHECK(egress_policy_parse_list("allow_out", text, written, again, error,
-                                                sizeof(error)) == 0);
+            FUZZ_CHECK(egress_policy_parse_list("allow_out", text, written, again, NULL, NULL,
+                                                error, sizeof(error)) == 0);
             FUZZ_CHECK(again[family].count == 1 && again[1 - family].count == 0);
             FUZZ_CHECK(memcmp(again[family].ranges[0].first, range->first, width) == 0);
             FUZZ_CHECK(memcmp(again[family].ranges[0].last, range->last, width) == 0);
@@ -79,7 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memset(lists, 0, sizeof(lists));
         char error[256];
         if (egress_policy_parse_list(i == 0 ? "deny_out" : "allow_out", fields[i].value,
-                                     fields[i].length, lists, error, sizeof(error)) == 0) {
+                                     fields[i].length, lists, NULL, NULL, error,
+                                     sizeof(error)) == 0) {
             for (int family = 0; family < EGRESS_FAMILY_COUNT; family++)
                 check_merged(&lists[family], (egress_family_t)family);
             check_round_trip(lists);
@@ -97,6 +99,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int family = 0; family < EGRESS_FAMILY_COUNT; family++) {
             check_merged(&policy.allow[family], (egress_family_t)family);
             check_merged(&policy.deny[family], (egress_family_t)family);
+            check_merged(&policy.deny_narrow[family], (egress_family_t)family);
+        }
+        /* Domain entries: valid names, sorted without repeats, each matching itself (or, for a
+         * wildcard, a name one label below it) and not the wildcard's own name. */
+        for (size_t i = 0; i < policy.domains.count; i++) {
+            const egress_domain_t *domain = &policy.domains.domains[i];
+            egress_sniff_name_t normal;
+            FUZZ_CHECK(egress_sniff_hostname(domain->name, domain->length, &normal));
+            FUZZ_CHECK(normal.length == domain->length &&
+                       memcmp(normal.text, domain->name, domain->length) == 0);
+            if (i > 0)
+                FUZZ_CHECK(policy.domains.domains[i - 1].wildcard != domain->wildcard ||
+                           strcmp(policy.domains.domains[i - 1].name, domain->name) < 0);
+            if (!domain->wildcard) {
+                FUZZ_CHECK(egress_policy_domain_match(&policy, domain->name, domain->length));
+            } else if (domain->length + 2 <= EGRESS_SNIFF_NAME_MAX) {
+                char below[EGRESS_SNIFF_NAME_MAX + 1];
+                int length = snprintf(below, sizeof(below), "a.%s", domain->name);
+                FUZZ_CHECK(egress_policy_domain_match(&policy, below, (size_t)length));
+            }
         }
     }
     egress_policy_free(&policy);

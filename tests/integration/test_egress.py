@@ -18,10 +18,13 @@ unreachable or timed out (0.5 s) all count as blocked.
 import contextlib
 import ctypes
 import os
+import resource
 import selectors
 import shutil
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -141,12 +144,22 @@ class Servers:
                     connection, _ = key.fileobj.accept()
                 except OSError:
                     continue
-                if key.data:
+                if key.data == "named":
+                    threading.Thread(target=self._named, args=(connection,), daemon=True).start()
+                elif key.data:
                     threading.Thread(target=self._echo, args=(connection,), daemon=True).start()
                 else:
                     with contextlib.suppress(OSError):
                         connection.sendall(b"ok\n")
                     connection.close()
+
+    @classmethod
+    def _named(cls, connection):
+        """Says which address and port the client reached, then echoes."""
+        address, port = connection.getsockname()[:2]
+        with contextlib.suppress(OSError):
+            connection.sendall(f"{address} {port}\n".encode())
+        cls._echo(connection)
 
     @staticmethod
     def _echo(connection):
@@ -236,6 +249,8 @@ def network():
 
         servers.listen(WORLD_NS, SERVICE_PORT)
         servers.listen(WORLD_NS, ECHO_PORT, echo=True)
+        for port in (80, 443):  # where domain entries lead: they say which address was reached
+            servers.listen(WORLD_NS, port, echo="named")
         servers.listen(SANDBOX_NS, SERVICE_PORT)
         servers.listen(VM_NS, SERVICE_PORT)
         servers.start()
@@ -263,7 +278,7 @@ def egress_table(namespace=SANDBOX_NS):
 class Agent:
     """sandbox-netpolicy with a generated egress.conf, its log in a file."""
 
-    def __init__(self, build, workdir, redis, node_id, resync="10s"):
+    def __init__(self, build, workdir, redis, node_id, resync="10s", extra="", cgroup=None):
         self.binary = build.path / "sandbox-netpolicy"
         self.env = build.env()
         self.redis = redis
@@ -275,15 +290,22 @@ class Agent:
             f"node_id {node_id}\n"
             f"redis_url {redis.url}\n"
             f"policy_resync_interval {resync}\n"
-            "log_level debug\n")
+            "log_level debug\n" + extra)
+        self.cgroup = cgroup  # a cgroup2 directory the agent runs in (its sockets are told apart)
         self.process = None
         self.log_file = None
 
     def start(self):
         self.log_file = open(self.log_path, "wb")
+        procs = self.cgroup / "cgroup.procs" if self.cgroup else None
+
+        def enter_cgroup():
+            if procs is not None:
+                procs.write_text(str(os.getpid()))
         self.process = subprocess.Popen([str(self.binary), "-c", str(self.config)],
                                         stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                        stderr=self.log_file, env=self.env)
+                                        stderr=self.log_file, env=self.env,
+                                        preexec_fn=enter_cgroup)
         wait_for(lambda: self._alive() and self.log().count("connected to redis") >= 2, 10, 0.02,
                  "sandbox-netpolicy to connect to redis (reads and notifications)")
         return self
@@ -543,7 +565,7 @@ def test_change_takes_effect_within_100ms_while_a_client_loop_runs(netpolicy, re
 def test_bad_record_denies_all_and_logs(netpolicy, redis):
     agent = netpolicy()
     for bad in ({"deny_out": "10.0.0.1/8"}, {"deny_out": "198.51.100.0/33"},
-                {"allow_out": "192.0.2.10,nonsense"}, {"allow_internet_access": "maybe"},
+                {"allow_out": "192.0.2.10,-nonsense"}, {"deny_out": "pypi.org"}, {"allow_internet_access": "maybe"},
                 {"deny_out": "1.2.3.4,,5.6.7.8"}):
         set_policy(redis, agent, deny_out="192.0.2.20")
         set_policy(redis, agent, **bad)
@@ -692,6 +714,345 @@ def test_namespace_created_after_its_record(netpolicy, redis):
         remove_namespace(LATE_NS)
 
 
+# ------------------------------------------------------------------------- domain names
+
+
+def cgroup2_root():
+    """Where cgroup2 is mounted at or below /sys/fs/cgroup, or None."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" - ")
+        point = line.split()[4]
+        if len(fields) == 2 and fields[1].split()[0] == "cgroup2" and \
+                (point == "/sys/fs/cgroup" or point.startswith("/sys/fs/cgroup/")):
+            return Path(point)
+    return None
+
+
+class DnsServer:
+    """The node's resolver as the agent sees it: UDP on loopback, answers from `names`
+    ({name: [addresses]}), every question it was asked kept in `asked`."""
+
+    def __init__(self, names, ttl=60):
+        self.names = names
+        self.ttl = ttl
+        self.asked = []
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.socket.getsockname()[1]}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                query, peer = self.socket.recvfrom(4096)
+            except OSError:
+                continue
+            with contextlib.suppress(Exception):
+                self.socket.sendto(self._answer(query), peer)
+
+    def _answer(self, query):
+        (ident, _flags, _qd, _an, _ns, _ar) = struct.unpack("!6H", query[:12])
+        labels, position = [], 12
+        while query[position]:
+            length = query[position]
+            labels.append(query[position + 1:position + 1 + length].decode())
+            position += 1 + length
+        qtype, _qclass = struct.unpack("!2H", query[position + 1:position + 5])
+        question = query[12:position + 5]
+        name = ".".join(labels).lower()  # evdns randomises the case (0x20)
+        self.asked.append((name, qtype))
+        addresses = self.names.get(name)
+        family = socket.AF_INET if qtype == 1 else socket.AF_INET6
+        records = b""
+        count = 0
+        for address in addresses or []:
+            if (":" in address) == (family == socket.AF_INET6):
+                data = socket.inet_pton(family, address)
+                records += struct.pack("!HHHIH", 0xC00C, qtype, 1, self.ttl, len(data)) + data
+                count += 1
+        rcode = 3 if addresses is None else 0
+        header = struct.pack("!6H", ident, 0x8180 | rcode, 1, count, 0, 0)
+        return header + question + records
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(2)
+        self.socket.close()
+
+
+# What the node's resolver knows. Every address is one the world namespace serves (TARGETS),
+# except the private one.
+DOMAIN_NAMES = {
+    "pypi.org": ["192.0.2.10", "2001:db8:1::10"],
+    "api.github.com": ["198.51.100.10"],
+    "deep.api.github.com": ["198.51.100.20"],
+    "github.com": ["203.0.113.10"],
+    "internal.github.com": ["10.0.0.5"],          # private: never dialled
+    "blocked.github.com": ["203.0.113.20"],       # in a deny_out block narrower than all
+    "evil.example": ["192.0.2.20"],
+}
+
+
+@pytest.fixture
+def domains(build, network, redis, tmp_path, request):
+    """start(**policy): the agent, in a cgroup of its own, resolving through a DnsServer; the
+    sandbox's record and node-set entry written, the first policy applied. Returns the agent;
+    the resolver is domains.dns."""
+    binary = build.path / "sandbox-netpolicy"
+    require(binary.is_file(), f"{build.name}/sandbox-netpolicy does not exist")
+    root = cgroup2_root()
+    require(root is not None, "needs a cgroup2 file system under /sys/fs/cgroup")
+    cgroup = root / f"sgw-egress-{PID}-{len(request.node.name)}"
+    cgroup.mkdir(exist_ok=True)
+    dns = DnsServer(DOMAIN_NAMES)
+    node_id = f"node{PID}-d-{request.node.name}"[:120]
+    agents = []
+
+    def start(**policy):
+        agent = Agent(build, tmp_path, redis, node_id, extra=f"dns_server {dns.address}\n",
+                      cgroup=cgroup)
+        agents.append(agent)
+        redis.put(SANDBOX_ID, addr="203.0.113.250", **record_fields(**policy))
+        redis.command("SADD", f"sandbox:node:{node_id}", SANDBOX_ID)
+        agent.start()
+        agent.wait_applied(0)
+        return agent
+    start.dns = dns
+    yield start
+    problems = []
+    for agent in agents:
+        try:
+            agent.stop()
+        except AssertionError as error:
+            problems.append(str(error))
+    dns.stop()
+    if Path(f"/run/netns/{SANDBOX_NS}").exists():
+        in_namespace(SANDBOX_NS, "nft", "delete", "table", "inet", "sandbox_egress", check=False)
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def client_hello(name):
+    """The first bytes of a real TLS client (Python's ssl) asking for name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def request_head(name):
+    return f"GET / HTTP/1.1\r\nHost: {name}\r\nUser-Agent: test\r\n\r\n".encode()
+
+
+def relayed(namespace, address, port, first_bytes, split=None):
+    """Connects from namespace to address:port and sends first_bytes (in two sends with a pause
+    when split is an offset). Returns "ADDRESS PORT" of the world server that answered, after
+    checking it echoes the bytes as sent; or None when the connection was refused or reset."""
+    try:
+        with open_connection(namespace, address, port, timeout=6) as connection:
+            if split is None:
+                connection.sendall(first_bytes)
+            else:
+                connection.sendall(first_bytes[:split])
+                time.sleep(0.05)
+                connection.sendall(first_bytes[split:])
+            data = b""
+            while data.count(b"\n") < 1 or len(data) < data.index(b"\n") + 1 + len(first_bytes):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    if b"\n" not in data:
+        return None
+    greeting, echoed = data.split(b"\n", 1)
+    assert echoed == first_bytes, "the bytes read for the name reached the server unchanged"
+    return greeting.decode()
+
+
+def test_domain_entries_relay_by_sni_and_host(domains):
+    """DESIGN.md: under deny-all, a connection to port 443 or 80 of any refused address goes
+    where its SNI or Host leads when a domain entry matches, from the sandbox and the VM."""
+    agent = domains(deny_out="all", allow_out="pypi.org,*.github.com")
+    table = egress_table()
+    assert "redirect to" in table and "socket cgroupv2" in table
+    for source in (SANDBOX_NS, VM_NS):
+        # The address dialled does not matter: the name does.
+        assert relayed(source, "203.0.113.20", 443, client_hello("pypi.org")) == "192.0.2.10 443"
+        assert relayed(source, "192.0.2.20", 80, request_head("api.github.com")) == \
+            "198.51.100.10 80"
+        assert relayed(source, "192.0.2.20", 80, request_head("deep.api.github.com")) == \
+            "198.51.100.20 80"
+        # Over IPv6 the name's IPv6 address comes first.
+        assert relayed(source, "2001:db8:2::10", 443, client_hello("pypi.org")) == \
+            "2001:db8:1::10 443"
+        # A ClientHello in two segments, and a name in upper case.
+        hello = client_hello("PyPI.org")
+        assert relayed(source, "203.0.113.20", 443, hello, split=20) == "192.0.2.10 443"
+    # No entry matches: reset, one info line each with sandbox, name and verdict.
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("evil.example")) is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("github.com")) is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 80, b"GET / HTTP/1.0\r\n\r\n") is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, b"SSH-2.0-OpenSSH_9.2\r\n") is None
+    log = agent.log()
+    assert f'sandbox {SANDBOX_ID}: TCP 443 to "evil.example" refused: no domain entry of ' \
+           "allow_out matches it" in log
+    assert f'TCP 443 to "github.com" refused: no domain entry' in log
+    assert f'TCP 80 to "(no name)" refused: the request names no host' in log
+    assert f'TCP 443 to "(no name)" refused: not a TLS ClientHello' in log
+    # Other ports follow the address rules alone.
+    assert not reaches(SANDBOX_NS, "192.0.2.10", SERVICE_PORT)
+    # Nothing was asked of the resolver for a name no entry matches, and a name once per
+    # family while its answer lives (60 s here), however many connections used it.
+    assert "evil.example" not in {name for name, _ in domains.dns.asked}
+    assert domains.dns.asked.count(("pypi.org", 1)) == 1, domains.dns.asked
+    assert domains.dns.asked.count(("pypi.org", 28)) == 1, domains.dns.asked
+
+
+def test_resolved_addresses_must_be_permitted(domains, redis):
+    """A name never leads into a private range or a deny_out block narrower than a family."""
+    agent = domains(deny_out="all,203.0.113.16/28", allow_out="*.github.com")
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("internal.github.com")) is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("blocked.github.com")) is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("gone.github.com")) is None
+    log = agent.log()
+    assert 'TCP 443 to "internal.github.com" refused: every address it resolves to is ' \
+           "refused" in log
+    assert 'TCP 443 to "blocked.github.com" refused: every address it resolves to' in log
+    assert 'TCP 443 to "gone.github.com" refused: cannot resolve it' in log
+    # An address allowed by address wins as before: not redirected, whatever the name.
+    set_policy(redis, agent, deny_out="all", allow_out="*.github.com,192.0.2.20")
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("evil.example")) == \
+        "192.0.2.20 443"
+
+
+def dns_query(name, qtype, ident=0x1234):
+    question = b"".join(bytes([len(label)]) + label.encode() for label in name.split("."))
+    return struct.pack("!6H", ident, 0x0100, 1, 0, 0, 0) + question + b"\0" + \
+        struct.pack("!2H", qtype, 1)
+
+
+def dns_answer(message):
+    """(rcode, [addresses]) of a response."""
+    ident, flags, qdcount, ancount, _, _ = struct.unpack("!6H", message[:12])
+    position = 12
+    for _ in range(qdcount):
+        while message[position]:
+            position += 1 + message[position]
+        position += 5
+    addresses = []
+    for _ in range(ancount):
+        if message[position] & 0xC0:
+            position += 2
+        else:
+            while message[position]:
+                position += 1 + message[position]
+            position += 1
+        rtype, _, _, length = struct.unpack("!HHIH", message[position:position + 10])
+        data = message[position + 10:position + 10 + length]
+        addresses.append(socket.inet_ntop(socket.AF_INET if rtype == 1 else socket.AF_INET6,
+                                          data))
+        position += 10 + length
+    return flags & 0xF, addresses
+
+
+def ask_udp(namespace, server, name, qtype):
+    with inside(namespace):
+        client = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET,
+                               socket.SOCK_DGRAM)
+    with client:
+        client.settimeout(3)
+        client.sendto(dns_query(name, qtype), (server, 53))
+        return dns_answer(client.recv(4096))
+
+
+def ask_tcp(namespace, server, name, qtype):
+    with open_connection(namespace, server, 53, timeout=3) as connection:
+        query = dns_query(name, qtype)
+        connection.sendall(struct.pack("!H", len(query)) + query)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+            chunk = connection.recv(4096)
+            assert chunk, "DNS over TCP closed before its answer"
+            data += chunk
+        return dns_answer(data[2:])
+
+
+def test_dns_answers_what_the_sandbox_may_reach(domains):
+    """DNS to any address is the agent's: matching names get the addresses it resolved, every
+    other name NXDOMAIN (and it never leaves the node), other types an empty answer."""
+    domains(deny_out="all", allow_out="pypi.org,*.github.com")
+    for source in (SANDBOX_NS, VM_NS):
+        for server in ("192.0.2.53", "2001:db8:1::53"):
+            assert ask_udp(source, server, "pypi.org", 1) == (0, ["192.0.2.10"])
+            assert ask_udp(source, server, "PYPI.org", 28) == (0, ["2001:db8:1::10"])
+            assert ask_udp(source, server, "api.github.com", 1) == (0, ["198.51.100.10"])
+            assert ask_udp(source, server, "evil.example", 1) == (3, [])
+            assert ask_udp(source, server, "pypi.org", 15) == (0, [])  # MX: empty answer
+            # A private address is not handed out: the agent would not dial it.
+            assert ask_udp(source, server, "internal.github.com", 1) == (0, [])
+        assert ask_tcp(source, "192.0.2.53", "pypi.org", 1) == (0, ["192.0.2.10"])
+        assert ask_tcp(source, "192.0.2.53", "evil.example", 28) == (3, [])
+    asked = {name for name, _ in domains.dns.asked}
+    assert "evil.example" not in asked and "pypi.org" in asked
+
+
+def test_removing_the_last_domain_removes_the_redirect(domains, redis):
+    agent = domains(deny_out="all", allow_out="pypi.org")
+    assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) == "192.0.2.10 443"
+    set_policy(redis, agent, deny_out="all", allow_out="192.0.2.10")
+    table = egress_table()
+    assert "redirect" not in table and "intercept" not in table and "cgroupv2" not in table
+    assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) is None
+    assert reaches(SANDBOX_NS, "192.0.2.10")
+    # Back again: the same transaction brings the redirect back.
+    set_policy(redis, agent, deny_out="all", allow_out="pypi.org")
+    assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) == "192.0.2.10 443"
+    # A domain in deny_out makes the record bad: deny-all, logged.
+    set_policy(redis, agent, deny_out="pypi.org")
+    assert 'deny_out: "pypi.org" is a domain name' in agent.log()
+    assert not reaches(SANDBOX_NS, "192.0.2.10")
+
+
+def test_connection_limit_and_name_deadline(domains):
+    """At most 1,024 intercepted connections per sandbox at once; a connection that names
+    nothing within 5 s is reset."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    require(hard >= 4096, f"needs 4,096 open files (the hard limit is {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    agent = domains(deny_out="all", allow_out="pypi.org")
+    held = []
+    try:
+        for index in range(1024):
+            try:
+                held.append(open_connection(SANDBOX_NS, "203.0.113.20", 443, timeout=5))
+            except OSError as error:
+                raise AssertionError(f"connection {index} failed: {error}\n"
+                                     f"{agent.log()[-3000:]}") from error
+        # One more is reset: at once (possibly before connect returns), without a byte.
+        assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) is None
+        wait_for(lambda: "1024 intercepted connections at once" in agent.log(), 5, 0.1,
+                 "the limit to be logged")
+        # The held ones named nothing: reset at the 5 s deadline.
+        first = held[0]
+        first.settimeout(8)
+        with pytest.raises(ConnectionResetError):
+            assert first.recv(100) == b""
+            raise ConnectionResetError
+        wait_for(lambda: 'refused: no name within 5 s' in agent.log(), 8, 0.1, "the deadline")
+    finally:
+        for connection in held:
+            connection.close()
+
+
 # ------------------------------------------------------------------------- the command line
 
 
@@ -714,6 +1075,23 @@ def test_check_prints_the_transaction(build, network):
         ip("netns", "add", scratch)
         applied = subprocess.run(["ip", "netns", "exec", scratch, "nft", "-f", "-"], input=script,
                                  capture_output=True, text=True)
+        assert applied.returncode == 0, applied.stderr
+    finally:
+        remove_namespace(scratch)
+
+    # Domain entries: the list is printed; without an agent there is no redirect to print, and
+    # the transaction (which removes the interception chains) is still valid nftables.
+    result = subprocess.run([str(binary), "check", "deny_out=all",
+                             "allow_out=*.github.com,PyPI.org,192.0.2.10"],
+                            capture_output=True, text=True, env=build.env(), timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert "# domains (TCP 80 by Host, 443 by TLS SNI; DNS answered by the agent): pypi.org, " \
+           "*.github.com\n" in result.stdout
+    assert "redirect" not in result.stdout
+    try:
+        ip("netns", "add", scratch)
+        applied = subprocess.run(["ip", "netns", "exec", scratch, "nft", "-f", "-"],
+                                 input=result.stdout, capture_output=True, text=True)
         assert applied.returncode == 0, applied.stderr
     finally:
         remove_namespace(scratch)

@@ -1,6 +1,8 @@
 /* Unit tests of egress/policy.c: the record's fields parsed, blocks normalised and merged. */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -196,8 +198,14 @@ static void test_refused(void **state) {
     assert_refused(NULL, "192.0.2", NULL, "\"192.0.2\" is not an IPv4 or IPv6 address");
     assert_refused(NULL, "192.0.2.256", NULL, "is not an IPv4 or IPv6 address");
     assert_refused(NULL, "192.0.2.01", NULL, "is not an IPv4 or IPv6 address");
-    assert_refused(NULL, "example.com", NULL, "\"example.com\" is not an IPv4 or IPv6 address");
-    assert_refused(NULL, "alll", NULL, "is not an IPv4 or IPv6 address, a CIDR block or \"all\"");
+    /* DESIGN.md: deny_out stays addresses and blocks; a domain there makes the record bad. */
+    assert_refused(NULL, "example.com", NULL,
+                   "deny_out: \"example.com\" is a domain name; deny_out takes addresses");
+    assert_refused(NULL, "*.example.com", NULL, "is a domain name");
+    assert_refused(NULL, "alll", NULL, "deny_out: \"alll\" is a domain name");
+    assert_refused(NULL, NULL, "pypi\x01.org",
+                   "allow_out: \"pypi?.org\" is not an IPv4 or IPv6 "
+                   "address, a CIDR block, a domain name or \"all\"");
     assert_refused(NULL, "fe80::1%eth0", NULL, "is not an IPv4 or IPv6 address");
     assert_refused(NULL, "198.51.100.0-198.51.100.9", NULL, "is not an IPv4 or IPv6 address");
     assert_refused(NULL, "192.0.2.1,", NULL, "deny_out: entry 2 is empty");
@@ -210,6 +218,122 @@ static void test_refused(void **state) {
     assert_refused("", NULL, NULL, "is not true or false");
     /* A hostile entry is quoted safely: no quote or control byte reaches the log. */
     assert_refused(NULL, "192.0.2.1\"\n", NULL, "\"192.0.2.1?\" is not");
+}
+
+/* Parses allow_out = allow under deny_out = deny and returns the policy (the caller frees it). */
+static void parse_domains(const char *deny, const char *allow, egress_policy_t *policy) {
+    egress_policy_init(policy);
+    char error[256];
+    if (egress_policy_parse(policy, field(NULL), field(deny), field(allow), error, sizeof(error)) !=
+        0)
+        fail_msg("allow_out \"%s\" refused: %s", allow, error);
+}
+
+static bool matches(const egress_policy_t *policy, const char *name) {
+    return egress_policy_domain_match(policy, name, strlen(name));
+}
+
+static void test_domain_entries(void **state) {
+    (void)state;
+    egress_policy_t policy;
+    parse_domains("all",
+                  "pypi.org, *.GitHub.com,files.pythonhosted.org.,pypi.org,192.0.2.1,"
+                  "xn--bcher-kva.example",
+                  &policy);
+    /* Lower-cased, the trailing dot gone, repeats dropped, sorted: names first, then
+     * wildcards; the address is an address entry as before. */
+    assert_int_equal(policy.domains.count, 4);
+    assert_string_equal(policy.domains.domains[0].name, "files.pythonhosted.org");
+    assert_string_equal(policy.domains.domains[1].name, "pypi.org");
+    assert_string_equal(policy.domains.domains[2].name, "xn--bcher-kva.example");
+    assert_string_equal(policy.domains.domains[3].name, "github.com");
+    assert_true(policy.domains.domains[3].wildcard);
+    assert_int_equal(egress_policy_allow_count(&policy), 1);
+    /* "pypi.org" is that name only; "*.github.com" every name below, not the name itself. */
+    assert_true(matches(&policy, "pypi.org"));
+    assert_false(matches(&policy, "www.pypi.org"));
+    assert_false(matches(&policy, "pypi.org.evil.example"));
+    assert_true(matches(&policy, "api.github.com"));
+    assert_true(matches(&policy, "a.b.github.com"));
+    assert_false(matches(&policy, "github.com"));
+    assert_false(matches(&policy, "evilgithub.com"));
+    assert_false(matches(&policy, "github.com.evil.example"));
+    egress_policy_free(&policy);
+}
+
+static void test_domain_entries_refused(void **state) {
+    (void)state;
+    assert_refused(NULL, "all", "-pypi.org", "allow_out: \"-pypi.org\" is not a domain name");
+    assert_refused(NULL, NULL, "pypi-.org", "is not a domain name");
+    assert_refused(NULL, NULL, "pypi..org", "is not a domain name");
+    assert_refused(NULL, NULL, "pypi_org.example", "is not a domain name");
+    assert_refused(NULL, NULL, "a.*.example", "is not a domain name");
+    assert_refused(NULL, NULL, "*", "is not a domain name");
+    assert_refused(NULL, NULL, "*.", "is not a domain name");
+    assert_refused(NULL, NULL, "**.example", "is not a domain name");
+    assert_refused(NULL, NULL, "bücher.example", "is not");
+    /* 64-byte label, 254-byte name. */
+    char long_label[80];
+    snprintf(long_label, sizeof(long_label), "%064d.example", 0);
+    long_label[0] = 'a';
+    assert_refused(NULL, NULL, long_label, "is not a domain name");
+    char long_name[300];
+    memset(long_name, 'a', 254);
+    for (size_t i = 63; i < 254; i += 64)
+        long_name[i] = '.';
+    long_name[254] = '\0';
+    assert_refused(NULL, NULL, long_name, "...\" is not a domain name");
+    /* A 253-byte name is fine. */
+    long_name[253] = '\0';
+    egress_policy_t policy;
+    parse_domains(NULL, long_name, &policy);
+    assert_int_equal(policy.domains.count, 1);
+    egress_policy_free(&policy);
+}
+
+/* DESIGN.md: a resolved address is refused when a deny_out block narrower than its family or a
+ * private or special range holds it, unless allow_out covers it. */
+static void test_resolved_addresses(void **state) {
+    (void)state;
+    egress_policy_t policy;
+    parse_domains("all,198.51.100.0/24,2001:db8:bad::/48", "pypi.org,10.1.2.3,fd00::/8", &policy);
+    struct {
+        const char *address;
+        bool permitted;
+    } cases[] = {
+        {"192.0.2.10", true},    /* only the catch-all denies it */
+        {"198.51.100.7", false}, /* a narrower deny_out block */
+        {"10.9.9.9", false},
+        {"10.1.2.3", true}, /* allow_out wins */
+        {"127.0.0.1", false},
+        {"169.254.169.254", false},
+        {"100.64.0.1", false},
+        {"172.31.255.255", false},
+        {"192.168.1.1", false},
+        {"0.1.2.3", false},
+        {"224.0.0.1", false},
+        {"2001:db8:1::1", true},
+        {"2001:db8:bad::1", false},
+        {"::1", false},
+        {"::", false},
+        {"fe80::1", false},
+        {"fc00::1", false},
+        {"fd00::1", true},
+        {"::ffff:192.0.2.1", false},
+        {"64:ff9b::c000:201", false},
+        {"2002:c000:201::1", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t address[16] = {0};
+        bool ipv6 = strchr(cases[i].address, ':') != NULL;
+        assert_int_equal(inet_pton(ipv6 ? AF_INET6 : AF_INET, cases[i].address, address), 1);
+        bool permitted =
+            egress_policy_resolved_permitted(&policy, ipv6 ? EGRESS_IPV6 : EGRESS_IPV4, address);
+        if (permitted != cases[i].permitted)
+            fail_msg("%s: permitted %d, expected %d", cases[i].address, permitted,
+                     cases[i].permitted);
+    }
+    egress_policy_free(&policy);
 }
 
 static void test_nul_bytes_refused(void **state) {
@@ -270,6 +394,9 @@ int main(void) {
         cmocka_unit_test(test_merge_direct),
         cmocka_unit_test(test_internet_access_and_allow),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_domain_entries),
+        cmocka_unit_test(test_domain_entries_refused),
+        cmocka_unit_test(test_resolved_addresses),
         cmocka_unit_test(test_nul_bytes_refused),
         cmocka_unit_test(test_entry_limit),
     };

@@ -27,7 +27,7 @@ static void compile(const char *internet, const char *deny, const char *allow,
                             sizeof(error)) != 0)
         fail_msg("refused: %s", error);
     egress_text_init(script);
-    assert_int_equal(egress_ruleset_compile(&policy, uplinks, script), 0);
+    assert_int_equal(egress_ruleset_compile(&policy, uplinks, NULL, script), 0);
     assert_false(script->failed);
     assert_int_equal(strlen(script->data), script->length);
     egress_policy_free(&policy);
@@ -45,8 +45,12 @@ static void test_keeps_table_and_replaces_contents(void **state) {
     (void)state;
     egress_text_t script;
     compile(NULL, "all", "192.0.2.10,198.51.100.0/24,2001:db8::1", NULL, &script);
-    /* Everything is added (a no-op when present), then flushed, then refilled: never deleted. */
-    assert_null(strstr(script.data, "delete"));
+    /* Everything is added (a no-op when present), then flushed, then refilled: the table and
+     * its filter chains are never deleted (only the interception chains, which a policy
+     * without domain entries does not have). */
+    assert_null(strstr(script.data, "delete table"));
+    assert_null(strstr(script.data, "delete chain inet sandbox_egress output"));
+    assert_null(strstr(script.data, "delete chain inet sandbox_egress forward"));
     size_t add_table = position(&script, "add table inet sandbox_egress\n");
     size_t add_output = position(
         &script, "add chain inet sandbox_egress output { type filter hook output priority filter; "
@@ -168,6 +172,69 @@ static void test_ranges_and_large_lists(void **state) {
     free(list);
 }
 
+/* DESIGN.md, "Domain names in allow_out": with its ports, the transaction redirects DNS and
+ * ports 80 and 443 of refused addresses to the agent; the agent's cgroup passes. */
+static void test_domain_interception(void **state) {
+    (void)state;
+    egress_policy_t policy;
+    egress_policy_init(&policy);
+    char error[256];
+    assert_int_equal(egress_policy_parse(&policy, field(NULL), field("all"),
+                                         field("*.github.com,pypi.org,192.0.2.1"), error,
+                                         sizeof(error)),
+                     0);
+    egress_intercept_ports_t ports = {.http = 40080,
+                                      .tls = 40443,
+                                      .dns_udp = 40053,
+                                      .dns_tcp = 40054,
+                                      .cgroup = "unified/agent",
+                                      .cgroup_level = 1};
+    egress_text_t script;
+    egress_text_init(&script);
+    assert_int_equal(egress_ruleset_compile(&policy, NULL, &ports, &script), 0);
+    position(&script, "# domains (TCP 80 by Host, 443 by TLS SNI; DNS answered by the agent): "
+                      "pypi.org, *.github.com\n");
+    /* The agent's own dials pass the filter before any deny rule. */
+    size_t agent = position(&script, "add rule inet sandbox_egress output socket cgroupv2 level 1 "
+                                     "\"unified/agent\" accept\n");
+    assert_true(agent < position(&script, "output ip daddr @deny4 jump refuse"));
+    assert_true(position(&script, "add rule inet sandbox_egress output ct status dnat accept\n") <
+                position(&script, "output ip daddr @deny4 jump refuse"));
+    size_t skip_agent = position(&script, "intercept_output socket cgroupv2 level 1 "
+                                          "\"unified/agent\" return\n");
+    size_t skip_lo = position(&script, "intercept_output oif \"lo\" return\n");
+    size_t jump = position(&script, "intercept_output jump intercept\n");
+    assert_true(skip_agent < skip_lo && skip_lo < jump);
+    assert_true(position(&script, "intercept_prerouting iifname @uplinks return\n") <
+                position(&script, "intercept_prerouting jump intercept\n"));
+    position(&script, "intercept udp dport 53 redirect to :40053\n");
+    position(&script, "intercept tcp dport 53 redirect to :40054\n");
+    /* What is allowed by address is never redirected. */
+    size_t allowed = position(&script, "intercept ip daddr @allow4 return\n");
+    assert_true(allowed < position(&script, "intercept ip daddr @deny4 tcp dport 80 redirect to "
+                                            ":40080\n"));
+    position(&script, "intercept ip6 daddr @allow6 return\n");
+    position(&script, "intercept ip daddr @deny4 tcp dport 443 redirect to :40443\n");
+    position(&script, "intercept ip6 daddr @deny6 tcp dport 80 redirect to :40080\n");
+    position(&script, "intercept ip6 daddr @deny6 tcp dport 443 redirect to :40443\n");
+    assert_null(strstr(script.data, "delete chain"));
+    egress_text_free(&script);
+
+    /* Without domain entries, the same transaction removes the interception chains. */
+    egress_policy_free(&policy);
+    assert_int_equal(egress_policy_parse(&policy, field(NULL), field("all"), field("192.0.2.1"),
+                                         error, sizeof(error)),
+                     0);
+    egress_text_init(&script);
+    assert_int_equal(egress_ruleset_compile(&policy, NULL, &ports, &script), 0);
+    assert_null(strstr(script.data, "redirect"));
+    assert_null(strstr(script.data, "cgroupv2"));
+    assert_true(position(&script, "flush chain inet sandbox_egress intercept\n") <
+                position(&script, "delete chain inet sandbox_egress intercept\n"));
+    egress_text_free(&script);
+    egress_policy_free(&policy);
+}
+
 static void test_remove(void **state) {
     (void)state;
     egress_text_t script;
@@ -199,6 +266,7 @@ int main(void) {
         cmocka_unit_test(test_empty_lists_add_no_elements),
         cmocka_unit_test(test_uplinks),
         cmocka_unit_test(test_ranges_and_large_lists),
+        cmocka_unit_test(test_domain_interception),
         cmocka_unit_test(test_remove),
         cmocka_unit_test(test_text),
     };

@@ -1,0 +1,592 @@
+/* Domain interception for one sandbox: the agent's listeners inside its namespace (TCP 80 and
+ * 443 relays, DNS over UDP and TCP), and the DNS answers. */
+#include "egress/intercept.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "egress/dns_message.h"
+#include "egress/relay.h"
+#include "util/clock.h"
+#include "util/error.h"
+#include "util/log.h"
+
+enum {
+    EGRESS_INTERCEPT_BACKLOG = 512,
+    /* Datagrams read per wake-up, so one busy sandbox cannot hold the loop. */
+    EGRESS_INTERCEPT_DNS_BURST = 64,
+    /* A DNS over TCP connection idle this long is closed (RFC 7766 §6.2.3 suggests seconds). */
+    EGRESS_INTERCEPT_DNS_TCP_IDLE_MS = 10 * 1000,
+    EGRESS_INTERCEPT_DNS_TCP_QUEUE_MAX = 64 * 1024,
+};
+
+/* The ports the listeners take when they are free (else the kernel picks). Fixed ports outlive
+ * the agent: after a restart, conntrack entries that still map a sandbox's recent connections to
+ * the old listener's port find a listener there again instead of a reset. Below the ephemeral
+ * range, so a sandbox's own outgoing connections never hold them. */
+static const uint16_t egress_intercept_preferred[] = {15080, 15443, 15053};
+enum { EGRESS_INTERCEPT_PREFERRED_DNS_UDP = 15053 };
+
+/* The listeners, in the order of egress_intercept_ports_t. */
+typedef enum egress_intercept_listener {
+    EGRESS_INTERCEPT_HTTP = 0,
+    EGRESS_INTERCEPT_TLS,
+    EGRESS_INTERCEPT_DNS_TCP,
+    EGRESS_INTERCEPT_LISTENER_COUNT,
+} egress_intercept_listener_t;
+
+typedef struct egress_dns_connection egress_dns_connection_t;
+
+/* A DNS query waiting for the resolver; answered over UDP to from, or on connection. */
+typedef struct egress_dns_pending {
+    egress_intercept_t *intercept;
+    struct egress_dns_pending *previous;
+    struct egress_dns_pending *next;
+    egress_dns_connection_t *connection; /* NULL: UDP */
+    struct sockaddr_storage from;
+    socklen_t from_length;
+    egress_dns_query_t query;
+    egress_resolve_wait_t *wait;
+} egress_dns_pending_t;
+
+/* A DNS over TCP client: length-prefixed queries, answered as they resolve (RFC 7766 §6.2.1.1
+ * allows answers out of order). */
+struct egress_dns_connection {
+    egress_intercept_t *intercept;
+    egress_dns_connection_t *previous;
+    egress_dns_connection_t *next;
+    struct bufferevent *bufferevent;
+};
+
+struct egress_intercept {
+    const egress_intercept_shared_t *shared;
+    char *sandbox_id;
+    char *netns;
+    dev_t device; /* the namespace the listeners live in */
+    ino_t inode;
+    egress_intercept_ports_t ports;
+    struct evconnlistener *listeners[EGRESS_INTERCEPT_LISTENER_COUNT];
+    int dns_udp;
+    struct event *dns_udp_event;
+    egress_relay_site_t site;
+    egress_dns_connection_t *dns_connections;
+    size_t dns_connection_count;
+    egress_dns_pending_t *pending;
+    size_t pending_count;
+};
+
+/* ---- the agent's cgroup ---- */
+
+int egress_intercept_find_cgroup(egress_intercept_shared_t *shared, char *error,
+                                 size_t error_size) {
+    /* /proc/self/cgroup: "0::PATH" is the cgroup2 hierarchy (hybrid hosts list v1 ones too). */
+    char path[EGRESS_INTERCEPT_CGROUP_MAX] = "";
+    FILE *file = fopen("/proc/self/cgroup", "re");
+    if (file == NULL)
+        return error_format(error, error_size, "cannot read /proc/self/cgroup: %s",
+                            strerror(errno));
+    char line[EGRESS_INTERCEPT_CGROUP_MAX];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), file) != NULL) {
+        if (strncmp(line, "0::", 3) == 0) {
+            snprintf(path, sizeof(path), "%s", line + 3);
+            path[strcspn(path, "\n")] = '\0';
+            found = true;
+        }
+    }
+    fclose(file);
+    if (!found)
+        return error_format(error, error_size, "the agent is in no cgroup v2 hierarchy");
+    if (strcmp(path, "/") == 0)
+        return error_format(error, error_size,
+                            "the agent runs in the root cgroup, which every process shares: run it "
+                            "in a cgroup of its own (a systemd service has one)");
+
+    /* nft resolves the path under /sys/fs/cgroup: find where cgroup2 is mounted below it. */
+    char mount_point[512] = "";
+    file = fopen("/proc/self/mountinfo", "re");
+    if (file == NULL)
+        return error_format(error, error_size, "cannot read /proc/self/mountinfo: %s",
+                            strerror(errno));
+    while (fgets(line, sizeof(line), file) != NULL) {
+        char point[512];
+        char type[64];
+        /* ID PARENT MAJOR:MINOR ROOT MOUNT-POINT OPTIONS... - TYPE SOURCE ... */
+        const char *separator = strstr(line, " - ");
+        if (separator == NULL || sscanf(line, "%*s %*s %*s %*s %511s", point) != 1 ||
+            sscanf(separator + 3, "%63s", type) != 1 || strcmp(type, "cgroup2") != 0)
+            continue;
+        if (strcmp(point, "/sys/fs/cgroup") == 0 || strncmp(point, "/sys/fs/cgroup/", 15) == 0) {
+            snprintf(mount_point, sizeof(mount_point), "%s", point);
+            break;
+        }
+    }
+    fclose(file);
+    if (mount_point[0] == '\0')
+        return error_format(error, error_size,
+                            "no cgroup2 file system mounted under "
+                            "/sys/fs/cgroup");
+    const char *below = mount_point + strlen("/sys/fs/cgroup");
+    if (*below == '/')
+        below++;
+    /* "unified" + "/a/b" on a hybrid host; "a/b" where cgroup2 is /sys/fs/cgroup itself. */
+    int written = snprintf(shared->cgroup, sizeof(shared->cgroup), "%s%s", below,
+                           below[0] != '\0' ? path : path + 1);
+    if (written < 0 || (size_t)written >= sizeof(shared->cgroup) || strchr(shared->cgroup, '"'))
+        return error_format(error, error_size, "the agent's cgroup path cannot be used: %s", path);
+    shared->cgroup_level = 0;
+    for (const char *c = path; *c != '\0'; c++) {
+        if (*c == '/' && c[1] != '\0' && c[1] != '/')
+            shared->cgroup_level++;
+    }
+    return 0;
+}
+
+/* ---- DNS answers ---- */
+
+/* Sends an answer: a datagram to pending->from, or a length-prefixed message on its connection. */
+static void egress_intercept_dns_send(egress_intercept_t *intercept,
+                                      egress_dns_connection_t *connection,
+                                      const struct sockaddr *from, socklen_t from_length,
+                                      const uint8_t *answer, size_t length) {
+    if (length == 0)
+        return;
+    if (connection == NULL) {
+        sendto(intercept->dns_udp, answer, length, MSG_DONTWAIT, from, from_length);
+        return;
+    }
+    struct evbuffer *output = bufferevent_get_output(connection->bufferevent);
+    uint8_t prefix[2] = {(uint8_t)(length >> 8), (uint8_t)length};
+    evbuffer_add(output, prefix, 2);
+    evbuffer_add(output, answer, length);
+}
+
+/* Answers query from what resolved gave: the permitted addresses of the family asked for. */
+static size_t egress_intercept_dns_write(egress_intercept_t *intercept,
+                                         const egress_dns_query_t *query,
+                                         const egress_resolved_t *resolved, bool tcp, uint8_t *out,
+                                         size_t out_size) {
+    size_t limit = tcp ? EGRESS_DNS_TCP_MAX : query->udp_limit;
+    if (resolved->count4 + resolved->count6 == 0)
+        return egress_dns_write_response(query, EGRESS_DNS_RCODE_SERVFAIL, NULL, 0, 0, limit, out,
+                                         out_size);
+    egress_family_t family = query->type == EGRESS_DNS_TYPE_AAAA ? EGRESS_IPV6 : EGRESS_IPV4;
+    size_t width = family == EGRESS_IPV6 ? 16 : 4;
+    size_t count = family == EGRESS_IPV6 ? resolved->count6 : resolved->count4;
+    uint8_t addresses[EGRESS_DNS_ADDRESSES_MAX * 16];
+    size_t kept = 0;
+    for (size_t i = 0; i < count && kept < EGRESS_DNS_ADDRESSES_MAX; i++) {
+        const uint8_t *address =
+            family == EGRESS_IPV6 ? resolved->addresses6[i] : resolved->addresses4[i];
+        /* Only where the agent would dial: the sandbox connects where its relay will go. */
+        if (egress_policy_resolved_permitted(intercept->site.policy, family, address))
+            memcpy(addresses + width * kept++, address, width);
+    }
+    return egress_dns_write_response(query, EGRESS_DNS_RCODE_NOERROR, addresses, kept,
+                                     resolved->ttl_s, limit, out, out_size);
+}
+
+static void egress_intercept_pending_free(egress_dns_pending_t *pending) {
+    egress_intercept_t *intercept = pending->intercept;
+    if (pending->previous != NULL)
+        pending->previous->next = pending->next;
+    else
+        intercept->pending = pending->next;
+    if (pending->next != NULL)
+        pending->next->previous = pending->previous;
+    intercept->pending_count--;
+    egress_resolver_cancel(pending->wait);
+    free(pending);
+}
+
+static void egress_intercept_dns_resolved(const egress_resolved_t *resolved, void *argument) {
+    egress_dns_pending_t *pending = argument;
+    pending->wait = NULL;
+    uint8_t answer[EGRESS_DNS_TCP_MAX];
+    size_t length = egress_intercept_dns_write(pending->intercept, &pending->query, resolved,
+                                               pending->connection != NULL, answer, sizeof(answer));
+    egress_intercept_dns_send(pending->intercept, pending->connection,
+                              (const struct sockaddr *)&pending->from, pending->from_length, answer,
+                              length);
+    egress_intercept_pending_free(pending);
+}
+
+/* Answers one query message: NXDOMAIN for a name no entry matches, an empty answer for other
+ * types of a matching name, and the resolved addresses for its A and AAAA (maybe later). */
+static void egress_intercept_dns_query(egress_intercept_t *intercept,
+                                       egress_dns_connection_t *connection,
+                                       const struct sockaddr *from, socklen_t from_length,
+                                       const uint8_t *message, size_t message_length) {
+    egress_dns_query_t query;
+    egress_dns_rcode_t rcode;
+    uint8_t answer[EGRESS_DNS_TCP_MAX];
+    size_t limit = connection != NULL ? EGRESS_DNS_TCP_MAX : EGRESS_DNS_UDP_MAX;
+    size_t length = 0;
+    switch (egress_dns_parse_query(message, message_length, &query, &rcode)) {
+    case EGRESS_DNS_PARSE_DROP:
+        return;
+    case EGRESS_DNS_PARSE_ERROR:
+        length = egress_dns_write_error(&query, rcode, answer, sizeof(answer));
+        egress_intercept_dns_send(intercept, connection, from, from_length, answer, length);
+        return;
+    case EGRESS_DNS_PARSE_QUERY:
+        break;
+    }
+    if (connection == NULL)
+        limit = query.udp_limit;
+    bool matches = query.name_valid && egress_policy_domain_match(intercept->site.policy,
+                                                                  query.name, query.name_length);
+    if (!matches || query.class_ != EGRESS_DNS_CLASS_IN ||
+        (query.type != EGRESS_DNS_TYPE_A && query.type != EGRESS_DNS_TYPE_AAAA)) {
+        log_debug("egress: sandbox %s: DNS %s type %u: %s", intercept->sandbox_id,
+                  query.name_valid ? query.name : "(not a hostname)", query.type,
+                  matches ? "empty answer" : "NXDOMAIN");
+        length = egress_dns_write_response(
+            &query, matches ? EGRESS_DNS_RCODE_NOERROR : EGRESS_DNS_RCODE_NXDOMAIN, NULL, 0, 0,
+            limit, answer, sizeof(answer));
+        egress_intercept_dns_send(intercept, connection, from, from_length, answer, length);
+        return;
+    }
+    egress_resolved_t resolved;
+    if (egress_resolver_cached(intercept->shared->resolver, query.name, query.name_length,
+                               &resolved)) {
+        length = egress_intercept_dns_write(intercept, &query, &resolved, connection != NULL,
+                                            answer, sizeof(answer));
+        egress_intercept_dns_send(intercept, connection, from, from_length, answer, length);
+        return;
+    }
+    if (intercept->pending_count >= EGRESS_INTERCEPT_DNS_PENDING_MAX)
+        return; /* dropped: the client asks again */
+    egress_dns_pending_t *pending = calloc(1, sizeof(*pending));
+    if (pending == NULL)
+        return;
+    pending->intercept = intercept;
+    pending->connection = connection;
+    if (from != NULL) {
+        memcpy(&pending->from, from, from_length);
+        pending->from_length = from_length;
+    }
+    pending->query = query;
+    pending->next = intercept->pending;
+    if (intercept->pending != NULL)
+        intercept->pending->previous = pending;
+    intercept->pending = pending;
+    intercept->pending_count++;
+    pending->wait =
+        egress_resolver_lookup(intercept->shared->resolver, query.name, query.name_length,
+                               egress_intercept_dns_resolved, pending);
+    if (pending->wait == NULL)
+        egress_intercept_pending_free(pending);
+}
+
+static void egress_intercept_dns_udp_read(evutil_socket_t fd, short events, void *argument) {
+    (void)events;
+    egress_intercept_t *intercept = argument;
+    for (int i = 0; i < EGRESS_INTERCEPT_DNS_BURST; i++) {
+        uint8_t message[EGRESS_DNS_EDNS_UDP_MAX * 2];
+        struct sockaddr_storage from;
+        socklen_t from_length = sizeof(from);
+        ssize_t received = recvfrom(fd, message, sizeof(message), MSG_DONTWAIT,
+                                    (struct sockaddr *)&from, &from_length);
+        if (received < 0)
+            return;
+        egress_intercept_dns_query(intercept, NULL, (const struct sockaddr *)&from, from_length,
+                                   message, (size_t)received);
+    }
+}
+
+/* ---- DNS over TCP ---- */
+
+static void egress_intercept_dns_close(egress_dns_connection_t *connection) {
+    egress_intercept_t *intercept = connection->intercept;
+    /* Queries still resolving would answer on a closed connection. */
+    for (egress_dns_pending_t *pending = intercept->pending; pending != NULL;) {
+        egress_dns_pending_t *next = pending->next;
+        if (pending->connection == connection)
+            egress_intercept_pending_free(pending);
+        pending = next;
+    }
+    if (connection->previous != NULL)
+        connection->previous->next = connection->next;
+    else
+        intercept->dns_connections = connection->next;
+    if (connection->next != NULL)
+        connection->next->previous = connection->previous;
+    intercept->dns_connection_count--;
+    bufferevent_free(connection->bufferevent);
+    free(connection);
+}
+
+static void egress_intercept_dns_tcp_read(struct bufferevent *bufferevent, void *argument) {
+    egress_dns_connection_t *connection = argument;
+    struct evbuffer *input = bufferevent_get_input(bufferevent);
+    for (;;) {
+        /* A client that does not read its answers is not read either. */
+        if (evbuffer_get_length(bufferevent_get_output(bufferevent)) >
+            EGRESS_INTERCEPT_DNS_TCP_QUEUE_MAX) {
+            bufferevent_disable(bufferevent, EV_READ);
+            return;
+        }
+        uint8_t prefix[2];
+        if (evbuffer_copyout(input, prefix, 2) != 2)
+            return;
+        size_t length = ((size_t)prefix[0] << 8) | prefix[1];
+        if (evbuffer_get_length(input) < 2 + length)
+            return;
+        evbuffer_drain(input, 2);
+        uint8_t *message = evbuffer_pullup(input, (ev_ssize_t)length);
+        egress_intercept_dns_query(connection->intercept, connection, NULL, 0, message, length);
+        evbuffer_drain(input, length);
+    }
+}
+
+static void egress_intercept_dns_tcp_written(struct bufferevent *bufferevent, void *argument) {
+    (void)argument;
+    bufferevent_enable(bufferevent, EV_READ);
+}
+
+static void egress_intercept_dns_tcp_event(struct bufferevent *bufferevent, short events,
+                                           void *argument) {
+    (void)bufferevent;
+    (void)events;
+    egress_intercept_dns_close(argument); /* EOF, error or idle */
+}
+
+/* ---- listeners ---- */
+
+/* Room for one more connection of this sandbox, or the new one is reset. */
+static bool egress_intercept_admit(egress_intercept_t *intercept, int fd) {
+    if (intercept->site.relay_count + intercept->dns_connection_count <
+        EGRESS_INTERCEPT_CONNECTIONS_MAX)
+        return true;
+    log_info("egress: sandbox %s: %d intercepted connections at once; a new one was reset",
+             intercept->sandbox_id, EGRESS_INTERCEPT_CONNECTIONS_MAX);
+    egress_relay_reset_fd(fd);
+    return false;
+}
+
+static void egress_intercept_accept_dns(struct evconnlistener *listener, evutil_socket_t fd,
+                                        struct sockaddr *address, int address_length,
+                                        void *argument) {
+    (void)listener;
+    (void)address;
+    (void)address_length;
+    egress_intercept_t *intercept = argument;
+    if (!egress_intercept_admit(intercept, fd))
+        return;
+    egress_dns_connection_t *connection = calloc(1, sizeof(*connection));
+    struct bufferevent *bufferevent =
+        connection != NULL
+            ? bufferevent_socket_new(intercept->shared->base, fd, BEV_OPT_CLOSE_ON_FREE)
+            : NULL;
+    if (bufferevent == NULL) {
+        free(connection);
+        egress_relay_reset_fd(fd);
+        return;
+    }
+    connection->intercept = intercept;
+    connection->bufferevent = bufferevent;
+    connection->next = intercept->dns_connections;
+    if (intercept->dns_connections != NULL)
+        intercept->dns_connections->previous = connection;
+    intercept->dns_connections = connection;
+    intercept->dns_connection_count++;
+    struct timeval idle = clock_timeval(EGRESS_INTERCEPT_DNS_TCP_IDLE_MS);
+    bufferevent_setcb(bufferevent, egress_intercept_dns_tcp_read, egress_intercept_dns_tcp_written,
+                      egress_intercept_dns_tcp_event, connection);
+    bufferevent_set_timeouts(bufferevent, &idle, NULL);
+    bufferevent_enable(bufferevent, EV_READ | EV_WRITE);
+}
+
+/* A connection the sandbox made to an address outside its rules, port 80 or 443. */
+static void egress_intercept_accept_relay(egress_intercept_t *intercept, evutil_socket_t fd,
+                                          const struct sockaddr *address, uint16_t port) {
+    if (!egress_intercept_admit(intercept, fd))
+        return;
+    bool ipv6 = false;
+    if (address->sa_family == AF_INET6) {
+        const struct in6_addr *peer = &((const struct sockaddr_in6 *)address)->sin6_addr;
+        ipv6 = !IN6_IS_ADDR_V4MAPPED(peer);
+    }
+    egress_relay_start(&intercept->site, fd, port, ipv6);
+}
+
+static void egress_intercept_accept_http(struct evconnlistener *listener, evutil_socket_t fd,
+                                         struct sockaddr *address, int address_length,
+                                         void *argument) {
+    (void)listener;
+    (void)address_length;
+    egress_intercept_accept_relay(argument, fd, address, 80);
+}
+
+static void egress_intercept_accept_tls(struct evconnlistener *listener, evutil_socket_t fd,
+                                        struct sockaddr *address, int address_length,
+                                        void *argument) {
+    (void)listener;
+    (void)address_length;
+    egress_intercept_accept_relay(argument, fd, address, 443);
+}
+
+/* Binds a socket of type inside the sandbox's namespace to preferred, or when that is taken to a
+ * port the kernel picks, on every address of both families (IPv4 only where the namespace has no
+ * IPv6); returns it with *port, or -1 with error. */
+static int egress_intercept_bind(egress_intercept_t *intercept, int type, uint16_t preferred,
+                                 uint16_t *port, char *error, size_t error_size) {
+    const egress_applier_t *applier = intercept->shared->applier;
+    int family = AF_INET6;
+    int fd = egress_netns_socket(applier, intercept->netns, AF_INET6, type, &intercept->device,
+                                 &intercept->inode);
+    if (fd >= 0) {
+        int off = 0;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+    } else {
+        family = AF_INET;
+        fd = egress_netns_socket(applier, intercept->netns, AF_INET, type, &intercept->device,
+                                 &intercept->inode);
+        if (fd < 0) {
+            error_format(error, error_size, "cannot open a socket in namespace %s: %s",
+                         intercept->netns, strerror(errno));
+            return -1;
+        }
+    }
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    struct sockaddr_storage address;
+    socklen_t length =
+        family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int bound = -1;
+    for (int attempt = 0; attempt < 2 && bound != 0; attempt++) {
+        uint16_t wanted = attempt == 0 ? preferred : 0;
+        memset(&address, 0, sizeof(address));
+        if (family == AF_INET6) {
+            ((struct sockaddr_in6 *)&address)->sin6_family = AF_INET6;
+            ((struct sockaddr_in6 *)&address)->sin6_port = htons(wanted);
+        } else {
+            ((struct sockaddr_in *)&address)->sin_family = AF_INET;
+            ((struct sockaddr_in *)&address)->sin_port = htons(wanted);
+        }
+        bound = bind(fd, (struct sockaddr *)&address, length);
+    }
+    if (bound != 0 || getsockname(fd, (struct sockaddr *)&address, &length) != 0) {
+        error_format(error, error_size, "cannot bind a socket in namespace %s: %s",
+                     intercept->netns, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&address)->sin6_port
+                                     : ((struct sockaddr_in *)&address)->sin_port);
+    return fd;
+}
+
+egress_intercept_t *egress_intercept_new(const egress_intercept_shared_t *shared,
+                                         const char *sandbox_id, const char *netns,
+                                         const egress_policy_t *policy, char *error,
+                                         size_t error_size) {
+    egress_intercept_t *intercept = calloc(1, sizeof(*intercept));
+    if (intercept == NULL) {
+        error_format(error, error_size, "out of memory");
+        return NULL;
+    }
+    intercept->shared = shared;
+    intercept->dns_udp = -1;
+    intercept->sandbox_id = strdup(sandbox_id);
+    intercept->netns = strdup(netns);
+    if (intercept->sandbox_id == NULL || intercept->netns == NULL) {
+        error_format(error, error_size, "out of memory");
+        goto fail;
+    }
+    intercept->site = (egress_relay_site_t){
+        .base = shared->base,
+        .applier = shared->applier,
+        .resolver = shared->resolver,
+        .sandbox_id = intercept->sandbox_id,
+        .netns = intercept->netns,
+        .policy = policy,
+        .idle_timeout_ms = EGRESS_RELAY_IDLE_TIMEOUT_MS,
+    };
+    intercept->ports.cgroup = shared->cgroup;
+    intercept->ports.cgroup_level = shared->cgroup_level;
+
+    static const evconnlistener_cb accepts[EGRESS_INTERCEPT_LISTENER_COUNT] = {
+        egress_intercept_accept_http, egress_intercept_accept_tls, egress_intercept_accept_dns};
+    uint16_t *ports[EGRESS_INTERCEPT_LISTENER_COUNT] = {
+        &intercept->ports.http, &intercept->ports.tls, &intercept->ports.dns_tcp};
+    for (size_t i = 0; i < EGRESS_INTERCEPT_LISTENER_COUNT; i++) {
+        int fd = egress_intercept_bind(intercept, SOCK_STREAM, egress_intercept_preferred[i],
+                                       ports[i], error, error_size);
+        if (fd < 0)
+            goto fail;
+        intercept->listeners[i] = evconnlistener_new(shared->base, accepts[i], intercept,
+                                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                                     EGRESS_INTERCEPT_BACKLOG, fd);
+        if (intercept->listeners[i] == NULL) {
+            error_format(error, error_size, "cannot listen in namespace %s: %s", netns,
+                         strerror(errno));
+            close(fd);
+            goto fail;
+        }
+    }
+    intercept->dns_udp =
+        egress_intercept_bind(intercept, SOCK_DGRAM, EGRESS_INTERCEPT_PREFERRED_DNS_UDP,
+                              &intercept->ports.dns_udp, error, error_size);
+    if (intercept->dns_udp < 0)
+        goto fail;
+    intercept->dns_udp_event = event_new(shared->base, intercept->dns_udp, EV_READ | EV_PERSIST,
+                                         egress_intercept_dns_udp_read, intercept);
+    if (intercept->dns_udp_event == NULL || event_add(intercept->dns_udp_event, NULL) != 0) {
+        error_format(error, error_size, "out of memory");
+        goto fail;
+    }
+    log_info("egress: sandbox %s: intercepting in namespace %s (TCP 80 → %u, 443 → %u, DNS → "
+             "UDP %u, TCP %u)",
+             sandbox_id, netns, intercept->ports.http, intercept->ports.tls,
+             intercept->ports.dns_udp, intercept->ports.dns_tcp);
+    return intercept;
+
+fail:
+    egress_intercept_free(intercept);
+    return NULL;
+}
+
+void egress_intercept_free(egress_intercept_t *intercept) {
+    if (intercept == NULL)
+        return;
+    egress_relay_close_all(&intercept->site);
+    while (intercept->dns_connections != NULL)
+        egress_intercept_dns_close(intercept->dns_connections);
+    while (intercept->pending != NULL)
+        egress_intercept_pending_free(intercept->pending);
+    for (size_t i = 0; i < EGRESS_INTERCEPT_LISTENER_COUNT; i++) {
+        if (intercept->listeners[i] != NULL)
+            evconnlistener_free(intercept->listeners[i]);
+    }
+    if (intercept->dns_udp_event != NULL)
+        event_free(intercept->dns_udp_event);
+    if (intercept->dns_udp >= 0)
+        close(intercept->dns_udp);
+    free(intercept->sandbox_id);
+    free(intercept->netns);
+    free(intercept);
+}
+
+const egress_intercept_ports_t *egress_intercept_ports(const egress_intercept_t *intercept) {
+    return &intercept->ports;
+}
+
+bool egress_intercept_serves(const egress_intercept_t *intercept, const char *netns) {
+    dev_t device;
+    ino_t inode;
+    return strcmp(intercept->netns, netns) == 0 &&
+           egress_netns_identity(intercept->shared->applier, netns, &device, &inode) == 0 &&
+           device == intercept->device && inode == intercept->inode;
+}
