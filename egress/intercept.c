@@ -30,20 +30,20 @@ enum {
     EGRESS_INTERCEPT_DNS_TCP_QUEUE_MAX = 64 * 1024,
 };
 
-/* The ports the listeners take when they are free (else the kernel picks). Fixed ports outlive
+/* The port both sockets take when it is free (else the kernel picks one). A fixed port outlives
  * the agent: after a restart, conntrack entries that still map a sandbox's recent connections to
  * the old listener's port find a listener there again instead of a reset. Below the ephemeral
- * range, so a sandbox's own outgoing connections never hold them. */
-static const uint16_t egress_intercept_preferred[] = {15080, 15443, 15053};
-enum { EGRESS_INTERCEPT_PREFERRED_DNS_UDP = 15053 };
+ * range, so a sandbox's own outgoing connections never hold it. */
+enum { EGRESS_INTERCEPT_PREFERRED_PORT = 15053 };
 
-/* The listeners, in the order of egress_intercept_ports_t. */
-typedef enum egress_intercept_listener {
-    EGRESS_INTERCEPT_HTTP = 0,
-    EGRESS_INTERCEPT_TLS,
-    EGRESS_INTERCEPT_DNS_TCP,
-    EGRESS_INTERCEPT_LISTENER_COUNT,
-} egress_intercept_listener_t;
+/* linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h: where a redirected connection
+ * was going, from conntrack. Their headers clash with glibc's, so the two values are here. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 
 typedef struct egress_dns_connection egress_dns_connection_t;
 
@@ -75,7 +75,7 @@ struct egress_intercept {
     dev_t device; /* the namespace the listeners live in */
     ino_t inode;
     egress_intercept_ports_t ports;
-    struct evconnlistener *listeners[EGRESS_INTERCEPT_LISTENER_COUNT];
+    struct evconnlistener *listener; /* TCP 53, 80 and 443, told apart by where they went */
     int dns_udp;
     struct event *dns_udp_event;
     egress_relay_site_t site;
@@ -364,26 +364,8 @@ static void egress_intercept_dns_tcp_event(struct bufferevent *bufferevent, shor
 
 /* ---- listeners ---- */
 
-/* Room for one more connection of this sandbox, or the new one is reset. */
-static bool egress_intercept_admit(egress_intercept_t *intercept, int fd) {
-    if (intercept->site.relay_count + intercept->dns_connection_count <
-        EGRESS_INTERCEPT_CONNECTIONS_MAX)
-        return true;
-    log_info("egress: sandbox %s: %d intercepted connections at once; a new one was reset",
-             intercept->sandbox_id, EGRESS_INTERCEPT_CONNECTIONS_MAX);
-    egress_relay_reset_fd(fd);
-    return false;
-}
-
-static void egress_intercept_accept_dns(struct evconnlistener *listener, evutil_socket_t fd,
-                                        struct sockaddr *address, int address_length,
-                                        void *argument) {
-    (void)listener;
-    (void)address;
-    (void)address_length;
-    egress_intercept_t *intercept = argument;
-    if (!egress_intercept_admit(intercept, fd))
-        return;
+/* A DNS over TCP client. */
+static void egress_intercept_serve_dns(egress_intercept_t *intercept, evutil_socket_t fd) {
     egress_dns_connection_t *connection = calloc(1, sizeof(*connection));
     struct bufferevent *bufferevent =
         connection != NULL
@@ -408,33 +390,55 @@ static void egress_intercept_accept_dns(struct evconnlistener *listener, evutil_
     bufferevent_enable(bufferevent, EV_READ | EV_WRITE);
 }
 
-/* A connection the sandbox made to an address outside its rules, port 80 or 443. */
-static void egress_intercept_accept_relay(egress_intercept_t *intercept, evutil_socket_t fd,
-                                          const struct sockaddr *address, uint16_t port) {
-    if (!egress_intercept_admit(intercept, fd))
+/* The port a redirected connection was going to (conntrack's original destination), or 0 when
+ * it was not redirected: someone connected to the listener itself. */
+static uint16_t egress_intercept_original_port(evutil_socket_t fd, bool ipv6) {
+    struct sockaddr_storage original;
+    socklen_t length = sizeof(original);
+    int result = ipv6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &original, &length)
+                      : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &original, &length);
+    if (result != 0)
+        return 0;
+    return ntohs(original.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&original)->sin6_port
+                                                : ((struct sockaddr_in *)&original)->sin_port);
+}
+
+/* A TCP connection the rules redirected: DNS, or port 80 or 443 of an address outside the
+ * address rules. */
+static void egress_intercept_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                                    struct sockaddr *address, int address_length, void *argument) {
+    (void)listener;
+    (void)address_length;
+    egress_intercept_t *intercept = argument;
+    if (intercept->site.relay_count + intercept->dns_connection_count >=
+        EGRESS_INTERCEPT_CONNECTIONS_MAX) {
+        log_info("egress: sandbox %s: %d intercepted connections at once; a new one was reset",
+                 intercept->sandbox_id, EGRESS_INTERCEPT_CONNECTIONS_MAX);
+        egress_relay_reset_fd(fd);
         return;
+    }
+    /* An IPv4 client of the dual-stack listener is a v4-mapped address, and IPv4's conntrack. */
     bool ipv6 = false;
     if (address->sa_family == AF_INET6) {
         const struct in6_addr *peer = &((const struct sockaddr_in6 *)address)->sin6_addr;
         ipv6 = !IN6_IS_ADDR_V4MAPPED(peer);
     }
-    egress_relay_start(&intercept->site, fd, port, ipv6);
-}
-
-static void egress_intercept_accept_http(struct evconnlistener *listener, evutil_socket_t fd,
-                                         struct sockaddr *address, int address_length,
-                                         void *argument) {
-    (void)listener;
-    (void)address_length;
-    egress_intercept_accept_relay(argument, fd, address, 80);
-}
-
-static void egress_intercept_accept_tls(struct evconnlistener *listener, evutil_socket_t fd,
-                                        struct sockaddr *address, int address_length,
-                                        void *argument) {
-    (void)listener;
-    (void)address_length;
-    egress_intercept_accept_relay(argument, fd, address, 443);
+    uint16_t port = egress_intercept_original_port(fd, ipv6);
+    switch (port) {
+    case 53:
+        egress_intercept_serve_dns(intercept, fd);
+        return;
+    case 80:
+    case 443:
+        egress_relay_start(&intercept->site, fd, port, ipv6);
+        return;
+    default:
+        log_info("egress: sandbox %s: a connection to the agent's listener that no rule "
+                 "redirected (original port %u) was reset",
+                 intercept->sandbox_id, port);
+        egress_relay_reset_fd(fd);
+        return;
+    }
 }
 
 /* Binds a socket of type inside the sandbox's namespace to preferred, or when that is taken to a
@@ -517,28 +521,22 @@ egress_intercept_t *egress_intercept_new(const egress_intercept_shared_t *shared
     intercept->ports.cgroup = shared->cgroup;
     intercept->ports.cgroup_level = shared->cgroup_level;
 
-    static const evconnlistener_cb accepts[EGRESS_INTERCEPT_LISTENER_COUNT] = {
-        egress_intercept_accept_http, egress_intercept_accept_tls, egress_intercept_accept_dns};
-    uint16_t *ports[EGRESS_INTERCEPT_LISTENER_COUNT] = {
-        &intercept->ports.http, &intercept->ports.tls, &intercept->ports.dns_tcp};
-    for (size_t i = 0; i < EGRESS_INTERCEPT_LISTENER_COUNT; i++) {
-        int fd = egress_intercept_bind(intercept, SOCK_STREAM, egress_intercept_preferred[i],
-                                       ports[i], error, error_size);
-        if (fd < 0)
-            goto fail;
-        intercept->listeners[i] = evconnlistener_new(shared->base, accepts[i], intercept,
-                                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                                     EGRESS_INTERCEPT_BACKLOG, fd);
-        if (intercept->listeners[i] == NULL) {
-            error_format(error, error_size, "cannot listen in namespace %s: %s", netns,
-                         strerror(errno));
-            close(fd);
-            goto fail;
-        }
+    int fd = egress_intercept_bind(intercept, SOCK_STREAM, EGRESS_INTERCEPT_PREFERRED_PORT,
+                                   &intercept->ports.tcp, error, error_size);
+    if (fd < 0)
+        goto fail;
+    intercept->listener = evconnlistener_new(shared->base, egress_intercept_accept, intercept,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                             EGRESS_INTERCEPT_BACKLOG, fd);
+    if (intercept->listener == NULL) {
+        error_format(error, error_size, "cannot listen in namespace %s: %s", netns,
+                     strerror(errno));
+        close(fd);
+        goto fail;
     }
     intercept->dns_udp =
-        egress_intercept_bind(intercept, SOCK_DGRAM, EGRESS_INTERCEPT_PREFERRED_DNS_UDP,
-                              &intercept->ports.dns_udp, error, error_size);
+        egress_intercept_bind(intercept, SOCK_DGRAM, EGRESS_INTERCEPT_PREFERRED_PORT,
+                              &intercept->ports.udp, error, error_size);
     if (intercept->dns_udp < 0)
         goto fail;
     intercept->dns_udp_event = event_new(shared->base, intercept->dns_udp, EV_READ | EV_PERSIST,
@@ -547,10 +545,9 @@ egress_intercept_t *egress_intercept_new(const egress_intercept_shared_t *shared
         error_format(error, error_size, "out of memory");
         goto fail;
     }
-    log_info("egress: sandbox %s: intercepting in namespace %s (TCP 80 → %u, 443 → %u, DNS → "
-             "UDP %u, TCP %u)",
-             sandbox_id, netns, intercept->ports.http, intercept->ports.tls,
-             intercept->ports.dns_udp, intercept->ports.dns_tcp);
+    log_info("egress: sandbox %s: intercepting in namespace %s (TCP 53, 80 and 443 to port %u, "
+             "UDP 53 to port %u)",
+             sandbox_id, netns, intercept->ports.tcp, intercept->ports.udp);
     return intercept;
 
 fail:
@@ -566,10 +563,8 @@ void egress_intercept_free(egress_intercept_t *intercept) {
         egress_intercept_dns_close(intercept->dns_connections);
     while (intercept->pending != NULL)
         egress_intercept_pending_free(intercept->pending);
-    for (size_t i = 0; i < EGRESS_INTERCEPT_LISTENER_COUNT; i++) {
-        if (intercept->listeners[i] != NULL)
-            evconnlistener_free(intercept->listeners[i]);
-    }
+    if (intercept->listener != NULL)
+        evconnlistener_free(intercept->listener);
     if (intercept->dns_udp_event != NULL)
         event_free(intercept->dns_udp_event);
     if (intercept->dns_udp >= 0)

@@ -137,8 +137,9 @@ static const char egress_ruleset_output_head[] =
 static const char egress_ruleset_forward_head[] =
     "add rule " EGRESS_RULESET_QUALIFIED " forward iifname @uplinks accept\n";
 
-/* The chains of domain interception: nat hooks, so only a connection's first packet is looked
- * at, and its redirect holds for the rest. Without domain entries they are deleted in the same
+/* The chains of domain interception: nat hooks (priority -100 is dstnat, which nft 1.0.6 does
+ * not name in an inet output hook), so only a connection's first packet is looked at, and its
+ * redirect holds for the rest. Without domain entries they are deleted in the same
  * transaction ("add" first, so the pair succeeds whether or not they exist): a sandbox without
  * domain entries has no nat hook at all. */
 static const char egress_ruleset_intercept_chains[] =
@@ -169,8 +170,7 @@ static void egress_ruleset_domains(egress_text_t *script, const egress_policy_t 
 
 /* Redirects: DNS to any address, and ports 80 and 443 of addresses the address rules refuse.
  * The agent's own sockets (its cgroup) and loopback are never redirected; neither is what comes
- * in from the world on an uplink. (-100 is dstnat, which nft 1.0.6 does not name in an inet
- * output hook.) */
+ * in from the world on an uplink. The agent tells the three apart by the original destination. */
 static void egress_ruleset_intercept(egress_text_t *script, const egress_intercept_ports_t *ports) {
     egress_text_puts(script, egress_ruleset_intercept_chains);
     egress_text_appendf(
@@ -187,15 +187,12 @@ static void egress_ruleset_intercept(egress_text_t *script, const egress_interce
         "add rule " EGRESS_RULESET_QUALIFIED " intercept udp dport 53 redirect to :%u\n"
         "add rule " EGRESS_RULESET_QUALIFIED " intercept tcp dport 53 redirect to :%u\n"
         "add rule " EGRESS_RULESET_QUALIFIED " intercept ip daddr @allow4 return\n"
-        "add rule " EGRESS_RULESET_QUALIFIED " intercept ip6 daddr @allow6 return\n",
-        ports->dns_udp, ports->dns_tcp);
-    static const char *const families[] = {"ip daddr @deny4", "ip6 daddr @deny6"};
-    for (size_t i = 0; i < 2; i++)
-        egress_text_appendf(
-            script,
-            "add rule " EGRESS_RULESET_QUALIFIED " intercept %s tcp dport 80 redirect to :%u\n"
-            "add rule " EGRESS_RULESET_QUALIFIED " intercept %s tcp dport 443 redirect to :%u\n",
-            families[i], ports->http, families[i], ports->tls);
+        "add rule " EGRESS_RULESET_QUALIFIED " intercept ip6 daddr @allow6 return\n"
+        "add rule " EGRESS_RULESET_QUALIFIED
+        " intercept ip daddr @deny4 tcp dport { 80, 443 } redirect to :%u\n"
+        "add rule " EGRESS_RULESET_QUALIFIED
+        " intercept ip6 daddr @deny6 tcp dport { 80, 443 } redirect to :%u\n",
+        ports->udp, ports->tcp, ports->tcp, ports->tcp);
 }
 
 int egress_ruleset_compile(const egress_policy_t *policy, const egress_uplinks_t *uplinks,

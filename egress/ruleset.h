@@ -44,10 +44,8 @@ typedef struct egress_uplinks {
  * allow_out"): its listening ports inside the namespace, and its own cgroup, which marks the
  * sockets it dials from there (a sandbox process cannot move its sockets into it). */
 typedef struct egress_intercept_ports {
-    uint16_t http;         /* TCP: connections to port 80 */
-    uint16_t tls;          /* TCP: connections to port 443 */
-    uint16_t dns_udp;      /* UDP port 53, any address */
-    uint16_t dns_tcp;      /* TCP port 53, any address */
+    uint16_t tcp;          /* TCP 53, and 80 and 443 of refused addresses */
+    uint16_t udp;          /* UDP 53 */
     const char *cgroup;    /* as nft names it: relative to /sys/fs/cgroup */
     unsigned cgroup_level; /* its depth below the cgroup2 root */
 } egress_intercept_ports_t;

@@ -908,6 +908,10 @@ def test_domain_entries_relay_by_sni_and_host(domains):
     assert f'TCP 443 to "github.com" refused: no domain entry' in log
     assert f'TCP 80 to "(no name)" refused: the request names no host' in log
     assert f'TCP 443 to "(no name)" refused: not a TLS ClientHello' in log
+    # The agent's listener itself (port 15053 here) serves only what the rules redirected.
+    assert relayed(SANDBOX_NS, "127.0.0.1", 15053, client_hello("pypi.org")) is None
+    assert "a connection to the agent's listener that no rule redirected (original port 15053) " \
+           "was reset" in agent.log()
     # Other ports follow the address rules alone.
     assert not reaches(SANDBOX_NS, "192.0.2.10", SERVICE_PORT)
     # Nothing was asked of the resolver for a name no entry matches, and a name once per

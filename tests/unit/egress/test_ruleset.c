@@ -183,12 +183,8 @@ static void test_domain_interception(void **state) {
                                          field("*.github.com,pypi.org,192.0.2.1"), error,
                                          sizeof(error)),
                      0);
-    egress_intercept_ports_t ports = {.http = 40080,
-                                      .tls = 40443,
-                                      .dns_udp = 40053,
-                                      .dns_tcp = 40054,
-                                      .cgroup = "unified/agent",
-                                      .cgroup_level = 1};
+    egress_intercept_ports_t ports = {
+        .tcp = 40001, .udp = 40002, .cgroup = "unified/agent", .cgroup_level = 1};
     egress_text_t script;
     egress_text_init(&script);
     assert_int_equal(egress_ruleset_compile(&policy, NULL, &ports, &script), 0);
@@ -207,16 +203,15 @@ static void test_domain_interception(void **state) {
     assert_true(skip_agent < skip_lo && skip_lo < jump);
     assert_true(position(&script, "intercept_prerouting iifname @uplinks return\n") <
                 position(&script, "intercept_prerouting jump intercept\n"));
-    position(&script, "intercept udp dport 53 redirect to :40053\n");
-    position(&script, "intercept tcp dport 53 redirect to :40054\n");
+    position(&script, "intercept udp dport 53 redirect to :40002\n");
+    position(&script, "intercept tcp dport 53 redirect to :40001\n");
     /* What is allowed by address is never redirected. */
     size_t allowed = position(&script, "intercept ip daddr @allow4 return\n");
-    assert_true(allowed < position(&script, "intercept ip daddr @deny4 tcp dport 80 redirect to "
-                                            ":40080\n"));
-    position(&script, "intercept ip6 daddr @allow6 return\n");
-    position(&script, "intercept ip daddr @deny4 tcp dport 443 redirect to :40443\n");
-    position(&script, "intercept ip6 daddr @deny6 tcp dport 80 redirect to :40080\n");
-    position(&script, "intercept ip6 daddr @deny6 tcp dport 443 redirect to :40443\n");
+    assert_true(allowed < position(&script, "intercept ip daddr @deny4 tcp dport { 80, 443 } "
+                                            "redirect to :40001\n"));
+    assert_true(position(&script, "intercept ip6 daddr @allow6 return\n") <
+                position(&script, "intercept ip6 daddr @deny6 tcp dport { 80, 443 } redirect to "
+                                  ":40001\n"));
     assert_null(strstr(script.data, "delete chain"));
     egress_text_free(&script);
 
