@@ -60,6 +60,10 @@ struct gw_h2up_stream {
     bool writable_wanted;
     bool final_head; /* a final response head arrived: what follows is body, then trailers */
     int status;      /* of the head being received */
+    /* Body bytes handed to the owner and not yet consumed (gw_h2up_consume): the connection's
+     * window they hold is given back when the stream ends, whether or not the owner's client
+     * drained them by then, or a few such streams would shut the window for all. */
+    size_t unconsumed;
 };
 
 static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t failure, int error);
@@ -166,6 +170,11 @@ static void gw_h2up_stream_detach(gw_h2up_stream_t *stream) {
 /* The stream is over for nghttp2's callbacks (completed, reset or refused,
  * or its session gone) and leaves its session. */
 static void gw_h2up_stream_end(gw_h2up_stream_t *stream) {
+    if (stream->unconsumed > 0) {
+        nghttp2_session_consume_connection(stream->session->session, stream->unconsumed);
+        stream->unconsumed = 0;
+        gw_h2up_schedule(stream->session);
+    }
     nghttp2_session_set_stream_user_data(stream->session->session, stream->id, NULL);
     gw_h2up_stream_detach(stream);
 }
@@ -287,6 +296,7 @@ static int gw_h2up_on_data_chunk(nghttp2_session *nghttp2, uint8_t flags, int32_
     }
     if (evbuffer_add(stream->response_output, data, length) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    stream->unconsumed += length;
     stream->handler->data(stream->owner, length);
     return 0;
 }
@@ -566,6 +576,7 @@ void gw_h2up_consume(gw_h2up_stream_t *stream, size_t length) {
     gw_h2up_session_t *session = stream->session;
     if (session == NULL || length == 0)
         return;
+    stream->unconsumed -= length < stream->unconsumed ? length : stream->unconsumed;
     nghttp2_session_consume(session->session, stream->id, length);
     gw_h2up_schedule(session);
 }

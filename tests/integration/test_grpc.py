@@ -2,6 +2,7 @@
 client: what the gateway refuses itself reaches a gRPC client as a status (HTTP 200, trailers-only,
 grpc-status and grpc-message), never as a protocol error; gRPC over HTTP/1.1 is 505; gRPC-Web is
 ordinary HTTP."""
+import socket
 import subprocess
 import threading
 import time
@@ -444,6 +445,73 @@ def test_a_slow_client_holds_the_sandbox_back(gateway, redis, echo):
         total = len(client.streams[stream].data)
     assert total == 64 * ((1 << 20) + 5), total
     assert ("grpc-status", "0") in client.streams[stream].trailers
+
+
+def large_h2_server(stream, server):
+    """An HTTP/2 server that answers every request with LARGE_BODY bytes, as its windows allow, and
+    records each stream it answered in full."""
+    import h2.events
+    left = {}
+
+    def pump(connection):
+        for stream_id in list(left):
+            while left[stream_id] > 0:
+                room = min(connection.local_flow_control_window(stream_id),
+                           connection.max_outbound_frame_size, left[stream_id])
+                if room <= 0:
+                    break
+                connection.send_data(stream_id, b"x" * room)
+                left[stream_id] -= room
+            if left[stream_id] == 0:
+                connection.end_stream(stream_id)
+                server.record(stream_id)  # answered in full
+                del left[stream_id]
+
+    def on_event(connection, event):
+        if isinstance(event, h2.events.RequestReceived):
+            connection.send_headers(event.stream_id, [(":status", "200"),
+                                                      ("content-length", str(LARGE_BODY))])
+            left[event.stream_id] = LARGE_BODY
+        elif isinstance(event, h2.events.StreamReset):
+            left.pop(event.stream_id, None)
+        pump(connection)
+    serve_h2(stream, on_event)
+
+
+# Sized so that the sandbox's answer ends while the gateway still holds bytes the client did not
+# read: about 120 KiB per answer count against the shared h2c connection's window (16 MiB) unless
+# the stream's end gives them back, so without that the sandbox stalls after some 130 answers.
+LARGE_BODY = 440 * 1024
+ANSWERS = 160
+
+
+def test_answers_that_end_unread_give_the_connection_window_back(gateway, redis, raw_server_factory):
+    """Bytes the gateway took from the sandbox for a client that had not read them yet when the
+    sandbox's answer ended count against the shared h2c connection's window until they are given
+    back: the end of the stream gives them back, or enough such answers would shut the window for
+    every stream of that connection (h2load -c8 through the gateway stalled so)."""
+    server = raw_server_factory(large_h2_server)
+    redis.put("h2c3", h2c_ports="*")
+    host = gateway.host("h2c3", server.port)
+    with H2Client(gateway.port, auto_ack=False) as client:
+        for answered in range(1, ANSWERS + 1):
+            stream = client.request(host, "/big")
+            deadline = time.monotonic() + 0.03  # the client reads none while the sandbox answers
+            while time.monotonic() < deadline:
+                client.read(0.01)
+            received = 0
+            deadline = time.monotonic() + 10
+            while not client.streams[stream].done:
+                assert time.monotonic() < deadline, f"answer {answered} stalled"
+                data = len(client.streams[stream].data) - received
+                if data:
+                    client.ack(stream, data)
+                    client.ack_connection(data)
+                    received += data
+                client.read(0.02)
+            assert client.streams[stream].status == 200
+            assert len(client.streams[stream].data) == LARGE_BODY
+    assert server.count() == ANSWERS
 
 
 def test_a_new_session_when_the_sandbox_allows_no_more_streams(gateway_factory, redis):
