@@ -257,6 +257,18 @@ static void gw_h2_send(gw_h2_t *h2) {
         gw_h2_end(h2);
 }
 
+/* Sends once the callbacks of this loop turn ran: what exchanges produce for many streams of the
+ * connection (the answers an h2c sandbox sent in one read, say) then leaves in one write instead
+ * of one per callback. */
+static void gw_h2_send_soon(gw_h2_t *h2) {
+    if (h2->send_event == NULL || h2->session == NULL) {
+        gw_h2_send(h2);
+        return;
+    }
+    if (!event_pending(h2->send_event, EV_WRITE, NULL))
+        event_active(h2->send_event, EV_WRITE, 0);
+}
+
 /* The session is over (GOAWAY sent, or the peer's protocol error): streams
  * end, and the connection closes once its last bytes are out. */
 static void gw_h2_end(gw_h2_t *h2) {
@@ -287,12 +299,7 @@ static void gw_h2_stream_timer(evutil_socket_t fd, short events, void *arg) {
     }
     if (--stream->handlers == 0 && stream->closed)
         gw_h2_stream_free(stream);
-    if (h2->send_event != NULL && h2->session != NULL) {
-        if (!event_pending(h2->send_event, EV_WRITE, NULL))
-            event_active(h2->send_event, EV_WRITE, 0);
-    } else {
-        gw_h2_send(h2);
-    }
+    gw_h2_send_soon(h2);
     gw_conn_leave(conn);
 }
 
@@ -491,7 +498,7 @@ static void gw_h2_side_leave(void *arg) {
     gw_conn_t *conn = h2->conn;
     if (--stream->handlers == 0 && stream->closed)
         gw_h2_stream_free(stream);
-    gw_h2_send(h2);
+    gw_h2_send_soon(h2);
     gw_conn_leave(conn);
 }
 
