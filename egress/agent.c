@@ -94,6 +94,7 @@ struct egress_agent {
     egress_sandbox_t *queue_tail;
     size_t resync_in_flight;
     egress_applier_t applier;
+    egress_metrics_t metrics;
     egress_intercept_shared_t intercept; /* its resolver NULL when domains cannot be served */
     char intercept_unavailable[256];     /* why not */
 };
@@ -219,6 +220,7 @@ static void egress_agent_enforce(egress_agent_t *agent, egress_sandbox_t *sandbo
         egress_apply_policy(&agent->applier, sandbox->wanted_netns, &sandbox->wanted, intercept,
                             &sandbox->applied, &milliseconds, error, sizeof(error));
     if (result == EGRESS_APPLY_FAILED) {
+        agent->metrics.apply_failures++;
         if (!egress_agent_same_text(sandbox->apply_error, error)) {
             log_error("sandbox %s: cannot apply its egress policy in namespace %s: %s; retrying",
                       id, sandbox->wanted_netns, error);
@@ -239,16 +241,18 @@ static void egress_agent_enforce(egress_agent_t *agent, egress_sandbox_t *sandbo
         log_error("sandbox %s: out of memory", id);
         goto failed_quietly;
     }
-    if (result == EGRESS_APPLY_DONE)
+    if (result == EGRESS_APPLY_DONE) {
+        agent->metrics.policies_applied++;
         log_info("sandbox %s: egress policy applied in namespace %s in %.1f ms "
                  "(internet access %s; %zu allowed, %zu denied ranges; %zu domain entries)",
                  id, sandbox->wanted_netns, milliseconds,
                  sandbox->wanted.internet_access ? "on" : "off",
                  egress_policy_allow_count(&sandbox->wanted),
                  egress_policy_deny_count(&sandbox->wanted), sandbox->wanted.domains.count);
-    else
+    } else {
         log_debug("sandbox %s: egress policy in namespace %s unchanged (checked in %.1f ms)", id,
                   sandbox->wanted_netns, milliseconds);
+    }
     return;
 
 failed_quietly:
@@ -614,6 +618,7 @@ static void egress_agent_members_reply(redisAsyncContext *context, void *reply_p
         if (agent->sandboxes.count != agent->last_member_count)
             log_debug("node %s: %zu sandboxes", agent->config->node_id, agent->sandboxes.count);
         agent->last_member_count = agent->sandboxes.count;
+        agent->metrics.sandboxes = agent->sandboxes.count;
     }
     if (agent->members_again) {
         bool again_full = agent->members_again_full;
@@ -645,6 +650,10 @@ static void egress_agent_sync(egress_agent_t *agent, bool full) {
 }
 
 void egress_agent_resync(egress_agent_t *agent) { egress_agent_sync(agent, true); }
+
+const egress_metrics_t *egress_agent_metrics(const egress_agent_t *agent) {
+    return &agent->metrics;
+}
 
 static void egress_agent_resync_timer(evutil_socket_t fd, short events, void *argument) {
     (void)fd;
@@ -766,12 +775,13 @@ egress_agent_t *egress_agent_new(struct event_base *base, const egress_config_t 
         goto fail;
     agent->intercept.base = base;
     agent->intercept.applier = &agent->applier;
+    agent->intercept.metrics = &agent->metrics;
     /* Domain entries need both; without them the agent still enforces every address rule. */
     if (egress_intercept_find_cgroup(&agent->intercept, agent->intercept_unavailable,
                                      sizeof(agent->intercept_unavailable)) == 0)
         agent->intercept.resolver =
-            egress_resolver_new(base, config->dns_server, agent->intercept_unavailable,
-                                sizeof(agent->intercept_unavailable));
+            egress_resolver_new(base, config->dns_server, &agent->metrics,
+                                agent->intercept_unavailable, sizeof(agent->intercept_unavailable));
     if (agent->intercept.resolver == NULL)
         log_warn("domain entries of allow_out are unavailable on this node: %s",
                  agent->intercept_unavailable);

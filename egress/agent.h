@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "egress/config.h"
+#include "egress/metrics.h"
 
 struct event_base;
 
@@ -20,5 +21,8 @@ void egress_agent_free(egress_agent_t *agent);
 
 /* Reads the node set and every record again now, as the periodic resync does (SIGHUP). */
 void egress_agent_resync(egress_agent_t *agent);
+
+/* The agent's counters, for its admin_listen. */
+const egress_metrics_t *egress_agent_metrics(const egress_agent_t *agent);
 
 #endif

@@ -1,6 +1,7 @@
 /* egress.conf: the directive table of sandbox-netpolicy, read by util/conf into egress_config_t. */
 #include "egress/config.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 
 static conf_setter_t egress_config_set_node_id;
 static conf_setter_t egress_config_set_dns_server;
+static conf_setter_t egress_config_set_admin_listen;
 
 // clang-format off
 #define EGRESS_CONFIG_FIELD(field) offsetof(egress_config_t, field)
@@ -30,6 +32,9 @@ static const conf_directive_t egress_config_directives[] = {
     /* Where domain entries are resolved; absent: the first nameserver of /etc/resolv.conf. */
     {"dns_server",              1, 1, egress_config_set_dns_server,
      EGRESS_CONFIG_FIELD(dns_server), 0, 0, CONF_ONCE, NULL, 0},
+    /* GET /metrics and /health; absent: none. */
+    {"admin_listen",            1, 1, egress_config_set_admin_listen,
+     EGRESS_CONFIG_FIELD(admin_listen), 0, 0, CONF_ONCE, NULL, 0},
     {"log_level",               1, 1, conf_set_log_level,
      EGRESS_CONFIG_FIELD(log_level), 0, 0, CONF_ONCE, "info", 0},
 };
@@ -72,6 +77,22 @@ static int egress_config_set_dns_server(conf_parser_t *parser, const conf_direct
     return conf_set_string(parser, directive, arguments, argument_count);
 }
 
+/* "ADDR:PORT" or "[IPv6]:PORT", a port given. */
+static int egress_config_set_admin_listen(conf_parser_t *parser, const conf_directive_t *directive,
+                                          char **arguments, size_t argument_count) {
+    struct sockaddr_storage address;
+    int address_length = (int)sizeof(address);
+    bool has_port = strrchr(arguments[0], ':') != NULL && strrchr(arguments[0], ']') == NULL
+                        ? true
+                        : strstr(arguments[0], "]:") != NULL;
+    if (evutil_parse_sockaddr_port(arguments[0], (struct sockaddr *)&address, &address_length) !=
+            0 ||
+        !has_port)
+        return conf_error(parser, "invalid %s \"%s\": write ADDR:PORT or [IPv6]:PORT",
+                          directive->name, arguments[0]);
+    return conf_set_string(parser, directive, arguments, argument_count);
+}
+
 int egress_config_defaults(egress_config_t *config) {
     memset(config, 0, sizeof(*config));
     return conf_defaults(&egress_config_syntax, config, NULL, 0);
@@ -94,5 +115,6 @@ void egress_config_free(egress_config_t *config) {
     conf_redis_target_free(&config->redis);
     free(config->redis_key_prefix);
     free(config->dns_server);
+    free(config->admin_listen);
     memset(config, 0, sizeof(*config));
 }

@@ -19,6 +19,7 @@ typedef struct egress_config {
     char *redis_key_prefix;    /* record key = prefix + sandbox ID */
     uint64_t resync_interval_ms;
     char *dns_server; /* ADDR[:PORT] for evdns, or NULL: /etc/resolv.conf's first nameserver */
+    char *admin_listen; /* ADDR:PORT of GET /metrics and /health, or NULL */
     log_level_t log_level;
 } egress_config_t;
 

@@ -177,6 +177,9 @@ static size_t egress_intercept_dns_write(egress_intercept_t *intercept,
                                          const egress_resolved_t *resolved, bool tcp, uint8_t *out,
                                          size_t out_size) {
     size_t limit = tcp ? EGRESS_DNS_TCP_MAX : query->udp_limit;
+    egress_metrics_t *metrics = intercept->shared->metrics;
+    metrics->dns_answers[resolved->count4 + resolved->count6 == 0 ? EGRESS_DNS_SERVFAIL
+                                                                  : EGRESS_DNS_ADDRESSES]++;
     if (resolved->count4 + resolved->count6 == 0)
         return egress_dns_write_response(query, EGRESS_DNS_RCODE_SERVFAIL, NULL, 0, 0, limit, out,
                                          out_size);
@@ -236,6 +239,7 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
     case EGRESS_DNS_PARSE_DROP:
         return;
     case EGRESS_DNS_PARSE_ERROR:
+        intercept->shared->metrics->dns_answers[EGRESS_DNS_REFUSED]++;
         length = egress_dns_write_error(&query, rcode, answer, sizeof(answer));
         egress_intercept_dns_send(intercept, connection, from, from_length, answer, length);
         return;
@@ -251,6 +255,7 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
         log_debug("egress: sandbox %s: DNS %s type %u: %s", intercept->sandbox_id,
                   query.name_valid ? query.name : "(not a hostname)", query.type,
                   matches ? "empty answer" : "NXDOMAIN");
+        intercept->shared->metrics->dns_answers[matches ? EGRESS_DNS_EMPTY : EGRESS_DNS_NXDOMAIN]++;
         length = egress_dns_write_response(
             &query, matches ? EGRESS_DNS_RCODE_NOERROR : EGRESS_DNS_RCODE_NXDOMAIN, NULL, 0, 0,
             limit, answer, sizeof(answer));
@@ -412,6 +417,7 @@ static void egress_intercept_accept(struct evconnlistener *listener, evutil_sock
     egress_intercept_t *intercept = argument;
     if (intercept->site.relay_count + intercept->dns_connection_count >=
         EGRESS_INTERCEPT_CONNECTIONS_MAX) {
+        intercept->shared->metrics->intercepted[EGRESS_VERDICT_LIMIT]++;
         log_info("egress: sandbox %s: %d intercepted connections at once; a new one was reset",
                  intercept->sandbox_id, EGRESS_INTERCEPT_CONNECTIONS_MAX);
         egress_relay_reset_fd(fd);
@@ -517,6 +523,7 @@ egress_intercept_t *egress_intercept_new(const egress_intercept_shared_t *shared
         .netns = intercept->netns,
         .policy = policy,
         .idle_timeout_ms = EGRESS_RELAY_IDLE_TIMEOUT_MS,
+        .metrics = shared->metrics,
     };
     intercept->ports.cgroup = shared->cgroup;
     intercept->ports.cgroup_level = shared->cgroup_level;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "egress/apply.h"
+#include "egress/metrics.h"
 #include "egress/policy.h"
 #include "egress/resolver.h"
 #include "egress/ruleset.h"
@@ -28,6 +29,7 @@ typedef struct egress_intercept_shared {
     struct event_base *base;
     const egress_applier_t *applier;
     egress_resolver_t *resolver;
+    egress_metrics_t *metrics;
     char cgroup[EGRESS_INTERCEPT_CGROUP_MAX]; /* as nft names it, relative to /sys/fs/cgroup */
     unsigned cgroup_level;
 } egress_intercept_shared_t;

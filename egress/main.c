@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "egress/admin.h"
 #include "egress/agent.h"
 #include "egress/config.h"
 #include "egress/policy.h"
@@ -99,6 +100,7 @@ static int netpolicy_run(const egress_config_t *config) {
     struct event *signals[3] = {NULL, NULL, NULL};
     static const int signal_numbers[3] = {SIGTERM, SIGINT, SIGHUP};
     netpolicy_process_t process = {.base = event_base_new(), .agent = NULL};
+    egress_admin_t *admin = NULL;
     struct event_base *base = process.base;
     if (base == NULL) {
         log_error("cannot create the event loop");
@@ -117,6 +119,15 @@ static int netpolicy_run(const egress_config_t *config) {
         log_error("cannot start: %s", error);
         goto done;
     }
+    if (config->admin_listen != NULL) {
+        admin = egress_admin_new(base, config->admin_listen, egress_agent_metrics(process.agent),
+                                 error, sizeof(error));
+        if (admin == NULL) {
+            log_error("cannot start: %s", error);
+            goto done;
+        }
+        log_info("admin: GET /metrics and /health on %s", config->admin_listen);
+    }
     log_info("sandbox-netpolicy %s started: node %s, catalog %s (records %s*, node set %s%s), "
              "resync every %llu ms",
              SGW_VERSION, config->node_id, config->redis_url, config->redis_key_prefix,
@@ -124,6 +135,7 @@ static int netpolicy_run(const egress_config_t *config) {
              (unsigned long long)config->resync_interval_ms);
     status = event_base_dispatch(base) < 0 ? 1 : 0;
 done:
+    egress_admin_free(admin);
     egress_agent_free(process.agent);
     for (int i = 0; i < 3; i++) {
         if (signals[i] != NULL)

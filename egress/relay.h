@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "egress/apply.h"
+#include "egress/metrics.h"
 #include "egress/policy.h"
 #include "egress/resolver.h"
 
@@ -33,7 +34,8 @@ typedef struct egress_relay_site {
     const egress_policy_t *policy; /* read at each decision: the record's latest */
     egress_relay_t *relays;        /* every open relay, to close them with the site */
     size_t relay_count;
-    uint64_t idle_timeout_ms; /* EGRESS_RELAY_IDLE_TIMEOUT_MS; tests may shorten it */
+    uint64_t idle_timeout_ms;  /* EGRESS_RELAY_IDLE_TIMEOUT_MS */
+    egress_metrics_t *metrics; /* the agent's */
 } egress_relay_site_t;
 
 /* Takes over fd, a connection accepted on the listener for port (80: HTTP Host; 443: TLS SNI);

@@ -62,6 +62,7 @@ struct egress_resolver {
     struct event *deliver;        /* delivers answers that were cached when asked for */
     struct event *sweep;          /* drops expired entries */
     egress_resolve_wait_t *ready; /* waits whose answer is there, for deliver */
+    egress_metrics_t *metrics;
 };
 
 static void egress_resolver_unlink(egress_resolve_wait_t **list, egress_resolve_wait_t *wait) {
@@ -118,6 +119,8 @@ static void egress_resolver_complete(egress_resolver_entry_t *entry) {
                               : (entry->errors[0] != NULL ? entry->errors[0] : entry->errors[1]);
     if (entry->answer.error == NULL && entry->answer.count4 + entry->answer.count6 == 0)
         entry->answer.error = "no address";
+    if (entry->answer.error != NULL)
+        resolver->metrics->lookup_failures++;
     egress_resolved_t resolved;
     egress_resolver_copy(entry, now_ms, &resolved);
     log_debug("resolved %s: %zu IPv4, %zu IPv6 addresses, TTL %u s%s%s", entry->map_entry->key,
@@ -168,6 +171,7 @@ static bool egress_resolver_start(egress_resolver_entry_t *entry) {
     entry->ttl_s = EGRESS_RESOLVER_TTL_MAX_S;
     entry->expires_ms = 0;
     entry->outstanding = 0;
+    resolver->metrics->lookups++;
     const char *name = entry->map_entry->key;
     for (size_t i = 0; i < 2; i++) {
         egress_resolver_query_t *query = &entry->queries[i];
@@ -312,14 +316,15 @@ static bool egress_resolver_first_nameserver(const char *path, char *server, siz
     return found;
 }
 
-egress_resolver_t *egress_resolver_new(struct event_base *base, const char *dns_server, char *error,
-                                       size_t error_size) {
+egress_resolver_t *egress_resolver_new(struct event_base *base, const char *dns_server,
+                                       egress_metrics_t *metrics, char *error, size_t error_size) {
     egress_resolver_t *resolver = calloc(1, sizeof(*resolver));
     if (resolver == NULL) {
         error_format(error, error_size, "out of memory");
         return NULL;
     }
     resolver->base = base;
+    resolver->metrics = metrics;
     char server[256];
     if (dns_server != NULL) {
         snprintf(server, sizeof(server), "%s", dns_server);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "egress/metrics.h"
+
 struct event_base;
 
 enum {
@@ -33,9 +35,10 @@ typedef struct egress_resolve_wait egress_resolve_wait_t;
 typedef void egress_resolve_callback_t(const egress_resolved_t *resolved, void *argument);
 
 /* Creates a resolver on base that asks dns_server ("ADDR", "ADDR:PORT", "[IPv6]:PORT"), or the
- * first nameserver of /etc/resolv.conf when it is NULL. Returns NULL with a message in error. */
-egress_resolver_t *egress_resolver_new(struct event_base *base, const char *dns_server, char *error,
-                                       size_t error_size);
+ * first nameserver of /etc/resolv.conf when it is NULL, and counts its lookups in metrics.
+ * Returns NULL with a message in error. */
+egress_resolver_t *egress_resolver_new(struct event_base *base, const char *dns_server,
+                                       egress_metrics_t *metrics, char *error, size_t error_size);
 
 /* Cancels every wait (their callbacks are not called) and frees the resolver. */
 void egress_resolver_free(egress_resolver_t *resolver);

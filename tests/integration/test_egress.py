@@ -28,11 +28,12 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from lib.util import REPO, require, require_module, sanitizer_findings, wait_for
+from lib.util import REPO, free_port, require, require_module, sanitizer_findings, wait_for
 
 # ------------------------------------------------------------------------- can this machine run it
 
@@ -811,8 +812,11 @@ def domains(build, network, redis, tmp_path, request):
     node_id = f"node{PID}-d-{request.node.name}"[:120]
     agents = []
 
+    admin_port = free_port()
+
     def start(**policy):
-        agent = Agent(build, tmp_path, redis, node_id, extra=f"dns_server {dns.address}\n",
+        agent = Agent(build, tmp_path, redis, node_id,
+                      extra=f"dns_server {dns.address}\nadmin_listen 127.0.0.1:{admin_port}\n",
                       cgroup=cgroup)
         agents.append(agent)
         redis.put(SANDBOX_ID, addr="203.0.113.250", **record_fields(**policy))
@@ -821,6 +825,7 @@ def domains(build, network, redis, tmp_path, request):
         agent.wait_applied(0)
         return agent
     start.dns = dns
+    start.admin_port = admin_port
     yield start
     problems = []
     for agent in agents:
@@ -919,6 +924,30 @@ def test_domain_entries_relay_by_sni_and_host(domains):
     assert "evil.example" not in {name for name, _ in domains.dns.asked}
     assert domains.dns.asked.count(("pypi.org", 1)) == 1, domains.dns.asked
     assert domains.dns.asked.count(("pypi.org", 28)) == 1, domains.dns.asked
+
+
+def test_bulk_through_the_relay_arrives_intact(domains):
+    """8 MiB each way through the relay (spliced), the sender's FIN passed on after the last byte:
+    the server's echo comes back whole and in order, then the connection ends."""
+    domains(deny_out="all", allow_out="pypi.org")
+    payload = os.urandom(8 << 20)
+    hello = client_hello("pypi.org")
+    with open_connection(SANDBOX_NS, "203.0.113.20", 443, timeout=10) as connection:
+        def send():
+            connection.sendall(hello + payload)
+            connection.shutdown(socket.SHUT_WR)
+        sender = threading.Thread(target=send)
+        sender.start()
+        received = bytearray()
+        while True:
+            chunk = connection.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+        sender.join(10)
+    greeting, echoed = bytes(received).split(b"\n", 1)
+    assert greeting == b"192.0.2.10 443"
+    assert echoed == hello + payload
 
 
 def test_resolved_addresses_must_be_permitted(domains, redis):
@@ -1024,6 +1053,79 @@ def test_removing_the_last_domain_removes_the_redirect(domains, redis):
     set_policy(redis, agent, deny_out="pypi.org")
     assert 'deny_out: "pypi.org" is a domain name' in agent.log()
     assert not reaches(SANDBOX_NS, "192.0.2.10")
+
+
+def agent_metrics(port):
+    """The agent's GET /metrics as {"name{labels}": value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_agent_metrics(domains):
+    """admin_listen: intercepted connections by verdict, DNS answers and lookups, bytes relayed."""
+    domains(deny_out="all", allow_out="pypi.org,*.github.com")
+    assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) == "192.0.2.10 443"
+    assert relayed(SANDBOX_NS, "192.0.2.20", 443, client_hello("evil.example")) is None
+    assert relayed(SANDBOX_NS, "192.0.2.20", 80, b"GET / HTTP/1.0\r\n\r\n") is None
+    assert ask_udp(SANDBOX_NS, "192.0.2.53", "evil.example", 1) == (3, [])
+    assert ask_udp(SANDBOX_NS, "192.0.2.53", "pypi.org", 1) == (0, ["192.0.2.10"])
+    assert ask_udp(SANDBOX_NS, "192.0.2.53", "pypi.org", 16) == (0, [])
+    metrics = {}
+
+    def counted():
+        metrics.update(agent_metrics(domains.admin_port))
+        return metrics['sgw_egress_relays'] == 0
+    wait_for(counted, 5, 0.05, "the relay to close")
+    assert metrics['sgw_egress_intercepted_total{verdict="relayed"}'] == 1
+    assert metrics['sgw_egress_intercepted_total{verdict="not_allowed"}'] == 1
+    assert metrics['sgw_egress_intercepted_total{verdict="no_name"}'] == 1
+    assert metrics['sgw_egress_dns_answers_total{answer="nxdomain"}'] == 1
+    assert metrics['sgw_egress_dns_answers_total{answer="addresses"}'] == 1
+    assert metrics['sgw_egress_dns_answers_total{answer="empty"}'] == 1
+    assert metrics["sgw_egress_dns_lookups_total"] == 1  # pypi.org once: cached after
+    assert metrics['sgw_egress_relayed_bytes_total{direction="out"}'] == \
+        len(client_hello("pypi.org"))
+    assert metrics['sgw_egress_relayed_bytes_total{direction="in"}'] > len("192.0.2.10 443\n")
+    assert metrics["sgw_egress_sandboxes"] == 1
+    assert metrics["sgw_egress_policies_applied_total"] >= 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{domains.admin_port}/health",
+                                timeout=5) as response:
+        assert response.status == 200
+
+
+def test_a_stopped_agent_keeps_the_policy_closed(domains, build, redis, tmp_path):
+    """The rules stay when the agent stops: what they redirect finds no listener and is refused
+    (nothing leaves by name while it is away); started again, it serves them at once."""
+    agent = domains(deny_out="all", allow_out="pypi.org")
+    held = open_connection(SANDBOX_NS, "203.0.113.20", 443, timeout=5)
+    agent.stop()
+    try:
+        assert "redirect" in egress_table()
+        assert relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) is None
+        with pytest.raises(OSError):
+            ask_udp(SANDBOX_NS, "192.0.2.53", "pypi.org", 1)
+        # The connection open when it stopped went with it.
+        held.settimeout(2)
+        with pytest.raises(OSError):
+            held.sendall(client_hello("pypi.org"))
+            if held.recv(100) == b"":
+                raise ConnectionResetError
+    finally:
+        held.close()
+    restarted = Agent(build, tmp_path, redis, agent.node_id,
+                      extra=agent.config.read_text().split("log_level debug\n", 1)[1],
+                      cgroup=agent.cgroup)
+    restarted.log_path = tmp_path / "netpolicy-restarted.stderr"
+    try:
+        restarted.start()
+        wait_for(lambda: relayed(SANDBOX_NS, "203.0.113.20", 443, client_hello("pypi.org")) ==
+                 "192.0.2.10 443", 5, 0.1, "the restarted agent to relay")
+        assert ask_udp(SANDBOX_NS, "192.0.2.53", "pypi.org", 1) == (0, ["192.0.2.10"])
+    finally:
+        restarted.stop()
 
 
 def test_connection_limit_and_name_deadline(domains):
