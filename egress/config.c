@@ -1,6 +1,7 @@
 /* egress.conf: the directive table of sandbox-netpolicy, read by util/conf into egress_config_t. */
 #include "egress/config.h"
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,12 +83,12 @@ static int egress_config_set_admin_listen(conf_parser_t *parser, const conf_dire
                                           char **arguments, size_t argument_count) {
     struct sockaddr_storage address;
     int address_length = (int)sizeof(address);
-    bool has_port = strrchr(arguments[0], ':') != NULL && strrchr(arguments[0], ']') == NULL
-                        ? true
-                        : strstr(arguments[0], "]:") != NULL;
-    if (evutil_parse_sockaddr_port(arguments[0], (struct sockaddr *)&address, &address_length) !=
-            0 ||
-        !has_port)
+    bool parsed =
+        evutil_parse_sockaddr_port(arguments[0], (struct sockaddr *)&address, &address_length) == 0;
+    uint16_t port = !parsed                        ? 0
+                    : address.ss_family == AF_INET ? ((struct sockaddr_in *)&address)->sin_port
+                                                   : ((struct sockaddr_in6 *)&address)->sin6_port;
+    if (port == 0)
         return conf_error(parser, "invalid %s \"%s\": write ADDR:PORT or [IPv6]:PORT",
                           directive->name, arguments[0]);
     return conf_set_string(parser, directive, arguments, argument_count);
@@ -103,8 +104,7 @@ int egress_config_parse(egress_config_t *config, const char *name, const char *t
     return conf_parse(&egress_config_syntax, config, name, text, strlen(text), error, error_size);
 }
 
-int egress_config_load(egress_config_t *config, const char *path, char *error,
-                       size_t error_size) {
+int egress_config_load(egress_config_t *config, const char *path, char *error, size_t error_size) {
     return conf_load(&egress_config_syntax, config, path, error, error_size);
 }
 

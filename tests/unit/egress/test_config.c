@@ -52,6 +52,8 @@ static void test_every_directive(void **state) {
                        "redis_url unix:///run/redis/redis.sock?db=3\n"
                        "redis_key_prefix cat:\n"
                        "policy_resync_interval 500ms\n"
+                       "dns_server [2001:db8::53]:5353\n"
+                       "admin_listen 127.0.0.1:9101\n"
                        "log_level debug";
     assert_int_equal(parse(&config, text, error, sizeof(error)), 0);
     assert_string_equal(config.node_id, "n1");
@@ -60,6 +62,8 @@ static void test_every_directive(void **state) {
     assert_int_equal(config.redis.database, 3);
     assert_string_equal(config.redis_key_prefix, "cat:");
     assert_int_equal(config.resync_interval_ms, 500);
+    assert_string_equal(config.dns_server, "[2001:db8::53]:5353");
+    assert_string_equal(config.admin_listen, "127.0.0.1:9101");
     assert_int_equal(config.log_level, LOG_LEVEL_DEBUG);
     egress_config_free(&config);
 }
@@ -87,6 +91,16 @@ static void test_errors(void **state) {
     assert_error("node_id a\nlog_level loud\n",
                  "egress.conf:2: invalid level \"loud\" for \"log_level\" (error, warn, info or "
                  "debug)");
+    assert_error("node_id a\ndns_server resolver.local\n",
+                 "egress.conf:2: invalid dns_server \"resolver.local\": write an IP address, "
+                 "ADDR:PORT or [IPv6]:PORT");
+    assert_error("node_id a\nadmin_listen 127.0.0.1\n",
+                 "egress.conf:2: invalid admin_listen \"127.0.0.1\": write ADDR:PORT or "
+                 "[IPv6]:PORT");
+    assert_error("node_id a\nadmin_listen ::1\n",
+                 "egress.conf:2: invalid admin_listen \"::1\": write ADDR:PORT or [IPv6]:PORT");
+    assert_error("node_id a\nadmin_listen [::1]\n",
+                 "egress.conf:2: invalid admin_listen \"[::1]\": write ADDR:PORT or [IPv6]:PORT");
     assert_error("node_id a\x01\n", "egress.conf:1: invalid control character 0x01");
     assert_error("node_id caf\xc3\xa9\n",
                  "egress.conf:1: invalid node_id \"caf\xc3\xa9\": printable ASCII only");
