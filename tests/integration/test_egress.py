@@ -350,6 +350,18 @@ class Agent:
             f"sandbox-netpolicy exited with {self.process.returncode}:\n{log[-4000:]}"
 
 
+def stop_agents(agents):
+    """Stops each agent; returns what went wrong (exit status, sanitizer reports), for one failure
+    at teardown after everything was cleaned up."""
+    problems = []
+    for agent in agents:
+        try:
+            agent.stop()
+        except AssertionError as error:
+            problems.append(str(error))
+    return problems
+
+
 @pytest.fixture
 def redis(redis_factory):
     """The catalog with keyspace notifications for hashes, DEL and sets (the node set): Kghs."""
@@ -382,12 +394,7 @@ def netpolicy(build, network, redis, tmp_path, request):
             agent.wait_applied(0)
         return agent
     yield start
-    problems = []
-    for agent in agents:
-        try:
-            agent.stop()
-        except AssertionError as error:
-            problems.append(str(error))
+    problems = stop_agents(agents)
     # The agent leaves its rules in force when it stops (fail closed); the next test starts clean.
     for namespace in (SANDBOX_NS, LATE_NS):
         if Path(f"/run/netns/{namespace}").exists():
@@ -827,12 +834,7 @@ def domains(build, network, redis, tmp_path, request):
     start.dns = dns
     start.admin_port = admin_port
     yield start
-    problems = []
-    for agent in agents:
-        try:
-            agent.stop()
-        except AssertionError as error:
-            problems.append(str(error))
+    problems = stop_agents(agents)
     dns.stop()
     if Path(f"/run/netns/{SANDBOX_NS}").exists():
         in_namespace(SANDBOX_NS, "nft", "delete", "table", "inet", "sandbox_egress", check=False)

@@ -418,6 +418,21 @@ def test_a_stream_refused_by_goaway_is_sent_again_on_a_new_session(gateway, redi
     assert len(connections) == 2 and server.count() == 1
 
 
+def read_to_the_end(client, stream, interval, timeout, what):
+    """Reads stream of an H2Client without auto_ack until it ends, reopening both windows by what
+    arrived (all of the stream's data counts as unacknowledged when called)."""
+    received = 0
+    deadline = time.monotonic() + timeout
+    while not client.streams[stream].done:
+        assert time.monotonic() < deadline, f"{what} stalled"
+        data = len(client.streams[stream].data) - received
+        if data:
+            client.ack(stream, data)
+            client.ack_connection(data)
+            received += data
+        client.read(interval)
+
+
 def test_a_slow_client_holds_the_sandbox_back(gateway, redis, echo):
     """Flow control joined on both sides: a client that reads nothing gets no more than the windows
     allow, and the gateway buffers a bounded amount (the sandbox's stream waits); read on, all
@@ -434,14 +449,7 @@ def test_a_slow_client_holds_the_sandbox_back(gateway, redis, echo):
         held = len(client.streams[stream].data)
         assert client.streams[stream].status == 200 and 0 < held <= 1 << 20, held  # the client's windows: 64 KiB stream, 1 MiB at most
         assert echo.sent <= 8, echo.sent  # 64 MiB asked; the sandbox was held back
-        received = 0
-        while not client.streams[stream].done:
-            data = len(client.streams[stream].data) - received
-            if data:
-                client.ack(stream, data)
-                client.ack_connection(data)
-                received += data
-            client.read(0.2)
+        read_to_the_end(client, stream, 0.2, 60, "the megabytes")
         total = len(client.streams[stream].data)
     assert total == 64 * ((1 << 20) + 5), total
     assert ("grpc-status", "0") in client.streams[stream].trailers
@@ -499,16 +507,7 @@ def test_answers_that_end_unread_give_the_connection_window_back(gateway, redis,
             deadline = time.monotonic() + 0.03  # the client reads none while the sandbox answers
             while time.monotonic() < deadline:
                 client.read(0.01)
-            received = 0
-            deadline = time.monotonic() + 10
-            while not client.streams[stream].done:
-                assert time.monotonic() < deadline, f"answer {answered} stalled"
-                data = len(client.streams[stream].data) - received
-                if data:
-                    client.ack(stream, data)
-                    client.ack_connection(data)
-                    received += data
-                client.read(0.02)
+            read_to_the_end(client, stream, 0.02, 10, f"answer {answered}")
             assert client.streams[stream].status == 200
             assert len(client.streams[stream].data) == LARGE_BODY
     assert server.count() == ANSWERS

@@ -200,6 +200,15 @@ static void put_record(bytes_t *out, const uint8_t *payload, size_t length) {
     bytes_put(out, payload, length);
 }
 
+/* message (a handshake message) in one record is MALFORMED; frees message. */
+static void assert_hello_malformed(bytes_t *message) {
+    bytes_t record = {0};
+    put_record(&record, message->data, message->length);
+    assert_tls(&record, EGRESS_SNIFF_MALFORMED, NULL);
+    bytes_free(&record);
+    bytes_free(message);
+}
+
 /* Wraps message into records of the given payload sizes; the last record takes the rest. */
 static void put_records(bytes_t *out, const bytes_t *message, const size_t *sizes, size_t count) {
     size_t offset = 0;
@@ -463,29 +472,20 @@ static void test_tls_wrong_lengths(void **state) {
     odd_suites.data[HELLO_LENGTH + 2]--;
     odd_suites.data[HELLO_CIPHER_SUITES_LENGTH + 1] = 5;
     bytes_t record = {0};
-    put_record(&record, odd_suites.data, odd_suites.length);
-    assert_tls(&record, EGRESS_SNIFF_MALFORMED, NULL);
-    bytes_free(&record);
-    bytes_free(&odd_suites);
+    assert_hello_malformed(&odd_suites);
 
     /* One byte too few for a length or a type: a ClientHello cut after the first byte of
      * its extensions length, and extensions that end with one byte. */
     bytes_t cut = {0};
     bytes_put(&cut, message.data, HELLO_EXTENSIONS_LENGTH + 1);
     cut.data[HELLO_LENGTH + 2] = (uint8_t)(HELLO_EXTENSIONS_LENGTH + 1 - 4);
-    put_record(&record, cut.data, cut.length);
-    assert_tls(&record, EGRESS_SNIFF_MALFORMED, NULL);
-    bytes_free(&record);
-    bytes_free(&cut);
+    assert_hello_malformed(&cut);
     bytes_t odd = {0};
     put_usual_extensions(&odd);
     bytes_put_u8(&odd, 0);
     bytes_t odd_message = {0};
     build_client_hello(&odd_message, &odd);
-    put_record(&record, odd_message.data, odd_message.length);
-    assert_tls(&record, EGRESS_SNIFF_MALFORMED, NULL);
-    bytes_free(&record);
-    bytes_free(&odd_message);
+    assert_hello_malformed(&odd_message);
     bytes_free(&odd);
 
     /* The handshake length: one byte more waits for a record that holds it, one less leaves a
@@ -775,6 +775,19 @@ static void test_http_host(void **state) {
                 EGRESS_SNIFF_NAME, "good.example");
 }
 
+/* Each of hosts, as the Host of a request, is MALFORMED. */
+static void assert_hosts_malformed(const char *const *hosts, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        char request[256];
+        snprintf(request, sizeof(request), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hosts[i]);
+        egress_sniff_name_t name;
+        egress_sniff_result_t result =
+            egress_sniff_http((const uint8_t *)request, strlen(request), &name);
+        if (result != EGRESS_SNIFF_MALFORMED)
+            fail_msg("Host \"%s\": %s", hosts[i], egress_sniff_result_name(result));
+    }
+}
+
 static void test_http_port(void **state) {
     (void)state;
     assert_http("GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", EGRESS_SNIFF_NAME,
@@ -785,15 +798,7 @@ static void test_http_port(void **state) {
                                       "example.com:123456", "example.com:65536",
                                       "example.com:80:80",  ":80",
                                       "example.com: 80"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char request[256];
-        snprintf(request, sizeof(request), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
-        egress_sniff_name_t name;
-        egress_sniff_result_t result =
-            egress_sniff_http((const uint8_t *)request, strlen(request), &name);
-        if (result != EGRESS_SNIFF_MALFORMED)
-            fail_msg("Host \"%s\": %s", bad[i], egress_sniff_result_name(result));
-    }
+    assert_hosts_malformed(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 static void test_http_long_names(void **state) {
@@ -895,15 +900,7 @@ static void test_http_ip_literals(void **state) {
     static const char *const bad[] = {"[::1",        "[::1]x",      "[fe80::1%25eth0]",
                                       "[v1.x]",      "127.1",       "0x7f000001",
                                       "192.0.2.1.5", "[192.0.2.1]", "[]"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char request[256];
-        snprintf(request, sizeof(request), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
-        egress_sniff_name_t name;
-        egress_sniff_result_t result =
-            egress_sniff_http((const uint8_t *)request, strlen(request), &name);
-        if (result != EGRESS_SNIFF_MALFORMED)
-            fail_msg("Host \"%s\": %s", bad[i], egress_sniff_result_name(result));
-    }
+    assert_hosts_malformed(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 static void test_http_garbage(void **state) {
