@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "egress/admin.h"
 #include "egress/agent.h"
@@ -174,14 +173,8 @@ int main(int argc, char **argv) {
     }
     log_set_level(config.log_level);
     signal(SIGPIPE, SIG_IGN);
-    /* Each intercepted connection is two descriptors (up to 1,024 per sandbox): take all the
-     * hard limit allows, as the gateway does. */
-    struct rlimit descriptors;
-    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 &&
-        descriptors.rlim_cur < descriptors.rlim_max) {
-        descriptors.rlim_cur = descriptors.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &descriptors);
-    }
+    /* Each intercepted connection is two descriptors (up to 1,024 per sandbox). */
+    cli_raise_descriptor_limit();
     int status = netpolicy_run(&config);
     egress_config_free(&config);
     libevent_global_shutdown();

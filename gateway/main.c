@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -315,14 +314,8 @@ int main(int argc, char **argv) {
     log_set_level(server.config.log_level);
 
     signal(SIGPIPE, SIG_IGN);
-    /* Every client and every pooled sandbox connection is a descriptor: take
-     * all the hard limit allows (systemd's LimitNOFILE sets it). */
-    struct rlimit descriptors;
-    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 &&
-        descriptors.rlim_cur < descriptors.rlim_max) {
-        descriptors.rlim_cur = descriptors.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &descriptors);
-    }
+    /* Every client and every pooled sandbox connection is a descriptor. */
+    cli_raise_descriptor_limit();
     /* Body buffers of up to a few hundred KiB come and go with every large
      * response: keep freed memory in the process instead of returning it to
      * the kernel each time (madvise per response), and never mmap them. */

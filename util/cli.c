@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int cli_parse(int argc, char **argv, const char *program, const char *usage,
               const char *default_path, cli_options_t *options) {
@@ -25,4 +26,13 @@ int cli_parse(int argc, char **argv, const char *program, const char *usage,
         }
     }
     return -1;
+}
+
+void cli_raise_descriptor_limit(void) {
+    struct rlimit descriptors;
+    if (getrlimit(RLIMIT_NOFILE, &descriptors) == 0 &&
+        descriptors.rlim_cur < descriptors.rlim_max) {
+        descriptors.rlim_cur = descriptors.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &descriptors);
+    }
 }

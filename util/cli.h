@@ -15,4 +15,8 @@ typedef struct cli_options {
 int cli_parse(int argc, char **argv, const char *program, const char *usage,
               const char *default_path, cli_options_t *options);
 
+/* Raises the open-files limit to the hard limit (systemd's LimitNOFILE sets it): both binaries
+ * hold a descriptor per connection. */
+void cli_raise_descriptor_limit(void);
+
 #endif
