@@ -2,6 +2,7 @@
 #include "egress/policy.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,28 +468,30 @@ static bool egress_range_list_contains(const egress_range_list_t *list, egress_f
 /* Where a name must never lead (DESIGN.md, "Domain names in allow_out"): the node's own and
  * other non-public networks (RFC 6890), and IPv6 prefixes that embed an IPv4 address, through
  * which any of those could be reached again. */
-static const struct {
-    egress_family_t family;
-    const char *block;
-} egress_policy_special[] = {
-    {EGRESS_IPV4, "0.0.0.0/8"},      {EGRESS_IPV4, "10.0.0.0/8"},
-    {EGRESS_IPV4, "100.64.0.0/10"},  {EGRESS_IPV4, "127.0.0.0/8"},
-    {EGRESS_IPV4, "169.254.0.0/16"}, {EGRESS_IPV4, "172.16.0.0/12"},
-    {EGRESS_IPV4, "192.168.0.0/16"}, {EGRESS_IPV4, "224.0.0.0/4"},
-    {EGRESS_IPV4, "240.0.0.0/4"},    {EGRESS_IPV6, "::/128"},
-    {EGRESS_IPV6, "::1/128"},        {EGRESS_IPV6, "::ffff:0:0/96"},
-    {EGRESS_IPV6, "64:ff9b::/96"},   {EGRESS_IPV6, "2002::/16"},
-    {EGRESS_IPV6, "fc00::/7"},       {EGRESS_IPV6, "fe80::/10"},
-    {EGRESS_IPV6, "ff00::/8"},
+static const char *const egress_policy_special_text[] = {
+    "0.0.0.0/8",     "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4", "::/128",
+    "::1/128",       "::ffff:0:0/96",  "64:ff9b::/96",  "2002::/16",   "fc00::/7",
+    "fe80::/10",     "ff00::/8",
+};
+enum {
+    EGRESS_POLICY_SPECIAL_COUNT = sizeof(egress_policy_special_text) / sizeof(char *),
 };
 
+/* Parsed once: every resolved address is checked against them. */
+static cidr_t egress_policy_special[EGRESS_POLICY_SPECIAL_COUNT];
+static pthread_once_t egress_policy_special_once = PTHREAD_ONCE_INIT;
+
+static void egress_policy_special_parse(void) {
+    for (size_t i = 0; i < EGRESS_POLICY_SPECIAL_COUNT; i++)
+        cidr_parse(egress_policy_special_text[i], &egress_policy_special[i]);
+}
+
 static bool egress_policy_special_address(egress_family_t family, const uint8_t *address) {
-    for (size_t i = 0; i < sizeof(egress_policy_special) / sizeof(egress_policy_special[0]); i++) {
-        cidr_t block;
-        if (egress_policy_special[i].family != family ||
-            cidr_parse(egress_policy_special[i].block, &block) != CIDR_OK)
-            continue;
-        if (cidr_contains(&block, family == EGRESS_IPV6 ? AF_INET6 : AF_INET, address))
+    pthread_once(&egress_policy_special_once, egress_policy_special_parse);
+    int address_family = family == EGRESS_IPV6 ? AF_INET6 : AF_INET;
+    for (size_t i = 0; i < EGRESS_POLICY_SPECIAL_COUNT; i++) {
+        if (cidr_contains(&egress_policy_special[i], address_family, address))
             return true;
     }
     return false;
