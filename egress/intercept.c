@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,8 +51,7 @@ typedef struct egress_dns_connection egress_dns_connection_t;
 /* A DNS query waiting for the resolver; answered over UDP to from, or on connection. */
 typedef struct egress_dns_pending {
     egress_intercept_t *intercept;
-    struct egress_dns_pending *previous;
-    struct egress_dns_pending *next;
+    LIST_ENTRY(egress_dns_pending) link; /* in intercept->pending */
     egress_dns_connection_t *connection; /* NULL: UDP */
     struct sockaddr_storage from;
     socklen_t from_length;
@@ -63,8 +63,7 @@ typedef struct egress_dns_pending {
  * allows answers out of order). */
 struct egress_dns_connection {
     egress_intercept_t *intercept;
-    egress_dns_connection_t *previous;
-    egress_dns_connection_t *next;
+    LIST_ENTRY(egress_dns_connection) link; /* in intercept->dns_connections */
     struct bufferevent *bufferevent;
 };
 
@@ -79,9 +78,9 @@ struct egress_intercept {
     int dns_udp;
     struct event *dns_udp_event;
     egress_relay_site_t site;
-    egress_dns_connection_t *dns_connections;
+    LIST_HEAD(, egress_dns_connection) dns_connections;
     size_t dns_connection_count;
-    egress_dns_pending_t *pending;
+    LIST_HEAD(, egress_dns_pending) pending;
     size_t pending_count;
 };
 
@@ -171,12 +170,17 @@ static void egress_intercept_dns_send(egress_intercept_t *intercept,
     evbuffer_add(output, answer, length);
 }
 
+/* The most an answer to query may hold: a TCP message's, or what the query's UDP allows. */
+static size_t egress_intercept_dns_limit(const egress_dns_connection_t *connection,
+                                         const egress_dns_query_t *query) {
+    return connection != NULL ? EGRESS_DNS_TCP_MAX : query->udp_limit;
+}
+
 /* Answers query from what resolved gave: the permitted addresses of the family asked for. */
 static size_t egress_intercept_dns_write(egress_intercept_t *intercept,
                                          const egress_dns_query_t *query,
-                                         const egress_resolved_t *resolved, bool tcp, uint8_t *out,
-                                         size_t out_size) {
-    size_t limit = tcp ? EGRESS_DNS_TCP_MAX : query->udp_limit;
+                                         const egress_resolved_t *resolved, size_t limit,
+                                         uint8_t *out, size_t out_size) {
     egress_metrics_t *metrics = intercept->shared->metrics;
     metrics->dns_answers[resolved->count4 + resolved->count6 == 0 ? EGRESS_DNS_SERVFAIL
                                                                   : EGRESS_DNS_ADDRESSES]++;
@@ -200,14 +204,8 @@ static size_t egress_intercept_dns_write(egress_intercept_t *intercept,
 }
 
 static void egress_intercept_pending_free(egress_dns_pending_t *pending) {
-    egress_intercept_t *intercept = pending->intercept;
-    if (pending->previous != NULL)
-        pending->previous->next = pending->next;
-    else
-        intercept->pending = pending->next;
-    if (pending->next != NULL)
-        pending->next->previous = pending->previous;
-    intercept->pending_count--;
+    LIST_REMOVE(pending, link);
+    pending->intercept->pending_count--;
     egress_resolver_cancel(pending->wait);
     free(pending);
 }
@@ -216,8 +214,9 @@ static void egress_intercept_dns_resolved(const egress_resolved_t *resolved, voi
     egress_dns_pending_t *pending = argument;
     pending->wait = NULL;
     uint8_t answer[EGRESS_DNS_TCP_MAX];
-    size_t length = egress_intercept_dns_write(pending->intercept, &pending->query, resolved,
-                                               pending->connection != NULL, answer, sizeof(answer));
+    size_t length = egress_intercept_dns_write(
+        pending->intercept, &pending->query, resolved,
+        egress_intercept_dns_limit(pending->connection, &pending->query), answer, sizeof(answer));
     egress_intercept_dns_send(pending->intercept, pending->connection,
                               (const struct sockaddr *)&pending->from, pending->from_length, answer,
                               length);
@@ -233,7 +232,6 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
     egress_dns_query_t query;
     egress_dns_rcode_t rcode;
     uint8_t answer[EGRESS_DNS_TCP_MAX];
-    size_t limit = connection != NULL ? EGRESS_DNS_TCP_MAX : EGRESS_DNS_UDP_MAX;
     size_t length = 0;
     switch (egress_dns_parse_query(message, message_length, &query, &rcode)) {
     case EGRESS_DNS_PARSE_DROP:
@@ -246,8 +244,7 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
     case EGRESS_DNS_PARSE_QUERY:
         break;
     }
-    if (connection == NULL)
-        limit = query.udp_limit;
+    size_t limit = egress_intercept_dns_limit(connection, &query);
     bool matches = query.name_valid && egress_policy_domain_match(intercept->site.policy,
                                                                   query.name, query.name_length);
     if (!matches || query.class_ != EGRESS_DNS_CLASS_IN ||
@@ -265,8 +262,8 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
     egress_resolved_t resolved;
     if (egress_resolver_cached(intercept->shared->resolver, query.name, query.name_length,
                                &resolved)) {
-        length = egress_intercept_dns_write(intercept, &query, &resolved, connection != NULL,
-                                            answer, sizeof(answer));
+        length =
+            egress_intercept_dns_write(intercept, &query, &resolved, limit, answer, sizeof(answer));
         egress_intercept_dns_send(intercept, connection, from, from_length, answer, length);
         return;
     }
@@ -282,10 +279,7 @@ static void egress_intercept_dns_query(egress_intercept_t *intercept,
         pending->from_length = from_length;
     }
     pending->query = query;
-    pending->next = intercept->pending;
-    if (intercept->pending != NULL)
-        intercept->pending->previous = pending;
-    intercept->pending = pending;
+    LIST_INSERT_HEAD(&intercept->pending, pending, link);
     intercept->pending_count++;
     pending->wait =
         egress_resolver_lookup(intercept->shared->resolver, query.name, query.name_length,
@@ -315,18 +309,14 @@ static void egress_intercept_dns_udp_read(evutil_socket_t fd, short events, void
 static void egress_intercept_dns_close(egress_dns_connection_t *connection) {
     egress_intercept_t *intercept = connection->intercept;
     /* Queries still resolving would answer on a closed connection. */
-    for (egress_dns_pending_t *pending = intercept->pending; pending != NULL;) {
-        egress_dns_pending_t *next = pending->next;
+    egress_dns_pending_t *pending = LIST_FIRST(&intercept->pending);
+    while (pending != NULL) {
+        egress_dns_pending_t *next = LIST_NEXT(pending, link);
         if (pending->connection == connection)
             egress_intercept_pending_free(pending);
         pending = next;
     }
-    if (connection->previous != NULL)
-        connection->previous->next = connection->next;
-    else
-        intercept->dns_connections = connection->next;
-    if (connection->next != NULL)
-        connection->next->previous = connection->previous;
+    LIST_REMOVE(connection, link);
     intercept->dns_connection_count--;
     bufferevent_free(connection->bufferevent);
     free(connection);
@@ -383,10 +373,7 @@ static void egress_intercept_serve_dns(egress_intercept_t *intercept, evutil_soc
     }
     connection->intercept = intercept;
     connection->bufferevent = bufferevent;
-    connection->next = intercept->dns_connections;
-    if (intercept->dns_connections != NULL)
-        intercept->dns_connections->previous = connection;
-    intercept->dns_connections = connection;
+    LIST_INSERT_HEAD(&intercept->dns_connections, connection, link);
     intercept->dns_connection_count++;
     struct timeval idle = clock_timeval(EGRESS_INTERCEPT_DNS_TCP_IDLE_MS);
     bufferevent_setcb(bufferevent, egress_intercept_dns_tcp_read, egress_intercept_dns_tcp_written,
@@ -566,10 +553,10 @@ void egress_intercept_free(egress_intercept_t *intercept) {
     if (intercept == NULL)
         return;
     egress_relay_close_all(&intercept->site);
-    while (intercept->dns_connections != NULL)
-        egress_intercept_dns_close(intercept->dns_connections);
-    while (intercept->pending != NULL)
-        egress_intercept_pending_free(intercept->pending);
+    while (!LIST_EMPTY(&intercept->dns_connections))
+        egress_intercept_dns_close(LIST_FIRST(&intercept->dns_connections));
+    while (!LIST_EMPTY(&intercept->pending))
+        egress_intercept_pending_free(LIST_FIRST(&intercept->pending));
     if (intercept->listener != NULL)
         evconnlistener_free(intercept->listener);
     if (intercept->dns_udp_event != NULL)

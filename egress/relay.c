@@ -20,8 +20,6 @@
 #include "util/log.h"
 
 enum {
-    /* Bytes queued toward one side before the other is no longer read (le-proxy's watermark):
-     * a slow reader holds its writer back instead of growing the agent. */
     /* Each direction's pipe (F_SETPIPE_SZ): what is in flight between the two sockets, so at most
      * 1 MiB a relay beside the sockets' own buffers (bench/egress: 256 KiB cost 0.48 s of CPU per
      * GiB relayed, 512 KiB 0.44 s, 1 MiB 0.35 s). */
@@ -48,7 +46,7 @@ typedef struct egress_relay_candidate {
  * the bytes never enter the agent's memory). */
 typedef struct egress_relay_flow {
     egress_relay_t *relay;
-    int from;
+    int from; /* the flow's own socket (closed with the relay); the other flow's is `to` */
     int to;
     int pipe[2];
     size_t piped;           /* bytes in the pipe, not yet written to `to` */
@@ -63,15 +61,13 @@ typedef struct egress_relay_flow {
 
 struct egress_relay {
     egress_relay_site_t *site;
-    egress_relay_t *previous;
-    egress_relay_t *next;
+    LIST_ENTRY(egress_relay) link; /* in site->relays */
     egress_relay_state_t state;
     uint16_t port;
     bool client_ipv6;
     struct bufferevent *client;   /* until relaying: the sandbox's connection */
     struct bufferevent *upstream; /* until relaying: the dial */
     egress_relay_flow_t flows[2]; /* relaying: out (sandbox to name), in */
-    int fds[2];                   /* relaying: the sandbox's socket, the dialled one; -1 */
     struct event *deadline;       /* sniffing, then each dial, then the idle check */
     egress_sniff_name_t name;
     egress_resolve_wait_t *wait;
@@ -81,20 +77,20 @@ struct egress_relay {
     uint64_t active_ms; /* when a byte last moved either way */
 };
 
-void egress_relay_reset_fd(int fd) {
+/* The socket's close will send a reset (SO_LINGER 0) instead of a FIN. */
+static void egress_relay_abort_on_close(int fd) {
     struct linger linger = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
+}
+
+void egress_relay_reset_fd(int fd) {
+    egress_relay_abort_on_close(fd);
     close(fd);
 }
 
 static void egress_relay_free(egress_relay_t *relay) {
     egress_relay_site_t *site = relay->site;
-    if (relay->previous != NULL)
-        relay->previous->next = relay->next;
-    else
-        site->relays = relay->next;
-    if (relay->next != NULL)
-        relay->next->previous = relay->previous;
+    LIST_REMOVE(relay, link);
     site->relay_count--;
     site->metrics->relays_open--;
     egress_resolver_cancel(relay->wait);
@@ -114,8 +110,8 @@ static void egress_relay_free(egress_relay_t *relay) {
             if (flow->pipe[end] >= 0)
                 close(flow->pipe[end]);
         }
-        if (relay->fds[i] >= 0)
-            close(relay->fds[i]);
+        if (flow->from >= 0)
+            close(flow->from);
     }
     free(relay);
 }
@@ -125,11 +121,8 @@ static void egress_relay_refuse(egress_relay_t *relay, egress_verdict_t verdict,
     relay->site->metrics->intercepted[verdict]++;
     log_info("egress: sandbox %s: TCP %u to \"%s\" refused: %s", relay->site->sandbox_id,
              relay->port, relay->name.length > 0 ? relay->name.text : "(no name)", why);
-    if (relay->client != NULL) {
-        int fd = bufferevent_getfd(relay->client);
-        struct linger linger = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
-    }
+    if (relay->client != NULL)
+        egress_relay_abort_on_close(bufferevent_getfd(relay->client));
     egress_relay_free(relay);
 }
 
@@ -220,9 +213,9 @@ static void egress_relay_idle(evutil_socket_t fd, short events, void *argument) 
  * up (the relay must close). */
 static bool egress_relay_splice(egress_relay_t *relay) {
     egress_relay_site_t *site = relay->site;
-    relay->fds[0] = dup(bufferevent_getfd(relay->client));
-    relay->fds[1] = dup(bufferevent_getfd(relay->upstream));
-    if (relay->fds[0] < 0 || relay->fds[1] < 0)
+    relay->flows[0].from = dup(bufferevent_getfd(relay->client));
+    relay->flows[1].from = dup(bufferevent_getfd(relay->upstream));
+    if (relay->flows[0].from < 0 || relay->flows[1].from < 0)
         return false;
     uint8_t first[EGRESS_SNIFF_BYTES_MAX];
     int first_length = evbuffer_remove(bufferevent_get_input(relay->client), first, sizeof(first));
@@ -232,8 +225,7 @@ static bool egress_relay_splice(egress_relay_t *relay) {
     for (size_t i = 0; i < 2; i++) {
         egress_relay_flow_t *flow = &relay->flows[i];
         flow->relay = relay;
-        flow->from = relay->fds[i];
-        flow->to = relay->fds[1 - i];
+        flow->to = relay->flows[1 - i].from;
         flow->bytes = i == 0 ? &site->metrics->bytes_out : &site->metrics->bytes_in;
         if (pipe2(flow->pipe, O_NONBLOCK | O_CLOEXEC) != 0)
             return false;
@@ -257,16 +249,16 @@ static bool egress_relay_splice(egress_relay_t *relay) {
 
 static void egress_relay_begin(egress_relay_t *relay) {
     relay->state = EGRESS_RELAY_RELAYING;
-    relay->site->metrics->intercepted[EGRESS_VERDICT_RELAYED]++;
     relay->active_ms = clock_coarse_ms();
-    log_debug("egress: sandbox %s: TCP %u to \"%s\" relayed", relay->site->sandbox_id, relay->port,
-              relay->name.text);
     if (!egress_relay_splice(relay)) {
         log_warn("egress: sandbox %s: cannot relay to \"%s\": %s", relay->site->sandbox_id,
                  relay->name.text, strerror(errno));
         egress_relay_free(relay);
         return;
     }
+    relay->site->metrics->intercepted[EGRESS_VERDICT_RELAYED]++;
+    log_debug("egress: sandbox %s: TCP %u to \"%s\" relayed", relay->site->sandbox_id, relay->port,
+              relay->name.text);
     event_free(relay->deadline);
     relay->deadline = evtimer_new(relay->site->base, egress_relay_idle, relay);
     if (relay->deadline == NULL) {
@@ -473,14 +465,9 @@ void egress_relay_start(egress_relay_site_t *site, int fd, uint16_t port, bool c
     relay->port = port;
     relay->client_ipv6 = client_ipv6;
     relay->state = EGRESS_RELAY_SNIFFING;
-    for (size_t i = 0; i < 2; i++) {
-        relay->fds[i] = -1;
-        relay->flows[i].pipe[0] = relay->flows[i].pipe[1] = -1;
-    }
-    relay->next = site->relays;
-    if (site->relays != NULL)
-        site->relays->previous = relay;
-    site->relays = relay;
+    for (size_t i = 0; i < 2; i++)
+        relay->flows[i].from = relay->flows[i].pipe[0] = relay->flows[i].pipe[1] = -1;
+    LIST_INSERT_HEAD(&site->relays, relay, link);
     site->relay_count++;
     site->metrics->relays_open++;
     relay->client = bufferevent_socket_new(site->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -499,6 +486,6 @@ void egress_relay_start(egress_relay_site_t *site, int fd, uint16_t port, bool c
 }
 
 void egress_relay_close_all(egress_relay_site_t *site) {
-    while (site->relays != NULL)
-        egress_relay_free(site->relays);
+    while (!LIST_EMPTY(&site->relays))
+        egress_relay_free(LIST_FIRST(&site->relays));
 }

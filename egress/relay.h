@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "egress/apply.h"
 #include "egress/metrics.h"
@@ -32,7 +33,7 @@ typedef struct egress_relay_site {
     const char *sandbox_id;
     const char *netns;             /* where the agent dials from */
     const egress_policy_t *policy; /* read at each decision: the record's latest */
-    egress_relay_t *relays;        /* every open relay, to close them with the site */
+    LIST_HEAD(egress_relay_list, egress_relay) relays; /* every open relay, closed with the site */
     size_t relay_count;
     uint64_t idle_timeout_ms;  /* EGRESS_RELAY_IDLE_TIMEOUT_MS */
     egress_metrics_t *metrics; /* the agent's */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -36,8 +37,8 @@ typedef struct egress_resolver_query {
 
 struct egress_resolve_wait {
     egress_resolver_entry_t *entry;
-    egress_resolve_wait_t *previous;
-    egress_resolve_wait_t *next;
+    LIST_ENTRY(egress_resolve_wait) link; /* in its entry's waits, or the resolver's ready */
+    bool ready;                           /* in ready: the answer is there, to be delivered */
     egress_resolve_callback_t *callback;
     void *argument;
 };
@@ -52,36 +53,33 @@ struct egress_resolver_entry {
     const char *errors[2];
     egress_resolved_t answer;
     uint64_t expires_ms; /* 0 while resolving */
-    egress_resolve_wait_t *waits;
+    LIST_HEAD(, egress_resolve_wait) waits;
+    size_t ready_count; /* its waits in the resolver's ready list: they hold the entry */
 };
 
 struct egress_resolver {
     struct event_base *base;
     struct evdns_base *dns;
     strmap_t entries;
-    struct event *deliver;        /* delivers answers that were cached when asked for */
-    struct event *sweep;          /* drops expired entries */
-    egress_resolve_wait_t *ready; /* waits whose answer is there, for deliver */
+    struct event *deliver;                  /* delivers answers that were cached when asked for */
+    struct event *sweep;                    /* drops expired entries */
+    LIST_HEAD(, egress_resolve_wait) ready; /* waits whose answer is there, for deliver */
     egress_metrics_t *metrics;
 };
 
-static void egress_resolver_unlink(egress_resolve_wait_t **list, egress_resolve_wait_t *wait) {
-    if (wait->previous != NULL)
-        wait->previous->next = wait->next;
-    else
-        *list = wait->next;
-    if (wait->next != NULL)
-        wait->next->previous = wait->previous;
-    wait->previous = NULL;
-    wait->next = NULL;
+/* Takes wait off the list it is in. */
+static void egress_resolver_unlink(egress_resolve_wait_t *wait) {
+    LIST_REMOVE(wait, link);
+    if (wait->ready)
+        wait->entry->ready_count--;
 }
 
-static void egress_resolver_push(egress_resolve_wait_t **list, egress_resolve_wait_t *wait) {
-    wait->previous = NULL;
-    wait->next = *list;
-    if (*list != NULL)
-        (*list)->previous = wait;
-    *list = wait;
+/* Queues wait for deliver, on this loop turn: its entry's answer is there. */
+static void egress_resolver_ready(egress_resolver_t *resolver, egress_resolve_wait_t *wait) {
+    wait->ready = true;
+    wait->entry->ready_count++;
+    LIST_INSERT_HEAD(&resolver->ready, wait, link);
+    event_active(resolver->deliver, EV_TIMEOUT, 0);
 }
 
 /* Only for an entry without queries out or waits. */
@@ -127,9 +125,9 @@ static void egress_resolver_complete(egress_resolver_entry_t *entry) {
               resolved.count4, resolved.count6, ttl_s, resolved.error != NULL ? ": " : "",
               resolved.error != NULL ? resolved.error : "");
     /* A callback may cancel other waits (or start lookups): take each off the list first. */
-    while (entry->waits != NULL) {
-        egress_resolve_wait_t *wait = entry->waits;
-        egress_resolver_unlink(&entry->waits, wait);
+    while (!LIST_EMPTY(&entry->waits)) {
+        egress_resolve_wait_t *wait = LIST_FIRST(&entry->waits);
+        egress_resolver_unlink(wait);
         wait->callback(&resolved, wait->argument);
         free(wait);
     }
@@ -226,19 +224,17 @@ egress_resolve_wait_t *egress_resolver_lookup(egress_resolver_t *resolver, const
     }
     wait->entry = entry;
     if (egress_resolver_fresh(entry, clock_ms())) {
-        egress_resolver_push(&resolver->ready, wait);
-        event_active(resolver->deliver, EV_TIMEOUT, 0);
+        egress_resolver_ready(resolver, wait);
         return wait;
     }
     if (entry->outstanding == 0 && !egress_resolver_start(entry)) {
         /* Nothing could be sent: the answer is that error, delivered as any other. */
         entry->expires_ms = clock_ms() + EGRESS_RESOLVER_TTL_MIN_S * 1000;
         entry->answer.error = entry->errors[0];
-        egress_resolver_push(&resolver->ready, wait);
-        event_active(resolver->deliver, EV_TIMEOUT, 0);
+        egress_resolver_ready(resolver, wait);
         return wait;
     }
-    egress_resolver_push(&entry->waits, wait);
+    LIST_INSERT_HEAD(&entry->waits, wait, link);
     return wait;
 
 fail:
@@ -249,15 +245,7 @@ fail:
 void egress_resolver_cancel(egress_resolve_wait_t *wait) {
     if (wait == NULL)
         return;
-    egress_resolver_t *resolver = wait->entry->resolver;
-    bool ready = false;
-    for (egress_resolve_wait_t *other = resolver->ready; other != NULL; other = other->next) {
-        if (other == wait) {
-            ready = true;
-            break;
-        }
-    }
-    egress_resolver_unlink(ready ? &resolver->ready : &wait->entry->waits, wait);
+    egress_resolver_unlink(wait);
     free(wait);
 }
 
@@ -266,9 +254,9 @@ static void egress_resolver_deliver(evutil_socket_t fd, short events, void *argu
     (void)events;
     egress_resolver_t *resolver = argument;
     uint64_t now_ms = clock_ms();
-    while (resolver->ready != NULL) {
-        egress_resolve_wait_t *wait = resolver->ready;
-        egress_resolver_unlink(&resolver->ready, wait);
+    while (!LIST_EMPTY(&resolver->ready)) {
+        egress_resolve_wait_t *wait = LIST_FIRST(&resolver->ready);
+        egress_resolver_unlink(wait);
         egress_resolved_t resolved;
         egress_resolver_copy(wait->entry, now_ms, &resolved);
         wait->callback(&resolved, wait->argument);
@@ -281,12 +269,9 @@ static void egress_resolver_sweep_visit(strmap_t *map, strmap_entry_t *map_entry
     (void)map;
     egress_resolver_entry_t *entry = map_entry->value;
     uint64_t now_ms = *(const uint64_t *)argument;
-    if (entry->outstanding > 0 || entry->waits != NULL || egress_resolver_fresh(entry, now_ms))
+    if (entry->outstanding > 0 || !LIST_EMPTY(&entry->waits) || entry->ready_count > 0 ||
+        egress_resolver_fresh(entry, now_ms))
         return;
-    for (egress_resolve_wait_t *wait = entry->resolver->ready; wait != NULL; wait = wait->next) {
-        if (wait->entry == entry)
-            return;
-    }
     egress_resolver_entry_free(entry);
 }
 
@@ -366,9 +351,9 @@ static void egress_resolver_free_visit(strmap_t *map, strmap_entry_t *map_entry,
     (void)map;
     (void)argument;
     egress_resolver_entry_t *entry = map_entry->value;
-    while (entry->waits != NULL) {
-        egress_resolve_wait_t *wait = entry->waits;
-        egress_resolver_unlink(&entry->waits, wait);
+    while (!LIST_EMPTY(&entry->waits)) {
+        egress_resolve_wait_t *wait = LIST_FIRST(&entry->waits);
+        egress_resolver_unlink(wait);
         free(wait);
     }
     strmap_remove(&entry->resolver->entries, map_entry);
@@ -381,9 +366,9 @@ void egress_resolver_free(egress_resolver_t *resolver) {
     /* Without failing them: no callback runs, and the entries they point at go next. */
     if (resolver->dns != NULL)
         evdns_base_free(resolver->dns, 0);
-    while (resolver->ready != NULL) {
-        egress_resolve_wait_t *wait = resolver->ready;
-        egress_resolver_unlink(&resolver->ready, wait);
+    while (!LIST_EMPTY(&resolver->ready)) {
+        egress_resolve_wait_t *wait = LIST_FIRST(&resolver->ready);
+        egress_resolver_unlink(wait);
         free(wait);
     }
     if (resolver->entries.buckets != NULL)
