@@ -19,7 +19,7 @@
 
 #include "gateway/upstream_h2.h"
 #include "gateway/worker.h"
-#include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_gateway.h"
 #include "util/arena.h"
 #include "util/log.h"
 
@@ -116,16 +116,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                       "activity_interval off\n"
                                       "upstream_connect_timeout 1s\n"
                                       "log_level error\n";
-    FUZZ_CHECK(gw_config_defaults(&fuzz.server.config) == 0);
-    char error[512];
-    if (gw_config_parse(&fuzz.server.config, "fuzz.conf", config_text, error, sizeof(error)) != 0) {
-        fprintf(stderr, "%s\n", error);
-        abort();
-    }
-    fuzz.server.worker_count = 1;
-    fuzz.server.workers = &fuzz.worker;
-    FUZZ_CHECK(gw_server_init_routing(&fuzz.server) == 0);
-    FUZZ_CHECK(gw_worker_init(&fuzz.worker, &fuzz.server, 0) == 0);
+    fuzz_gateway_start(&fuzz.server, &fuzz.worker, config_text);
 
     fuzz.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     FUZZ_CHECK(fuzz.listen_fd >= 0);

@@ -34,7 +34,7 @@
 #include "gateway/http2.h"
 #include "gateway/worker.h"
 #include "routing/catalog.h"
-#include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_gateway.h"
 #include "util/log.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -424,16 +424,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                       "max_header_size 8k\n"
                                       "instance_name fuzz-gw\n"
                                       "log_level error\n";
-    FUZZ_CHECK(gw_config_defaults(&fuzz.server.config) == 0);
-    char error[512];
-    if (gw_config_parse(&fuzz.server.config, "fuzz.conf", config_text, error, sizeof(error)) != 0) {
-        fprintf(stderr, "%s\n", error);
-        abort();
-    }
-    fuzz.server.worker_count = 1;
-    fuzz.server.workers = &fuzz.worker;
-    FUZZ_CHECK(gw_server_init_routing(&fuzz.server) == 0);
-    FUZZ_CHECK(gw_worker_init(&fuzz.worker, &fuzz.server, 0) == 0);
+    fuzz_gateway_start(&fuzz.server, &fuzz.worker, config_text);
 
     fuzz_sandbox_listen(&fuzz.sandboxes[0], 0);
     struct sockaddr_in bound;
