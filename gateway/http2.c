@@ -18,7 +18,6 @@
 #include "util/log.h"
 
 enum {
-    GW_H2_ARENA_BLOCK = 4096,
     /* A stream's receive window: the request body it may buffer before the
      * sandbox takes it. The connection's window is this times the stream limit. */
     GW_H2_STREAM_WINDOW = 256 * 1024,
@@ -700,7 +699,7 @@ static gw_h2_stream_t *gw_h2_stream_new(gw_h2_t *h2, int32_t id) {
         return NULL;
     stream->h2 = h2;
     stream->id = id;
-    arena_init(&stream->arena, GW_H2_ARENA_BLOCK);
+    arena_init_pooled(&stream->arena, &conn->worker->request_blocks);
     gw_head_reset(&stream->head, &stream->arena);
     stream->request_body = evbuffer_new();
     stream->response_body = evbuffer_new();

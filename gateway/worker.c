@@ -235,6 +235,7 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     worker->config = config;
     worker->wake_fd = -1;
     LIST_INIT(&worker->clients);
+    arena_pool_init(&worker->request_blocks, GW_REQUEST_BLOCK, GW_REQUEST_BLOCKS_KEPT);
     size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
                    server->worker_count;
     worker->client_limit = limit > 0 ? limit : 1;
@@ -394,4 +395,5 @@ void gw_worker_free(gw_worker_t *worker) {
         event_base_free(worker->base);
         worker->base = NULL;
     }
+    arena_pool_free(&worker->request_blocks);
 }

@@ -15,7 +15,12 @@
 #include "gateway/upstream_h2.h"
 #include "routing/address.h"
 #include "routing/catalog.h"
+#include "util/arena.h"
 #include "util/redis_link.h"
+
+/* The blocks of request arenas: a head of a few fields fits one; a worker
+ * keeps up to GW_REQUEST_BLOCKS_KEPT (4 MiB) for requests to come. */
+enum { GW_REQUEST_BLOCK = 4096, GW_REQUEST_BLOCKS_KEPT = 1024 };
 
 struct event_base;
 struct event;
@@ -66,6 +71,7 @@ typedef struct gw_worker {
     struct gw_resume *resume;     /* requests held for paused sandboxes */
     gw_pool_t pool;
     gw_h2up_pool_t h2up_pool; /* h2c sessions to sandboxes */
+    arena_pool_t request_blocks; /* for the arenas of requests (connections and h2 streams) */
     LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;
     size_t client_limit; /* this worker's share of max_connections */
