@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "util/clock.h"
@@ -14,18 +15,29 @@
 #include "util/redis_link.h"
 #include "util/strmap.h"
 
+/* Sandboxes one loop turn writes: a worker serving 10,000 sandboxes would
+ * otherwise stop every request for the 40,000 commands of one interval
+ * (some 30 ms here); in steps of this many, a step costs well under 1 ms. */
+enum { GW_ACTIVITY_STEP = 256 };
+
 /* One sandbox this worker served: what the next write says of it. */
 typedef struct gw_activity_entry {
-    uint64_t last_request_ms; /* Unix ms of its last request's start */
-    uint32_t in_flight;       /* requests (tunnels, streams) not ended: active every interval */
-    bool touched;             /* a request started since the last write */
+    TAILQ_ENTRY(gw_activity_entry) link; /* in the order the next write visits */
+    strmap_entry_t *map_entry;           /* its ID, in sandboxes */
+    uint64_t written;                    /* the write that last visited it */
+    uint64_t last_request_ms;            /* Unix ms of its last request's start */
+    uint32_t in_flight; /* requests (tunnels, streams) not ended: active every interval */
+    bool touched;       /* a request started since the last write */
     uint64_t requests, bytes_in, bytes_out; /* since the last write */
 } gw_activity_entry_t;
 
 struct gw_activity {
     redis_link_t *link; /* the worker's, to resume_redis_url */
     strmap_t sandboxes; /* ID -> gw_activity_entry_t */
+    TAILQ_HEAD(, gw_activity_entry) order; /* written ones go to the tail */
+    uint64_t writes;                       /* the current write's number: ticks so far */
     struct event *timer;
+    struct event *step; /* the current write's next step, on the next loop turn */
     uint64_t interval_ms;
 };
 
@@ -43,10 +55,14 @@ static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const cha
     gw_activity_entry_t *entry = calloc(1, sizeof(*entry));
     if (entry == NULL)
         return NULL;
-    if (strmap_put(&activity->sandboxes, sandbox_id, length, entry) == NULL) {
+    entry->map_entry = strmap_put(&activity->sandboxes, sandbox_id, length, entry);
+    if (entry->map_entry == NULL) {
         free(entry);
         return NULL;
     }
+    /* A write under way has passed it: the next one says it. */
+    entry->written = activity->writes;
+    TAILQ_INSERT_TAIL(&activity->order, entry, link);
     return entry;
 }
 
@@ -78,9 +94,8 @@ void gw_activity_ended(gw_activity_t *activity, const char *sandbox_id, uint64_t
 
 /* Adds one sandbox's commands to the pipeline, and forgets what was written;
  * a sandbox with nothing to say and nothing in flight is dropped. */
-static void gw_activity_write_entry(strmap_t *map, strmap_entry_t *found, void *arg) {
-    gw_activity_t *activity = arg;
-    gw_activity_entry_t *entry = found->value;
+static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t *entry) {
+    const strmap_entry_t *found = entry->map_entry;
     redisAsyncContext *context =
         activity->link->state == REDIS_LINK_READY ? activity->link->context : NULL;
     bool active = entry->touched || entry->in_flight > 0;
@@ -102,17 +117,37 @@ static void gw_activity_write_entry(strmap_t *map, strmap_entry_t *found, void *
     /* Down: these intervals are lost, as DESIGN allows; nothing waits for Redis. */
     entry->touched = false;
     entry->requests = entry->bytes_in = entry->bytes_out = 0;
+    TAILQ_REMOVE(&activity->order, entry, link);
     if (!active && entry->in_flight == 0) {
+        strmap_remove(&activity->sandboxes, entry->map_entry);
         free(entry);
-        strmap_remove(map, found);
+        return;
     }
+    entry->written = activity->writes;
+    TAILQ_INSERT_TAIL(&activity->order, entry, link);
 }
 
-static void gw_activity_tick(evutil_socket_t fd, short events, void *arg) {
+/* Writes up to GW_ACTIVITY_STEP sandboxes the current write has not visited
+ * (they are at the head), and comes back on the next turn for the rest. */
+static void gw_activity_step(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_activity_t *activity = arg;
-    strmap_foreach(&activity->sandboxes, gw_activity_write_entry, activity);
+    for (int i = 0; i < GW_ACTIVITY_STEP; i++) {
+        gw_activity_entry_t *entry = TAILQ_FIRST(&activity->order);
+        if (entry == NULL || entry->written == activity->writes)
+            return;
+        gw_activity_write_entry(activity, entry);
+    }
+    event_active(activity->step, EV_TIMEOUT, 0);
+}
+
+static void gw_activity_tick(evutil_socket_t fd, short events, void *arg) {
+    gw_activity_t *activity = arg;
+    /* Every sandbox is due again; one a write still under way has not
+     * reached yet is written by this one, once. */
+    activity->writes++;
+    gw_activity_step(fd, events, activity);
 }
 
 gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *config,
@@ -124,10 +159,12 @@ gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *confi
         return NULL;
     activity->link = link;
     activity->interval_ms = config->activity_interval_ms;
+    TAILQ_INIT(&activity->order);
     activity->timer = event_new(base, -1, EV_PERSIST, gw_activity_tick, activity);
+    activity->step = event_new(base, -1, 0, gw_activity_step, activity);
     struct timeval interval = clock_timeval(activity->interval_ms);
     if (strmap_init(&activity->sandboxes) != 0 || activity->timer == NULL ||
-        event_add(activity->timer, &interval) != 0) {
+        activity->step == NULL || event_add(activity->timer, &interval) != 0) {
         log_error("activity: out of memory");
         gw_activity_free(activity);
         return NULL;
@@ -146,6 +183,8 @@ void gw_activity_free(gw_activity_t *activity) {
         return;
     if (activity->timer != NULL)
         event_free(activity->timer);
+    if (activity->step != NULL)
+        event_free(activity->step);
     strmap_foreach(&activity->sandboxes, gw_activity_free_entry, NULL);
     strmap_free(&activity->sandboxes);
     free(activity);

@@ -70,3 +70,25 @@ def test_a_separate_resume_redis_and_its_outage(gateway_factory, redis_factory, 
     for _ in range(5):
         assert gateway.get("actsep", backend.port).status == 200
     assert time.monotonic() - started < 2
+
+
+def test_every_sandbox_of_a_busy_worker_is_written(gateway_factory, redis, backend):
+    """A worker writes a few hundred sandboxes a loop turn (no request waits for a whole interval's
+    commands): 700 sandboxes, three turns, each written once an interval with exact counts."""
+    gateway = gateway_factory(redis, activity_interval="300ms")
+    sandboxes = [f"actmany{i:03d}" for i in range(700)]
+    redis.pipeline([("HSET", redis.key(sandbox), "addr", "127.0.0.1", "execution_id", f"{sandbox}-1")
+                    for sandbox in sandboxes])
+    started = time.time() * 1000
+    with gateway.connect() as connection:
+        for i, sandbox in enumerate(sandboxes):
+            for _ in range(i % 3 + 1):
+                connection.send(f"GET / HTTP/1.1\r\nHost: {gateway.host(sandbox, backend.port)}\r\n\r\n".encode())
+                assert connection.read_response().status == 200
+    last = len(sandboxes) - 1
+    wait_for(lambda: usage(redis, sandboxes[last]).get("requests") == last % 3 + 1, 5)
+    time.sleep(0.7)  # two more intervals: nothing counted twice
+    counts = redis.pipeline([("HGET", f"sandbox:usage:{sandbox}", "requests") for sandbox in sandboxes])
+    assert counts == [str(i % 3 + 1) for i in range(len(sandboxes))]
+    scores = redis.pipeline([("ZSCORE", "sandbox:activity", sandbox) for sandbox in sandboxes])
+    assert all(started - 1000 <= float(score) <= time.time() * 1000 for score in scores), scores

@@ -75,6 +75,19 @@ class RedisServer:
             reader = connection.makefile("rb")
             return self._read_reply(reader)
 
+    def pipeline(self, commands, timeout=10):
+        """Each command of commands (tuples) on one connection, sent together: their replies in order."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as connection:
+            payload = b""
+            for args in commands:
+                payload += b"*%d\r\n" % len(args)
+                for argument in args:
+                    data = argument if isinstance(argument, bytes) else str(argument).encode()
+                    payload += b"$%d\r\n%s\r\n" % (len(data), data)
+            connection.sendall(payload)
+            reader = connection.makefile("rb")
+            return [self._read_reply(reader) for _ in commands]
+
     def _read_reply(self, reader):
         line = reader.readline()
         if not line:
