@@ -153,3 +153,22 @@ def test_connection_told_to_close_is_not_pooled(raw_server_factory, gateway_fact
         assert response.status == 200, response
     (first, _, _), (second, method, target) = server.requests
     assert (method, target) == ("POST", "/after") and first != second, server.requests
+
+
+def test_an_answer_written_in_pieces_is_not_held_for_a_delayed_ack(gateway_factory, redis, backend):
+    """The test backend (Python's http.server) writes each answer's head and body apart without
+    TCP_NODELAY, so the body waits until the head is acknowledged. On a pooled connection the
+    kernel would delay that acknowledgement some 40 ms, every answer: the gateway acknowledges
+    an unfinished answer at once."""
+    gateway = gateway_factory(redis, upstream_idle_timeout="30s")
+    redis.put("pieces")
+    took = []
+    with gateway.connect() as connection:
+        for _ in range(30):
+            started = time.monotonic()
+            connection.send(f"GET / HTTP/1.1\r\nHost: {gateway.host('pieces', backend.port)}\r\n\r\n".encode())
+            assert connection.read_response().status == 200
+            took.append(time.monotonic() - started)
+    assert len({request.client for request in backend.requests}) == 1  # one pooled connection
+    took.sort()
+    assert took[len(took) // 2] < 0.02, took  # 40 ms each without the acknowledgement
