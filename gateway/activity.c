@@ -5,6 +5,7 @@
 #include <hiredis/async.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -31,6 +32,14 @@ typedef struct gw_activity_entry {
     uint64_t requests, bytes_in, bytes_out; /* since the last write */
 } gw_activity_entry_t;
 
+/* One ZADD for the active sandboxes of a step: GT applies to each member. */
+typedef struct gw_activity_zadd {
+    int members;
+    const char *argv[3 + 2 * GW_ACTIVITY_STEP]; /* ZADD sandbox:activity GT, then score, ID */
+    size_t lengths[3 + 2 * GW_ACTIVITY_STEP];
+    char scores[GW_ACTIVITY_STEP][24];
+} gw_activity_zadd_t;
+
 struct gw_activity {
     redis_link_t *link; /* the worker's, to resume_redis_url */
     strmap_t sandboxes; /* ID -> gw_activity_entry_t */
@@ -39,6 +48,7 @@ struct gw_activity {
     struct event *timer;
     struct event *step; /* the current write's next step, on the next loop turn */
     uint64_t interval_ms;
+    gw_activity_zadd_t zadd;
 };
 
 static uint64_t gw_activity_now_ms(void) {
@@ -92,18 +102,23 @@ void gw_activity_ended(gw_activity_t *activity, const char *sandbox_id, uint64_t
     entry->bytes_out += bytes_out;
 }
 
-/* Adds one sandbox's commands to the pipeline, and forgets what was written;
- * a sandbox with nothing to say and nothing in flight is dropped. */
-static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t *entry) {
+/* Adds one sandbox's usage to the pipeline and its activity to the step's
+ * ZADD, and forgets what was written; a sandbox with nothing to say and
+ * nothing in flight is dropped. */
+static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t *entry,
+                                    redisAsyncContext *context) {
     const strmap_entry_t *found = entry->map_entry;
-    redisAsyncContext *context =
-        activity->link->state == REDIS_LINK_READY ? activity->link->context : NULL;
     bool active = entry->touched || entry->in_flight > 0;
     if (context != NULL && active) {
         /* An open tunnel or a streaming response keeps its sandbox awake. */
         uint64_t last = entry->in_flight > 0 ? gw_activity_now_ms() : entry->last_request_ms;
-        redisAsyncCommand(context, NULL, NULL, "ZADD sandbox:activity GT %" PRIu64 " %b", last,
-                          found->key, found->key_length);
+        gw_activity_zadd_t *zadd = &activity->zadd;
+        char *score = zadd->scores[zadd->members];
+        int at = 3 + 2 * zadd->members++;
+        zadd->argv[at] = score;
+        zadd->lengths[at] = (size_t)snprintf(score, sizeof(zadd->scores[0]), "%" PRIu64, last);
+        zadd->argv[at + 1] = found->key; /* an active entry stays until the ZADD is sent */
+        zadd->lengths[at + 1] = found->key_length;
     }
     if (context != NULL && (entry->requests > 0 || entry->bytes_in > 0 || entry->bytes_out > 0)) {
         static const char *const fields[3] = {"requests", "bytes_in", "bytes_out"};
@@ -133,13 +148,28 @@ static void gw_activity_step(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_activity_t *activity = arg;
-    for (int i = 0; i < GW_ACTIVITY_STEP; i++) {
+    redisAsyncContext *context =
+        activity->link->state == REDIS_LINK_READY ? activity->link->context : NULL;
+    gw_activity_zadd_t *zadd = &activity->zadd;
+    zadd->members = 0;
+    bool done = false;
+    for (int i = 0; i < GW_ACTIVITY_STEP && !done; i++) {
         gw_activity_entry_t *entry = TAILQ_FIRST(&activity->order);
-        if (entry == NULL || entry->written == activity->writes)
-            return;
-        gw_activity_write_entry(activity, entry);
+        done = entry == NULL || entry->written == activity->writes;
+        if (!done)
+            gw_activity_write_entry(activity, entry, context);
     }
-    event_active(activity->step, EV_TIMEOUT, 0);
+    if (zadd->members > 0) {
+        static const char *const command[3] = {"ZADD", "sandbox:activity", "GT"};
+        for (int i = 0; i < 3; i++) {
+            zadd->argv[i] = command[i];
+            zadd->lengths[i] = strlen(command[i]);
+        }
+        redisAsyncCommandArgv(context, NULL, NULL, 3 + 2 * zadd->members, zadd->argv,
+                              zadd->lengths);
+    }
+    if (!done)
+        event_active(activity->step, EV_TIMEOUT, 0);
 }
 
 static void gw_activity_tick(evutil_socket_t fd, short events, void *arg) {
