@@ -33,6 +33,7 @@ sys.path.insert(0, str(BENCH))
 import ws  # noqa: E402  (bench/ws.py)
 
 DOMAIN = "bench.localhost"
+IDLE_WAVE = 200                 # idle-10k: idle clients opened (and answered) at a time
 SINGLE_ID = "bench"              # the single route every scenario but churn uses
 CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
 SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
@@ -863,31 +864,53 @@ class Bench:
         return result
 
     def idle_beside_busy(self, server):
-        """The keep-alive scenario (50 busy clients) alone, then beside 10,000 idle keep-alive clients that
-        each made one request: the busy clients' p99 with the idle ones over their p99 without."""
+        """On a freshly started proxy: the keep-alive scenario (50 busy clients) alone, then 10,000 idle
+        keep-alive clients that each made one request, opened in waves of IDLE_WAVE as clients arrive over
+        time (each wave answered before the next), and the 50 busy clients again beside them. The figures:
+        the busy clients' p99 beside the idle ones over their p99 alone, the proxy's CPU time per busy
+        request in both, and its RSS growth per idle connection."""
+        service = self.proxies[server]
+        service.restart()
+        self.ensure_descriptors(self.args.idle_connections)
         alone = self.measured(server, lambda: self.wrk(server, "/"))
         request = f"GET / HTTP/1.1\r\nHost: {self.host()}\r\n\r\n".encode()
-        poller, sockets, failures = self.open_clients(self.args.idle_connections, request, self.ports[server])
-        done, answers = self.collect(poller, sockets, time.monotonic() + 60, close=False)
-        idle = sum(1 for fd in done if answers[fd][9:12] == b"200")
+        time.sleep(0.3)
+        before = service.rss_kib()
+        sockets, failures, idle = {}, {}, 0
         try:
+            while len(sockets) + sum(failures.values()) < self.args.idle_connections:
+                wave = min(IDLE_WAVE, self.args.idle_connections - len(sockets) - sum(failures.values()))
+                poller, opened, failed = self.open_clients(wave, request, self.ports[server])
+                for error, count in failed.items():
+                    failures[error] = failures.get(error, 0) + count
+                done, answers = self.collect(poller, opened, time.monotonic() + 30, close=False)
+                idle += sum(1 for fd in done if answers[fd][9:12] == b"200")
+                sockets.update(opened)
             time.sleep(0.5)
+            after = service.rss_kib()
             beside = self.measured(server, lambda: self.wrk(server, "/"))
         finally:
             for sock in sockets.values():
                 sock.close()
         beside.update({"idle": idle, "alone_p99_us": alone.get("p99_us"), "alone_rps": alone.get("rps"),
+                       "alone_cpu_us_per_request": alone.get("proxy_cpu_us_per_request"),
                        "p99_ratio": beside["p99_us"] / alone["p99_us"] if alone.get("p99_us") else None,
+                       "kib_per_idle": (after - before) / idle if idle else None,
                        "errors": beside.get("errors", 0) + self.args.idle_connections - idle,
                        "error_detail": dict(beside.get("error_detail") or {}, **failures)})
         return beside
 
-    def open_clients(self, count, request=None, port=None):
-        """count kept-alive connections to the gateway, each sending request first if given, non-blocking, in an
-        epoll: (poller, {fd: socket}, failures)."""
+    @staticmethod
+    def ensure_descriptors(count):
+        """Room for count more sockets in this process, as far as the hard limit allows."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < count + 256:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 4096), hard))
+
+    def open_clients(self, count, request=None, port=None):
+        """count kept-alive connections to the gateway, each sending request first if given, non-blocking, in an
+        epoll: (poller, {fd: socket}, failures)."""
+        self.ensure_descriptors(count)
         poller, sockets, failures = select.epoll(), {}, {}
         for _ in range(count):
             try:
@@ -1277,6 +1300,18 @@ def targets(summary, args):
         if theirs is not None:
             out.append(("… nginx in the same run, for comparison", f"{theirs:.2f} × ({fmt_ms(get('idle-10k', 'nginx', 'p99_us'))} vs "
                         f"{fmt_ms(get('idle-10k', 'nginx', 'alone_p99_us'))})", None))
+        for server in ["gateway", "nginx"]:
+            cpu, alone_cpu = (get("idle-10k", server, "proxy_cpu_us_per_request"),
+                              get("idle-10k", server, "alone_cpu_us_per_request"))
+            if cpu and alone_cpu:
+                out.append((f"… {LABELS[server]} CPU per busy request beside the idle clients (alone)",
+                            f"{cpu:.1f} µs ({alone_cpu:.1f} µs): {cpu / alone_cpu:.2f} ×", None))
+        for server in ["gateway", "nginx"]:
+            kib = get("idle-10k", server, "kib_per_idle")
+            if kib is not None:
+                out.append((f"{args.idle_connections:,} idle keep-alive clients: ≤ 4 KiB {LABELS[server]} RSS per connection"
+                            if server == "gateway" else f"… {LABELS[server]} RSS per idle connection, for comparison",
+                            f"{kib:.1f} KiB", kib <= 4 and clean("idle-10k", "gateway") if server == "gateway" else None))
     added = get("resume", "gateway", "added_p99_us")
     if added is not None:
         served, entries = get("resume", "gateway", "served"), get("resume", "gateway", "stream_entries")
