@@ -41,8 +41,11 @@ LARGE_SIZE = 1 << 20             # /1m
 PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
 # table order; gateway_single: churn only; gateway_h1: the h2 scenarios' HTTP/1.1 comparison (h2load --h1)
 # gateway_quiet: the same gateway with activity_interval off (the activity scenario)
-SERVERS = ["direct", "gateway_single", "gateway", "gateway_h1", "gateway_quiet", "nginx", "haproxy"]
+# gateway_unnotified: churn while Redis publishes no keyspace events (routes live route_cache_ttl)
+SERVERS = ["direct", "gateway_single", "gateway", "gateway_unnotified", "gateway_h1", "gateway_quiet", "nginx",
+           "haproxy"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
+          "gateway_unnotified": "sandbox-gateway, notifications off",
           "gateway_h1": "sandbox-gateway, HTTP/1.1", "gateway_quiet": "sandbox-gateway, activity off",
           "nginx": "nginx", "haproxy": "HAProxy"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
@@ -453,6 +456,7 @@ class Bench:
         self.proxies = {"gateway": self.gateway, "gateway_quiet": self.gateway_quiet, "nginx": self.nginx,
                         "haproxy": self.haproxy}
         self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
+                      "gateway_unnotified": self.p_gateway,
                       "gateway_quiet": self.p_quiet, "nginx": self.p_nginx,
                       "haproxy": self.p_haproxy}
         self.tls_ports = {"gateway": self.p_gateway_tls, "nginx": self.p_nginx_tls}
@@ -666,9 +670,11 @@ class Bench:
                     plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/1m"))))
             elif scenario == "churn":
                 # The same script everywhere; gateway_single sends every request to one sandbox, c00000.
-                for server in ["direct", "gateway_single", "gateway"]:
+                for server in ["direct", "gateway_single", "gateway", "gateway_unnotified"]:
                     env = dict(churn_env, BENCH_CHURN_IDS="1") if server == "gateway_single" else churn_env
-                    plan.append((scenario, server, lambda s=server, e=env: self.measured(s, lambda: self.churn(s, e))))
+                    run = (lambda s=server, e=env: self.churn(s, e))
+                    plan.append((scenario, server, (lambda r=run: self.without_notifications(r))
+                                 if server == "gateway_unnotified" else run))
             elif scenario == "websocket":
                 for server in ["gateway", "nginx", "haproxy"]:
                     plan.append((scenario, server, lambda s=server: self.websocket(s)))
@@ -779,7 +785,8 @@ class Bench:
         """run()'s result plus who worked how hard meanwhile: the proxy's CPU time (its processes' user + system
         time) in % of one core and per request, and how busy the proxy's core and the load core (wrk, backend,
         Redis) were. A proxy below 100 % was not what limited the figure."""
-        service = self.proxies.get("gateway" if server in ("gateway_single", "gateway_h1") else server)
+        service = self.proxies.get("gateway" if server in ("gateway_single", "gateway_h1", "gateway_unnotified")
+                                   else server)
         start_cpu = service.cpu_seconds() if service else None
         start_cores, start = core_times(), time.monotonic()
         result = run()
@@ -807,10 +814,27 @@ class Bench:
                 result["tls_resumed"] = after[1] - before[1]
         return result
 
+    def without_notifications(self, run):
+        """run() while Redis publishes no keyspace events. The gateway finds out when it subscribes again (the
+        subscription is killed), and then keeps routes route_cache_ttl (2 s) instead of 60 s; afterwards the
+        events and the subscription come back the same way."""
+        def set_events(events):
+            self.redis_cli("CONFIG", "SET", "notify-keyspace-events", events)
+            self.redis_cli("CLIENT", "KILL", "TYPE", "pubsub")
+            time.sleep(1.0)
+        set_events("")
+        try:
+            return run()
+        finally:
+            set_events("Kgh")
+
     def churn(self, server, env):
-        """The churn script, and how many catalog lookups reached Redis meanwhile (per second)."""
+        """The churn script after a 2 s warm-up with it, and how many catalog lookups reached Redis meanwhile
+        (per second). Without the warm-up a run would measure the gateway dialling again the sandbox connections
+        that expired (upstream_idle_timeout, 4 s) while the other servers ran: 10,000 dials in a 3 s run."""
+        self.wrk(server, "/", script="churn.lua", env=env, duration=2)
         before = self.redis_lookup_calls()
-        result = self.wrk(server, "/", script="churn.lua", env=env)
+        result = self.measured(server, lambda: self.wrk(server, "/", script="churn.lua", env=env))
         after = self.redis_lookup_calls()
         if before is not None and after is not None:
             result["redis_lookups_per_s"] = (after - before) / self.args.duration
@@ -1249,6 +1273,13 @@ def targets(summary, args):
         out.append((f"route churn over {args.churn_ids:,} IDs: ≥ 0.9 × gateway single-route (same script, 1 ID)",
                     f"{r:.2f} × ({gw:,.0f} vs {single:,.0f}){limit_clause(summary, 'churn')}",
                     r >= 0.9 and clean("churn", "gateway")))
+    off = get("churn", "gateway_unnotified", "rps")
+    if off and single:
+        lookups = get("churn", "gateway_unnotified", "redis_lookups_per_s")
+        out.append(("… with keyspace notifications off (routes live 2 s), for comparison",
+                    f"{off / single:.2f} × ({off:,.0f} vs {single:,.0f}); "
+                    f"{lookups or 0:,.0f} Redis lookups a second (notifications on: "
+                    f"{get('churn', 'gateway', 'redis_lookups_per_s') or 0:,.0f})", None))
     for scenario, text in [("h2-tls", "h2 over TLS, 50 × 10 streams"), ("h2-sdk", "h2 over TLS, 1 × 100 streams")]:
         gw, ng = get(scenario, "gateway", "rps"), get(scenario, "nginx", "rps")
         if gw and ng:
@@ -1487,10 +1518,14 @@ def write_outputs(bench, env, summary, args):
               "connections alive.")
     md.append(f"- **route churn**: `bench/wrk/churn.lua` sends each request to one of {args.churn_ids:,} sandboxes "
               f"(`c00000`…), chosen at random, each a catalog record pointing at the backend; a 1 s warm-up fills the "
-              "route cache first. The peers have no routes, so only the gateway runs it, alternating with the same "
-              "script sending every request to one sandbox (`sandbox-gateway, 1 ID`: the single-route figure the "
-              "target compares with, with the same Lua cost in wrk) and with the script against the backend "
-              "(`direct`, which shows what wrk can send with it)." + lookups)
+              "route cache first, and each gateway run follows a 2 s warm-up with its script (sandbox connections "
+              "that expired while the other servers ran are dialled then, not measured). The peers have no routes, "
+              "so only the gateway runs it, alternating with the same script sending every request to one sandbox "
+              "(`sandbox-gateway, 1 ID`: the single-route figure the target compares with, with the same Lua cost in "
+              "wrk), with the script against the backend (`direct`, which shows what wrk can send with it) and with "
+              "the gateway while Redis publishes no keyspace events (`notifications off`: set with CONFIG SET and "
+              "the gateway's subscription killed, so that it finds out at once; routes then live "
+              "`route_cache_ttl`, 2 s)." + lookups)
     md.append(f"- **idle WebSockets**: each proxy is restarted, warmed with a few requests and 8 tunnels, then "
               f"{args.ws_connections:,} connections are upgraded through it (101 from a Python backend that then "
               "idles) and held; the figure is the growth of its RSS (VmRSS of the process and its children, from "
@@ -1569,13 +1604,15 @@ def write_outputs(bench, env, summary, args):
 
 
 COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
+          "gateway_unnotified": "#a63603",
           "gateway_quiet": "#fd8d3c",
           "nginx": "#31a354", "haproxy": "#3182bd"}
 
 
 def plot_label(scenario, server, args):
-    if scenario == "churn" and server in ("gateway", "gateway_single"):
-        return "gateway, 1 ID" if server == "gateway_single" else f"gateway, {args.churn_ids:,} IDs"
+    if scenario == "churn" and server in ("gateway", "gateway_single", "gateway_unnotified"):
+        return {"gateway_single": "gateway, 1 ID", "gateway_unnotified": "gateway, no notifications"}.get(
+            server, f"gateway, {args.churn_ids:,} IDs")
     return {"direct": "backend"}.get(server, LABELS[server])
 
 
