@@ -65,14 +65,24 @@ int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout
     return strmap_init(&pool->slots);
 }
 
-static void gw_pool_remove(gw_pool_t *pool, gw_upstream_t *upstream) {
+/* Takes an idle connection out of its slot's and the pool's idle lists. */
+static void gw_pool_unlink_idle(gw_pool_t *pool, gw_upstream_t *upstream) {
     gw_pool_slot_t *slot = upstream->slot;
     TAILQ_REMOVE(&slot->idle, upstream, pool_link);
     TAILQ_REMOVE(&pool->idle_order, upstream, idle_link);
     slot->idle_count--;
     pool->idle_count--;
+}
+
+/* A pooled connection (idle or busy) closes: its slot goes with the last. */
+static void gw_pool_forget(gw_pool_t *pool, gw_upstream_t *upstream) {
+    gw_pool_slot_t *slot = upstream->slot;
+    if (upstream->state == GW_UPSTREAM_IDLE)
+        gw_pool_unlink_idle(pool, upstream);
+    else
+        slot->busy_count--;
     upstream->slot = NULL;
-    if (slot->idle_count == 0) {
+    if (slot->idle_count == 0 && slot->busy_count == 0) {
         strmap_remove(&pool->slots, slot->entry);
         free(slot);
     }
@@ -98,7 +108,7 @@ void gw_upstream_close(gw_upstream_t *upstream) {
     if (upstream == NULL)
         return;
     if (upstream->slot != NULL)
-        gw_pool_remove(&upstream->worker->pool, upstream);
+        gw_pool_forget(&upstream->worker->pool, upstream);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_connections, -1);
     gw_transport_close(&upstream->transport);
     free(upstream);
@@ -119,6 +129,7 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
     free(slot);
 }
 
+/* After the worker's connections closed: no busy connection points to a slot. */
 void gw_pool_free(gw_pool_t *pool) {
     if (pool->slots.buckets != NULL)
         strmap_foreach(&pool->slots, gw_pool_close_slot, NULL);
@@ -137,7 +148,10 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
         return NULL;
     gw_pool_slot_t *slot = entry->value;
     gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
-    gw_pool_remove(pool, upstream);
+    if (upstream == NULL)
+        return NULL; /* every connection of this key is busy */
+    gw_pool_unlink_idle(pool, upstream);
+    slot->busy_count++;
     gw_upstream_set_state(upstream, GW_UPSTREAM_BUSY);
     GW_METRIC_ADD(&upstream->worker->metrics, upstream_reuses, 1);
     return upstream;
@@ -161,8 +175,11 @@ static const gw_transport_handler_t gw_pool_idle_handler = {
 };
 
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
-    strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
-    gw_pool_slot_t *slot = entry ? entry->value : NULL;
+    gw_pool_slot_t *slot = upstream->slot;
+    if (slot == NULL) { /* dialled for this request: its first time in the pool */
+        strmap_entry_t *entry = strmap_get(&pool->slots, upstream->key, strlen(upstream->key));
+        slot = entry != NULL ? entry->value : NULL;
+    }
     /* No cap per sandbox: a sandbox keeps as many as it had in use at once
      * (HTTP/2 clients bring hundreds of concurrent requests), until they idle
      * for idle_timeout or a fuller pool takes the oldest. */
@@ -172,7 +189,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
         gw_upstream_t *oldest = TAILQ_FIRST(&pool->idle_order);
         if (oldest == NULL)
             goto close;
-        if (oldest->slot == slot && slot->idle_count == 1)
+        if (oldest->slot == slot && slot->idle_count == 1 && slot->busy_count == 0)
             slot = NULL; /* closing it frees the slot */
         gw_upstream_close(oldest);
         GW_METRIC_ADD(&upstream->worker->metrics, upstream_evictions, 1);
@@ -188,6 +205,8 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
             goto close;
         }
     }
+    if (upstream->slot == slot)
+        slot->busy_count--; /* taken from it: back */
     TAILQ_INSERT_TAIL(&slot->idle, upstream, pool_link);
     TAILQ_INSERT_TAIL(&pool->idle_order, upstream, idle_link);
     slot->idle_count++;

@@ -30,7 +30,8 @@ typedef struct gw_upstream {
     gw_transport_t transport;
     struct gw_worker *worker;
     gw_upstream_state_t state;
-    gw_pool_slot_t *slot;              /* the pool slot of its key while pooled, else NULL */
+    gw_pool_slot_t
+        *slot; /* its key's pool slot once pooled (idle, or busy since taken); else NULL */
     TAILQ_ENTRY(gw_upstream) pool_link; /* in its slot, most recently used last */
     TAILQ_ENTRY(gw_upstream) idle_link; /* in the pool's idle order, oldest first */
     uint64_t idle_since_ms;
@@ -38,10 +39,13 @@ typedef struct gw_upstream {
     char key[];                        /* pool key: sandbox, execution_id, addr, port */
 } gw_upstream_t;
 
-/* The idle connections of one key, most recently used last. */
+/* The idle connections of one key, most recently used last. It lives while
+ * any connection points to it, busy ones taken from it included, so giving a
+ * connection back finds its slot without a lookup or an allocation. */
 struct gw_pool_slot {
     TAILQ_HEAD(gw_upstream_queue, gw_upstream) idle;
     size_t idle_count;
+    size_t busy_count; /* taken from it and not back yet */
     struct strmap_entry *entry;
 };
 
