@@ -25,7 +25,7 @@
 enum { GW_ACTIVITY_STEP = 256, GW_ACTIVITY_STEP_GAP_MS = 2 };
 
 /* One sandbox this worker served: what the next write says of it. */
-typedef struct gw_activity_entry {
+struct gw_activity_entry {
     TAILQ_ENTRY(gw_activity_entry) link; /* in the order the next write visits */
     strmap_entry_t *map_entry;           /* its ID, in sandboxes */
     uint64_t written;                    /* the write that last visited it */
@@ -33,7 +33,7 @@ typedef struct gw_activity_entry {
     uint32_t in_flight; /* requests (tunnels, streams) not ended: active every interval */
     bool touched;       /* a request started since the last write */
     uint64_t requests, bytes_in, bytes_out; /* since the last write */
-} gw_activity_entry_t;
+};
 
 /* One ZADD for the active sandboxes of a step: GT applies to each member. */
 typedef struct gw_activity_zadd {
@@ -79,26 +79,22 @@ static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const cha
     return entry;
 }
 
-void gw_activity_started(gw_activity_t *activity, const char *sandbox_id) {
+gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id) {
     if (activity == NULL)
-        return;
+        return NULL;
     gw_activity_entry_t *entry = gw_activity_entry(activity, sandbox_id);
     if (entry == NULL)
-        return; /* out of memory: this request goes uncounted, nothing else */
+        return NULL;
     entry->last_request_ms = gw_activity_now_ms();
     entry->touched = true;
     entry->in_flight++;
     entry->requests++;
+    return entry;
 }
 
-void gw_activity_ended(gw_activity_t *activity, const char *sandbox_id, uint64_t bytes_in,
-                       uint64_t bytes_out) {
-    if (activity == NULL)
+void gw_activity_ended(gw_activity_entry_t *entry, uint64_t bytes_in, uint64_t bytes_out) {
+    if (entry == NULL)
         return;
-    strmap_entry_t *found = strmap_get(&activity->sandboxes, sandbox_id, strlen(sandbox_id));
-    if (found == NULL)
-        return;
-    gw_activity_entry_t *entry = found->value;
     if (entry->in_flight > 0)
         entry->in_flight--;
     entry->bytes_in += bytes_in;

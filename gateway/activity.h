@@ -10,6 +10,7 @@
 struct event_base;
 
 typedef struct gw_activity gw_activity_t;
+typedef struct gw_activity_entry gw_activity_entry_t;
 
 /* The worker's activity writer on base, writing on link (the worker's
  * connection to resume_redis_url); NULL when activity_interval is off, or
@@ -21,12 +22,14 @@ gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *confi
 void gw_activity_free(gw_activity_t *activity);
 
 /* A routed request to sandbox_id started: its last request is now, and it
- * counts as active in every interval until gw_activity_ended. */
-void gw_activity_started(gw_activity_t *activity, const char *sandbox_id);
+ * counts as active in every interval until gw_activity_ended. Returns the
+ * sandbox's entry for that call (it stays while requests are in flight), or
+ * NULL (activity off, or out of memory: the request goes uncounted). */
+gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id);
 
 /* That request ended (its tunnel closed), having received bytes_in from the
- * client and sent it bytes_out. */
-void gw_activity_ended(gw_activity_t *activity, const char *sandbox_id, uint64_t bytes_in,
-                       uint64_t bytes_out);
+ * client and sent it bytes_out; entry is what gw_activity_started returned
+ * (NULL is allowed). */
+void gw_activity_ended(gw_activity_entry_t *entry, uint64_t bytes_in, uint64_t bytes_out);
 
 #endif

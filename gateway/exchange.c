@@ -107,6 +107,7 @@ void gw_exchange_reset(gw_exchange_t *exchange) {
     exchange->request_head = NULL;
     memset(&exchange->request, 0, sizeof(exchange->request));
     exchange->routed = false;
+    exchange->activity = NULL;
     exchange->shared_host = false;
     exchange->grpc = false;
     exchange->token_form = false;
@@ -215,9 +216,8 @@ void gw_exchange_finish(gw_exchange_t *exchange) {
     bool upstream_reusable = exchange->upstream != NULL && gw_exchange_upstream_reusable(exchange);
     gw_resume_cancel(&exchange->hold, GW_RESUME_GONE); /* still held: the client went away */
     gw_exchange_log(exchange);
-    if (exchange->routed)
-        gw_activity_ended(exchange->worker->activity, exchange->target.sandbox_id,
-                          exchange->bytes_received, exchange->bytes_sent);
+    gw_activity_ended(exchange->activity, exchange->bytes_received, exchange->bytes_sent);
+    exchange->activity = NULL;
     gw_exchange_set_state(exchange, GW_EXCHANGE_DONE);
     route_catalog_cancel(&exchange->waiter);
     gw_h2up_stream_close(exchange->h2up); /* cancels the sandbox's side unless it completed */
@@ -343,7 +343,8 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
     }
     exchange->routed = true;
     /* DESIGN "Activity": every routed request counts, whatever its answer. */
-    gw_activity_started(exchange->worker->activity, exchange->target.sandbox_id);
+    exchange->activity =
+        gw_activity_started(exchange->worker->activity, exchange->target.sandbox_id);
     gw_exchange_set_state(exchange, GW_EXCHANGE_ROUTING);
     route_lookup_status_t lookup_status;
     route_record_t *record = NULL;

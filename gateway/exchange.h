@@ -132,6 +132,7 @@ struct gw_exchange {
     gw_request_t request;
     route_target_t target;
     bool routed;      /* target is known (the log and error pages name it) */
+    struct gw_activity_entry *activity; /* its sandbox's, while routed (NULL: not counted) */
     bool shared_host; /* routed by E2b-Sandbox-Id/-Port: no browser credentials there */
     bool grpc;        /* its Content-Type is gRPC's (gw_head_is_grpc) */
     bool token_form;  /* a browser's 403 for a missing credential asks for the token */
