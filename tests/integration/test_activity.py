@@ -73,8 +73,9 @@ def test_a_separate_resume_redis_and_its_outage(gateway_factory, redis_factory, 
 
 
 def test_every_sandbox_of_a_busy_worker_is_written(gateway_factory, redis, backend):
-    """A worker writes a few hundred sandboxes a loop turn (no request waits for a whole interval's
-    commands): 700 sandboxes, three turns, each written once an interval with exact counts."""
+    """A worker writes 256 sandboxes a step, steps 2 ms apart (neither the worker nor Redis takes a
+    whole interval's commands at once): 700 sandboxes, three steps, each written once an interval
+    with exact counts."""
     gateway = gateway_factory(redis, activity_interval="300ms")
     sandboxes = [f"actmany{i:03d}" for i in range(700)]
     redis.pipeline([("HSET", redis.key(sandbox), "addr", "127.0.0.1", "execution_id", f"{sandbox}-1")

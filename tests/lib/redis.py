@@ -66,14 +66,7 @@ class RedisServer:
 
     # A minimal RESP client: one connection per command, so it survives restarts.
     def command(self, *args, timeout=5):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as connection:
-            payload = b"*%d\r\n" % len(args)
-            for argument in args:
-                data = argument if isinstance(argument, bytes) else str(argument).encode()
-                payload += b"$%d\r\n%s\r\n" % (len(data), data)
-            connection.sendall(payload)
-            reader = connection.makefile("rb")
-            return self._read_reply(reader)
+        return self.pipeline([args], timeout)[0]
 
     def pipeline(self, commands, timeout=10):
         """Each command of commands (tuples) on one connection, sent together: their replies in order."""
