@@ -12,6 +12,7 @@
 #include <event2/util.h>
 
 #include "util/error.h"
+#include "util/http_reply.h"
 
 struct egress_admin {
     struct evhttp *http;
@@ -34,14 +35,12 @@ static void egress_admin_request(struct evhttp_request *request, void *argument)
             evhttp_send_error(request, 500, "Out of memory");
             return;
         }
-        evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4");
-        evhttp_send_reply(request, 200, "OK", body);
+        http_reply(request, 200, "OK", "text/plain; version=0.0.4", body);
         return;
     }
     if (path != NULL && strcmp(path, "/health") == 0) {
         evbuffer_add(body, "healthy\n", 8);
-        evhttp_add_header(headers, "Content-Type", "text/plain");
-        evhttp_send_reply(request, 200, "OK", body);
+        http_reply(request, 200, "OK", "text/plain", body);
         return;
     }
     evhttp_send_error(request, 404, "Not Found");

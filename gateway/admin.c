@@ -6,12 +6,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gateway/metrics.h"
 #include "gateway/worker.h"
+#include "util/http_reply.h"
 #include "util/log.h"
 
 struct gw_admin {
@@ -51,28 +51,18 @@ static void gw_admin_handle(struct evhttp_request *request, void *arg) {
     evhttp_add_header(headers, "Cache-Control", "no-store");
     enum evhttp_cmd_type command = evhttp_request_get_command(request);
     bool get = command == EVHTTP_REQ_GET || command == EVHTTP_REQ_HEAD;
+    static const char *const text_type = "text/plain; charset=utf-8";
     if (get && path_length == 7 && strncmp(uri, "/health", 7) == 0) {
         const char *text;
         int status = gw_admin_health(admin->server, &text);
-        evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8");
-        if (command == EVHTTP_REQ_HEAD) {
-            /* libevent 2.1 would send a body after a HEAD's head: send none,
-             * with the length a GET would have (RFC 9110 §9.3.2). */
-            char length[24];
-            snprintf(length, sizeof(length), "%zu", strlen(text));
-            evhttp_add_header(headers, "Content-Length", length);
-        } else {
-            evbuffer_add(body, text, strlen(text));
-        }
-        evhttp_send_reply(request, status, status == 200 ? "OK" : "Service Unavailable", body);
+        evbuffer_add(body, text, strlen(text));
+        http_reply(request, status, status == 200 ? "OK" : "Service Unavailable", text_type, body);
     } else if (get && path_length == 8 && strncmp(uri, "/metrics", 8) == 0) {
         gw_metrics_render(body, admin->server);
-        evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-        evhttp_send_reply(request, 200, "OK", body);
+        http_reply(request, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     } else {
         evbuffer_add(body, "not found\n", 10);
-        evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8");
-        evhttp_send_reply(request, 404, "Not Found", body);
+        http_reply(request, 404, "Not Found", text_type, body);
     }
     evbuffer_free(body);
 }

@@ -17,6 +17,7 @@ unreachable or timed out (0.5 s) all count as blocked.
 """
 import contextlib
 import ctypes
+import http.client
 import os
 import resource
 import selectors
@@ -1096,6 +1097,15 @@ def test_agent_metrics(domains):
     with urllib.request.urlopen(f"http://127.0.0.1:{domains.admin_port}/health",
                                 timeout=5) as response:
         assert response.status == 200
+    for path in ("/metrics", "/health"):  # HEAD: the head alone, the next response parses
+        connection = http.client.HTTPConnection("127.0.0.1", domains.admin_port, timeout=5)
+        connection.request("HEAD", path)
+        head = connection.getresponse()
+        assert head.status == 200 and int(head.getheader("Content-Length")) > 0, path
+        head.read()  # nothing, for a HEAD: http.client then takes the next response
+        connection.request("GET", "/health")
+        assert connection.getresponse().read() == b"healthy\n", path
+        connection.close()
 
 
 def test_a_stopped_agent_keeps_the_policy_closed(domains, build, redis, tmp_path):

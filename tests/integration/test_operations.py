@@ -138,6 +138,25 @@ def test_health_head_has_no_body(gateway_factory, redis):
         assert (get.version, get.status, get.body) == ("HTTP/1.1", 200, b"healthy\n"), get
 
 
+def test_head_of_every_admin_path_has_no_body(gateway_factory, redis):
+    """HEAD /metrics and HEAD of an unknown path too: the head alone, with the GET's length."""
+    gateway = admin_gateway(gateway_factory, redis)
+    with HttpConnection(gateway.admin[1], host=gateway.admin[0]) as connection:
+        for path, status in [("/metrics", 200), ("/nothing", 404)]:
+            head = connection.request("HEAD", path)
+            assert head.status == status, head
+            assert int(head.header("Content-Length")) > 0, head
+            connection.sock.settimeout(0.5)
+            try:
+                connection.buffer += connection.sock.recv(65536)
+            except socket.timeout:
+                pass
+            connection.sock.settimeout(connection.timeout)
+            assert connection.buffer == b"", f"bytes after HEAD {path}'s head: {connection.buffer[:200]!r}"
+        get = connection.request("GET", "/health")
+        assert get.status == 200, get
+
+
 def test_sigterm_turns_health_503_at_once_while_listener_accepts(gateway_factory, redis, backend,
                                                                  sandbox):
     gateway = admin_gateway(gateway_factory, redis, drain_delay="3s", drain_timeout="10s")
