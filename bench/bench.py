@@ -33,7 +33,8 @@ sys.path.insert(0, str(BENCH))
 import ws  # noqa: E402  (bench/ws.py)
 
 DOMAIN = "bench.localhost"
-IDLE_WAVE = 200                 # idle-10k: idle clients opened (and answered) at a time
+NOTIFY_EVENTS = "Kgh"            # the keyspace events Redis publishes (without_notifications turns them off)
+IDLE_WAVE = 200                  # idle-10k: idle clients opened (and answered) at a time
 SINGLE_ID = "bench"              # the single route every scenario but churn uses
 CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
 SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
@@ -396,7 +397,7 @@ class Bench:
         # Redis: private, no persistence, keyspace notifications on as in production.
         self.redis = Service("redis", [
             "redis-server", "--port", str(self.p_redis), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no", "--notify-keyspace-events", "Kgh",
+            "--appendonly", "no", "--daemonize", "no", "--notify-keyspace-events", NOTIFY_EVENTS,
             "--dir", str(tmp), "--logfile", str(tmp / "redis.log"), "--maxclients", "1000"],
             tmp / "redis.out", cpu=self.cpu_backend, ready=lambda: port_open(self.p_redis))
         self.redis.start()
@@ -826,7 +827,7 @@ class Bench:
         try:
             return run()
         finally:
-            set_events("Kgh")
+            set_events(NOTIFY_EVENTS)
 
     def churn(self, server, env):
         """The churn script after a 2 s warm-up with it, and how many catalog lookups reached Redis meanwhile
