@@ -23,8 +23,7 @@ enum { GW_IO_PIPE_SIZE = 256 * 1024 };
 
 /* The input is below its high watermark, or has none. */
 static bool gw_io_has_room(const gw_io_reader_t *reader) {
-    return reader->high == 0 ||
-           evbuffer_get_length(bufferevent_get_input(reader->bev)) < reader->high;
+    return reader->high == 0 || evbuffer_get_length(reader->input) < reader->high;
 }
 
 /* Keeps the read event in the loop exactly while reading is wanted and the
@@ -51,7 +50,7 @@ static void gw_io_input_changed(struct evbuffer *buffer, const struct evbuffer_c
 
 /* One recv() of at most want bytes into the input; returns what recv returned. */
 static ssize_t gw_io_receive(gw_io_reader_t *reader, size_t want) {
-    struct evbuffer *input = bufferevent_get_input(reader->bev);
+    struct evbuffer *input = reader->input;
     struct evbuffer_iovec space[2];
     int count = evbuffer_reserve_space(input, (ev_ssize_t)want, space, 2);
     if (count <= 0) {
@@ -67,7 +66,7 @@ static ssize_t gw_io_receive(gw_io_reader_t *reader, size_t want) {
         vectors[i].iov_len = space[i].iov_len;
         reserved += space[i].iov_len;
     }
-    int fd = bufferevent_getfd(reader->bev);
+    int fd = reader->fd;
     ssize_t got;
     if (count == 1 || space[1].iov_len == 0) {
         count = 1;
@@ -102,7 +101,7 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
     gw_io_reader_t *reader = arg;
     size_t want = GW_IO_READ_FIRST;
     if (reader->high != 0) {
-        size_t held = evbuffer_get_length(bufferevent_get_input(reader->bev));
+        size_t held = evbuffer_get_length(reader->input);
         if (held >= reader->high) {
             gw_io_reader_update(reader);
             return;
@@ -114,10 +113,11 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     struct bufferevent *bev = reader->bev;
-    bufferevent_data_cb on_read;
-    bufferevent_event_cb on_event;
-    void *callback_arg;
-    bufferevent_getcb(bev, &on_read, NULL, &on_event, &callback_arg);
+    bufferevent_data_cb on_read = reader->on_read;
+    bufferevent_event_cb on_event = reader->on_event;
+    void *callback_arg = reader->callback_arg;
+    if (on_read == NULL)
+        bufferevent_getcb(bev, &on_read, NULL, &on_event, &callback_arg);
     if (got > 0) {
         gw_io_reader_update(reader);
         if (on_read != NULL)
@@ -133,12 +133,15 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
 }
 
 int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain) {
-    *reader = (gw_io_reader_t){.bev = bev};
+    *reader = (gw_io_reader_t){.bev = bev,
+                               .fd = bufferevent_getfd(bev),
+                               .input = bufferevent_get_input(bev),
+                               .output = bufferevent_get_output(bev)};
     if (!plain)
         return 0;
-    struct evbuffer *input = bufferevent_get_input(bev);
-    reader->event = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev),
-                              EV_READ | EV_PERSIST, gw_io_reader_ready, reader);
+    struct evbuffer *input = reader->input;
+    reader->event = event_new(bufferevent_get_base(bev), reader->fd, EV_READ | EV_PERSIST,
+                              gw_io_reader_ready, reader);
     if (reader->event == NULL)
         goto fail;
     reader->on_drain = evbuffer_add_cb(input, gw_io_input_changed, reader);
@@ -153,13 +156,20 @@ fail:
     return -1;
 }
 
+void gw_io_reader_callbacks(gw_io_reader_t *reader, bufferevent_data_cb on_read,
+                            bufferevent_event_cb on_event, void *arg) {
+    reader->on_read = on_read;
+    reader->on_event = on_event;
+    reader->callback_arg = arg;
+}
+
 void gw_io_reader_free(gw_io_reader_t *reader) {
     if (reader->event != NULL) {
         event_free(reader->event);
         reader->event = NULL;
     }
     if (reader->on_drain != NULL) {
-        evbuffer_remove_cb_entry(bufferevent_get_input(reader->bev), reader->on_drain);
+        evbuffer_remove_cb_entry(reader->input, reader->on_drain);
         reader->on_drain = NULL;
     }
     reader->added = false;
@@ -197,7 +207,7 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
     size_t total = 0;
     if (reader->event == NULL)
         return 0;
-    struct evbuffer *input = bufferevent_get_input(reader->bev);
+    struct evbuffer *input = reader->input;
     while (reader->filled) {
         size_t held = evbuffer_get_length(input);
         if (held >= limit)
@@ -215,9 +225,9 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
 
 /* Sends a socket bufferevent's output as far as the socket takes it now;
  * flags are added to every send (MSG_MORE: hold a short tail back). */
-static void gw_io_send_output(struct bufferevent *bev, int flags) {
-    struct evbuffer *output = bufferevent_get_output(bev);
-    int fd = bufferevent_getfd(bev);
+static void gw_io_send_output(gw_io_reader_t *reader, int flags) {
+    struct evbuffer *output = reader->output;
+    int fd = reader->fd;
     /* The start of a socket bufferevent's output is frozen to everyone but
      * itself; this writes on its behalf. */
     evbuffer_unfreeze(output, 1);
@@ -250,19 +260,19 @@ static void gw_io_send_output(struct bufferevent *bev, int flags) {
     evbuffer_freeze(output, 1);
 }
 
-static void gw_io_flush_with(struct bufferevent *bev, int flags) {
-    gw_io_send_output(bev, flags);
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        bufferevent_enable(bev, EV_WRITE);
+static void gw_io_flush_with(gw_io_reader_t *reader, int flags) {
+    gw_io_send_output(reader, flags);
+    if (evbuffer_get_length(reader->output) > 0)
+        bufferevent_enable(reader->bev, EV_WRITE);
 }
 
-void gw_io_flush(struct bufferevent *bev) { gw_io_flush_with(bev, 0); }
+void gw_io_flush(gw_io_reader_t *reader) { gw_io_flush_with(reader, 0); }
 
-void gw_io_flush_last(struct bufferevent *bev) { gw_io_flush_with(bev, MSG_MORE); }
+void gw_io_flush_last(gw_io_reader_t *reader) { gw_io_flush_with(reader, MSG_MORE); }
 
-void gw_io_written(struct bufferevent *bev, bool plain) {
-    if (plain && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_disable(bev, EV_WRITE);
+void gw_io_written(gw_io_reader_t *reader, bool plain) {
+    if (plain && evbuffer_get_length(reader->output) == 0)
+        bufferevent_disable(reader->bev, EV_WRITE);
 }
 
 struct gw_io_splice {
@@ -399,11 +409,11 @@ static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_io_socket_t *socket_io = arg;
-    struct bufferevent *bev = socket_io->reader.bev;
+    gw_io_reader_t *reader = &socket_io->reader;
     socket_io->flush_scheduled = false;
-    gw_io_flush(bev);
-    gw_io_written(bev, true);
-    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    gw_io_flush(reader);
+    gw_io_written(reader, true);
+    size_t left = evbuffer_get_length(reader->output);
     if (socket_io->drained != NULL) {
         if (left == 0) {
             void (*drained)(void *) = socket_io->drained;
@@ -417,9 +427,9 @@ static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     if (left <= socket_io->high / 2) {
         bufferevent_data_cb on_write;
         void *callback_arg;
-        bufferevent_getcb(bev, NULL, &on_write, NULL, &callback_arg);
+        bufferevent_getcb(reader->bev, NULL, &on_write, NULL, &callback_arg);
         if (on_write != NULL)
-            on_write(bev, callback_arg);
+            on_write(reader->bev, callback_arg);
     }
 }
 
@@ -437,7 +447,7 @@ static void gw_io_socket_output_changed(struct evbuffer *buffer,
                                         const struct evbuffer_cb_info *info, void *arg) {
     gw_io_socket_t *socket_io = arg;
     if (info->n_deleted > 0 && evbuffer_get_length(buffer) == 0)
-        gw_io_written(socket_io->reader.bev, true); /* libevent's write emptied it */
+        gw_io_written(&socket_io->reader, true); /* libevent's write emptied it */
     gw_io_socket_schedule_flush(socket_io);
 }
 
@@ -475,9 +485,8 @@ void gw_io_socket_free(gw_io_socket_t *socket_io) {
         /* What TLS wrote last (an alert, a close_notify) leaves if the
          * socket takes it now; the filter is about to be freed. */
         if (socket_io->flush_scheduled)
-            gw_io_send_output(socket_io->reader.bev, 0);
-        evbuffer_remove_cb_entry(bufferevent_get_output(socket_io->reader.bev),
-                                 socket_io->on_output);
+            gw_io_send_output(&socket_io->reader, 0);
+        evbuffer_remove_cb_entry(socket_io->reader.output, socket_io->on_output);
         socket_io->on_output = NULL;
     }
     if (socket_io->flush != NULL) {
@@ -490,13 +499,12 @@ void gw_io_socket_free(gw_io_socket_t *socket_io) {
 
 void gw_io_socket_send(gw_io_socket_t *socket_io) {
     if (socket_io->flush != NULL)
-        gw_io_send_output(socket_io->reader.bev, 0);
+        gw_io_send_output(&socket_io->reader, 0);
 }
 
 bool gw_io_socket_when_drained(gw_io_socket_t *socket_io, void (*drained)(void *arg),
                                void *arg) {
-    if (socket_io->flush == NULL ||
-        evbuffer_get_length(bufferevent_get_output(socket_io->reader.bev)) == 0)
+    if (socket_io->flush == NULL || evbuffer_get_length(socket_io->reader.output) == 0)
         return false;
     socket_io->drained = drained;
     socket_io->drained_arg = arg;

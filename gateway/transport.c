@@ -33,7 +33,8 @@ static void gw_transport_on_write(struct bufferevent *bev, void *arg) {
     gw_transport_t *transport = arg;
     /* A plain stream writes directly (gw_io_flush): with its output empty,
      * EV_WRITE goes off again so the next flush writes at once. */
-    gw_io_written(bev, gw_transport_can(transport, GW_TRANSPORT_RAW));
+    (void)bev;
+    gw_io_written(&transport->reader, gw_transport_can(transport, GW_TRANSPORT_RAW));
     transport->handler->writable(transport->owner);
 }
 
@@ -62,13 +63,13 @@ static void gw_plain_hold(gw_transport_t *transport) { (void)transport; }
 
 static void gw_plain_flush(gw_transport_t *transport, bool last) {
     if (last)
-        gw_io_flush_last(transport->bev);
+        gw_io_flush_last(&transport->reader);
     else
-        gw_io_flush(transport->bev);
+        gw_io_flush(&transport->reader);
 }
 
 static void gw_plain_shutdown_write(gw_transport_t *transport) {
-    shutdown(bufferevent_getfd(transport->bev), SHUT_WR);
+    shutdown(transport->reader.fd, SHUT_WR);
 }
 
 static bool gw_plain_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
@@ -107,7 +108,7 @@ static void gw_tls_hold(gw_transport_t *transport) {
 
 static void gw_tls_flush(gw_transport_t *transport, bool last) {
     (void)last;
-    struct evbuffer *output = bufferevent_get_output(transport->bev);
+    struct evbuffer *output = gw_transport_output(transport);
     size_t length = evbuffer_get_length(output);
     if (length > 1)
         evbuffer_pullup(
@@ -160,6 +161,8 @@ static int gw_transport_attach(gw_transport_t *transport) {
         return -1;
     bufferevent_setcb(transport->bev, gw_transport_on_read, gw_transport_on_write,
                       gw_transport_on_event, transport);
+    gw_io_reader_callbacks(&transport->reader, gw_transport_on_read, gw_transport_on_event,
+                           transport);
     if (raw)
         bufferevent_disable(transport->bev, EV_WRITE);
     else
@@ -223,6 +226,7 @@ int gw_transport_start_tls(gw_transport_t *transport, struct tls_context *contex
     }
     transport->bev = wrapped;
     transport->ops = &gw_tls_ops;
+    transport->write_low = 0; /* a new bufferevent's */
     if (gw_io_socket_init(&transport->socket, socket_bev, GW_TRANSPORT_TLS_SOCKET_HIGH) < 0 ||
         gw_transport_attach(transport) < 0) {
         gw_transport_close(transport);
@@ -249,7 +253,7 @@ void gw_transport_read_again(gw_transport_t *transport) {
     bufferevent_trigger(transport->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 }
 
-int gw_transport_fd(const gw_transport_t *transport) { return bufferevent_getfd(transport->bev); }
+int gw_transport_fd(const gw_transport_t *transport) { return transport->reader.fd; }
 
 void gw_transport_close(gw_transport_t *transport) {
     if (transport->bev == NULL)

@@ -68,6 +68,7 @@ struct gw_transport {
     gw_io_socket_t socket;   /* TLS: the socket under bev */
     const gw_transport_handler_t *handler;
     void *owner;
+    size_t write_low; /* bev's, set only when it changes (gw_transport_write_low) */
 };
 
 /* Takes over an accepted socket as a plain stream; returns 0, or -1 (fd is
@@ -92,10 +93,10 @@ void gw_transport_set_handler(gw_transport_t *transport, const gw_transport_hand
 
 /* The input the owner reads, the output it writes (the bufferevent's). */
 static inline struct evbuffer *gw_transport_input(const gw_transport_t *transport) {
-    return bufferevent_get_input(transport->bev);
+    return transport->reader.input;
 }
 static inline struct evbuffer *gw_transport_output(const gw_transport_t *transport) {
-    return bufferevent_get_output(transport->bev);
+    return transport->reader.output;
 }
 
 /* True if the stream's kind has every feature in features. */
@@ -123,7 +124,10 @@ void gw_transport_read_again(gw_transport_t *transport);
 
 /* writable is called once the output drained to low bytes (0: empty). */
 static inline void gw_transport_write_low(gw_transport_t *transport, size_t low) {
-    bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
+    if (transport->write_low != low) {
+        transport->write_low = low;
+        bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
+    }
 }
 
 static inline void gw_transport_hold(gw_transport_t *transport) { transport->ops->hold(transport); }
