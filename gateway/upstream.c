@@ -147,7 +147,7 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
     if (entry == NULL)
         return NULL;
     gw_pool_slot_t *slot = entry->value;
-    gw_upstream_t *upstream = TAILQ_LAST(&slot->idle, gw_upstream_queue);
+    gw_upstream_t *upstream = TAILQ_FIRST(&slot->idle);
     if (upstream == NULL)
         return NULL; /* every connection of this key is busy */
     gw_pool_unlink_idle(pool, upstream);
@@ -207,7 +207,9 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     }
     if (upstream->slot == slot)
         slot->busy_count--; /* taken from it: back */
-    TAILQ_INSERT_TAIL(&slot->idle, upstream, pool_link);
+    /* Most recently used first: taking it reads the slot alone (TAILQ_LAST
+     * would read the one before it too, a cache miss with many). */
+    TAILQ_INSERT_HEAD(&slot->idle, upstream, pool_link);
     TAILQ_INSERT_TAIL(&pool->idle_order, upstream, idle_link);
     slot->idle_count++;
     pool->idle_count++;

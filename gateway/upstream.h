@@ -32,14 +32,14 @@ typedef struct gw_upstream {
     gw_upstream_state_t state;
     gw_pool_slot_t
         *slot; /* its key's pool slot once pooled (idle, or busy since taken); else NULL */
-    TAILQ_ENTRY(gw_upstream) pool_link; /* in its slot, most recently used last */
+    TAILQ_ENTRY(gw_upstream) pool_link; /* in its slot, most recently used first */
     TAILQ_ENTRY(gw_upstream) idle_link; /* in the pool's idle order, oldest first */
     uint64_t idle_since_ms;
     uint64_t requests;                 /* requests sent on it; > 0 means reused */
     char key[];                        /* pool key: sandbox, execution_id, addr, port */
 } gw_upstream_t;
 
-/* The idle connections of one key, most recently used last. It lives while
+/* The idle connections of one key, most recently used first. It lives while
  * any connection points to it, busy ones taken from it included, so giving a
  * connection back finds its slot without a lookup or an allocation. */
 struct gw_pool_slot {
