@@ -40,13 +40,16 @@ CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
 SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
 LARGE_SIZE = 1 << 20             # /1m
 PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
+# gateway_compare: a second gateway build (--compare), beside the first in COMPARED scenarios; not in churn,
+# where the two gateways' 10,000 pooled connections each would crowd the one backend
+COMPARED = ("keepalive", "close", "large", "clients-1000")
 # table order; gateway_single: churn only; gateway_h1: the h2 scenarios' HTTP/1.1 comparison (h2load --h1)
 # gateway_quiet: the same gateway with activity_interval off (the activity scenario)
 # gateway_unnotified: churn while Redis publishes no keyspace events (routes live route_cache_ttl)
-SERVERS = ["direct", "gateway_single", "gateway", "gateway_unnotified", "gateway_h1", "gateway_quiet", "nginx",
-           "haproxy"]
+SERVERS = ["direct", "gateway_single", "gateway", "gateway_compare", "gateway_unnotified", "gateway_h1",
+           "gateway_quiet", "nginx", "haproxy"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
-          "gateway_unnotified": "sandbox-gateway, notifications off",
+          "gateway_compare": "sandbox-gateway, --compare build", "gateway_unnotified": "sandbox-gateway, notifications off",
           "gateway_h1": "sandbox-gateway, HTTP/1.1", "gateway_quiet": "sandbox-gateway, activity off",
           "nginx": "nginx", "haproxy": "HAProxy"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
@@ -351,6 +354,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="sgw-bench-"))
         os.chmod(self.tmp, 0o755)   # nginx workers may run as nobody: they read www/ and write temp dirs here
         self.gateway_bin = Path(args.gateway).resolve()
+        self.compare_bin = Path(args.compare).resolve() if args.compare else None
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         cores = os.cpu_count() or 1
         self.cores = cores
@@ -362,7 +366,8 @@ class Bench:
             self.cpu_proxy = self.cpu_wrk = self.cpu_backend = None
         (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
          self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin, self.p_quiet, self.p_quiet_tls,
-         self.p_quiet_admin, self.p_h2c, self.p_nginx_grpc) = free_ports(14)
+         self.p_quiet_admin, self.p_h2c, self.p_nginx_grpc, self.p_compare, self.p_compare_tls,
+         self.p_compare_admin) = free_ports(17)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
         self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
@@ -429,6 +434,15 @@ class Bench:
         self.gateway_quiet = Service("gateway, activity off", [str(self.gateway_bin), "-c", str(quiet_conf)],
                                      tmp / "gateway-quiet.log", cpu=self.cpu_proxy,
                                      ready=http_ready(self.p_quiet, self.host()))
+        # --compare: another build on the same configuration, alternating with the first in each round.
+        self.gateway_compare = None
+        if self.compare_bin is not None:
+            compare_conf = self.render("gateway.conf", "gateway-compare.conf", DOMAIN=DOMAIN, PORT=self.p_compare,
+                                       REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_compare_tls,
+                                       ADMIN_PORT=self.p_compare_admin, ACTIVITY="1s")
+            self.gateway_compare = Service("gateway, --compare build", [str(self.compare_bin), "-c", str(compare_conf)],
+                                           tmp / "gateway-compare.log", cpu=self.cpu_proxy,
+                                           ready=http_ready(self.p_compare, self.host()))
 
         # The h2c backend of the gRPC scenarios: nghttpd (no TLS) serving www/ to any method.
         (tmp / "www" / "unary").write_bytes(b"\0\0\0\0\x1b" + b"sandbox-gateway gRPC reply.")
@@ -452,14 +466,18 @@ class Bench:
         self.haproxy = Service("haproxy (peer)", ["haproxy", "-db", "-f", str(haproxy_conf)], tmp / "haproxy.out",
                                cpu=self.cpu_proxy, ready=http_ready(self.p_haproxy, self.host()))
 
-        for service in (self.gateway, self.gateway_quiet, self.nginx, self.haproxy):
-            service.start()
+        for service in (self.gateway, self.gateway_quiet, self.gateway_compare, self.nginx, self.haproxy):
+            if service is not None:
+                service.start()
         self.proxies = {"gateway": self.gateway, "gateway_quiet": self.gateway_quiet, "nginx": self.nginx,
                         "haproxy": self.haproxy}
         self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
                       "gateway_unnotified": self.p_gateway,
                       "gateway_quiet": self.p_quiet, "nginx": self.p_nginx,
                       "haproxy": self.p_haproxy}
+        if self.gateway_compare is not None:
+            self.proxies["gateway_compare"] = self.gateway_compare
+            self.ports["gateway_compare"] = self.p_compare
         self.tls_ports = {"gateway": self.p_gateway_tls, "nginx": self.p_nginx_tls}
         self.verify()
         self.verify_tls()
@@ -573,10 +591,11 @@ class Bench:
     def serve(self):
         """--serve: what is running, pinned where, and how to load it; then wait until interrupted."""
         print(f"bench: serving until Ctrl-C (temporary folder {self.tmp})")
-        for name, port in [("redis", self.p_redis), ("backend (direct)", self.p_backend),
-                           ("websocket backend", self.p_ws), ("gateway", self.p_gateway),
-                           ("gateway tls", self.p_gateway_tls), ("gateway admin", self.p_gateway_admin),
-                           ("nginx", self.p_nginx), ("nginx tls", self.p_nginx_tls), ("haproxy", self.p_haproxy)]:
+        for name, port in ([("redis", self.p_redis), ("backend (direct)", self.p_backend),
+                            ("websocket backend", self.p_ws), ("gateway", self.p_gateway),
+                            ("gateway tls", self.p_gateway_tls), ("gateway admin", self.p_gateway_admin),
+                            ("nginx", self.p_nginx), ("nginx tls", self.p_nginx_tls), ("haproxy", self.p_haproxy)]
+                           + ([("gateway --compare", self.p_compare)] if self.gateway_compare else [])):
             print(f"  {name:18} 127.0.0.1:{port}")
         for service in Service.registry:
             if service.proc is not None:
@@ -659,15 +678,16 @@ class Bench:
                      "BENCH_DOMAIN": DOMAIN}
         plan = []
         for scenario in self.scenarios:
+            peers = self.compared(scenario, PEERS)
             if scenario == "keepalive":
-                for server in PEERS:
+                for server in peers:
                     plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/"))))
             elif scenario == "close":
-                for server in PEERS:
+                for server in peers:
                     plan.append((scenario, server, lambda s=server: self.measured(
                         s, lambda: self.wrk(s, "/", headers=["Connection: close"]))))
             elif scenario == "large":
-                for server in PEERS:
+                for server in peers:
                     plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/1m"))))
             elif scenario == "churn":
                 # The same script everywhere; gateway_single sends every request to one sandbox, c00000.
@@ -695,7 +715,7 @@ class Bench:
                     plan.append((scenario, server, lambda s=server, c=clients, m=streams: self.measured(
                         s, lambda: self.h2load(s, "/", c, m))))
             elif scenario == "clients-1000":
-                for server in PEERS:
+                for server in peers:
                     plan.append((scenario, server, lambda s=server: self.many_clients(s)))
             elif scenario == "idle-10k":
                 for server in ["gateway", "nginx"]:
@@ -711,6 +731,13 @@ class Bench:
                     plan.append((scenario, server, lambda s=server: self.measured(
                         s, lambda: self.h2load(s, "/1m", 8, 1, h1=(s == "gateway_h1")))))
         return plan
+
+    def compared(self, scenario, servers):
+        """servers, with the --compare build right after the gateway where the scenario compares builds."""
+        if self.gateway_compare is None or scenario not in COMPARED:
+            return servers
+        at = servers.index("gateway") + 1
+        return servers[:at] + ["gateway_compare"] + servers[at:]
 
     def h2load(self, server, path, clients, streams, h1=False, duration=None):
         """h2load over TLS (ALPN h2, or HTTP/1.1 with h1) for a fixed time after a 1 s warm-up: requests/s,
@@ -1059,7 +1086,7 @@ class Bench:
     def run(self):
         plan = self.scenario_plan()
         rounds = self.args.rounds
-        warm_ups = ["direct", "gateway", "nginx", "haproxy"]
+        warm_ups = ["direct", "gateway", "nginx", "haproxy"] + (["gateway_compare"] if self.gateway_compare else [])
         churn_warm = "churn" in self.scenarios
         progress = Progress(len(plan) * rounds + len(warm_ups) + (1 if churn_warm else 0))
         for server in warm_ups:
@@ -1409,7 +1436,10 @@ def environment(bench):
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cores": bench.cores, "cpu": cpu, "memory": mem, "kernel": platform.release(),
-        "gateway": command_output([str(bench.gateway_bin), "--version"]).splitlines()[0] + f" (commit {git})",
+        "gateway": command_output([str(bench.gateway_bin), "--version"]).splitlines()[0] + f" (commit {git})"
+                   + ("" if bench.gateway_bin == (REPO / "build" / "sandbox-gateway").resolve() else f", {bench.gateway_bin}"),
+        "compare": (command_output([str(bench.compare_bin), "--version"]).splitlines()[0] + f", {bench.compare_bin}"
+                    if bench.compare_bin else None),
         "nginx": command_output(["nginx", "-v"]).replace("nginx version: ", "") + f" (Debian nginx-light {dpkg_version('nginx-light')})",
         "haproxy": command_output(["haproxy", "-v"]).splitlines()[0].split(" - ")[0] + f" (Debian {dpkg_version('haproxy')})",
         "redis": command_output(["redis-server", "--version"]).split(" sha=")[0] + f" (Debian {dpkg_version('redis-server')})",
@@ -1434,7 +1464,7 @@ def pinning_text(bench):
 def run_mode(args):
     """quick, full, or custom (other durations, rounds or scenarios than those two)."""
     if args.only != SCENARIOS or args.connections != 50 or args.churn_ids != 10000 or args.ws_connections != 5000 \
-            or args.resume_requests != 1000 or args.idle_connections != 10000:
+            or args.resume_requests != 1000 or args.idle_connections != 10000 or args.compare:
         return "custom"
     if args.quick:
         return "quick" if (args.duration, args.rounds) == (3, 2) else "custom"
@@ -1463,7 +1493,9 @@ def write_outputs(bench, env, summary, args):
     if lrows:
         print(text_table(lrows, LIMIT_HEADERS))
         print()
-    print(f"versions: gateway {env['gateway']}; nginx {env['nginx']}; {env['haproxy']}; {env['redis']}; {env['wrk']}")
+    compare = f"; --compare build {env['compare']}" if env.get("compare") else ""
+    print(f"versions: gateway {env['gateway']}{compare}; nginx {env['nginx']}; {env['haproxy']}; {env['redis']}; "
+          f"{env['wrk']}")
 
     # markdown
     md = []
@@ -1572,8 +1604,9 @@ def write_outputs(bench, env, summary, args):
               "a target is met only when the gateway's runs had none.")
     md.append("")
     md.append("## Versions\n")
-    for key in ["gateway", "nginx", "haproxy", "redis", "wrk", "gnuplot", "python"]:
-        md.append(f"- {key}: {env[key]}")
+    for key in ["gateway", "compare", "nginx", "haproxy", "redis", "wrk", "gnuplot", "python"]:
+        if env.get(key):
+            md.append(f"- {key}: {env[key]}")
     md.append("")
     md.append("## Every run\n")
     raw_rows = []
@@ -1606,7 +1639,7 @@ def write_outputs(bench, env, summary, args):
 
 COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
           "gateway_unnotified": "#a63603",
-          "gateway_quiet": "#fd8d3c",
+          "gateway_quiet": "#fd8d3c", "gateway_compare": "#756bb1",
           "nginx": "#31a354", "haproxy": "#3182bd"}
 
 
@@ -1751,6 +1784,9 @@ def parse_args(argv):
     parser.add_argument("--save", action="store_true",
                         help="also keep this run as bench/results/<date>.md and .png, to commit")
     parser.add_argument("--gateway", default=str(REPO / "build" / "sandbox-gateway"), help="the gateway binary")
+    parser.add_argument("--compare", metavar="BINARY",
+                        help="another gateway build, run right after the first in " + ", ".join(COMPARED) +
+                             " (same configuration, same rounds): a change measured against the machine's noise")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (configs, logs)")
     parser.add_argument("--serve", action="store_true",
                         help="start everything as for a run, print the ports and pids, measure nothing and wait "
@@ -1777,8 +1813,9 @@ def main(argv):
         signal.signal(sig, on_signal)
 
     bench = Bench(args)
-    if not bench.gateway_bin.exists():
-        sys.exit(f"bench: {bench.gateway_bin} not found (make build)")
+    for binary in (bench.gateway_bin, bench.compare_bin):
+        if binary is not None and not binary.exists():
+            sys.exit(f"bench: {binary} not found (make build)")
     needed = bench.args.ws_connections * 2 + 200
     if "websocket" in args.only and bench.nofile < needed:
         print(f"bench: open-files limit {bench.nofile} is below the {needed} the WebSocket scenario needs; "
