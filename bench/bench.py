@@ -386,6 +386,16 @@ class Bench:
         out.write_text(text)
         return out
 
+    def gateway_service(self, name, file_stem, binary, port, tls_port, admin_port, activity):
+        """A gateway process (not started) of binary on templates/gateway.conf, checked with -t first."""
+        conf = self.render("gateway.conf", f"{file_stem}.conf", DOMAIN=DOMAIN, PORT=port, REDIS_PORT=self.p_redis,
+                           TMP=self.tmp, TLS_PORT=tls_port, ADMIN_PORT=admin_port, ACTIVITY=activity)
+        check = command_output([str(binary), "-t", "-c", str(conf)])
+        if not check.endswith(": ok"):
+            raise RuntimeError(f"{binary} rejects the bench config: {check}")
+        return Service(name, [str(binary), "-c", str(conf)], self.tmp / f"{file_stem}.log", cpu=self.cpu_proxy,
+                       ready=http_ready(port, self.host()))
+
     def host(self, port=None):
         return f"{port or self.p_backend}-{SINGLE_ID}.{DOMAIN}"
 
@@ -420,29 +430,16 @@ class Bench:
                                   tmp / "ws-backend.out", cpu=self.cpu_backend, ready=lambda: port_open(self.p_ws))
         self.ws_backend.start()
 
-        gateway_conf = self.render("gateway.conf", "gateway.conf", DOMAIN=DOMAIN, PORT=self.p_gateway,
-                                   REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_gateway_tls,
-                                   ADMIN_PORT=self.p_gateway_admin, ACTIVITY="1s")
-        check = command_output([str(self.gateway_bin), "-t", "-c", str(gateway_conf)])
-        if not check.endswith(": ok"):
-            raise RuntimeError(f"the gateway rejects the bench config: {check}")
-        self.gateway = Service("gateway", [str(self.gateway_bin), "-c", str(gateway_conf)], tmp / "gateway.log",
-                               cpu=self.cpu_proxy, ready=http_ready(self.p_gateway, self.host()))
-        quiet_conf = self.render("gateway.conf", "gateway-quiet.conf", DOMAIN=DOMAIN, PORT=self.p_quiet,
-                                 REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_quiet_tls,
-                                 ADMIN_PORT=self.p_quiet_admin, ACTIVITY="off")
-        self.gateway_quiet = Service("gateway, activity off", [str(self.gateway_bin), "-c", str(quiet_conf)],
-                                     tmp / "gateway-quiet.log", cpu=self.cpu_proxy,
-                                     ready=http_ready(self.p_quiet, self.host()))
+        self.gateway = self.gateway_service("gateway", "gateway", self.gateway_bin, self.p_gateway,
+                                            self.p_gateway_tls, self.p_gateway_admin, "1s")
+        self.gateway_quiet = self.gateway_service("gateway, activity off", "gateway-quiet", self.gateway_bin,
+                                                  self.p_quiet, self.p_quiet_tls, self.p_quiet_admin, "off")
         # --compare: another build on the same configuration, alternating with the first in each round.
         self.gateway_compare = None
         if self.compare_bin is not None:
-            compare_conf = self.render("gateway.conf", "gateway-compare.conf", DOMAIN=DOMAIN, PORT=self.p_compare,
-                                       REDIS_PORT=self.p_redis, TMP=tmp, TLS_PORT=self.p_compare_tls,
-                                       ADMIN_PORT=self.p_compare_admin, ACTIVITY="1s")
-            self.gateway_compare = Service("gateway, --compare build", [str(self.compare_bin), "-c", str(compare_conf)],
-                                           tmp / "gateway-compare.log", cpu=self.cpu_proxy,
-                                           ready=http_ready(self.p_compare, self.host()))
+            self.gateway_compare = self.gateway_service("gateway, --compare build", "gateway-compare",
+                                                        self.compare_bin, self.p_compare, self.p_compare_tls,
+                                                        self.p_compare_admin, "1s")
 
         # The h2c backend of the gRPC scenarios: nghttpd (no TLS) serving www/ to any method.
         (tmp / "www" / "unary").write_bytes(b"\0\0\0\0\x1b" + b"sandbox-gateway gRPC reply.")
