@@ -193,6 +193,18 @@ class HttpConnection:
         """True if the gateway closed (after any bytes, which are kept) within timeout seconds."""
         return wait_eof(self, timeout)
 
+    def unread(self, wait):
+        """What the peer sent beyond the responses read so far: the buffer, after one read of whatever
+        arrives within wait seconds (kept, so a later response still parses)."""
+        self.sock.settimeout(wait)
+        try:
+            self.buffer += self.sock.recv(65536)
+        except socket.timeout:
+            pass
+        finally:
+            self.sock.settimeout(self.timeout)
+        return self.buffer
+
     def is_closed(self, wait=2.0):
         """True when the peer has closed the connection (reads EOF) within wait seconds."""
         self.sock.settimeout(wait)
