@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 struct gw_conn;
+struct gw_worker;
 
 /* The HTTP/2 side of a client connection; the gw_conn keeps the transport,
  * the timer and the address, and hands its events here. */
@@ -35,5 +36,8 @@ void gw_h2_close(gw_h2_t *h2);
 
 /* Frees what gw_h2_close left (the memory its handlers may still touch). */
 void gw_h2_free(gw_h2_t *h2);
+
+/* Frees the ended streams worker keeps for reuse; before its event base goes. */
+void gw_h2_streams_kept_free(struct gw_worker *worker);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "gateway/activity.h"
 #include "gateway/connection.h"
+#include "gateway/http2.h"
 #include "gateway/resume.h"
 #include "util/log.h"
 
@@ -391,6 +392,7 @@ void gw_worker_free(gw_worker_t *worker) {
         close(worker->wake_fd);
         worker->wake_fd = -1;
     }
+    gw_h2_streams_kept_free(worker);
     if (worker->base != NULL) {
         event_base_free(worker->base);
         worker->base = NULL;

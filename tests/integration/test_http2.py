@@ -273,6 +273,34 @@ def test_slow_reader_holds_its_stream_alone_and_memory_stays_bounded(gateway, re
         assert after - before < 32 * 1024, (before, after)
 
 
+def test_streams_reset_with_bytes_buffered_leave_none_to_later_streams(gateway, redis, backend):
+    """A worker keeps ended streams for its next ones: a stream reset with response bytes the
+    client's window held back, and one reset halfway through its upload, pass nothing on. Later
+    streams on the connection (which take the kept ones) each get their own answer, whole, and
+    their sandbox requests carry their own bodies."""
+    redis.put("h2kept")
+    host = authority("h2kept", backend.port)
+    with H2Client(gateway.port, auto_ack=False) as client:
+        for round_number in range(3):
+            big = client.request(host, f"/big?bytes={4 * MiB}")
+            client.wait(lambda: len(client.streams[big].data) >= 60000)
+            upload = client.request(host, "/upload", "POST", body=b"u" * 30000, end_stream=False)
+            client.conn.reset_stream(big)
+            client.conn.reset_stream(upload)
+            client.flush()
+            client.ack_connection(len(client.streams[big].data))
+            for number in range(4):
+                body = f"round {round_number} stream {number}".encode()
+                stream_id = client.request(host, f"/after{number}", "POST", body=body)
+                stream = client.response(stream_id)
+                client.ack(stream_id, len(stream.data))
+                client.ack_connection(len(stream.data))
+                assert stream.status == 200, stream
+                received = json.loads(stream.data)
+                assert received["path"] == f"/after{number}"
+                assert received["body"] == body.decode(), received
+
+
 def test_upload_window_reopens_only_as_the_sandbox_takes_it(raw_server_factory, gateway, redis):
     """A sandbox that does not read: the client's window for that stream stays closed."""
     accepted = threading.Event()
