@@ -1130,8 +1130,9 @@ static nghttp2_session *gw_h2_session_new(gw_h2_t *h2) {
     /* The gateway's own limits (gw_h2_on_begin_frame) come first; nghttp2's
      * stay as a second line. */
     nghttp2_option_set_max_continuations(option, GW_H2_CONTINUATIONS_MAX * 2);
+    nghttp2_mem mem = gw_worker_nghttp2_mem(h2->conn->worker);
     nghttp2_session *session = NULL;
-    if (nghttp2_session_server_new2(&session, callbacks, h2, option) != 0)
+    if (nghttp2_session_server_new3(&session, callbacks, h2, option, &mem) != 0)
         session = NULL;
     nghttp2_option_del(option);
     nghttp2_session_callbacks_del(callbacks);

@@ -433,7 +433,8 @@ static gw_h2up_session_t *gw_h2up_session_new(gw_h2up_pool_t *pool, gw_h2up_slot
         /* Windows reopen as the owner drains the body (gw_h2up_consume). */
         nghttp2_option_set_no_auto_window_update(option, 1);
         nghttp2_option_set_peer_max_concurrent_streams(option, GW_H2UP_STREAMS_BEFORE_SETTINGS);
-        created = nghttp2_session_client_new2(&session->session, callbacks, session, option);
+        nghttp2_mem mem = gw_worker_nghttp2_mem(pool->worker);
+        created = nghttp2_session_client_new3(&session->session, callbacks, session, option, &mem);
         nghttp2_option_del(option);
     }
     nghttp2_session_callbacks_del(callbacks);

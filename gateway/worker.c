@@ -228,6 +228,26 @@ int gw_server_reload_cookie_key(gw_server_t *server, char *error, size_t error_s
     return 0;
 }
 
+static void *gw_nghttp2_malloc(size_t size, void *cache) { return block_cache_malloc(cache, size); }
+
+static void gw_nghttp2_free(void *pointer, void *cache) { block_cache_free(cache, pointer); }
+
+static void *gw_nghttp2_calloc(size_t count, size_t size, void *cache) {
+    return block_cache_calloc(cache, count, size);
+}
+
+static void *gw_nghttp2_realloc(void *pointer, size_t size, void *cache) {
+    return block_cache_realloc(cache, pointer, size);
+}
+
+nghttp2_mem gw_worker_nghttp2_mem(gw_worker_t *worker) {
+    return (nghttp2_mem){.mem_user_data = &worker->nghttp2_blocks,
+                         .malloc = gw_nghttp2_malloc,
+                         .free = gw_nghttp2_free,
+                         .calloc = gw_nghttp2_calloc,
+                         .realloc = gw_nghttp2_realloc};
+}
+
 int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     const gw_config_t *config = &server->config;
     memset(worker, 0, sizeof(*worker));
@@ -237,6 +257,7 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     worker->wake_fd = -1;
     LIST_INIT(&worker->clients);
     arena_pool_init(&worker->request_blocks, GW_REQUEST_BLOCK, GW_REQUEST_BLOCKS_KEPT);
+    block_cache_init(&worker->nghttp2_blocks, GW_NGHTTP2_BLOCKS_KEPT);
     size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
                    server->worker_count;
     worker->client_limit = limit > 0 ? limit : 1;
@@ -398,4 +419,5 @@ void gw_worker_free(gw_worker_t *worker) {
         worker->base = NULL;
     }
     arena_pool_free(&worker->request_blocks);
+    block_cache_clear(&worker->nghttp2_blocks);
 }

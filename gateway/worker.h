@@ -16,6 +16,7 @@
 #include "routing/address.h"
 #include "routing/catalog.h"
 #include "util/arena.h"
+#include "util/block_cache.h"
 #include "util/redis_link.h"
 
 /* The blocks of request arenas: a head of a few fields fits one; a worker
@@ -25,6 +26,9 @@ enum { GW_REQUEST_BLOCK = 4096, GW_REQUEST_BLOCKS_KEPT = 1024 };
 /* HTTP/2 streams that ended, kept with their buffers and timer for the
  * worker's next streams: at most GW_H2_STREAMS_KEPT (about 0.6 MiB). */
 enum { GW_H2_STREAMS_KEPT = 256 };
+
+/* nghttp2's freed objects a worker keeps of each size (util/block_cache.h): 1.2 MiB at most. */
+enum { GW_NGHTTP2_BLOCKS_KEPT = 512 };
 
 struct event_base;
 struct event;
@@ -79,6 +83,7 @@ typedef struct gw_worker {
     arena_pool_t request_blocks; /* for the arenas of requests (connections and h2 streams) */
     struct gw_h2_stream *h2_streams_kept; /* ended streams for reuse (gateway/http2.c) */
     size_t h2_streams_kept_count;
+    block_cache_t nghttp2_blocks; /* for nghttp2's objects (gw_worker_nghttp2_mem) */
     LIST_HEAD(gw_conn_list, gw_conn) clients;
     size_t client_count;
     size_t client_limit; /* this worker's share of max_connections */
@@ -107,6 +112,10 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index);
 /* Opens the worker's own listening socket for each listen of the
  * configuration. Returns 0, or -1 after logging why. */
 int gw_worker_listen(gw_worker_t *worker);
+
+/* The allocator for worker's nghttp2 sessions (clients' and sandboxes'): its
+ * block cache, which only the worker's thread may use. */
+nghttp2_mem gw_worker_nghttp2_mem(gw_worker_t *worker);
 
 /* Runs the worker's loop on a new thread; returns 0 or -1. */
 int gw_worker_start(gw_worker_t *worker);

@@ -1,0 +1,116 @@
+/* Small blocks kept for reuse by one thread: an allocator for a library that takes one (nghttp2).
+ */
+#include "util/block_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* In front of every block: what free and realloc need to know. */
+typedef struct block_header {
+    size_t capacity; /* usable bytes */
+    size_t kind;     /* 1 + the size class of a kept size; 0: a larger block, from malloc */
+} block_header_t;
+
+_Static_assert(sizeof(block_header_t) == 16, "the header keeps malloc's 16-byte alignment");
+
+static block_header_t *block_header(void *pointer) {
+    return (block_header_t *)((char *)pointer - sizeof(block_header_t));
+}
+
+/* The usable bytes after header (char arithmetic: the block is larger than its header). */
+static void *block_data(block_header_t *header) { return (char *)header + sizeof(*header); }
+
+void block_cache_init(block_cache_t *cache, uint32_t limit) {
+    memset(cache, 0, sizeof(*cache));
+    cache->limit = limit;
+}
+
+void block_cache_clear(block_cache_t *cache) {
+    for (size_t i = 0; i < BLOCK_CACHE_CLASSES; i++) {
+        while (cache->free[i] != NULL) {
+            void *next = *(void **)cache->free[i];
+            free(block_header(cache->free[i]));
+            cache->free[i] = next;
+        }
+        cache->count[i] = 0;
+    }
+}
+
+void *block_cache_malloc(block_cache_t *cache, size_t size) {
+    if (size > BLOCK_CACHE_LARGEST) {
+        if (size > SIZE_MAX - sizeof(block_header_t))
+            return NULL;
+        block_header_t *header = malloc(sizeof(*header) + size);
+        if (header == NULL)
+            return NULL;
+        *header = (block_header_t){.capacity = size, .kind = 0};
+        return block_data(header);
+    }
+    size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
+    void *block = cache->free[index];
+    if (block != NULL) {
+        cache->free[index] = *(void **)block;
+        cache->count[index]--;
+        return block;
+    }
+    size_t capacity = (index + 1) * BLOCK_CACHE_STEP;
+    block_header_t *header = malloc(sizeof(*header) + capacity);
+    if (header == NULL)
+        return NULL;
+    *header = (block_header_t){.capacity = capacity, .kind = index + 1};
+    return block_data(header);
+}
+
+void *block_cache_calloc(block_cache_t *cache, size_t count, size_t size) {
+    if (size != 0 && count > SIZE_MAX / size)
+        return NULL;
+    void *block = block_cache_malloc(cache, count * size);
+    if (block != NULL)
+        memset(block, 0, count * size);
+    return block;
+}
+
+void block_cache_free(block_cache_t *cache, void *pointer) {
+    if (pointer == NULL)
+        return;
+    block_header_t *header = block_header(pointer);
+    if (header->kind == 0) {
+        free(header);
+        return;
+    }
+    size_t index = header->kind - 1;
+    if (cache->count[index] >= cache->limit) {
+        free(header);
+        return;
+    }
+    *(void **)pointer = cache->free[index];
+    cache->free[index] = pointer;
+    cache->count[index]++;
+}
+
+void *block_cache_realloc(block_cache_t *cache, void *pointer, size_t size) {
+    if (pointer == NULL)
+        return block_cache_malloc(cache, size);
+    if (size == 0) {
+        block_cache_free(cache, pointer);
+        return NULL;
+    }
+    block_header_t *header = block_header(pointer);
+    if (size <= header->capacity)
+        return pointer;
+    if (header->kind == 0) { /* larger still: malloc's realloc may grow it in place */
+        if (size > SIZE_MAX - sizeof(*header))
+            return NULL;
+        block_header_t *grown = realloc(header, sizeof(*header) + size);
+        if (grown == NULL)
+            return NULL;
+        grown->capacity = size;
+        return block_data(grown);
+    }
+    void *moved = block_cache_malloc(cache, size);
+    if (moved == NULL)
+        return NULL;
+    memcpy(moved, pointer, header->capacity);
+    block_cache_free(cache, pointer);
+    return moved;
+}
