@@ -1,24 +1,44 @@
 /* String-keyed hash map (chained, power-of-two buckets) for per-worker tables. */
 #include "util/strmap.h"
 
+#include <pthread.h>
+#include <sodium.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { STRMAP_INITIAL_BUCKETS = 64 };
 
-/* FNV-1a: keys are short sandbox IDs and pool keys, chosen by clients but
- * bounded in count by the negative cache; good enough spread, no allocation. */
+/* Keys are sandbox IDs from clients' Host headers and domain names sandboxes
+ * look up: their senders choose them. With an unkeyed hash (FNV-1a, before)
+ * they could compute thousands of keys for one bucket offline, and each
+ * lookup of one of them would walk all the others. SipHash-2-4 (libsodium's
+ * crypto_shorthash) under a key drawn once per process leaves nothing to
+ * compute in advance. */
+static unsigned char strmap_key[crypto_shorthash_KEYBYTES];
+static bool strmap_key_ready;
+static pthread_once_t strmap_key_once = PTHREAD_ONCE_INIT;
+
+static void strmap_key_make(void) {
+    if (sodium_init() < 0)
+        return; /* strmap_init fails */
+    randombytes_buf(strmap_key, sizeof(strmap_key));
+    strmap_key_ready = true;
+}
+
 static size_t strmap_hash(const char *key, size_t length) {
-    uint64_t hash = 1469598103934665603ULL;
-    for (size_t i = 0; i < length; i++) {
-        hash ^= (unsigned char)key[i];
-        hash *= 1099511628211ULL;
-    }
-    return (size_t)(hash ^ (hash >> 29));
+    uint64_t hash;
+    crypto_shorthash((unsigned char *)&hash, (const unsigned char *)key, length, strmap_key);
+    return (size_t)hash;
 }
 
 int strmap_init(strmap_t *map) {
+    pthread_once(&strmap_key_once, strmap_key_make);
+    if (!strmap_key_ready) {
+        *map = (strmap_t){0};
+        return -1;
+    }
     map->buckets = calloc(STRMAP_INITIAL_BUCKETS, sizeof(*map->buckets));
     map->bucket_count = map->buckets ? STRMAP_INITIAL_BUCKETS : 0;
     map->count = 0;

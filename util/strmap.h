@@ -1,4 +1,4 @@
-/* String-keyed hash map (chained, power-of-two buckets) for per-worker tables. */
+/* String-keyed hash map (chained, power-of-two buckets, keyed hash) for per-worker tables. */
 #ifndef SGW_UTIL_STRMAP_H
 #define SGW_UTIL_STRMAP_H
 
@@ -18,7 +18,8 @@ typedef struct strmap {
     size_t count;
 } strmap_t;
 
-/* Prepares an empty map; returns 0, or -1 when memory is exhausted. */
+/* Prepares an empty map; returns 0, or -1 when memory is exhausted (or
+ * libsodium, whose keyed hash the map uses, cannot start). */
 int strmap_init(strmap_t *map);
 
 /* Frees the map's entries (not the values they point to). */
