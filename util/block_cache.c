@@ -36,29 +36,27 @@ void block_cache_clear(block_cache_t *cache) {
     }
 }
 
-void *block_cache_malloc(block_cache_t *cache, size_t size) {
-    if (size > BLOCK_CACHE_LARGEST) {
-        if (size > SIZE_MAX - sizeof(block_header_t))
-            return NULL;
-        block_header_t *header = malloc(sizeof(*header) + size);
-        if (header == NULL)
-            return NULL;
-        *header = (block_header_t){.capacity = size, .kind = 0};
-        return block_data(header);
-    }
-    size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
-    void *block = cache->free[index];
-    if (block != NULL) {
-        cache->free[index] = *(void **)block;
-        cache->count[index]--;
-        return block;
-    }
-    size_t capacity = (index + 1) * BLOCK_CACHE_STEP;
+/* A new block from malloc, its header filled in; NULL when memory is exhausted. */
+static void *block_new(size_t capacity, size_t kind) {
+    if (capacity > SIZE_MAX - sizeof(block_header_t))
+        return NULL;
     block_header_t *header = malloc(sizeof(*header) + capacity);
     if (header == NULL)
         return NULL;
-    *header = (block_header_t){.capacity = capacity, .kind = index + 1};
+    *header = (block_header_t){.capacity = capacity, .kind = kind};
     return block_data(header);
+}
+
+void *block_cache_malloc(block_cache_t *cache, size_t size) {
+    if (size > BLOCK_CACHE_LARGEST)
+        return block_new(size, 0);
+    size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
+    void *block = cache->free[index];
+    if (block == NULL)
+        return block_new((index + 1) * BLOCK_CACHE_STEP, index + 1);
+    cache->free[index] = *(void **)block;
+    cache->count[index]--;
+    return block;
 }
 
 void *block_cache_calloc(block_cache_t *cache, size_t count, size_t size) {
