@@ -1,9 +1,9 @@
 """The benchmark runner behind `bench/run` / `make bench` (Debian's /usr/bin/python3, standard library).
 
 Starts a private Redis with a catalog of routes, an nginx backend on loopback, a WebSocket backend,
-the gateway, and the two peers (nginx and HAProxy as plain reverse proxies), each proxy with one
-worker pinned to the same core; then runs every scenario against the backend directly, the gateway,
-nginx and HAProxy in turn, round after round (the TLS scenarios against the gateway and nginx, both
+the gateway, the two peers (nginx and HAProxy as plain reverse proxies) and a TCP relay (HAProxy in
+mode tcp, the floor), each proxy with one worker pinned to the same core; then runs every scenario
+against the backend directly, the gateway, nginx, HAProxy and the relay in turn, round after round (the TLS scenarios against the gateway and nginx, both
 terminating TLS with the same ECDSA P-256 certificate); prints a table and writes
 bench/results/latest.md, latest.json and latest.png. Everything it started is stopped on the way out,
 however it ends.
@@ -40,6 +40,10 @@ CHURN_PREFIX = "c"               # churn IDs: c00000 .. c09999
 SMALL_BODY = "sandbox-gateway benchmark: a small fixed response body from the nginx backend.".ljust(127, ".") + "\n"
 LARGE_SIZE = 1 << 20             # /1m
 PEERS = ["direct", "gateway", "nginx", "haproxy"]           # every scenario but churn runs these
+# and these the TCP relay (HAProxy in mode tcp, templates/haproxy-tcp.cfg) too, as the floor: with one
+# backend connection per client connection it dials per request in `close` and relays 1 MiB in 16 KiB
+# buffers in `large`, so there it is no floor
+FLOOR_SCENARIOS = ("keepalive", "clients-1000")
 # gateway_compare: a second gateway build (--compare), beside the first in COMPARED scenarios; not in churn,
 # where the two gateways' 10,000 pooled connections each would crowd the one backend
 COMPARED = ("keepalive", "close", "large", "clients-1000")
@@ -47,11 +51,11 @@ COMPARED = ("keepalive", "close", "large", "clients-1000")
 # gateway_quiet: the same gateway with activity_interval off (the activity scenario)
 # gateway_unnotified: churn while Redis publishes no keyspace events (routes live route_cache_ttl)
 SERVERS = ["direct", "gateway_single", "gateway", "gateway_compare", "gateway_unnotified", "gateway_h1",
-           "gateway_quiet", "nginx", "haproxy"]
+           "gateway_quiet", "nginx", "haproxy", "tcp_relay"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
           "gateway_compare": "sandbox-gateway, --compare build", "gateway_unnotified": "sandbox-gateway, notifications off",
           "gateway_h1": "sandbox-gateway, HTTP/1.1", "gateway_quiet": "sandbox-gateway, activity off",
-          "nginx": "nginx", "haproxy": "HAProxy"}
+          "nginx": "nginx", "haproxy": "HAProxy", "tcp_relay": "TCP relay (HAProxy mode tcp)"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
 TLS_SCENARIOS = ("tls-keepalive", "tls-handshake", "h2-tls", "h2-sdk", "h2-large")
 H2_SCENARIOS = ("h2-tls", "h2-sdk", "h2-large")
@@ -367,7 +371,7 @@ class Bench:
         (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
          self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin, self.p_quiet, self.p_quiet_tls,
          self.p_quiet_admin, self.p_h2c, self.p_nginx_grpc, self.p_compare, self.p_compare_tls,
-         self.p_compare_admin) = free_ports(17)
+         self.p_compare_admin, self.p_relay) = free_ports(18)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
         self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
@@ -462,16 +466,20 @@ class Bench:
                                    BACKEND_PORT=self.p_backend, WS_PORT=self.p_ws, MAXCONN=maxconn)
         self.haproxy = Service("haproxy (peer)", ["haproxy", "-db", "-f", str(haproxy_conf)], tmp / "haproxy.out",
                                cpu=self.cpu_proxy, ready=http_ready(self.p_haproxy, self.host()))
+        relay_conf = self.render("haproxy-tcp.cfg", "haproxy-tcp.cfg", PORT=self.p_relay,
+                                 BACKEND_PORT=self.p_backend, MAXCONN=maxconn)
+        self.relay = Service("tcp relay (haproxy)", ["haproxy", "-db", "-f", str(relay_conf)], tmp / "haproxy-tcp.out",
+                             cpu=self.cpu_proxy, ready=http_ready(self.p_relay, self.host()))
 
-        for service in (self.gateway, self.gateway_quiet, self.gateway_compare, self.nginx, self.haproxy):
+        for service in (self.gateway, self.gateway_quiet, self.gateway_compare, self.nginx, self.haproxy, self.relay):
             if service is not None:
                 service.start()
         self.proxies = {"gateway": self.gateway, "gateway_quiet": self.gateway_quiet, "nginx": self.nginx,
-                        "haproxy": self.haproxy}
+                        "haproxy": self.haproxy, "tcp_relay": self.relay}
         self.ports = {"direct": self.p_backend, "gateway": self.p_gateway, "gateway_single": self.p_gateway,
                       "gateway_unnotified": self.p_gateway,
                       "gateway_quiet": self.p_quiet, "nginx": self.p_nginx,
-                      "haproxy": self.p_haproxy}
+                      "haproxy": self.p_haproxy, "tcp_relay": self.p_relay}
         if self.gateway_compare is not None:
             self.proxies["gateway_compare"] = self.gateway_compare
             self.ports["gateway_compare"] = self.p_compare
@@ -591,7 +599,8 @@ class Bench:
         for name, port in ([("redis", self.p_redis), ("backend (direct)", self.p_backend),
                             ("websocket backend", self.p_ws), ("gateway", self.p_gateway),
                             ("gateway tls", self.p_gateway_tls), ("gateway admin", self.p_gateway_admin),
-                            ("nginx", self.p_nginx), ("nginx tls", self.p_nginx_tls), ("haproxy", self.p_haproxy)]
+                            ("nginx", self.p_nginx), ("nginx tls", self.p_nginx_tls), ("haproxy", self.p_haproxy),
+                            ("tcp relay", self.p_relay)]
                            + ([("gateway --compare", self.p_compare)] if self.gateway_compare else [])):
             print(f"  {name:18} 127.0.0.1:{port}")
         for service in Service.registry:
@@ -675,7 +684,7 @@ class Bench:
                      "BENCH_DOMAIN": DOMAIN}
         plan = []
         for scenario in self.scenarios:
-            peers = self.compared(scenario, PEERS)
+            peers = self.compared(scenario, PEERS) + (["tcp_relay"] if scenario in FLOOR_SCENARIOS else [])
             if scenario == "keepalive":
                 for server in peers:
                     plan.append((scenario, server, lambda s=server: self.measured(s, lambda: self.wrk(s, "/"))))
@@ -1096,7 +1105,7 @@ class Bench:
     def run(self):
         plan = self.scenario_plan()
         rounds = self.args.rounds
-        warm_ups = ["direct", "gateway", "nginx", "haproxy"] + (["gateway_compare"] if self.gateway_compare else [])
+        warm_ups = PEERS + ["tcp_relay"] + (["gateway_compare"] if self.gateway_compare else [])
         churn_warm = "churn" in self.scenarios
         progress = Progress(len(plan) * rounds + len(warm_ups) + (1 if churn_warm else 0))
         for server in warm_ups:
@@ -1292,7 +1301,21 @@ def targets(summary, args):
         out.append((p99_text, f"{fmt_ms(g99)} vs {fmt_ms(n99)}", g99 <= n99))
         return True
 
+    def beside_floor(scenario):
+        """What the TCP relay (no HTTP, one backend connection per client) did in the same run: the most a
+        proxy's ratio to nginx can be here while the kernel's part of a request is everyone's."""
+        relay, ng = get(scenario, "tcp_relay", "rps"), get(scenario, "nginx", "rps")
+        if not (relay and ng):
+            return
+        mine, floor_cpu, theirs = (get(scenario, server, "proxy_cpu_us_per_request")
+                                   for server in ("gateway", "tcp_relay", "nginx"))
+        cpu = (f"; CPU per request {floor_cpu:.1f} µs ({floor_cpu / theirs:.2f} × nginx's), the gateway's "
+               f"{mine / floor_cpu:.2f} × it" if mine and floor_cpu and theirs else "")
+        out.append(("… the floor: a TCP relay (HAProxy mode tcp, no HTTP), for comparison",
+                    f"{relay / ng:.2f} × nginx ({relay:,.0f} vs {ng:,.0f}){cpu}", None))
+
     beside_nginx("keepalive", "keep-alive small", "keep-alive small: gateway p99 ≤ nginx p99")
+    beside_floor("keepalive")
     gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
     if gw and ng:
         r = gw / ng
@@ -1348,6 +1371,7 @@ def targets(summary, args):
         if dials is not None:
             out.append(("… sandbox connections dialled ≤ 1 % of requests after warm-up", f"{dials:.2f} %",
                         dials <= 1.0))
+        beside_floor("clients-1000")
     for scenario, key, floor, text in [("grpc-unary", "rps", 0.5, "gRPC unary, 50 × 10 streams"),
                                        ("grpc-stream", "mibs", 0.8, "1 MiB over h2c")]:
         gw, di, ng = (get(scenario, "gateway", key), get(scenario, "direct", key), get(scenario, "nginx", key))
@@ -1549,12 +1573,16 @@ def write_outputs(bench, env, summary, args):
                    "(median), the rest being served from the route cache.")
     buffering = ("`proxy_buffering off` (streaming like the gateway; not nginx's default)" if args.nginx_no_buffering
                  else "`proxy_buffering on` (nginx's default, and its faster choice for 1 MiB bodies)")
-    md.append("- **nginx peer**: one worker, `proxy_pass` to an upstream with `keepalive 64`, `proxy_http_version 1.1`, "
+    md.append("- **nginx peer**: one worker, `proxy_pass` to an upstream with `keepalive 1024`, `proxy_http_version 1.1`, "
               "`proxy_set_header Connection \"\"`, `Host` set to the client's Host, `X-Forwarded-For`/`-Proto` set (as "
               f"the gateway does), {buffering}, `access_log off`, "
               "keep-alive requests unlimited in practice.")
     md.append("- **HAProxy peer**: `nbthread 1`, `mode http`, `http-reuse always`, `option forwardfor`, "
               "`X-Forwarded-Proto` set, no logging.")
+    md.append("- **TCP relay (the floor, not a peer)**: HAProxy with `nbthread 1` in `mode tcp`: each client "
+              "connection paired with one backend connection, no HTTP parsed, nothing routed or added; the same four "
+              "system calls a keep-alive request as the gateway. What a request costs any proxy on this machine; in the "
+              "keep-alive and 1,000-client scenarios only.")
     md.append("- **Same request to all**: the same Host header goes to every server (the backend and the peers ignore "
               "it for routing); every server is checked first to return the same bytes for `/` and `/1m`, over TLS too.")
     md.append("- **new connection per request**: wrk with `Connection: close`; the proxies keep their upstream "
@@ -1650,7 +1678,7 @@ def write_outputs(bench, env, summary, args):
 COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
           "gateway_unnotified": "#a63603",
           "gateway_quiet": "#fd8d3c", "gateway_compare": "#756bb1",
-          "nginx": "#31a354", "haproxy": "#3182bd"}
+          "nginx": "#31a354", "haproxy": "#3182bd", "tcp_relay": "#bdbdbd"}
 
 
 def plot_label(scenario, server, args):
