@@ -1,4 +1,4 @@
-/* Socket I/O for plain sockets beside libevent's bufferevents: fewer system calls, and splice. */
+/* Socket I/O: plain sockets on their own buffers, the socket under TLS, and splice. */
 #include "gateway/io.h"
 
 #include <errno.h>
@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "util/clock.h"
 
 /* The first read of a readiness: a request or response head fits, and a
  * small message does not reserve (allocate) more than it needs. */
@@ -26,10 +28,22 @@ static bool gw_io_has_room(const gw_io_reader_t *reader) {
     return reader->high == 0 || evbuffer_get_length(reader->input) < reader->high;
 }
 
+static void gw_io_input_changed(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+                                void *arg);
+
 /* Keeps the read event in the loop exactly while reading is wanted and the
- * input has room. */
+ * input has room. While reading waits for room, a callback on the input
+ * watches for the owner's drains; only then: libevent runs an input's
+ * callbacks at every change of it, a read's and the owner's, half of a
+ * keep-alive request's calls into it. When the callback cannot be had, the
+ * read event stays and the next readiness ends the connection (ENOMEM). */
 static void gw_io_reader_update(gw_io_reader_t *reader) {
-    bool listen = reader->wanted && gw_io_has_room(reader);
+    bool listen = reader->wanted;
+    if (listen && !gw_io_has_room(reader)) {
+        if (reader->on_drain == NULL)
+            reader->on_drain = evbuffer_add_cb(reader->input, gw_io_input_changed, reader);
+        listen = reader->on_drain == NULL;
+    }
     if (listen && !reader->added) {
         event_add(reader->event, NULL);
         reader->added = true;
@@ -39,13 +53,15 @@ static void gw_io_reader_update(gw_io_reader_t *reader) {
     }
 }
 
-/* The owner drained the input: reading may resume. */
+/* The owner drained the input: reading may resume, and the callback goes. */
 static void gw_io_input_changed(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
                                 void *arg) {
-    (void)buffer;
     gw_io_reader_t *reader = arg;
-    if (info->n_deleted > 0 && reader->wanted && !reader->added)
-        gw_io_reader_update(reader);
+    if (info->n_deleted == 0 || !gw_io_has_room(reader))
+        return;
+    evbuffer_remove_cb_entry(buffer, reader->on_drain); /* libevent allows it here */
+    reader->on_drain = NULL;
+    gw_io_reader_update(reader);
 }
 
 /* One recv() of at most want bytes into the input; returns what recv returned. */
@@ -111,27 +127,41 @@ static ssize_t gw_io_receive_small(gw_io_reader_t *reader, size_t want) {
     return got;
 }
 
-/* The socket is readable: one read, then the bufferevent's callbacks, which
- * may free the connection (nothing is touched after them). */
+/* The socket is readable: one read, then the owner's callbacks, which may
+ * free the connection (nothing is touched after them). */
 static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_io_reader_t *reader = arg;
+    if (reader->replay) {
+        /* gw_io_read_again: the bytes already in the input. */
+        reader->replay = false;
+        reader->on_read(reader->bev, reader->callback_arg);
+        return;
+    }
     size_t want = GW_IO_READ_FIRST;
     if (reader->high != 0) {
         size_t held = evbuffer_get_length(reader->input);
-        if (held >= reader->high) {
-            gw_io_reader_update(reader);
-            return;
-        }
-        if (want > reader->high - held)
-            want = reader->high - held;
+        want = held >= reader->high ? 0 : reader->high - held;
+        if (want > GW_IO_READ_FIRST)
+            want = GW_IO_READ_FIRST;
     }
-    /* After a read that filled its space a large body is under way: it is
-     * read in place, without the copy. */
-    ssize_t got = reader->filled ? gw_io_receive(reader, want) : gw_io_receive_small(reader, want);
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
+    ssize_t got;
+    if (want == 0) {
+        gw_io_reader_update(reader);
+        if (reader->on_drain != NULL)
+            return; /* until the owner drains the input */
+        /* No callback to resume reading with: the connection ends, as on any
+         * allocation failure. */
+        errno = ENOMEM;
+        got = -1;
+    } else {
+        /* After a read that filled its space a large body is under way: it
+         * is read in place, without the copy. */
+        got = reader->filled ? gw_io_receive(reader, want) : gw_io_receive_small(reader, want);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+    }
     struct bufferevent *bev = reader->bev;
     bufferevent_data_cb on_read = reader->on_read;
     bufferevent_event_cb on_event = reader->on_event;
@@ -164,9 +194,6 @@ int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plai
                               gw_io_reader_ready, reader);
     if (reader->event == NULL)
         goto fail;
-    reader->on_drain = evbuffer_add_cb(input, gw_io_input_changed, reader);
-    if (reader->on_drain == NULL)
-        goto fail;
     /* A socket bufferevent freezes the end of its input to all but its own
      * reads; here the gateway's reads are the only ones. */
     evbuffer_unfreeze(input, 0);
@@ -177,8 +204,10 @@ fail:
 }
 
 void gw_io_reader_callbacks(gw_io_reader_t *reader, bufferevent_data_cb on_read,
-                            bufferevent_event_cb on_event, void *arg) {
+                            bufferevent_data_cb on_write, bufferevent_event_cb on_event,
+                            void *arg) {
     reader->on_read = on_read;
+    reader->on_write = on_write;
     reader->on_event = on_event;
     reader->callback_arg = arg;
 }
@@ -243,14 +272,17 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
     return total;
 }
 
-/* Sends a socket bufferevent's output as far as the socket takes it now;
- * flags are added to every send (MSG_MORE: hold a short tail back). */
-static void gw_io_send_output(gw_io_reader_t *reader, int flags) {
+/* Sends the output as far as the socket takes it now; flags are added to
+ * every send (MSG_MORE: hold a short tail back). Returns -1 (errno set) on an
+ * error other than a full socket, else 0. */
+static int gw_io_send_output(gw_io_reader_t *reader, int flags) {
     struct evbuffer *output = reader->output;
     int fd = reader->fd;
+    int result = 0;
     /* The start of a socket bufferevent's output is frozen to everyone but
      * itself; this writes on its behalf. */
-    evbuffer_unfreeze(output, 1);
+    if (reader->bev != NULL)
+        evbuffer_unfreeze(output, 1);
     while (fd >= 0 && evbuffer_get_length(output) > 0) {
         struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
         int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
@@ -271,18 +303,40 @@ static void gw_io_send_output(gw_io_reader_t *reader, int flags) {
             struct msghdr message = {.msg_iov = vectors, .msg_iovlen = (size_t)count};
             sent = sendmsg(fd, &message, MSG_NOSIGNAL | flags);
         }
-        if (sent <= 0)
-            break; /* full, or an error libevent's write reports */
+        if (sent <= 0) {
+            if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                result = -1;
+            break;
+        }
         evbuffer_drain(output, (size_t)sent);
         if ((size_t)sent < offered)
             break; /* the socket is full: another call would only fail */
     }
-    evbuffer_freeze(output, 1);
+    if (reader->bev != NULL)
+        evbuffer_freeze(output, 1);
+    return result;
 }
 
+/* A plain socket waits for EV_WRITE while its output holds bytes. */
+static void gw_io_plain_wait_writable(gw_io_reader_t *reader, bool wait) {
+    if (wait && !reader->writing)
+        event_add(reader->write_event, NULL);
+    else if (!wait && reader->writing)
+        event_del(reader->write_event);
+    reader->writing = wait;
+}
+
+/* An error is reported by the write event (to which it makes the socket
+ * ready), on the one path of every write error. */
 static void gw_io_flush_with(gw_io_reader_t *reader, int flags) {
+    if (reader->bev == NULL && reader->dialling)
+        return; /* sent once connected */
     gw_io_send_output(reader, flags);
-    if (evbuffer_get_length(reader->output) > 0)
+    if (evbuffer_get_length(reader->output) == 0)
+        return;
+    if (reader->bev == NULL)
+        gw_io_plain_wait_writable(reader, true);
+    else
         bufferevent_enable(reader->bev, EV_WRITE);
 }
 
@@ -290,9 +344,112 @@ void gw_io_flush(gw_io_reader_t *reader) { gw_io_flush_with(reader, 0); }
 
 void gw_io_flush_last(gw_io_reader_t *reader) { gw_io_flush_with(reader, MSG_MORE); }
 
-void gw_io_written(gw_io_reader_t *reader, bool plain) {
-    if (plain && evbuffer_get_length(reader->output) == 0)
+void gw_io_written(gw_io_reader_t *reader) {
+    if (evbuffer_get_length(reader->output) == 0)
         bufferevent_disable(reader->bev, EV_WRITE);
+}
+
+void gw_io_read_again(gw_io_reader_t *reader) {
+    if (reader->bev != NULL) {
+        bufferevent_trigger(reader->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
+    reader->replay = true;
+    event_active(reader->event, EV_READ, 0);
+}
+
+/* ---- plain sockets the reader owns ---- */
+
+/* A dial ended (connected, refused, or out of time): tells on_event. */
+static void gw_io_plain_dialled(gw_io_reader_t *reader, short events) {
+    reader->dialling = false;
+    event_del(reader->write_event); /* and its timeout */
+    reader->writing = false;
+    if (events & EV_TIMEOUT) {
+        errno = ETIMEDOUT;
+        reader->on_event(NULL, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT, reader->callback_arg);
+        return;
+    }
+    int error = reader->dial_error;
+    socklen_t length = sizeof(error);
+    if (error == 0 && getsockopt(reader->fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0)
+        error = errno;
+    if (error != 0) {
+        errno = error;
+        reader->on_event(NULL, BEV_EVENT_WRITING | BEV_EVENT_ERROR, reader->callback_arg);
+        return;
+    }
+    if (evbuffer_get_length(reader->output) > 0)
+        gw_io_flush(reader); /* written while dialling */
+    reader->on_event(NULL, BEV_EVENT_CONNECTED, reader->callback_arg);
+}
+
+/* A plain socket is writable (or its dial ended): sends what waits, then
+ * tells the owner as libevent's bufferevent would: on_event for an error,
+ * on_write once the output is down to write_low. Nothing is touched after
+ * a callback. */
+static void gw_io_plain_writable(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    gw_io_reader_t *reader = arg;
+    if (reader->dialling) {
+        gw_io_plain_dialled(reader, events);
+        return;
+    }
+    size_t before = evbuffer_get_length(reader->output);
+    if (gw_io_send_output(reader, 0) < 0) {
+        int error = errno;
+        gw_io_plain_wait_writable(reader, false);
+        errno = error;
+        reader->on_event(NULL, BEV_EVENT_WRITING | BEV_EVENT_ERROR, reader->callback_arg);
+        return;
+    }
+    size_t left = evbuffer_get_length(reader->output);
+    if (left == 0)
+        gw_io_plain_wait_writable(reader, false);
+    if (left < before && left <= reader->write_low)
+        reader->on_write(NULL, reader->callback_arg);
+}
+
+int gw_io_plain_init(gw_io_reader_t *reader, struct event_base *base, int fd) {
+    *reader = (gw_io_reader_t){.fd = fd, .input = evbuffer_new(), .output = evbuffer_new()};
+    if (reader->input == NULL || reader->output == NULL)
+        goto fail;
+    reader->event = event_new(base, fd, EV_READ | EV_PERSIST, gw_io_reader_ready, reader);
+    reader->write_event = event_new(base, fd, EV_WRITE | EV_PERSIST, gw_io_plain_writable, reader);
+    if (reader->event == NULL || reader->write_event == NULL)
+        goto fail;
+    return 0;
+fail:
+    gw_io_plain_free(reader, false);
+    return -1;
+}
+
+void gw_io_plain_connect(gw_io_reader_t *reader, const struct sockaddr *address,
+                         socklen_t address_length, uint64_t timeout_ms) {
+    reader->dialling = true;
+    if (connect(reader->fd, address, address_length) < 0 && errno != EINPROGRESS) {
+        /* Refused at once (loopback): reported from the loop all the same. */
+        reader->dial_error = errno;
+        event_active(reader->write_event, EV_WRITE, 0);
+        return;
+    }
+    struct timeval timeout = clock_timeval(timeout_ms);
+    event_add(reader->write_event, &timeout);
+    reader->writing = true;
+}
+
+void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket) {
+    if (reader->event != NULL)
+        event_free(reader->event);
+    if (reader->write_event != NULL)
+        event_free(reader->write_event);
+    if (reader->input != NULL)
+        evbuffer_free(reader->input); /* and its callback */
+    if (reader->output != NULL)
+        evbuffer_free(reader->output);
+    if (reader->fd >= 0 && !keep_socket)
+        close(reader->fd);
+    *reader = (gw_io_reader_t){.fd = -1};
 }
 
 struct gw_io_splice {
@@ -432,7 +589,7 @@ static void gw_io_socket_flush(evutil_socket_t fd, short events, void *arg) {
     gw_io_reader_t *reader = &socket_io->reader;
     socket_io->flush_scheduled = false;
     gw_io_flush(reader);
-    gw_io_written(reader, true);
+    gw_io_written(reader);
     size_t left = evbuffer_get_length(reader->output);
     if (socket_io->drained != NULL) {
         if (left == 0) {
@@ -467,7 +624,7 @@ static void gw_io_socket_output_changed(struct evbuffer *buffer,
                                         const struct evbuffer_cb_info *info, void *arg) {
     gw_io_socket_t *socket_io = arg;
     if (info->n_deleted > 0 && evbuffer_get_length(buffer) == 0)
-        gw_io_written(&socket_io->reader, true); /* libevent's write emptied it */
+        gw_io_written(&socket_io->reader); /* libevent's write emptied it */
     gw_io_socket_schedule_flush(socket_io);
 }
 

@@ -1,10 +1,11 @@
-/* Socket I/O for plain sockets beside libevent's bufferevents: fewer system calls, and splice. */
+/* Socket I/O: plain sockets on their own buffers, the socket under TLS, and splice. */
 #ifndef SGW_GATEWAY_IO_H
 #define SGW_GATEWAY_IO_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <event2/bufferevent.h>
 
@@ -12,14 +13,20 @@ struct event;
 struct event_base;
 struct evbuffer_cb_entry;
 
-/* Who reads a bufferevent's socket. libevent 2.1 asks FIONREAD before every
- * read (a proxied keep-alive request then costs six system calls, not four)
- * and reads at most 4 KiB; for a plain socket the gateway reads itself, with one
- * recv() into the bufferevent's input, and runs the bufferevent's own read
- * and event callbacks as libevent would. A TLS bufferevent (plain false)
- * keeps libevent's reads: every call below then acts on the bufferevent. */
+/* Who reads and writes a socket, in one of three ways:
+ * - a plain socket (gw_io_plain_init): the reader owns it, its two buffers
+ *   and its two events, and calls its owner's callbacks (with bev NULL).
+ *   libevent's socket bufferevent would ask FIONREAD before every read (a
+ *   proxied keep-alive request would cost six system calls, not four), read
+ *   at most 4 KiB, and run its output's callback at every change of it;
+ * - the socket bufferevent under a TLS filter (gw_io_reader_init, plain
+ *   true): the gateway reads into bev's input with one recv() and runs bev's
+ *   read and event callbacks as libevent would; libevent writes what the
+ *   direct send leaves;
+ * - a TLS bufferevent (plain false): libevent reads and writes; every call
+ *   below then acts on the bufferevent. */
 typedef struct gw_io_reader {
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* NULL: a plain socket the reader owns */
     /* bev's socket and buffers, kept beside the reader's state: a request
      * touches fewer cache lines of the bufferevent (with a thousand
      * connections, each such line is a miss). */
@@ -29,27 +36,58 @@ typedef struct gw_io_reader {
     /* The callbacks a read runs; on_read NULL: bev's, asked at every read
      * (libevent's TLS changes those of the socket under it as it goes). */
     bufferevent_data_cb on_read;
+    bufferevent_data_cb on_write; /* a plain socket's: the output drained to write_low */
     bufferevent_event_cb on_event;
     void *callback_arg;
     struct event *event;                /* EV_READ | EV_PERSIST; NULL: libevent reads */
-    struct evbuffer_cb_entry *on_drain; /* resumes reading below the high watermark */
+    struct event *write_event;          /* a plain socket's EV_WRITE | EV_PERSIST, and its dial's */
+    struct evbuffer_cb_entry *on_drain; /* while reading waits for room: resumes it */
     size_t high;                        /* reading pauses while the input holds this; 0: never */
+    size_t write_low;                   /* a plain socket's on_write mark */
+    int dial_error;                     /* a plain socket's connect() failed at once with it */
     bool wanted;                        /* the owner enabled reading */
     bool added;                         /* event is in the loop */
     bool filled;                        /* the last read filled its space: more may wait */
+    bool replay;                        /* a plain socket's next read event only runs on_read */
+    bool writing;                       /* write_event is in the loop */
+    bool dialling;                      /* a plain socket's dial is under way */
 } gw_io_reader_t;
+
+/* Takes over fd, a connected or dialling plain socket: its buffers and events
+ * (reading disabled, no high watermark). Returns 0, or -1 when memory is
+ * exhausted (fd is then closed). reader must not move afterwards. */
+int gw_io_plain_init(gw_io_reader_t *reader, struct event_base *base, int fd);
+
+/* Starts a non-blocking connect of a plain socket to address. Its outcome
+ * reaches on_event from the loop, never from this call: BEV_EVENT_CONNECTED,
+ * BEV_EVENT_ERROR (errno says why) or, after timeout_ms, BEV_EVENT_TIMEOUT. */
+void gw_io_plain_connect(gw_io_reader_t *reader, const struct sockaddr *address,
+                         socklen_t address_length, uint64_t timeout_ms);
+
+/* Frees a plain socket's buffers and events, and closes it unless
+ * keep_socket (the caller took the socket, and the unread input first).
+ * Idempotent. */
+void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket);
+
+/* A plain socket's on_write runs once its output drained to low bytes. */
+static inline void gw_io_write_low(gw_io_reader_t *reader, size_t low) { reader->write_low = low; }
 
 /* Sets up reader for bev (reading disabled, no high watermark); returns 0, or
  * -1 when memory is exhausted. reader must not move afterwards. */
 int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain);
 
-/* Reads run these (with bev) instead of bev's callbacks, sparing a look at
- * the bufferevent per read; for an owner whose callbacks never change. */
+/* Reads run these instead of bev's callbacks, sparing a look at the
+ * bufferevent per read; for an owner whose callbacks never change. A plain
+ * socket's writes run on_write. */
 void gw_io_reader_callbacks(gw_io_reader_t *reader, bufferevent_data_cb on_read,
-                            bufferevent_event_cb on_event, void *arg);
+                            bufferevent_data_cb on_write, bufferevent_event_cb on_event, void *arg);
 
-/* Releases what init took; call before freeing the bufferevent. Idempotent. */
+/* Releases what gw_io_reader_init took; call before freeing the bufferevent.
+ * Idempotent. */
 void gw_io_reader_free(gw_io_reader_t *reader);
+
+/* on_read runs from the loop for the bytes already in the input. */
+void gw_io_read_again(gw_io_reader_t *reader);
 
 /* Reading on or off (bufferevent_enable/disable of EV_READ). End of stream or
  * an error turns it off, as libevent does, before the event callback runs. */
@@ -66,10 +104,10 @@ void gw_io_read_watermark(gw_io_reader_t *reader, size_t high);
  * error is left for the next readiness to report. */
 size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit);
 
-/* Writes a plain socket bufferevent's output (reader's bev) now, and enables
- * EV_WRITE only when the socket cannot take it all: libevent would otherwise
- * add and remove an EPOLLOUT registration and wait a loop turn for every
- * response. */
+/* Writes the output now, and waits for EV_WRITE only when the socket cannot
+ * take it all (libevent's bufferevent would add and remove an EPOLLOUT
+ * registration and wait a loop turn for every response). A dialling plain
+ * socket writes once connected. */
 void gw_io_flush(gw_io_reader_t *reader);
 
 /* gw_io_flush for the last bytes before the socket is closed or shut for
@@ -79,9 +117,9 @@ void gw_io_flush(gw_io_reader_t *reader);
  * socket, or write more without MSG_MORE, or the tail waits. */
 void gw_io_flush_last(gw_io_reader_t *reader);
 
-/* A plain bufferevent's write callback ran: with its output empty, EV_WRITE
- * goes off again so the next flush writes directly. */
-void gw_io_written(gw_io_reader_t *reader, bool plain);
+/* The write callback of the socket bufferevent under TLS ran: with its output
+ * empty, EV_WRITE goes off again so the next flush writes directly. */
+void gw_io_written(gw_io_reader_t *reader);
 
 /* The socket bufferevent under a TLS bufferevent (libevent's OpenSSL
  * filter). libevent's TLS over a socket reads each record with two read()s

@@ -11,10 +11,8 @@
 #include <openssl/ssl.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "tls/tls.h"
-#include "util/clock.h"
 
 /* Encrypted bytes a TLS stream reads ahead, and writes ahead of its socket. */
 enum { GW_TRANSPORT_TLS_SOCKET_HIGH = 64 * 1024 };
@@ -30,22 +28,19 @@ static void gw_transport_on_read(struct bufferevent *bev, void *arg) {
 }
 
 static void gw_transport_on_write(struct bufferevent *bev, void *arg) {
-    gw_transport_t *transport = arg;
-    /* A plain stream writes directly (gw_io_flush): with its output empty,
-     * EV_WRITE goes off again so the next flush writes at once. */
     (void)bev;
-    gw_io_written(&transport->reader, gw_transport_can(transport, GW_TRANSPORT_RAW));
+    gw_transport_t *transport = arg;
     transport->handler->writable(transport->owner);
 }
 
 static void gw_transport_on_event(struct bufferevent *bev, short events, void *arg) {
+    (void)bev;
     gw_transport_t *transport = arg;
     gw_transport_event_t event;
     if (events & BEV_EVENT_CONNECTED) {
         /* A TLS handshake completing is no news to the owner. */
         if (!gw_transport_can(transport, GW_TRANSPORT_RAW))
             return;
-        bufferevent_set_timeouts(bev, NULL, NULL); /* the dial's */
         event = GW_TRANSPORT_CONNECTED;
     } else if (events & BEV_EVENT_TIMEOUT) {
         event = GW_TRANSPORT_TIMEOUT;
@@ -81,8 +76,7 @@ static bool gw_plain_when_drained(gw_transport_t *transport, void (*drained)(voi
 }
 
 static void gw_plain_close(gw_transport_t *transport) {
-    gw_io_reader_free(&transport->reader);
-    bufferevent_free(transport->bev);
+    gw_io_plain_free(&transport->reader, false);
 }
 
 static const gw_transport_ops_t gw_plain_ops = {
@@ -153,85 +147,79 @@ bool gw_transport_alpn_h2(const gw_transport_t *transport) {
 
 /* ---- life cycle ---- */
 
-/* Points bev's callbacks here; a plain stream writes directly (gw_io_flush),
- * TLS through libevent (a new bufferevent starts with EV_WRITE enabled). */
-static int gw_transport_attach(gw_transport_t *transport) {
-    bool raw = gw_transport_can(transport, GW_TRANSPORT_RAW);
-    if (gw_io_reader_init(&transport->reader, transport->bev, raw) < 0)
+/* A plain stream: the reader owns the socket (gateway/io.h). Returns 0, or
+ * -1 when memory is exhausted (fd is then closed). */
+static int gw_transport_plain(gw_transport_t *transport, struct event_base *base, int fd) {
+    *transport = (gw_transport_t){.ops = &gw_plain_ops};
+    if (gw_io_plain_init(&transport->reader, base, fd) < 0) {
+        errno = ENOMEM;
         return -1;
-    bufferevent_setcb(transport->bev, gw_transport_on_read, gw_transport_on_write,
-                      gw_transport_on_event, transport);
-    gw_io_reader_callbacks(&transport->reader, gw_transport_on_read, gw_transport_on_event,
-                           transport);
-    if (raw)
-        bufferevent_disable(transport->bev, EV_WRITE);
-    else
-        bufferevent_enable(transport->bev, EV_WRITE);
+    }
+    gw_io_reader_callbacks(&transport->reader, gw_transport_on_read, gw_transport_on_write,
+                           gw_transport_on_event, transport);
+    transport->open = true;
     return 0;
 }
 
 int gw_transport_accept(gw_transport_t *transport, struct event_base *base, int fd) {
-    *transport = (gw_transport_t){.ops = &gw_plain_ops};
     /* TCP_NODELAY comes from the listening socket (Linux copies it to
      * accepted ones): one system call less per connection. */
-    transport->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (transport->bev == NULL) {
-        close(fd);
-        return -1;
-    }
-    if (gw_transport_attach(transport) < 0) {
-        gw_transport_close(transport);
-        return -1;
-    }
-    return 0;
+    return gw_transport_plain(transport, base, fd);
 }
 
 int gw_transport_dial(gw_transport_t *transport, struct event_base *base,
                       const struct sockaddr *address, socklen_t address_length,
                       uint64_t timeout_ms) {
-    *transport = (gw_transport_t){.ops = &gw_plain_ops};
     int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    transport->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (transport->bev == NULL) {
-        close(fd);
+    if (gw_transport_plain(transport, base, fd) < 0)
         return -1;
-    }
-    /* A refusal found at once is reported through the event callback later
-     * (libevent defers it), so owners see one path for every outcome. */
-    struct timeval timeout = clock_timeval(timeout_ms);
-    if (gw_transport_attach(transport) < 0 ||
-        bufferevent_socket_connect(transport->bev, (struct sockaddr *)address,
-                                   (int)address_length) < 0) {
-        int saved = errno;
-        gw_transport_close(transport);
-        errno = saved ? saved : ENOMEM;
-        return -1;
-    }
-    bufferevent_set_timeouts(transport->bev, NULL, &timeout);
+    gw_io_plain_connect(&transport->reader, address, address_length, timeout_ms);
     return 0;
 }
 
 int gw_transport_start_tls(gw_transport_t *transport, struct tls_context *context) {
-    struct bufferevent *socket_bev = transport->bev;
-    gw_io_reader_free(&transport->reader);
-    struct bufferevent *wrapped =
-        tls_bufferevent_wrap(context, bufferevent_get_base(socket_bev), socket_bev);
-    if (wrapped == NULL) {
+    /* libevent's TLS filter runs over a socket bufferevent: one is made for
+     * the socket, and what was read already (after a PROXY header, the
+     * ClientHello) goes into its input for the handshake. */
+    gw_io_reader_t *plain = &transport->reader;
+    struct event_base *base = event_get_base(plain->event);
+    struct bufferevent *socket_bev = bufferevent_socket_new(base, plain->fd, BEV_OPT_CLOSE_ON_FREE);
+    if (socket_bev == NULL) {
         gw_transport_close(transport);
+        return -1;
+    }
+    struct evbuffer *socket_input = bufferevent_get_input(socket_bev);
+    evbuffer_unfreeze(socket_input, 0);
+    int moved = evbuffer_add_buffer(socket_input, plain->input);
+    evbuffer_freeze(socket_input, 0);
+    gw_io_plain_free(plain, true); /* the socket is socket_bev's now */
+    transport->open = false;
+    struct bufferevent *wrapped =
+        moved < 0 ? NULL : tls_bufferevent_wrap(context, base, socket_bev);
+    if (wrapped == NULL) {
+        bufferevent_free(socket_bev);
         return -1;
     }
     transport->bev = wrapped;
     transport->ops = &gw_tls_ops;
+    transport->open = true;
     transport->write_low = 0; /* a new bufferevent's */
     if (gw_io_socket_init(&transport->socket, socket_bev, GW_TRANSPORT_TLS_SOCKET_HIGH) < 0 ||
-        gw_transport_attach(transport) < 0) {
+        gw_io_reader_init(&transport->reader, wrapped, false) < 0) {
         gw_transport_close(transport);
         return -1;
     }
+    /* TLS writes through libevent: a new bufferevent starts with EV_WRITE
+     * enabled. */
+    bufferevent_setcb(wrapped, gw_transport_on_read, gw_transport_on_write, gw_transport_on_event,
+                      transport);
+    gw_io_reader_callbacks(&transport->reader, gw_transport_on_read, gw_transport_on_write,
+                           gw_transport_on_event, transport);
+    bufferevent_enable(wrapped, EV_WRITE);
     return 0;
 }
 
@@ -249,15 +237,14 @@ void gw_transport_read_more(gw_transport_t *transport, size_t limit) {
     gw_io_read_more(&transport->reader, limit);
 }
 
-void gw_transport_read_again(gw_transport_t *transport) {
-    bufferevent_trigger(transport->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
-}
+void gw_transport_read_again(gw_transport_t *transport) { gw_io_read_again(&transport->reader); }
 
 int gw_transport_fd(const gw_transport_t *transport) { return transport->reader.fd; }
 
 void gw_transport_close(gw_transport_t *transport) {
-    if (transport->bev == NULL)
+    if (!transport->open)
         return;
+    transport->open = false;
     transport->ops->close(transport);
     transport->bev = NULL;
 }

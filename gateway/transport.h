@@ -63,12 +63,13 @@ typedef struct gw_transport_ops {
 
 struct gw_transport {
     const gw_transport_ops_t *ops;
-    struct bufferevent *bev; /* whose input and output the owner reads and writes */
-    gw_io_reader_t reader;   /* reads bev (gateway/io.h) */
+    struct bufferevent *bev; /* TLS: whose input and output the owner reads and writes */
+    gw_io_reader_t reader;   /* plain: owns the socket; TLS: reads bev (gateway/io.h) */
     gw_io_socket_t socket;   /* TLS: the socket under bev */
     const gw_transport_handler_t *handler;
     void *owner;
-    size_t write_low; /* bev's, set only when it changes (gw_transport_write_low) */
+    size_t write_low; /* TLS: bev's, set only when it changes (gw_transport_write_low) */
+    bool open;        /* until gw_transport_close */
 };
 
 /* Takes over an accepted socket as a plain stream; returns 0, or -1 (fd is
@@ -91,7 +92,7 @@ int gw_transport_start_tls(gw_transport_t *transport, struct tls_context *contex
 void gw_transport_set_handler(gw_transport_t *transport, const gw_transport_handler_t *handler,
                               void *owner);
 
-/* The input the owner reads, the output it writes (the bufferevent's). */
+/* The input the owner reads, the output it writes. */
 static inline struct evbuffer *gw_transport_input(const gw_transport_t *transport) {
     return transport->reader.input;
 }
@@ -124,6 +125,10 @@ void gw_transport_read_again(gw_transport_t *transport);
 
 /* writable is called once the output drained to low bytes (0: empty). */
 static inline void gw_transport_write_low(gw_transport_t *transport, size_t low) {
+    if (transport->bev == NULL) {
+        gw_io_write_low(&transport->reader, low);
+        return;
+    }
     if (transport->write_low != low) {
         transport->write_low = low;
         bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
