@@ -182,12 +182,12 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
                  callback_arg);
 }
 
-int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain) {
+int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool reads_socket) {
     *reader = (gw_io_reader_t){.bev = bev,
                                .fd = bufferevent_getfd(bev),
                                .input = bufferevent_get_input(bev),
                                .output = bufferevent_get_output(bev)};
-    if (!plain)
+    if (!reads_socket)
         return 0;
     struct evbuffer *input = reader->input;
     reader->event = event_new(bufferevent_get_base(bev), reader->fd, EV_READ | EV_PERSIST,

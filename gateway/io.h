@@ -19,11 +19,11 @@ struct evbuffer_cb_entry;
  *   libevent's socket bufferevent would ask FIONREAD before every read (a
  *   proxied keep-alive request would cost six system calls, not four), read
  *   at most 4 KiB, and run its output's callback at every change of it;
- * - the socket bufferevent under a TLS filter (gw_io_reader_init, plain
+ * - the socket bufferevent under a TLS filter (gw_io_reader_init, reads_socket
  *   true): the gateway reads into bev's input with one recv() and runs bev's
  *   read and event callbacks as libevent would; libevent writes what the
  *   direct send leaves;
- * - a TLS bufferevent (plain false): libevent reads and writes; every call
+ * - a TLS bufferevent (reads_socket false): libevent reads and writes; every call
  *   below then acts on the bufferevent. */
 typedef struct gw_io_reader {
     struct bufferevent *bev; /* NULL: a plain socket the reader owns */
@@ -74,7 +74,7 @@ static inline void gw_io_write_low(gw_io_reader_t *reader, size_t low) { reader-
 
 /* Sets up reader for bev (reading disabled, no high watermark); returns 0, or
  * -1 when memory is exhausted. reader must not move afterwards. */
-int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool plain);
+int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool reads_socket);
 
 /* Reads run these instead of bev's callbacks, sparing a look at the
  * bufferevent per read; for an owner whose callbacks never change. A plain

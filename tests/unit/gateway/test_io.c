@@ -1,0 +1,231 @@
+/* Unit tests of a plain socket's reader and writer (gateway/io.c) over socket pairs and loopback.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "gateway/io.h"
+
+/* What the reader told its owner. */
+typedef struct seen {
+    int reads;
+    int writes;
+    short events;
+    int error;
+} seen_t;
+
+static void on_read(struct bufferevent *bev, void *arg) {
+    assert_null(bev);
+    ((seen_t *)arg)->reads++;
+}
+
+static void on_write(struct bufferevent *bev, void *arg) {
+    assert_null(bev);
+    ((seen_t *)arg)->writes++;
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg) {
+    assert_null(bev);
+    seen_t *seen = arg;
+    seen->events = events;
+    seen->error = errno;
+}
+
+/* A reader on one end of a socket pair; the other end is returned. */
+static int plain_pair(struct event_base *base, gw_io_reader_t *reader, seen_t *seen) {
+    int ends[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ends), 0);
+    assert_int_equal(gw_io_plain_init(reader, base, ends[0]), 0);
+    gw_io_reader_callbacks(reader, on_read, on_write, on_event, seen);
+    return ends[1];
+}
+
+/* Runs the loop's ready callbacks a few times. */
+static void turn(struct event_base *base) {
+    for (int i = 0; i < 4; i++)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
+static void test_reading_waits_for_room_and_resumes_on_drain(void **state) {
+    (void)state;
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int peer = plain_pair(base, &reader, &seen);
+    char sent[64];
+    for (size_t i = 0; i < sizeof(sent); i++)
+        sent[i] = (char)('a' + i % 26);
+    assert_int_equal(send(peer, sent, sizeof(sent), 0), (ssize_t)sizeof(sent));
+    gw_io_read_watermark(&reader, 16);
+    gw_io_read_enable(&reader);
+
+    char got[64];
+    size_t total = 0;
+    while (total < sizeof(sent)) {
+        turn(base);
+        /* Full: no read beyond the mark, however many turns, and a callback
+         * waits for the drain. */
+        assert_int_equal(evbuffer_get_length(reader.input), 16);
+        assert_non_null(reader.on_drain);
+        assert_false(reader.added);
+        turn(base);
+        assert_int_equal(evbuffer_get_length(reader.input), 16);
+        /* A drain that leaves no room keeps it waiting... */
+        evbuffer_prepend(reader.input, "x", 1);
+        evbuffer_drain(reader.input, 1);
+        assert_non_null(reader.on_drain);
+        assert_false(reader.added);
+        /* ...one that makes room resumes reading, and the callback goes. */
+        assert_int_equal(evbuffer_remove(reader.input, got + total, 16), 16);
+        assert_null(reader.on_drain);
+        assert_true(reader.added);
+        total += 16;
+    }
+    assert_memory_equal(got, sent, sizeof(sent));
+    assert_int_equal(seen.reads, 4);
+    assert_int_equal(seen.events, 0);
+
+    /* The peer's end of stream: reading stops, then the owner hears of it. */
+    close(peer);
+    turn(base);
+    assert_int_equal(seen.events, BEV_EVENT_READING | BEV_EVENT_EOF);
+    assert_false(reader.added);
+    gw_io_plain_free(&reader, false);
+    gw_io_plain_free(&reader, false); /* idempotent */
+    event_base_free(base);
+}
+
+static void test_read_again_runs_on_read_without_reading(void **state) {
+    (void)state;
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int peer = plain_pair(base, &reader, &seen);
+    evbuffer_add(reader.input, "GET", 3);
+    gw_io_read_again(&reader);
+    assert_int_equal(seen.reads, 0); /* from the loop, not from here */
+    turn(base);
+    assert_int_equal(seen.reads, 1);
+    assert_int_equal(evbuffer_get_length(reader.input), 3);
+    turn(base);
+    assert_int_equal(seen.reads, 1); /* once; reading was never enabled */
+    close(peer);
+    gw_io_plain_free(&reader, false);
+    event_base_free(base);
+}
+
+static void test_a_full_socket_writes_the_rest_when_drained(void **state) {
+    (void)state;
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int peer = plain_pair(base, &reader, &seen);
+    static char block[1 << 20];
+    memset(block, 'z', sizeof(block));
+    evbuffer_add(reader.output, block, sizeof(block));
+    gw_io_write_low(&reader, 0);
+    gw_io_flush(&reader);
+    size_t left = evbuffer_get_length(reader.output);
+    assert_true(left > 0); /* a socket pair holds far less than 1 MiB */
+    assert_true(reader.writing);
+    turn(base);
+    assert_int_equal(seen.writes, 0); /* nobody read: nothing moved */
+
+    size_t received = 0;
+    char buffer[65536];
+    while (received < sizeof(block)) {
+        ssize_t got = recv(peer, buffer, sizeof(buffer), 0);
+        if (got > 0) {
+            for (ssize_t i = 0; i < got; i++)
+                assert_int_equal(buffer[i], 'z');
+            received += (size_t)got;
+        }
+        turn(base);
+    }
+    assert_int_equal(evbuffer_get_length(reader.output), 0);
+    assert_false(reader.writing);
+    assert_int_equal(seen.writes, 1); /* once, when it reached the low mark (0) */
+    assert_int_equal(seen.events, 0);
+    close(peer);
+    gw_io_plain_free(&reader, false);
+    event_base_free(base);
+}
+
+static void test_a_write_error_reaches_on_event(void **state) {
+    (void)state;
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int peer = plain_pair(base, &reader, &seen);
+    close(peer);
+    evbuffer_add(reader.output, "lost", 4);
+    gw_io_flush(&reader); /* EPIPE: told from the loop, as a full socket's rest would be */
+    assert_int_equal(seen.events, 0);
+    turn(base);
+    assert_int_equal(seen.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+    assert_int_equal(seen.error, EPIPE);
+    assert_false(reader.writing);
+    gw_io_plain_free(&reader, false);
+    event_base_free(base);
+}
+
+/* A dial of 127.0.0.1:port; the outcome's events once the loop has run. */
+static short dial(uint16_t port, uint64_t timeout_ms, int *error) {
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(gw_io_plain_init(&reader, base, fd), 0);
+    gw_io_reader_callbacks(&reader, on_read, on_write, on_event, &seen);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    gw_io_plain_connect(&reader, (struct sockaddr *)&address, sizeof(address), timeout_ms);
+    assert_int_equal(seen.events, 0); /* never from the call */
+    while (seen.events == 0)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_false(reader.dialling);
+    *error = seen.error;
+    gw_io_plain_free(&reader, false);
+    event_base_free(base);
+    return seen.events;
+}
+
+static void test_dials_report_connected_or_refused_from_the_loop(void **state) {
+    (void)state;
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(listener, (struct sockaddr *)&address, sizeof(address)), 0);
+    assert_int_equal(listen(listener, 4), 0);
+    socklen_t length = sizeof(address);
+    assert_int_equal(getsockname(listener, (struct sockaddr *)&address, &length), 0);
+    uint16_t port = ntohs(address.sin_port);
+    int error = 0;
+    assert_int_equal(dial(port, 5000, &error), BEV_EVENT_CONNECTED);
+    close(listener); /* the port now refuses */
+    assert_int_equal(dial(port, 5000, &error), BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+    assert_int_equal(error, ECONNREFUSED);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reading_waits_for_room_and_resumes_on_drain),
+        cmocka_unit_test(test_read_again_runs_on_read_without_reading),
+        cmocka_unit_test(test_a_full_socket_writes_the_rest_when_drained),
+        cmocka_unit_test(test_a_write_error_reaches_on_event),
+        cmocka_unit_test(test_dials_report_connected_or_refused_from_the_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
