@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,6 +17,21 @@
 #include <event2/event.h>
 
 #include "gateway/io.h"
+
+/* libevent allocates through these (main): the next `failures` allocations fail. */
+static int failures;
+
+static void *failing_malloc(size_t size) {
+    if (failures > 0) {
+        failures--;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+static void *plain_realloc(void *memory, size_t size) { return realloc(memory, size); }
+
+static void plain_free(void *memory) { free(memory); }
 
 /* What the reader told its owner. */
 typedef struct seen {
@@ -103,6 +119,55 @@ static void test_reading_waits_for_room_and_resumes_on_drain(void **state) {
     assert_false(reader.added);
     gw_io_plain_free(&reader, false);
     gw_io_plain_free(&reader, false); /* idempotent */
+    event_base_free(base);
+}
+
+/* The input reaches its mark when the drain callback cannot be allocated: the
+ * reader keeps listening and tries again at the next readiness; when that
+ * fails too, the connection ends with ENOMEM, and what was read stays. */
+static void test_a_full_input_without_its_callback_ends_with_enomem(void **state) {
+    (void)state;
+    struct event_base *base = event_base_new();
+    gw_io_reader_t reader;
+    seen_t seen = {0};
+    int peer = plain_pair(base, &reader, &seen);
+    gw_io_read_watermark(&reader, 16);
+    gw_io_read_enable(&reader);
+    assert_int_equal(send(peer, "12345678", 8, 0), 8);
+    turn(base);
+    assert_int_equal(evbuffer_get_length(reader.input), 8);
+
+    failures = 1; /* the callback's: the bytes land in the chain the first read made */
+    assert_int_equal(send(peer, "abcdefgh", 8, 0), 8);
+    turn(base);
+    assert_int_equal(failures, 0);
+    assert_int_equal(evbuffer_get_length(reader.input), 16);
+    assert_null(reader.on_drain);
+    assert_true(reader.added);
+    assert_int_equal(seen.reads, 2);
+
+    /* A readiness with memory back: it waits for a drain as usual. */
+    assert_int_equal(send(peer, "i", 1, 0), 1);
+    turn(base);
+    assert_non_null(reader.on_drain);
+    assert_false(reader.added);
+    assert_int_equal(seen.events, 0);
+    char got[16];
+    assert_int_equal(evbuffer_remove(reader.input, got, 16), 16);
+    turn(base);
+    assert_int_equal(evbuffer_get_length(reader.input), 1);
+
+    /* Full again, and no memory at either try. */
+    assert_int_equal(send(peer, "jklmnopqrstuvwxyz", 17, 0), 17);
+    failures = 2;
+    turn(base);
+    assert_int_equal(evbuffer_get_length(reader.input), 16);
+    assert_int_equal(failures, 0);
+    assert_int_equal(seen.events, BEV_EVENT_READING | BEV_EVENT_ERROR);
+    assert_int_equal(seen.error, ENOMEM);
+    assert_false(reader.added);
+    close(peer);
+    gw_io_plain_free(&reader, false);
     event_base_free(base);
 }
 
@@ -220,8 +285,10 @@ static void test_dials_report_connected_or_refused_from_the_loop(void **state) {
 }
 
 int main(void) {
+    event_set_mem_functions(failing_malloc, plain_realloc, plain_free);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reading_waits_for_room_and_resumes_on_drain),
+        cmocka_unit_test(test_a_full_input_without_its_callback_ends_with_enomem),
         cmocka_unit_test(test_read_again_runs_on_read_without_reading),
         cmocka_unit_test(test_a_full_socket_writes_the_rest_when_drained),
         cmocka_unit_test(test_a_write_error_reaches_on_event),
