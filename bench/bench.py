@@ -3,10 +3,10 @@
 Starts a private Redis with a catalog of routes, an nginx backend on loopback, a WebSocket backend,
 the gateway, the two peers (nginx and HAProxy as plain reverse proxies) and a TCP relay (HAProxy in
 mode tcp, the floor), each proxy with one worker pinned to the same core; then runs every scenario
-against the backend directly, the gateway, nginx, HAProxy and the relay in turn, round after round (the TLS scenarios against the gateway and nginx, both
-terminating TLS with the same ECDSA P-256 certificate); prints a table and writes
-bench/results/latest.md, latest.json and latest.png. Everything it started is stopped on the way out,
-however it ends.
+against the backend directly, the gateway, nginx, HAProxy and the relay in turn, round after round
+(the TLS scenarios against the gateway and nginx, both terminating TLS with the same ECDSA P-256
+certificate); prints a table and writes bench/results/latest.md, latest.json and latest.png.
+Everything it started is stopped on the way out, however it ends.
 """
 import argparse
 import ctypes

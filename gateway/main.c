@@ -251,14 +251,18 @@ static int gw_run(gw_server_t *server) {
     }
     log_info("instance name %s (sent in Via)", server->instance);
     server->workers = calloc(server->worker_count, sizeof(*server->workers));
-    if (server->workers == NULL || gw_main_init(&main_loop, signal_events) < 0 ||
-        gw_start_workers(server, &initialised) < 0)
+    if (server->workers == NULL || gw_main_init(&main_loop, signal_events) < 0)
         goto stop;
+    /* The admin endpoint listens before the workers do: whoever sees the
+     * gateway accept can ask /health (its requests wait for the main loop,
+     * which runs once the workers are started). */
     if (config->has_admin_listen) {
         admin = gw_admin_new(main_loop.base, server);
         if (admin == NULL)
             goto stop;
     }
+    if (gw_start_workers(server, &initialised) < 0)
+        goto stop;
     for (size_t i = 0; i < config->listen_count; i++)
         log_info("listening on %s", config->listens[i].text);
     log_info("sandbox-gateway %s started: %zu workers, catalog %s", SGW_VERSION,
