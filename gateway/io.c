@@ -363,8 +363,7 @@ void gw_io_read_again(gw_io_reader_t *reader) {
 /* A dial ended (connected, refused, or out of time): tells on_event. */
 static void gw_io_plain_dialled(gw_io_reader_t *reader, short events) {
     reader->dialling = false;
-    event_del(reader->write_event); /* and its timeout */
-    reader->writing = false;
+    gw_io_plain_wait_writable(reader, false); /* and the dial's timeout */
     if (events & EV_TIMEOUT) {
         errno = ETIMEDOUT;
         reader->on_event(NULL, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT, reader->callback_arg);
