@@ -182,7 +182,10 @@ static void gw_conn_wait_next_request(gw_conn_t *conn) {
 static void gw_conn_end_request(gw_conn_t *conn, bool keep_alive) {
     keep_alive = keep_alive && !conn->worker->draining;
     /* A connection that closes now sends its FIN with the last bytes. */
-    gw_transport_flush(&conn->transport, !keep_alive);
+    if (keep_alive)
+        gw_transport_flush_soon(&conn->transport);
+    else
+        gw_transport_flush(&conn->transport, true);
     gw_exchange_finish(&conn->exchange);
     gw_conn_clear_deadline(conn);
     if (keep_alive)
@@ -240,7 +243,7 @@ static int gw_side_response_head(void *arg, const gw_head_t *head, int status, b
 
 static void gw_side_hold(void *arg) { gw_transport_hold(&((gw_conn_t *)arg)->transport); }
 
-static void gw_side_flush(void *arg) { gw_transport_flush(&((gw_conn_t *)arg)->transport, false); }
+static void gw_side_flush(void *arg) { gw_transport_flush_soon(&((gw_conn_t *)arg)->transport); }
 
 static void gw_side_response_wait(void *arg) {
     gw_transport_write_low(&((gw_conn_t *)arg)->transport, GW_BUFFER_LOW);

@@ -1115,14 +1115,14 @@ void gw_exchange_request_flush(gw_exchange_t *exchange) {
     if (exchange->h2up != NULL)
         gw_h2up_flush(exchange->h2up, false);
     else
-        gw_transport_flush(&exchange->upstream->transport, false);
+        gw_transport_flush_soon(&exchange->upstream->transport);
 }
 
 void gw_exchange_request_done(gw_exchange_t *exchange) {
     if (exchange->h2up != NULL)
         gw_h2up_flush(exchange->h2up, true);
     else
-        gw_transport_flush(&exchange->upstream->transport, false);
+        gw_transport_flush_soon(&exchange->upstream->transport);
     exchange->request_state = GW_REQUEST_DONE;
     /* From the whole request sent, the first response byte has
      * upstream_response_timeout. */

@@ -6,12 +6,23 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/log.h"
+
+/* Valgrind does not see the kernel write a batched read's buffer: it is told
+ * (a few instructions when not under valgrind). */
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_DEFINED(address, length) ((void)(address), (void)(length))
+#endif
 
 /* The first read of a readiness: a request or response head fits, and a
  * small message does not reserve (allocate) more than it needs. */
@@ -22,6 +33,33 @@ enum { GW_IO_READ_CHUNK = 64 * 1024 };
 enum { GW_IO_WRITE_PIECES = 16 };
 /* A splice's pipe: as much as the socket buffers move per call on loopback. */
 enum { GW_IO_PIPE_SIZE = 256 * 1024 };
+/* Sends one io_uring_enter makes at most. */
+enum { GW_IO_BATCH_SENDS = 256 };
+/* Reads one io_uring_enter makes at most: each has a landing buffer of
+ * GW_IO_READ_FIRST bytes (of which a small message touches one page). */
+enum { GW_IO_BATCH_READS = 64 };
+/* The largest output a flush leaves for the batch. */
+enum { GW_IO_BATCH_BYTES = 64 * 1024 };
+
+/* A thread's batched reads and sends (gw_io_batch_start). */
+typedef struct gw_io_batch {
+    struct io_uring ring;
+    struct event *event; /* active while work is queued: runs after the turn's callbacks */
+    TAILQ_HEAD(, gw_io_reader) queue;      /* sends */
+    TAILQ_HEAD(, gw_io_reader) reads;      /* reads waiting for a round */
+    TAILQ_HEAD(, gw_io_reader) delivering; /* reads made, their callbacks due */
+    bool scheduled;                        /* the event is active, or running */
+    size_t read_want[GW_IO_BATCH_READS];
+    char (*landing)[GW_IO_READ_FIRST]; /* GW_IO_BATCH_READS buffers */
+    /* One sendmsg's arguments per entry of the ring. */
+    gw_io_reader_t *readers[GW_IO_BATCH_SENDS];
+    size_t offered[GW_IO_BATCH_SENDS];
+    int results[GW_IO_BATCH_SENDS];
+    struct msghdr messages[GW_IO_BATCH_SENDS];
+    struct iovec vectors[GW_IO_BATCH_SENDS][GW_IO_WRITE_PIECES];
+} gw_io_batch_t;
+
+static _Thread_local gw_io_batch_t *gw_io_batch;
 
 /* The input is below its high watermark, or has none. */
 static bool gw_io_has_room(const gw_io_reader_t *reader) {
@@ -127,18 +165,9 @@ static ssize_t gw_io_receive_small(gw_io_reader_t *reader, size_t want) {
     return got;
 }
 
-/* The socket is readable: one read, then the owner's callbacks, which may
- * free the connection (nothing is touched after them). */
-static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
-    (void)fd;
-    (void)events;
-    gw_io_reader_t *reader = arg;
-    if (reader->replay) {
-        /* gw_io_read_again: the bytes already in the input. */
-        reader->replay = false;
-        reader->on_read(reader->bev, reader->callback_arg);
-        return;
-    }
+/* How much the next read may take: GW_IO_READ_FIRST, or less below the high
+ * watermark (0: the input is full). */
+static size_t gw_io_read_want(const gw_io_reader_t *reader) {
     size_t want = GW_IO_READ_FIRST;
     if (reader->high != 0) {
         size_t held = evbuffer_get_length(reader->input);
@@ -146,22 +175,12 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
         if (want > GW_IO_READ_FIRST)
             want = GW_IO_READ_FIRST;
     }
-    ssize_t got;
-    if (want == 0) {
-        gw_io_reader_update(reader);
-        if (reader->on_drain != NULL)
-            return; /* until the owner drains the input */
-        /* No callback to resume reading with: the connection ends, as on any
-         * allocation failure. */
-        errno = ENOMEM;
-        got = -1;
-    } else {
-        /* After a read that filled its space a large body is under way: it
-         * is read in place, without the copy. */
-        got = reader->filled ? gw_io_receive(reader, want) : gw_io_receive_small(reader, want);
-        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
-    }
+    return want;
+}
+
+/* A read returned got (errno set when negative): the owner's callbacks, which
+ * may free the connection (nothing is touched after them). */
+static void gw_io_reader_deliver(gw_io_reader_t *reader, ssize_t got) {
     struct bufferevent *bev = reader->bev;
     bufferevent_data_cb on_read = reader->on_read;
     bufferevent_event_cb on_event = reader->on_event;
@@ -180,6 +199,42 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
     if (on_event != NULL)
         on_event(bev, BEV_EVENT_READING | (got == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
                  callback_arg);
+}
+
+static bool gw_io_queue_read(gw_io_reader_t *reader);
+
+/* The socket is readable: one read (a plain socket's first one of a
+ * readiness left to the batch), then the owner's callbacks. */
+static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_io_reader_t *reader = arg;
+    if (reader->replay) {
+        /* gw_io_read_again: the bytes already in the input. */
+        reader->replay = false;
+        reader->on_read(reader->bev, reader->callback_arg);
+        return;
+    }
+    size_t want = gw_io_read_want(reader);
+    ssize_t got;
+    if (want == 0) {
+        gw_io_reader_update(reader);
+        if (reader->on_drain != NULL)
+            return; /* until the owner drains the input */
+        /* No callback to resume reading with: the connection ends, as on any
+         * allocation failure. */
+        errno = ENOMEM;
+        got = -1;
+    } else {
+        /* After a read that filled its space a large body is under way: it
+         * is read in place, without the copy. */
+        if (!reader->filled && gw_io_queue_read(reader))
+            return;
+        got = reader->filled ? gw_io_receive(reader, want) : gw_io_receive_small(reader, want);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+    }
+    gw_io_reader_deliver(reader, got);
 }
 
 int gw_io_reader_init(gw_io_reader_t *reader, struct bufferevent *bev, bool reads_socket) {
@@ -232,6 +287,11 @@ void gw_io_read_enable(gw_io_reader_t *reader) {
     }
     reader->wanted = true;
     gw_io_reader_update(reader);
+    if (reader->held) {
+        /* Bytes the batch read while reading was off. */
+        reader->held = false;
+        gw_io_read_again(reader);
+    }
 }
 
 void gw_io_read_disable(gw_io_reader_t *reader) {
@@ -272,6 +332,22 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit) {
     return total;
 }
 
+/* The start of output as at most GW_IO_WRITE_PIECES vectors; returns their
+ * count (0: empty), and their bytes in offered. */
+static int gw_io_output_vectors(struct evbuffer *output, struct iovec *vectors, size_t *offered) {
+    struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
+    int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
+    if (count > GW_IO_WRITE_PIECES)
+        count = GW_IO_WRITE_PIECES;
+    *offered = 0;
+    for (int i = 0; i < count; i++) {
+        vectors[i].iov_base = pieces[i].iov_base;
+        vectors[i].iov_len = pieces[i].iov_len;
+        *offered += pieces[i].iov_len;
+    }
+    return count;
+}
+
 /* Sends the output as far as the socket takes it now; flags are added to
  * every send (MSG_MORE: hold a short tail back). Returns -1 (errno set) on an
  * error other than a full socket, else 0. */
@@ -284,17 +360,9 @@ static int gw_io_send_output(gw_io_reader_t *reader, int flags) {
     if (reader->bev != NULL)
         evbuffer_unfreeze(output, 1);
     while (fd >= 0 && evbuffer_get_length(output) > 0) {
-        struct evbuffer_iovec pieces[GW_IO_WRITE_PIECES];
-        int count = evbuffer_peek(output, -1, NULL, pieces, GW_IO_WRITE_PIECES);
-        if (count > GW_IO_WRITE_PIECES)
-            count = GW_IO_WRITE_PIECES;
         struct iovec vectors[GW_IO_WRITE_PIECES];
-        size_t offered = 0;
-        for (int i = 0; i < count; i++) {
-            vectors[i].iov_base = pieces[i].iov_base;
-            vectors[i].iov_len = pieces[i].iov_len;
-            offered += pieces[i].iov_len;
-        }
+        size_t offered;
+        int count = gw_io_output_vectors(output, vectors, &offered);
         /* send/sendmsg: no pass through the file layer as writev takes. */
         ssize_t sent;
         if (count == 1) {
@@ -326,11 +394,97 @@ static void gw_io_plain_wait_writable(gw_io_reader_t *reader, bool wait) {
     reader->writing = wait;
 }
 
+/* ---- the batch ---- */
+
+static void gw_io_batch_schedule(gw_io_batch_t *batch) {
+    if (!batch->scheduled) {
+        event_active(batch->event, EV_WRITE, 0);
+        batch->scheduled = true;
+    }
+}
+
+/* Takes reader's read out of the batch, wherever it stands. */
+static void gw_io_unqueue_read(gw_io_reader_t *reader) {
+    if (reader->read_batch == GW_IO_READ_QUEUED)
+        TAILQ_REMOVE(&gw_io_batch->reads, reader, read_link);
+    else if (reader->read_batch == GW_IO_READ_MADE)
+        TAILQ_REMOVE(&gw_io_batch->delivering, reader, read_link);
+    reader->read_batch = GW_IO_READ_NONE;
+}
+
+/* Leaves a plain socket's first read of a readiness to the batch. */
+static bool gw_io_queue_read(gw_io_reader_t *reader) {
+    gw_io_batch_t *batch = gw_io_batch;
+    if (batch == NULL || reader->bev != NULL)
+        return false;
+    if (reader->read_batch == GW_IO_READ_NONE) {
+        TAILQ_INSERT_TAIL(&batch->reads, reader, read_link);
+        reader->read_batch = GW_IO_READ_QUEUED;
+    }
+    gw_io_batch_schedule(batch);
+    return true;
+}
+
+/* Submits count prepared entries (entry i for batch->readers[i]) and waits
+ * for their completions: with MSG_DONTWAIT each completes within the call, as
+ * the system call would, so no buffer stays in the kernel's hands after it.
+ * A read's result goes to its reader, a send's to batch->results. Returns
+ * count, or a negative errno when the ring failed. */
+static int gw_io_batch_submit(gw_io_batch_t *batch, unsigned count, bool reads) {
+    int result = io_uring_submit_and_wait(&batch->ring, count);
+    for (int done = 0; done < result;) {
+        struct io_uring_cqe *completion;
+        int error = io_uring_wait_cqe(&batch->ring, &completion);
+        if (error == -EINTR)
+            continue;
+        if (error < 0)
+            return error;
+        uint64_t index = completion->user_data;
+        if (index < count) {
+            if (reads)
+                batch->readers[index]->read_result = completion->res;
+            else
+                batch->results[index] = completion->res;
+        }
+        io_uring_cqe_seen(&batch->ring, completion);
+        done++;
+    }
+    if (result >= 0 && result != (int)count)
+        return -EIO; /* entries left in the ring would be made twice */
+    return result;
+}
+
+/* Takes reader out of the batch's queue, if it is there. */
+static void gw_io_unqueue(gw_io_reader_t *reader) {
+    if (!reader->queued)
+        return;
+    TAILQ_REMOVE(&gw_io_batch->queue, reader, batch_link);
+    reader->queued = false;
+}
+
+/* Leaves a plain socket's flush to the batch; false when it must be sent now
+ * (no batch, a dial or a full socket under way, or a large output). */
+static bool gw_io_queue(gw_io_reader_t *reader) {
+    gw_io_batch_t *batch = gw_io_batch;
+    if (batch == NULL || reader->bev != NULL || reader->dialling || reader->writing ||
+        evbuffer_get_length(reader->output) > GW_IO_BATCH_BYTES)
+        return false;
+    if (!reader->queued) {
+        TAILQ_INSERT_TAIL(&batch->queue, reader, batch_link);
+        reader->queued = true;
+    }
+    gw_io_batch_schedule(batch);
+    return true;
+}
+
 /* An error is reported by the write event (to which it makes the socket
  * ready), on the one path of every write error. */
 static void gw_io_flush_with(gw_io_reader_t *reader, int flags) {
-    if (reader->bev == NULL && reader->dialling)
-        return; /* sent once connected */
+    if (reader->bev == NULL) {
+        if (reader->dialling)
+            return;            /* sent once connected */
+        gw_io_unqueue(reader); /* sent now, with what follows */
+    }
     gw_io_send_output(reader, flags);
     if (evbuffer_get_length(reader->output) == 0)
         return;
@@ -341,6 +495,11 @@ static void gw_io_flush_with(gw_io_reader_t *reader, int flags) {
 }
 
 void gw_io_flush(gw_io_reader_t *reader) { gw_io_flush_with(reader, 0); }
+
+void gw_io_flush_soon(gw_io_reader_t *reader) {
+    if (!gw_io_queue(reader))
+        gw_io_flush_with(reader, 0);
+}
 
 void gw_io_flush_last(gw_io_reader_t *reader) { gw_io_flush_with(reader, MSG_MORE); }
 
@@ -356,6 +515,225 @@ void gw_io_read_again(gw_io_reader_t *reader) {
     }
     reader->replay = true;
     event_active(reader->event, EV_READ, 0);
+}
+
+void gw_io_send_queued(gw_io_reader_t *reader) {
+    if (reader->queued)
+        gw_io_flush_with(reader, 0);
+}
+
+void gw_io_shutdown_write(gw_io_reader_t *reader) {
+    gw_io_send_queued(reader);
+    shutdown(reader->fd, SHUT_WR);
+}
+
+/* ---- batched sends ---- */
+
+/* What a batched send did: the rest waits for EV_WRITE, which also reports
+ * an error. */
+static void gw_io_batch_sent(gw_io_reader_t *reader, int result, size_t offered) {
+    struct evbuffer *output = reader->output;
+    if (result > 0)
+        evbuffer_drain(output, (size_t)result);
+    if (evbuffer_get_length(output) == 0)
+        return;
+    if (result > 0 && (size_t)result == offered) {
+        /* More pieces than one send takes: the rest now. */
+        gw_io_send_output(reader, 0);
+        if (evbuffer_get_length(output) == 0)
+            return;
+    }
+    gw_io_plain_wait_writable(reader, true);
+}
+
+/* The ring failed (it never should): it goes, and this thread reads and
+ * sends one system call each from now on. What the batch held is sent so;
+ * its queued reads are left to the next readiness. */
+static void gw_io_batch_fail(gw_io_batch_t *batch, int error) {
+    log_warn("io_uring failed (%s): reads and sends are one system call each", strerror(error));
+    gw_io_reader_t *reader;
+    while ((reader = TAILQ_FIRST(&batch->reads)) != NULL)
+        gw_io_unqueue_read(reader);
+    gw_io_batch = NULL;
+    while ((reader = TAILQ_FIRST(&batch->queue)) != NULL) {
+        TAILQ_REMOVE(&batch->queue, reader, batch_link);
+        reader->queued = false;
+        gw_io_flush(reader);
+    }
+    io_uring_queue_exit(&batch->ring);
+    event_free(batch->event);
+    free(batch->landing);
+    free(batch);
+}
+
+/* Makes up to GW_IO_BATCH_SENDS queued sends with one io_uring_enter.
+ * MSG_DONTWAIT makes each complete within the call, as a non-blocking send()
+ * would (EAGAIN when the socket is full), so no buffer is in the kernel's
+ * hands after it. Returns 0, or a negative errno when the ring failed. */
+static int gw_io_batch_round(gw_io_batch_t *batch) {
+    unsigned count = 0;
+    gw_io_reader_t *reader;
+    while (count < GW_IO_BATCH_SENDS && (reader = TAILQ_FIRST(&batch->queue)) != NULL) {
+        TAILQ_REMOVE(&batch->queue, reader, batch_link);
+        reader->queued = false;
+        struct msghdr *message = &batch->messages[count];
+        int pieces =
+            gw_io_output_vectors(reader->output, batch->vectors[count], &batch->offered[count]);
+        if (pieces == 0)
+            continue;
+        *message = (struct msghdr){.msg_iov = batch->vectors[count], .msg_iovlen = (size_t)pieces};
+        struct io_uring_sqe *entry = io_uring_get_sqe(&batch->ring);
+        io_uring_prep_sendmsg(entry, reader->fd, message, MSG_NOSIGNAL | MSG_DONTWAIT);
+        entry->user_data = count;
+        batch->readers[count] = reader;
+        batch->results[count] = -EAGAIN;
+        count++;
+    }
+    if (count == 0)
+        return 0;
+    int result = gw_io_batch_submit(batch, count, false);
+    /* A send the ring did not make is left to EV_WRITE, as if it had found
+     * the socket full. */
+    for (unsigned i = 0; i < count; i++)
+        gw_io_batch_sent(batch->readers[i], batch->results[i], batch->offered[i]);
+    return result < 0 ? result : 0;
+}
+
+/* Makes up to GW_IO_BATCH_READS queued reads with one io_uring_enter, each a
+ * non-blocking recv (MSG_DONTWAIT) into a landing buffer, and moves their
+ * readers to the deliveries. Returns 0, or a negative errno when the ring
+ * failed (a read it did not make counts as EAGAIN: the socket stays readable,
+ * and the next readiness reads it). */
+static int gw_io_batch_read_round(gw_io_batch_t *batch) {
+    unsigned count = 0;
+    gw_io_reader_t *reader;
+    while (count < GW_IO_BATCH_READS && (reader = TAILQ_FIRST(&batch->reads)) != NULL) {
+        gw_io_unqueue_read(reader);
+        size_t want = gw_io_read_want(reader);
+        if (!reader->wanted || want == 0)
+            continue; /* turned off since: the readiness stays for later */
+        TAILQ_INSERT_TAIL(&batch->delivering, reader, read_link);
+        reader->read_batch = GW_IO_READ_MADE;
+        reader->read_slot = count;
+        reader->read_result = -EAGAIN;
+        batch->read_want[count] = want;
+        batch->readers[count] = reader;
+        struct io_uring_sqe *entry = io_uring_get_sqe(&batch->ring);
+        io_uring_prep_recv(entry, reader->fd, batch->landing[count], want, MSG_DONTWAIT);
+        entry->user_data = count;
+        count++;
+    }
+    if (count == 0)
+        return 0;
+    int result = gw_io_batch_submit(batch, count, true);
+    return result < 0 ? result : 0;
+}
+
+/* The reads of the last round reach their owners, whose callbacks may free
+ * other connections of the round (they leave the deliveries as they go). */
+static void gw_io_batch_deliver(gw_io_batch_t *batch) {
+    gw_io_reader_t *reader;
+    while ((reader = TAILQ_FIRST(&batch->delivering)) != NULL) {
+        gw_io_unqueue_read(reader);
+        int result = reader->read_result;
+        if (result == -EAGAIN || result == -EINTR)
+            continue;
+        const char *landed = batch->landing[reader->read_slot];
+        if (result > 0)
+            VALGRIND_MAKE_MEM_DEFINED(landed, (size_t)result);
+        ssize_t got = result;
+        if (result < 0) {
+            errno = -result;
+            reader->filled = false;
+        } else {
+            reader->filled = result > 0 && (size_t)result == batch->read_want[reader->read_slot];
+            if (result > 0 && evbuffer_add(reader->input, landed, (size_t)result) != 0) {
+                errno = ENOMEM; /* the connection ends: what was read goes with it */
+                got = -1;
+            }
+        }
+        if (!reader->wanted && got >= 0) {
+            /* An earlier callback turned reading off: the bytes wait in the
+             * input until it is on again, and an end of stream is read again
+             * then. */
+            reader->held = got > 0;
+            continue;
+        }
+        gw_io_reader_deliver(reader, got);
+    }
+}
+
+/* After the loop turn's callbacks: the queued reads, their callbacks, then
+ * the sends queued so far. */
+static void gw_io_batch_run(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_io_batch_t *batch = arg;
+    int error = 0;
+    while (error == 0 && !TAILQ_EMPTY(&batch->reads)) {
+        error = gw_io_batch_read_round(batch);
+        gw_io_batch_deliver(batch);
+    }
+    while (error == 0 && !TAILQ_EMPTY(&batch->queue))
+        error = gw_io_batch_round(batch);
+    batch->scheduled = false;
+    if (error < 0)
+        gw_io_batch_fail(batch, -error);
+}
+
+int gw_io_batch_start(struct event_base *base) {
+    if (gw_io_batch != NULL)
+        return 0;
+    gw_io_batch_t *batch = calloc(1, sizeof(*batch));
+    if (batch == NULL)
+        return -1;
+    TAILQ_INIT(&batch->queue);
+    TAILQ_INIT(&batch->reads);
+    TAILQ_INIT(&batch->delivering);
+    batch->landing = malloc(GW_IO_BATCH_READS * sizeof(*batch->landing));
+    if (batch->landing == NULL) {
+        free(batch);
+        return -1;
+    }
+    int error = io_uring_queue_init(GW_IO_BATCH_SENDS, &batch->ring, 0);
+    if (error < 0) {
+        free(batch->landing);
+        free(batch);
+        errno = -error;
+        return -1;
+    }
+    batch->event = event_new(base, -1, 0, gw_io_batch_run, batch);
+    if (batch->event == NULL) {
+        io_uring_queue_exit(&batch->ring);
+        free(batch->landing);
+        free(batch);
+        errno = ENOMEM;
+        return -1;
+    }
+    gw_io_batch = batch;
+    return 0;
+}
+
+void gw_io_batch_stop(void) {
+    gw_io_batch_t *batch = gw_io_batch;
+    if (batch == NULL)
+        return;
+    /* The loop is over: no reads, but what was written goes out. */
+    gw_io_reader_t *reader;
+    while ((reader = TAILQ_FIRST(&batch->reads)) != NULL)
+        gw_io_unqueue_read(reader);
+    int error = 0;
+    while (error == 0 && !TAILQ_EMPTY(&batch->queue))
+        error = gw_io_batch_round(batch);
+    if (error < 0) {
+        gw_io_batch_fail(batch, -error);
+        return;
+    }
+    gw_io_batch = NULL;
+    io_uring_queue_exit(&batch->ring);
+    event_free(batch->event);
+    free(batch->landing);
+    free(batch);
 }
 
 /* ---- plain sockets the reader owns ---- */
@@ -438,6 +816,13 @@ void gw_io_plain_connect(gw_io_reader_t *reader, const struct sockaddr *address,
 }
 
 void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket) {
+    if (reader->queued) {
+        /* As if the flush had sent it: what the socket takes now. */
+        gw_io_unqueue(reader);
+        gw_io_send_output(reader, 0);
+    }
+    if (reader->read_batch != GW_IO_READ_NONE)
+        gw_io_unqueue_read(reader);
     if (reader->event != NULL)
         event_free(reader->event);
     if (reader->write_event != NULL)

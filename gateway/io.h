@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <event2/bufferevent.h>
@@ -12,6 +13,13 @@
 struct event;
 struct event_base;
 struct evbuffer_cb_entry;
+
+/* Where a plain socket's read stands in this thread's batch. */
+typedef enum {
+    GW_IO_READ_NONE,   /* not in it */
+    GW_IO_READ_QUEUED, /* readable: waits for the batch's next round */
+    GW_IO_READ_MADE,   /* read in a round: its callbacks are due */
+} gw_io_read_batch_t;
 
 /* Who reads and writes a socket, in one of three ways:
  * - a plain socket (gw_io_plain_init): the reader owns it, its two buffers
@@ -51,6 +59,13 @@ typedef struct gw_io_reader {
     bool replay;                        /* a plain socket's next read event only runs on_read */
     bool writing;                       /* write_event is in the loop */
     bool dialling;                      /* a plain socket's dial is under way */
+    bool queued;                        /* a plain socket's flush waits for the batch */
+    unsigned char read_batch;           /* gw_io_read_batch_t */
+    bool held;                          /* the batch read bytes while reading was off */
+    int read_result;                    /* the batched read's bytes, or -errno */
+    unsigned read_slot;                 /* where the batched read landed */
+    TAILQ_ENTRY(gw_io_reader) batch_link; /* in the batch's queue of sends while queued */
+    TAILQ_ENTRY(gw_io_reader) read_link;  /* in the batch's reads or deliveries */
 } gw_io_reader_t;
 
 /* Takes over fd, a connected or dialling plain socket: its buffers and events
@@ -109,6 +124,39 @@ size_t gw_io_read_more(gw_io_reader_t *reader, size_t limit);
  * registration and wait a loop turn for every response). A dialling plain
  * socket writes once connected. */
 void gw_io_flush(gw_io_reader_t *reader);
+
+/* gw_io_flush, for a caller that does not look at the output again in this
+ * loop turn: on a thread with a batch (gw_io_batch_start), a plain socket's
+ * output of at most 64 KiB is sent at the end of the turn, with the turn's
+ * other sends. A flush, free or shutdown of the socket before then sends it
+ * first. */
+void gw_io_flush_soon(gw_io_reader_t *reader);
+
+/* Sends now what gw_io_flush_soon left for the batch: before the socket is
+ * written by other means (splice). */
+void gw_io_send_queued(gw_io_reader_t *reader);
+
+/* Shuts a plain socket for writing, after what its output holds for the
+ * batch. */
+void gw_io_shutdown_write(gw_io_reader_t *reader);
+
+/* The reads and sends of this thread's plain sockets are batched: a loop
+ * turn's readiness callbacks and flushes queue them, and after the turn's
+ * callbacks one io_uring_enter(2) makes the reads (each a non-blocking recv
+ * into a landing buffer of the batch), the owners' callbacks run, and one more
+ * makes the sends they queued (each a non-blocking sendmsg). Every operation
+ * is done before its call returns, as the system call would be. On this
+ * machine a system call costs about 0.9 microseconds of entry and exit alone,
+ * a quarter of a proxied request's time in the kernel. A read that fills its
+ * buffer (a large body) is followed by reads made at once, and only
+ * gw_io_flush_soon's sends wait for the batch.
+ * Returns 0, or -1 with errno set (io_uring not allowed, or no memory):
+ * reads and sends are then one system call each, as without a batch. Call on
+ * the loop's thread. */
+int gw_io_batch_start(struct event_base *base);
+
+/* Ends this thread's batch (sending what it holds first). Idempotent. */
+void gw_io_batch_stop(void);
 
 /* gw_io_flush for the last bytes before the socket is closed or shut for
  * writing: they are sent with MSG_MORE, so the kernel holds the short tail

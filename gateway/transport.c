@@ -64,7 +64,7 @@ static void gw_plain_flush(gw_transport_t *transport, bool last) {
 }
 
 static void gw_plain_shutdown_write(gw_transport_t *transport) {
-    shutdown(transport->reader.fd, SHUT_WR);
+    gw_io_shutdown_write(&transport->reader);
 }
 
 static bool gw_plain_when_drained(gw_transport_t *transport, void (*drained)(void *arg),
@@ -239,7 +239,11 @@ void gw_transport_read_more(gw_transport_t *transport, size_t limit) {
 
 void gw_transport_read_again(gw_transport_t *transport) { gw_io_read_again(&transport->reader); }
 
-int gw_transport_fd(const gw_transport_t *transport) { return transport->reader.fd; }
+int gw_transport_fd(gw_transport_t *transport) {
+    if (transport->bev == NULL)
+        gw_io_send_queued(&transport->reader);
+    return transport->reader.fd;
+}
 
 void gw_transport_close(gw_transport_t *transport) {
     if (!transport->open)

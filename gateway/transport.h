@@ -139,6 +139,15 @@ static inline void gw_transport_hold(gw_transport_t *transport) { transport->ops
 static inline void gw_transport_flush(gw_transport_t *transport, bool last) {
     transport->ops->flush(transport, last);
 }
+/* gw_transport_flush(transport, false) for a caller that does not look at the
+ * output again in this loop turn: a plain stream's bytes may leave with the
+ * turn's other sends (gw_io_flush_soon). */
+static inline void gw_transport_flush_soon(gw_transport_t *transport) {
+    if (transport->bev == NULL)
+        gw_io_flush_soon(&transport->reader);
+    else
+        transport->ops->flush(transport, false);
+}
 static inline void gw_transport_shutdown_write(gw_transport_t *transport) {
     transport->ops->shutdown_write(transport);
 }
@@ -150,8 +159,10 @@ static inline bool gw_transport_when_drained(gw_transport_t *transport, void (*d
 /* True if the TLS handshake agreed on HTTP/2 by ALPN (never for a plain stream). */
 bool gw_transport_alpn_h2(const gw_transport_t *transport);
 
-/* The socket, for splice (GW_TRANSPORT_RAW streams). */
-int gw_transport_fd(const gw_transport_t *transport);
+/* The socket, for splice (GW_TRANSPORT_RAW streams) or options; what a plain
+ * stream's flush left for the batch is sent first, so that bytes written to
+ * the socket directly come after it. */
+int gw_transport_fd(gw_transport_t *transport);
 
 /* Closes and releases the stream. Idempotent. */
 void gw_transport_close(gw_transport_t *transport);

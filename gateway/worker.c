@@ -16,6 +16,7 @@
 #include "gateway/activity.h"
 #include "gateway/connection.h"
 #include "gateway/http2.h"
+#include "gateway/io.h"
 #include "gateway/resume.h"
 #include "util/log.h"
 
@@ -366,7 +367,11 @@ int gw_worker_listen(gw_worker_t *worker) {
 
 static void *gw_worker_run(void *arg) {
     gw_worker_t *worker = arg;
+    if (gw_io_batch_start(worker->base) < 0)
+        log_info("worker %d: no io_uring (%s): each send is a system call of its own",
+                 worker->index, strerror(errno));
     event_base_dispatch(worker->base);
+    gw_io_batch_stop();
     __atomic_store_n(&worker->finished, 1, __ATOMIC_RELEASE);
     return NULL;
 }

@@ -4,7 +4,7 @@ set -euo pipefail
 
 profile="${1:-build}"
 
-build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev libsodium-dev libnghttp2-dev node-llhttp libnftables-dev)
+build_packages=(cmake make gcc pkg-config libevent-dev libssl-dev libhiredis-dev libsodium-dev libnghttp2-dev liburing-dev node-llhttp libnftables-dev)
 case "$profile" in
     build) wanted=("${build_packages[@]}") ;;
     run)   wanted=("${build_packages[@]}" redis-server curl python3 openssl) ;;
