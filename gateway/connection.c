@@ -157,12 +157,17 @@ static void gw_conn_linger(gw_conn_t *conn) {
 void gw_conn_close_after_flush(gw_conn_t *conn) {
     gw_conn_set_state(conn, GW_CONN_CLOSING);
     gw_transport_read(&conn->transport, false);
-    if (evbuffer_get_length(gw_transport_output(&conn->transport)) == 0) {
-        gw_conn_linger(conn);
-        return;
+    struct evbuffer *output = gw_transport_output(&conn->transport);
+    if (evbuffer_get_length(output) > 0) {
+        gw_transport_write_low(&conn->transport, 0);
+        gw_transport_flush(&conn->transport, true);
+        /* A plain socket may take it all now (what a soon flush left for
+         * the batch, say): no write callback comes then. */
+        if (!gw_transport_can(&conn->transport, GW_TRANSPORT_RAW) ||
+            evbuffer_get_length(output) > 0)
+            return;
     }
-    gw_transport_write_low(&conn->transport, 0);
-    gw_transport_flush(&conn->transport, true);
+    gw_conn_linger(conn);
 }
 
 /* Waits for the next request on a kept-alive connection. */
