@@ -527,7 +527,7 @@ void gw_io_shutdown_write(gw_io_reader_t *reader) {
     shutdown(reader->fd, SHUT_WR);
 }
 
-/* ---- batched sends ---- */
+/* ---- the batch's rounds ---- */
 
 /* What a batched send did: the rest waits for EV_WRITE, which also reports
  * an error. */
