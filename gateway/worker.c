@@ -368,7 +368,7 @@ int gw_worker_listen(gw_worker_t *worker) {
 static void *gw_worker_run(void *arg) {
     gw_worker_t *worker = arg;
     if (gw_io_batch_start(worker->base) < 0)
-        log_info("worker %d: no io_uring (%s): each send is a system call of its own",
+        log_info("worker %d: no io_uring (%s): each read and send is a system call of its own",
                  worker->index, strerror(errno));
     event_base_dispatch(worker->base);
     gw_io_batch_stop();
