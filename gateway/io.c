@@ -49,6 +49,7 @@ typedef struct gw_io_batch {
     TAILQ_HEAD(, gw_io_reader) reads;      /* reads waiting for a round */
     TAILQ_HEAD(, gw_io_reader) delivering; /* reads made, their callbacks due */
     bool scheduled;                        /* the event is active, or running */
+    bool ring_open;                        /* ring was set up */
     size_t read_want[GW_IO_BATCH_READS];
     char (*landing)[GW_IO_READ_FIRST]; /* GW_IO_BATCH_READS buffers */
     /* One sendmsg's arguments per entry of the ring. */
@@ -147,6 +148,20 @@ static ssize_t gw_io_receive(gw_io_reader_t *reader, size_t want) {
     return got;
 }
 
+/* A read of at most want bytes into landing returned got (errno set when
+ * negative): what it read goes into the input. Returns got, or -1 with errno
+ * ENOMEM when the input cannot take it (the connection ends, and what was
+ * read goes with it). */
+static ssize_t gw_io_take_landed(gw_io_reader_t *reader, const char *landing, ssize_t got,
+                                 size_t want) {
+    reader->filled = got > 0 && (size_t)got == want;
+    if (got > 0 && evbuffer_add(reader->input, landing, (size_t)got) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return got;
+}
+
 /* One recv() of at most want (<= GW_IO_READ_FIRST) bytes into a per-thread
  * buffer, then copied into the input. Reserving GW_IO_READ_FIRST in the input
  * makes libevent allocate a 32 KiB chain (it rounds sizes up to a power of
@@ -156,13 +171,7 @@ static ssize_t gw_io_receive(gw_io_reader_t *reader, size_t want) {
  * from malloc's per-thread cache) or the room left in the last one. */
 static ssize_t gw_io_receive_small(gw_io_reader_t *reader, size_t want) {
     static _Thread_local char landing[GW_IO_READ_FIRST];
-    ssize_t got = recv(reader->fd, landing, want, 0);
-    reader->filled = got > 0 && (size_t)got == want;
-    if (got > 0 && evbuffer_add(reader->input, landing, (size_t)got) != 0) {
-        errno = ENOMEM; /* the connection ends: what was read goes with it */
-        return -1;
-    }
-    return got;
+    return gw_io_take_landed(reader, landing, recv(reader->fd, landing, want, 0), want);
 }
 
 /* How much the next read may take: GW_IO_READ_FIRST, or less below the high
@@ -546,24 +555,37 @@ static void gw_io_batch_sent(gw_io_reader_t *reader, int result, size_t offered)
     gw_io_plain_wait_writable(reader, true);
 }
 
+/* Frees what gw_io_batch_start made of batch. */
+static void gw_io_batch_free(gw_io_batch_t *batch) {
+    if (batch->ring_open)
+        io_uring_queue_exit(&batch->ring);
+    if (batch->event != NULL)
+        event_free(batch->event);
+    free(batch->landing);
+    free(batch);
+}
+
+/* Queued reads are left to the sockets' next readiness. */
+static void gw_io_batch_drop_reads(gw_io_batch_t *batch) {
+    gw_io_reader_t *reader;
+    while ((reader = TAILQ_FIRST(&batch->reads)) != NULL)
+        gw_io_unqueue_read(reader);
+}
+
 /* The ring failed (it never should): it goes, and this thread reads and
  * sends one system call each from now on. What the batch held is sent so;
  * its queued reads are left to the next readiness. */
 static void gw_io_batch_fail(gw_io_batch_t *batch, int error) {
     log_warn("io_uring failed (%s): reads and sends are one system call each", strerror(error));
-    gw_io_reader_t *reader;
-    while ((reader = TAILQ_FIRST(&batch->reads)) != NULL)
-        gw_io_unqueue_read(reader);
+    gw_io_batch_drop_reads(batch);
     gw_io_batch = NULL;
+    gw_io_reader_t *reader;
     while ((reader = TAILQ_FIRST(&batch->queue)) != NULL) {
         TAILQ_REMOVE(&batch->queue, reader, batch_link);
         reader->queued = false;
         gw_io_flush(reader);
     }
-    io_uring_queue_exit(&batch->ring);
-    event_free(batch->event);
-    free(batch->landing);
-    free(batch);
+    gw_io_batch_free(batch);
 }
 
 /* Makes up to GW_IO_BATCH_SENDS queued sends with one io_uring_enter.
@@ -597,6 +619,15 @@ static int gw_io_batch_round(gw_io_batch_t *batch) {
     for (unsigned i = 0; i < count; i++)
         gw_io_batch_sent(batch->readers[i], batch->results[i], batch->offered[i]);
     return result < 0 ? result : 0;
+}
+
+/* Makes every queued send, a round at a time. Returns 0, or a negative errno
+ * when the ring failed. */
+static int gw_io_batch_send_all(gw_io_batch_t *batch) {
+    int error = 0;
+    while (error == 0 && !TAILQ_EMPTY(&batch->queue))
+        error = gw_io_batch_round(batch);
+    return error;
 }
 
 /* Makes up to GW_IO_BATCH_READS queued reads with one io_uring_enter, each a
@@ -641,17 +672,10 @@ static void gw_io_batch_deliver(gw_io_batch_t *batch) {
         const char *landed = batch->landing[reader->read_slot];
         if (result > 0)
             VALGRIND_MAKE_MEM_DEFINED(landed, (size_t)result);
-        ssize_t got = result;
-        if (result < 0) {
+        else if (result < 0)
             errno = -result;
-            reader->filled = false;
-        } else {
-            reader->filled = result > 0 && (size_t)result == batch->read_want[reader->read_slot];
-            if (result > 0 && evbuffer_add(reader->input, landed, (size_t)result) != 0) {
-                errno = ENOMEM; /* the connection ends: what was read goes with it */
-                got = -1;
-            }
-        }
+        ssize_t got = gw_io_take_landed(reader, landed, result < 0 ? -1 : result,
+                                        batch->read_want[reader->read_slot]);
         if (!reader->wanted && got >= 0) {
             /* An earlier callback turned reading off: the bytes wait in the
              * input until it is on again, and an end of stream is read again
@@ -674,8 +698,8 @@ static void gw_io_batch_run(evutil_socket_t fd, short events, void *arg) {
         error = gw_io_batch_read_round(batch);
         gw_io_batch_deliver(batch);
     }
-    while (error == 0 && !TAILQ_EMPTY(&batch->queue))
-        error = gw_io_batch_round(batch);
+    if (error == 0)
+        error = gw_io_batch_send_all(batch);
     batch->scheduled = false;
     if (error < 0)
         gw_io_batch_fail(batch, -error);
@@ -691,27 +715,20 @@ int gw_io_batch_start(struct event_base *base) {
     TAILQ_INIT(&batch->reads);
     TAILQ_INIT(&batch->delivering);
     batch->landing = malloc(GW_IO_BATCH_READS * sizeof(*batch->landing));
-    if (batch->landing == NULL) {
-        free(batch);
-        return -1;
-    }
-    int error = io_uring_queue_init(GW_IO_BATCH_SENDS, &batch->ring, 0);
-    if (error < 0) {
-        free(batch->landing);
-        free(batch);
-        errno = -error;
-        return -1;
-    }
     batch->event = event_new(base, -1, 0, gw_io_batch_run, batch);
-    if (batch->event == NULL) {
-        io_uring_queue_exit(&batch->ring);
-        free(batch->landing);
-        free(batch);
-        errno = ENOMEM;
-        return -1;
-    }
+    int error = ENOMEM;
+    if (batch->landing == NULL || batch->event == NULL)
+        goto fail;
+    error = -io_uring_queue_init(GW_IO_BATCH_SENDS, &batch->ring, 0);
+    if (error > 0)
+        goto fail;
+    batch->ring_open = true;
     gw_io_batch = batch;
     return 0;
+fail:
+    gw_io_batch_free(batch);
+    errno = error;
+    return -1;
 }
 
 void gw_io_batch_stop(void) {
@@ -719,21 +736,14 @@ void gw_io_batch_stop(void) {
     if (batch == NULL)
         return;
     /* The loop is over: no reads, but what was written goes out. */
-    gw_io_reader_t *reader;
-    while ((reader = TAILQ_FIRST(&batch->reads)) != NULL)
-        gw_io_unqueue_read(reader);
-    int error = 0;
-    while (error == 0 && !TAILQ_EMPTY(&batch->queue))
-        error = gw_io_batch_round(batch);
+    gw_io_batch_drop_reads(batch);
+    int error = gw_io_batch_send_all(batch);
     if (error < 0) {
         gw_io_batch_fail(batch, -error);
         return;
     }
     gw_io_batch = NULL;
-    io_uring_queue_exit(&batch->ring);
-    event_free(batch->event);
-    free(batch->landing);
-    free(batch);
+    gw_io_batch_free(batch);
 }
 
 /* ---- plain sockets the reader owns ---- */
