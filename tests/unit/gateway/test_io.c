@@ -96,6 +96,39 @@ static int plain_pair(struct event_base *base, gw_io_reader_t *reader, seen_t *s
     return ends[1];
 }
 
+/* The state of a test with one reader: a socket pair on a loop of the group's mode. */
+typedef struct pair {
+    struct event_base *base;
+    gw_io_reader_t reader;
+    seen_t seen;
+    int peer; /* the other end; -1 once the test closed it */
+} pair_t;
+
+static int pair_setup(void **state) {
+    pair_t *pair = calloc(1, sizeof(*pair));
+    assert_non_null(pair);
+    pair->base = new_base();
+    pair->peer = plain_pair(pair->base, &pair->reader, &pair->seen);
+    *state = pair;
+    return 0;
+}
+
+/* Also after a failed test: the batch goes with its loop, so the next test starts clean. */
+static int pair_teardown(void **state) {
+    pair_t *pair = *state;
+    if (pair->peer >= 0)
+        close(pair->peer);
+    gw_io_plain_free(&pair->reader, false);
+    free_base(pair->base);
+    free(pair);
+    return 0;
+}
+
+static void close_peer(pair_t *pair) {
+    close(pair->peer);
+    pair->peer = -1;
+}
+
 /* Runs the loop's ready callbacks a few times. */
 static void turn(struct event_base *base) {
     for (int i = 0; i < 4; i++)
@@ -103,175 +136,143 @@ static void turn(struct event_base *base) {
 }
 
 static void test_reading_waits_for_room_and_resumes_on_drain(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
+    pair_t *pair = *state;
     char sent[64];
     for (size_t i = 0; i < sizeof(sent); i++)
         sent[i] = (char)('a' + i % 26);
-    assert_int_equal(send(peer, sent, sizeof(sent), 0), (ssize_t)sizeof(sent));
-    gw_io_read_watermark(&reader, 16);
-    gw_io_read_enable(&reader);
+    assert_int_equal(send(pair->peer, sent, sizeof(sent), 0), (ssize_t)sizeof(sent));
+    gw_io_read_watermark(&pair->reader, 16);
+    gw_io_read_enable(&pair->reader);
 
     char got[64];
     size_t total = 0;
     while (total < sizeof(sent)) {
-        turn(base);
+        turn(pair->base);
         /* Full: no read beyond the mark, however many turns, and a callback
          * waits for the drain. */
-        assert_int_equal(evbuffer_get_length(reader.input), 16);
-        assert_non_null(reader.on_drain);
-        assert_false(reader.added);
-        turn(base);
-        assert_int_equal(evbuffer_get_length(reader.input), 16);
+        assert_int_equal(evbuffer_get_length(pair->reader.input), 16);
+        assert_non_null(pair->reader.on_drain);
+        assert_false(pair->reader.added);
+        turn(pair->base);
+        assert_int_equal(evbuffer_get_length(pair->reader.input), 16);
         /* A drain that leaves no room keeps it waiting... */
-        evbuffer_prepend(reader.input, "x", 1);
-        evbuffer_drain(reader.input, 1);
-        assert_non_null(reader.on_drain);
-        assert_false(reader.added);
+        evbuffer_prepend(pair->reader.input, "x", 1);
+        evbuffer_drain(pair->reader.input, 1);
+        assert_non_null(pair->reader.on_drain);
+        assert_false(pair->reader.added);
         /* ...one that makes room resumes reading, and the callback goes. */
-        assert_int_equal(evbuffer_remove(reader.input, got + total, 16), 16);
-        assert_null(reader.on_drain);
-        assert_true(reader.added);
+        assert_int_equal(evbuffer_remove(pair->reader.input, got + total, 16), 16);
+        assert_null(pair->reader.on_drain);
+        assert_true(pair->reader.added);
         total += 16;
     }
     assert_memory_equal(got, sent, sizeof(sent));
-    assert_int_equal(seen.reads, 4);
-    assert_int_equal(seen.events, 0);
+    assert_int_equal(pair->seen.reads, 4);
+    assert_int_equal(pair->seen.events, 0);
 
     /* The peer's end of stream: reading stops, then the owner hears of it. */
-    close(peer);
-    turn(base);
-    assert_int_equal(seen.events, BEV_EVENT_READING | BEV_EVENT_EOF);
-    assert_false(reader.added);
-    gw_io_plain_free(&reader, false);
-    gw_io_plain_free(&reader, false); /* idempotent */
-    free_base(base);
+    close_peer(pair);
+    turn(pair->base);
+    assert_int_equal(pair->seen.events, BEV_EVENT_READING | BEV_EVENT_EOF);
+    assert_false(pair->reader.added);
+    gw_io_plain_free(&pair->reader, false);
+    gw_io_plain_free(&pair->reader, false); /* idempotent (the teardown frees it once more) */
 }
 
 /* The input reaches its mark when the drain callback cannot be allocated: the
  * reader keeps listening and tries again at the next readiness; when that
  * fails too, the connection ends with ENOMEM, and what was read stays. */
 static void test_a_full_input_without_its_callback_ends_with_enomem(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
-    gw_io_read_watermark(&reader, 16);
-    gw_io_read_enable(&reader);
-    assert_int_equal(send(peer, "12345678", 8, 0), 8);
-    turn(base);
-    assert_int_equal(evbuffer_get_length(reader.input), 8);
+    pair_t *pair = *state;
+    gw_io_read_watermark(&pair->reader, 16);
+    gw_io_read_enable(&pair->reader);
+    assert_int_equal(send(pair->peer, "12345678", 8, 0), 8);
+    turn(pair->base);
+    assert_int_equal(evbuffer_get_length(pair->reader.input), 8);
 
     failures = 1; /* the callback's: the bytes land in the chain the first read made */
-    assert_int_equal(send(peer, "abcdefgh", 8, 0), 8);
-    turn(base);
+    assert_int_equal(send(pair->peer, "abcdefgh", 8, 0), 8);
+    turn(pair->base);
     assert_int_equal(failures, 0);
-    assert_int_equal(evbuffer_get_length(reader.input), 16);
-    assert_null(reader.on_drain);
-    assert_true(reader.added);
-    assert_int_equal(seen.reads, 2);
+    assert_int_equal(evbuffer_get_length(pair->reader.input), 16);
+    assert_null(pair->reader.on_drain);
+    assert_true(pair->reader.added);
+    assert_int_equal(pair->seen.reads, 2);
 
     /* A readiness with memory back: it waits for a drain as usual. */
-    assert_int_equal(send(peer, "i", 1, 0), 1);
-    turn(base);
-    assert_non_null(reader.on_drain);
-    assert_false(reader.added);
-    assert_int_equal(seen.events, 0);
+    assert_int_equal(send(pair->peer, "i", 1, 0), 1);
+    turn(pair->base);
+    assert_non_null(pair->reader.on_drain);
+    assert_false(pair->reader.added);
+    assert_int_equal(pair->seen.events, 0);
     char got[16];
-    assert_int_equal(evbuffer_remove(reader.input, got, 16), 16);
-    turn(base);
-    assert_int_equal(evbuffer_get_length(reader.input), 1);
+    assert_int_equal(evbuffer_remove(pair->reader.input, got, 16), 16);
+    turn(pair->base);
+    assert_int_equal(evbuffer_get_length(pair->reader.input), 1);
 
     /* Full again, and no memory at either try. */
-    assert_int_equal(send(peer, "jklmnopqrstuvwxyz", 17, 0), 17);
+    assert_int_equal(send(pair->peer, "jklmnopqrstuvwxyz", 17, 0), 17);
     failures = 2;
-    turn(base);
-    assert_int_equal(evbuffer_get_length(reader.input), 16);
+    turn(pair->base);
+    assert_int_equal(evbuffer_get_length(pair->reader.input), 16);
     assert_int_equal(failures, 0);
-    assert_int_equal(seen.events, BEV_EVENT_READING | BEV_EVENT_ERROR);
-    assert_int_equal(seen.error, ENOMEM);
-    assert_false(reader.added);
-    close(peer);
-    gw_io_plain_free(&reader, false);
-    free_base(base);
+    assert_int_equal(pair->seen.events, BEV_EVENT_READING | BEV_EVENT_ERROR);
+    assert_int_equal(pair->seen.error, ENOMEM);
+    assert_false(pair->reader.added);
 }
 
 static void test_read_again_runs_on_read_without_reading(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
-    evbuffer_add(reader.input, "GET", 3);
-    gw_io_read_again(&reader);
-    assert_int_equal(seen.reads, 0); /* from the loop, not from here */
-    turn(base);
-    assert_int_equal(seen.reads, 1);
-    assert_int_equal(evbuffer_get_length(reader.input), 3);
-    turn(base);
-    assert_int_equal(seen.reads, 1); /* once; reading was never enabled */
-    close(peer);
-    gw_io_plain_free(&reader, false);
-    free_base(base);
+    pair_t *pair = *state;
+    evbuffer_add(pair->reader.input, "GET", 3);
+    gw_io_read_again(&pair->reader);
+    assert_int_equal(pair->seen.reads, 0); /* from the loop, not from here */
+    turn(pair->base);
+    assert_int_equal(pair->seen.reads, 1);
+    assert_int_equal(evbuffer_get_length(pair->reader.input), 3);
+    turn(pair->base);
+    assert_int_equal(pair->seen.reads, 1); /* once; reading was never enabled */
 }
 
 static void test_a_full_socket_writes_the_rest_when_drained(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
+    pair_t *pair = *state;
     static char block[1 << 20];
     memset(block, 'z', sizeof(block));
-    evbuffer_add(reader.output, block, sizeof(block));
-    gw_io_write_low(&reader, 0);
-    gw_io_flush(&reader);
-    size_t left = evbuffer_get_length(reader.output);
+    evbuffer_add(pair->reader.output, block, sizeof(block));
+    gw_io_write_low(&pair->reader, 0);
+    gw_io_flush(&pair->reader);
+    size_t left = evbuffer_get_length(pair->reader.output);
     assert_true(left > 0); /* a socket pair holds far less than 1 MiB */
-    assert_true(reader.writing);
-    turn(base);
-    assert_int_equal(seen.writes, 0); /* nobody read: nothing moved */
+    assert_true(pair->reader.writing);
+    turn(pair->base);
+    assert_int_equal(pair->seen.writes, 0); /* nobody read: nothing moved */
 
     size_t received = 0;
     char buffer[65536];
     while (received < sizeof(block)) {
-        ssize_t got = recv(peer, buffer, sizeof(buffer), 0);
+        ssize_t got = recv(pair->peer, buffer, sizeof(buffer), 0);
         if (got > 0) {
             for (ssize_t i = 0; i < got; i++)
                 assert_int_equal(buffer[i], 'z');
             received += (size_t)got;
         }
-        turn(base);
+        turn(pair->base);
     }
-    assert_int_equal(evbuffer_get_length(reader.output), 0);
-    assert_false(reader.writing);
-    assert_int_equal(seen.writes, 1); /* once, when it reached the low mark (0) */
-    assert_int_equal(seen.events, 0);
-    close(peer);
-    gw_io_plain_free(&reader, false);
-    free_base(base);
+    assert_int_equal(evbuffer_get_length(pair->reader.output), 0);
+    assert_false(pair->reader.writing);
+    assert_int_equal(pair->seen.writes, 1); /* once, when it reached the low mark (0) */
+    assert_int_equal(pair->seen.events, 0);
 }
 
 static void test_a_write_error_reaches_on_event(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
-    close(peer);
-    evbuffer_add(reader.output, "lost", 4);
-    gw_io_flush(&reader); /* EPIPE: told from the loop, as a full socket's rest would be */
-    assert_int_equal(seen.events, 0);
-    turn(base);
-    assert_int_equal(seen.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
-    assert_int_equal(seen.error, EPIPE);
-    assert_false(reader.writing);
-    gw_io_plain_free(&reader, false);
-    free_base(base);
+    pair_t *pair = *state;
+    close_peer(pair);
+    evbuffer_add(pair->reader.output, "lost", 4);
+    gw_io_flush(&pair->reader); /* EPIPE: told from the loop, as a full socket's rest would be */
+    assert_int_equal(pair->seen.events, 0);
+    turn(pair->base);
+    assert_int_equal(pair->seen.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+    assert_int_equal(pair->seen.error, EPIPE);
+    assert_false(pair->reader.writing);
 }
 
 /* A dial of 127.0.0.1:port; the outcome's events once the loop has run. */
@@ -418,45 +419,39 @@ static void test_what_waits_for_the_batch_goes_before_the_end(void **state) {
 /* A soon flush to a socket that takes part of it: the rest waits for the
  * socket, and on_write comes at the low mark; a closed peer reaches on_event. */
 static void test_a_soon_flush_to_a_full_or_closed_socket(void **state) {
-    (void)state;
-    struct event_base *base = new_base();
-    gw_io_reader_t reader;
-    seen_t seen = {0};
-    int peer = plain_pair(base, &reader, &seen);
+    pair_t *pair = *state;
     int small = 4096;
-    assert_int_equal(setsockopt(reader.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(pair->reader.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
     static char block[60 * 1024]; /* below the 64 KiB a soon flush may leave */
     memset(block, 'q', sizeof(block));
-    evbuffer_add(reader.output, block, sizeof(block));
-    gw_io_write_low(&reader, 0);
-    gw_io_flush_soon(&reader);
-    turn(base);
-    assert_true(evbuffer_get_length(reader.output) > 0);
-    assert_true(reader.writing);
+    evbuffer_add(pair->reader.output, block, sizeof(block));
+    gw_io_write_low(&pair->reader, 0);
+    gw_io_flush_soon(&pair->reader);
+    turn(pair->base);
+    assert_true(evbuffer_get_length(pair->reader.output) > 0);
+    assert_true(pair->reader.writing);
     size_t received = 0;
     char buffer[65536];
     while (received < sizeof(block)) {
-        ssize_t got = recv(peer, buffer, sizeof(buffer), MSG_DONTWAIT);
+        ssize_t got = recv(pair->peer, buffer, sizeof(buffer), MSG_DONTWAIT);
         if (got > 0) {
             for (ssize_t i = 0; i < got; i++)
                 assert_int_equal(buffer[i], 'q');
             received += (size_t)got;
         }
-        turn(base);
+        turn(pair->base);
     }
     assert_int_equal(received, sizeof(block));
-    assert_false(reader.writing);
-    assert_int_equal(seen.writes, 1);
-    assert_int_equal(seen.events, 0);
+    assert_false(pair->reader.writing);
+    assert_int_equal(pair->seen.writes, 1);
+    assert_int_equal(pair->seen.events, 0);
 
-    close(peer);
-    evbuffer_add(reader.output, "lost", 4);
-    gw_io_flush_soon(&reader);
-    turn(base);
-    assert_int_equal(seen.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
-    assert_int_equal(seen.error, EPIPE);
-    gw_io_plain_free(&reader, false);
-    free_base(base);
+    close_peer(pair);
+    evbuffer_add(pair->reader.output, "lost", 4);
+    gw_io_flush_soon(&pair->reader);
+    turn(pair->base);
+    assert_int_equal(pair->seen.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+    assert_int_equal(pair->seen.error, EPIPE);
 }
 
 /* Two readers readable in one turn; the first callback turns the other's
@@ -552,15 +547,21 @@ static void test_a_reader_freed_in_the_round_is_not_called(void **state) {
 int main(void) {
     event_set_mem_functions(failing_malloc, plain_realloc, plain_free);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reading_waits_for_room_and_resumes_on_drain),
-        cmocka_unit_test(test_a_full_input_without_its_callback_ends_with_enomem),
-        cmocka_unit_test(test_read_again_runs_on_read_without_reading),
-        cmocka_unit_test(test_a_full_socket_writes_the_rest_when_drained),
-        cmocka_unit_test(test_a_write_error_reaches_on_event),
+        cmocka_unit_test_setup_teardown(test_reading_waits_for_room_and_resumes_on_drain,
+                                        pair_setup, pair_teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_input_without_its_callback_ends_with_enomem,
+                                        pair_setup, pair_teardown),
+        cmocka_unit_test_setup_teardown(test_read_again_runs_on_read_without_reading, pair_setup,
+                                        pair_teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_socket_writes_the_rest_when_drained, pair_setup,
+                                        pair_teardown),
+        cmocka_unit_test_setup_teardown(test_a_write_error_reaches_on_event, pair_setup,
+                                        pair_teardown),
         cmocka_unit_test(test_dials_report_connected_or_refused_from_the_loop),
         cmocka_unit_test(test_soon_flushes_leave_after_the_turn),
         cmocka_unit_test(test_what_waits_for_the_batch_goes_before_the_end),
-        cmocka_unit_test(test_a_soon_flush_to_a_full_or_closed_socket),
+        cmocka_unit_test_setup_teardown(test_a_soon_flush_to_a_full_or_closed_socket, pair_setup,
+                                        pair_teardown),
         cmocka_unit_test(test_bytes_read_after_reading_went_off_wait_for_it),
         cmocka_unit_test(test_a_reader_freed_in_the_round_is_not_called),
     };
