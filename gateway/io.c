@@ -52,10 +52,10 @@ typedef struct gw_io_batch {
     bool ring_open;                        /* ring was set up */
     size_t read_want[GW_IO_BATCH_READS];
     char (*landing)[GW_IO_READ_FIRST]; /* GW_IO_BATCH_READS buffers */
+    int results[GW_IO_BATCH_SENDS];    /* each entry's: bytes, or -errno */
     /* One sendmsg's arguments per entry of the ring. */
     gw_io_reader_t *readers[GW_IO_BATCH_SENDS];
     size_t offered[GW_IO_BATCH_SENDS];
-    int results[GW_IO_BATCH_SENDS];
     struct msghdr messages[GW_IO_BATCH_SENDS];
     struct iovec vectors[GW_IO_BATCH_SENDS][GW_IO_WRITE_PIECES];
 } gw_io_batch_t;
@@ -434,12 +434,12 @@ static bool gw_io_queue_read(gw_io_reader_t *reader) {
     return true;
 }
 
-/* Submits count prepared entries (entry i for batch->readers[i]) and waits
- * for their completions: with MSG_DONTWAIT each completes within the call, as
- * the system call would, so no buffer stays in the kernel's hands after it.
- * A read's result goes to its reader, a send's to batch->results. Returns
+/* Submits count prepared entries and waits for their completions: with
+ * MSG_DONTWAIT each completes within the call, as the system call would, so
+ * no buffer stays in the kernel's hands after it. Entry i's result goes to
+ * batch->results[i] (which the caller set to -EAGAIN: not made). Returns
  * count, or a negative errno when the ring failed. */
-static int gw_io_batch_submit(gw_io_batch_t *batch, unsigned count, bool reads) {
+static int gw_io_batch_submit(gw_io_batch_t *batch, unsigned count) {
     int result = io_uring_submit_and_wait(&batch->ring, count);
     for (int done = 0; done < result;) {
         struct io_uring_cqe *completion;
@@ -449,12 +449,8 @@ static int gw_io_batch_submit(gw_io_batch_t *batch, unsigned count, bool reads) 
         if (error < 0)
             return error;
         uint64_t index = completion->user_data;
-        if (index < count) {
-            if (reads)
-                batch->readers[index]->read_result = completion->res;
-            else
-                batch->results[index] = completion->res;
-        }
+        if (index < count)
+            batch->results[index] = completion->res;
         io_uring_cqe_seen(&batch->ring, completion);
         done++;
     }
@@ -613,7 +609,7 @@ static int gw_io_batch_round(gw_io_batch_t *batch) {
     }
     if (count == 0)
         return 0;
-    int result = gw_io_batch_submit(batch, count, false);
+    int result = gw_io_batch_submit(batch, count);
     /* A send the ring did not make is left to EV_WRITE, as if it had found
      * the socket full. */
     for (unsigned i = 0; i < count; i++)
@@ -646,9 +642,8 @@ static int gw_io_batch_read_round(gw_io_batch_t *batch) {
         TAILQ_INSERT_TAIL(&batch->delivering, reader, read_link);
         reader->read_batch = GW_IO_READ_MADE;
         reader->read_slot = count;
-        reader->read_result = -EAGAIN;
+        batch->results[count] = -EAGAIN;
         batch->read_want[count] = want;
-        batch->readers[count] = reader;
         struct io_uring_sqe *entry = io_uring_get_sqe(&batch->ring);
         io_uring_prep_recv(entry, reader->fd, batch->landing[count], want, MSG_DONTWAIT);
         entry->user_data = count;
@@ -656,7 +651,7 @@ static int gw_io_batch_read_round(gw_io_batch_t *batch) {
     }
     if (count == 0)
         return 0;
-    int result = gw_io_batch_submit(batch, count, true);
+    int result = gw_io_batch_submit(batch, count);
     return result < 0 ? result : 0;
 }
 
@@ -666,7 +661,7 @@ static void gw_io_batch_deliver(gw_io_batch_t *batch) {
     gw_io_reader_t *reader;
     while ((reader = TAILQ_FIRST(&batch->delivering)) != NULL) {
         gw_io_unqueue_read(reader);
-        int result = reader->read_result;
+        int result = batch->results[reader->read_slot];
         if (result == -EAGAIN || result == -EINTR)
             continue;
         const char *landed = batch->landing[reader->read_slot];

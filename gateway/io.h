@@ -62,8 +62,7 @@ typedef struct gw_io_reader {
     bool queued;                        /* a plain socket's flush waits for the batch */
     unsigned char read_batch;           /* gw_io_read_batch_t */
     bool held;                          /* the batch read bytes while reading was off */
-    int read_result;                    /* the batched read's bytes, or -errno */
-    unsigned read_slot;                 /* where the batched read landed */
+    unsigned read_slot;                 /* the batched read's entry and landing buffer */
     TAILQ_ENTRY(gw_io_reader) batch_link; /* in the batch's queue of sends while queued */
     TAILQ_ENTRY(gw_io_reader) read_link;  /* in the batch's reads or deliveries */
 } gw_io_reader_t;
