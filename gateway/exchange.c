@@ -921,7 +921,8 @@ static void gw_exchange_h2up_open(gw_exchange_t *exchange) {
 
 /* The one place that decides whether a failure with the upstream is tried
  * again (nginx's ngx_http_upstream_next): a refused dial within
- * upstream_connect_retry (a port that opens late), and a reused connection
+ * upstream_connect_retry (a port that opens late), a dial this process had no
+ * descriptor for, within the same (clients finishing free some), and a reused connection
  * lost before any response byte, once, for an idempotent request whose body
  * was not sent (RFC 9110 §9.2.2). Anything else is answered. */
 static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int error) {
@@ -943,8 +944,9 @@ static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int 
         return;
     }
     uint64_t elapsed = clock_coarse_ms() - exchange->dial_started_ms;
-    if (failure == GW_FAILURE_REFUSED && error == ECONNREFUSED &&
-        elapsed < worker->config->upstream_connect_retry_ms) {
+    bool again = (failure == GW_FAILURE_REFUSED && error == ECONNREFUSED) ||
+                 (failure == GW_FAILURE_DIAL && (error == EMFILE || error == ENFILE));
+    if (again && elapsed < worker->config->upstream_connect_retry_ms) {
         uint64_t delay = exchange->retry_delay_ms;
         uint64_t remaining = worker->config->upstream_connect_retry_ms - elapsed;
         if (delay > remaining)

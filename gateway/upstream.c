@@ -227,6 +227,17 @@ close:
     gw_upstream_close(upstream);
 }
 
+size_t gw_pool_shed(gw_pool_t *pool, size_t count) {
+    size_t closed = 0;
+    gw_upstream_t *oldest;
+    while (closed < count && (oldest = TAILQ_FIRST(&pool->idle_order)) != NULL) {
+        GW_METRIC_ADD(&oldest->worker->metrics, upstream_evictions, 1);
+        gw_upstream_close(oldest);
+        closed++;
+    }
+    return closed;
+}
+
 gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *address,
                                 socklen_t address_length, const char *key, size_t key_length) {
     gw_upstream_t *upstream = calloc(1, sizeof(*upstream) + key_length + 1);
@@ -236,8 +247,14 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     upstream->key[key_length] = '\0';
     upstream->worker = worker;
     upstream->state = GW_UPSTREAM_CONNECTING;
-    if (gw_transport_dial(&upstream->transport, worker->base, address, address_length,
-                          worker->config->upstream_connect_timeout_ms) < 0) {
+    int dialled;
+    do {
+        dialled = gw_transport_dial(&upstream->transport, worker->base, address, address_length,
+                                    worker->config->upstream_connect_timeout_ms);
+        /* Out of descriptors: a connection idle to another sandbox makes room. */
+    } while (dialled < 0 && (errno == EMFILE || errno == ENFILE) &&
+             gw_pool_shed(&worker->pool, 1) > 0);
+    if (dialled < 0) {
         int saved = errno;
         free(upstream);
         errno = saved;

@@ -75,6 +75,11 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length)
  * closes the connection idle longest to take it. */
 void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream);
 
+/* The process is out of descriptors: closes up to count idle connections,
+ * those idle longest first (each an eviction), so that a client can be
+ * accepted or a sandbox dialled; returns how many it closed. */
+size_t gw_pool_shed(gw_pool_t *pool, size_t count);
+
 /* Starts a non-blocking dial of address (with its port set), bounded by
  * upstream_connect_timeout; returns a connection whose transport reports the
  * outcome to the handler the caller sets next, or NULL (errno set). */

@@ -18,6 +18,7 @@
 #include "gateway/http2.h"
 #include "gateway/io.h"
 #include "gateway/resume.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* Connections the kernel may queue per listener while a worker is busy or
@@ -29,6 +30,9 @@ enum { GW_WORKER_DRAIN = 1, GW_WORKER_STOP = 2 };
 /* How long before drain_timeout held requests are answered, so that the 503
  * is written before the connections close. */
 enum { GW_DRAIN_ANSWER_MS = 200 };
+/* Out of descriptors: idle sandbox connections closed for one failed
+ * accept, and how long the listeners pause when there were none. */
+enum { GW_ACCEPT_SHED = 16, GW_ACCEPT_RETRY_MS = 100 };
 
 static void gw_worker_pause_listeners(gw_worker_t *worker, bool pause) {
     if (worker->listeners_paused == pause)
@@ -57,9 +61,30 @@ static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
     (void)listener;
     gw_worker_t *worker = ((gw_worker_listener_t *)arg)->worker;
     int error = EVUTIL_SOCKET_ERROR();
-    /* Out of descriptors or memory: log and keep serving; the listener
-     * retries on the next readable event. */
-    log_error("worker %d: accept failed: %s", worker->index, evutil_socket_error_to_string(error));
+    /* Out of descriptors: connections idle to sandboxes make room for the
+     * client (nginx closes its idle keep-alive connections the same way); the
+     * listener, still readable, accepts it in the next loop turn. */
+    if ((error == EMFILE || error == ENFILE) && gw_pool_shed(&worker->pool, GW_ACCEPT_SHED) > 0)
+        return;
+    /* Nothing to close, or out of memory: clients wait in the backlog for a
+     * moment, where a listener that stays readable would spin the loop. */
+    log_error("worker %d: accept failed: %s; accepting again in %d ms", worker->index,
+              evutil_socket_error_to_string(error), GW_ACCEPT_RETRY_MS);
+    gw_worker_pause_listeners(worker, true);
+    struct timeval delay = clock_timeval(GW_ACCEPT_RETRY_MS);
+    evtimer_add(worker->accept_retry, &delay);
+}
+
+static void gw_worker_resume_listeners(gw_worker_t *worker) {
+    if (worker->listeners_paused && worker->client_count < worker->client_limit &&
+        worker->listeners != NULL)
+        gw_worker_pause_listeners(worker, false);
+}
+
+static void gw_worker_on_accept_retry(evutil_socket_t fd, short events, void *arg) {
+    (void)fd;
+    (void)events;
+    gw_worker_resume_listeners(arg);
 }
 
 void gw_worker_client_closed(gw_worker_t *worker) {
@@ -69,9 +94,7 @@ void gw_worker_client_closed(gw_worker_t *worker) {
             event_active(worker->stop_event, EV_READ, 0);
         return;
     }
-    if (worker->listeners_paused && worker->client_count < worker->client_limit &&
-        worker->listeners != NULL)
-        gw_worker_pause_listeners(worker, false);
+    gw_worker_resume_listeners(worker);
 }
 
 static void gw_worker_close_listeners(gw_worker_t *worker) {
@@ -156,15 +179,16 @@ static void gw_worker_request(gw_worker_t *worker, int request) {
         log_error("worker %d: cannot wake: %s", worker->index, strerror(errno));
 }
 
-/* Idle upstream connections a worker may keep: half of the descriptors
- * the process may open, shared by the workers (many sandboxes each keep a
- * warm connection; clients and dials need the rest). */
+/* Idle upstream connections a worker may keep: three quarters of the
+ * descriptors the process may open, shared by the workers (many sandboxes
+ * each keep a warm connection; clients and dials need the rest, and when
+ * those run out, idle connections are closed for them: gw_pool_shed). */
 static size_t gw_worker_pool_limit(const gw_server_t *server) {
     struct rlimit limit;
     size_t descriptors = 4096;
     if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
         descriptors = (size_t)limit.rlim_cur;
-    size_t share = descriptors / 2 / server->worker_count;
+    size_t share = descriptors / 4 * 3 / server->worker_count;
     return share > 16 ? share : 16;
 }
 
@@ -268,11 +292,12 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
         return -1;
     }
     worker->stop_event = event_new(worker->base, -1, 0, gw_worker_on_stop, worker);
+    worker->accept_retry = evtimer_new(worker->base, gw_worker_on_accept_retry, worker);
     worker->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (worker->wake_fd >= 0)
         worker->wake_event = event_new(worker->base, worker->wake_fd, EV_READ | EV_PERSIST,
                                        gw_worker_on_wake, worker);
-    if (worker->stop_event == NULL || worker->wake_event == NULL ||
+    if (worker->stop_event == NULL || worker->accept_retry == NULL || worker->wake_event == NULL ||
         event_add(worker->wake_event, NULL) < 0 ||
         gw_pool_init(&worker->pool, worker->base, config->upstream_idle_timeout_ms,
                      gw_worker_pool_limit(server)) < 0 ||
@@ -409,6 +434,10 @@ void gw_worker_free(gw_worker_t *worker) {
     if (worker->stop_event != NULL) {
         event_free(worker->stop_event);
         worker->stop_event = NULL;
+    }
+    if (worker->accept_retry != NULL) {
+        event_free(worker->accept_retry);
+        worker->accept_retry = NULL;
     }
     if (worker->wake_event != NULL) {
         event_free(worker->wake_event);

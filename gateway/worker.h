@@ -67,7 +67,9 @@ typedef struct gw_worker {
     struct event_base *base;
     gw_worker_listener_t *listeners;
     size_t listener_count;
-    bool listeners_paused; /* at max_connections: new connections wait in the backlog */
+    bool listeners_paused; /* at max_connections or out of descriptors: new connections wait in the
+                              backlog */
+    struct event *accept_retry; /* out of descriptors: the listeners resume */
     struct event *stop_event;  /* activated by the worker itself (last connection of a drain) */
     int wake_fd;               /* eventfd other threads write to, instead of locking the loop */
     struct event *wake_event;

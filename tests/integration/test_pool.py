@@ -1,6 +1,10 @@
 """Upstream connections: pooled per sandbox lifetime, never shared across sandboxes or lifetimes."""
+import os
+import socket
 import time
+from pathlib import Path
 
+from lib.gateway import admin_gateway, gateway_metrics
 from lib.util import wait_for
 
 
@@ -97,11 +101,11 @@ def test_many_idle_connections_expire_together(gateway_factory, redis, backend):
 
 def test_a_full_pool_closes_the_connection_idle_longest(gateway_factory, redis, backend):
     """With the pool full, a connection coming back from a busy sandbox stays and the one idle
-    longest (another sandbox's) is closed for it. Open files 64: the pool keeps 32."""
+    longest (another sandbox's) is closed for it. Open files 128: the pool keeps 96."""
     gateway = gateway_factory(redis, start=False, upstream_idle_timeout="60s")
-    gateway.open_files = 64
+    gateway.open_files = 128
     gateway.start()
-    quiet = [f"quiet{number:02d}" for number in range(32)]
+    quiet = [f"quiet{number:02d}" for number in range(96)]
     for sandbox_id in quiet + ["busy"]:
         redis.put(sandbox_id)
     with gateway.connect() as connection:
@@ -109,7 +113,7 @@ def test_a_full_pool_closes_the_connection_idle_longest(gateway_factory, redis, 
             response = connection.request("GET", f"/{sandbox_id}", host=gateway.host(sandbox_id, backend.port))
             assert response.status == 200, response
             return backend.requests[-1].client
-        quiet_sources = [get(sandbox_id) for sandbox_id in quiet]   # 32 idle: the pool is full
+        quiet_sources = [get(sandbox_id) for sandbox_id in quiet]   # 96 idle: the pool is full
         busy_sources = [get("busy") for _ in range(5)]
         assert len(set(busy_sources)) == 1, "the busy sandbox lost its pooled connection"
         wait_for(lambda: quiet_sources[0] in backend.closed, 5, 0.02,
@@ -118,6 +122,97 @@ def test_a_full_pool_closes_the_connection_idle_longest(gateway_factory, redis, 
         # The quiet sandbox whose connection went dials again; the rest still reuse theirs.
         assert get(quiet[0]) not in quiet_sources
         assert get(quiet[5]) == quiet_sources[5]
+
+
+def fill_pool(gateway, redis, backend, count):
+    """count sandboxes answered once each over one connection, which then closes: count idle
+    upstream connections in the pool. Returns the backend-side sources of them, in order."""
+    sources = []
+    with gateway.connect() as connection:
+        for number in range(count):
+            sandbox_id = f"idle{number:03d}"
+            redis.put(sandbox_id)
+            response = connection.request("GET", "/", host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+            sources.append(backend.requests[-1].client)
+    return sources
+
+
+def gateway_cpu_seconds(gateway):
+    fields = Path(f"/proc/{gateway.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_idle_connections_make_room(gateway_factory, redis, backend):
+    """Open files 128, the pool full of 96 idle connections: 40 new clients, each on its own
+    connection to a sandbox of its own, need 80 descriptors more than there are. Idle connections,
+    the longest idle first, are closed for the accepts and the dials, and every client is answered."""
+    gateway = admin_gateway(gateway_factory, redis, start=False, upstream_idle_timeout="60s",
+                            log_level="info")
+    gateway.open_files = 128
+    gateway.start()
+    idle = fill_pool(gateway, redis, backend, 96)
+    before = gateway_metrics(gateway)["sgw_upstream_evictions_total"]
+    for number in range(40):
+        redis.put(f"new{number:02d}")
+    connections = [gateway.connect() for _ in range(40)]
+    try:
+        for number, connection in enumerate(connections):
+            connection.send(f"GET /new{number} HTTP/1.1\r\nHost: {gateway.host(f'new{number:02d}', backend.port)}"
+                            "\r\n\r\n".encode())
+        for number, connection in enumerate(connections):
+            response = connection.read_response("GET")
+            assert response.status == 200, (number, response)
+            assert response.json()["path"] == f"/new{number}"
+    finally:
+        for connection in connections:
+            connection.close()
+    evicted = gateway_metrics(gateway)["sgw_upstream_evictions_total"] - before
+    assert evicted >= 40, f"{evicted} idle connections closed for 40 clients and their dials"
+    wait_for(lambda: idle[0] in backend.closed, 5, 0.02, "the connection idle longest to be closed")
+    assert idle[-1] not in backend.closed, "the most recently used idle connection went first"
+    assert "accept failed" not in gateway.stderr_text(), "an accept failed with idle connections to close"
+
+
+def test_out_of_descriptors_with_nothing_idle_clients_wait(gateway_factory, redis, backend):
+    """Open files 64 and no idle connection to close: the clients beyond the descriptors wait in
+    the backlog. The worker pauses its listeners (one log line each 100 ms), not spinning on a
+    listener that stays readable, and accepts them once descriptors are free again; a dial without
+    a descriptor is tried again within upstream_connect_retry."""
+    gateway = gateway_factory(redis, start=False, log_level="info", upstream_connect_retry="3s")
+    gateway.open_files = 64
+    gateway.start()
+    redis.put("waiter")
+    host = gateway.host("waiter", backend.port)
+    # Heads begun (accepted: the listener defers accept until bytes arrive) and never finished.
+    sockets = []
+    try:
+        for _ in range(64):
+            sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            sockets.append(sock)
+        wait_for(lambda: "accept failed" in gateway.stderr_text(), 5, 0.02,
+                 "an accept to fail for want of descriptors")
+        start_cpu, start = gateway_cpu_seconds(gateway), time.monotonic()
+        time.sleep(1.0)
+        cpu = gateway_cpu_seconds(gateway) - start_cpu
+        elapsed = time.monotonic() - start
+        assert cpu < 0.3 * elapsed, f"the gateway spent {cpu:.2f} s of CPU in {elapsed:.2f} s waiting"
+        failures = gateway.stderr_text().count("accept failed")
+        assert failures <= 40, f"{failures} accept failures logged in about 1.5 s"
+        # Half of them go: the rest, accepted or waiting, finish their heads and are answered.
+        for sock in sockets[:32]:
+            sock.close()
+        for sock in sockets[32:]:
+            sock.sendall(f"Host: {host}\r\nConnection: close\r\n\r\n".encode())
+        for number, sock in enumerate(sockets[32:]):
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), (number, answer[:200])
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def test_connection_told_to_close_is_not_pooled(raw_server_factory, gateway_factory, redis):
