@@ -184,6 +184,17 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 PR_SET_PDEATHSIG = 1
 
 
+# The holder of idle_elsewhere: accepts connections and keeps them until its stdin closes.
+HOLDER = """
+import socket, sys, threading
+listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+held = []
+threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
 def _child_setup():
     # Dies with the runner even if the runner is SIGKILLed; a session of its own keeps a Ctrl-C
     # in the terminal from reaching it before the runner stops it in order.
@@ -963,13 +974,40 @@ class Bench:
         finally:
             for sock in sockets.values():
                 sock.close()
+        elsewhere = self.idle_elsewhere(server)
         beside.update({"idle": idle, "alone_p99_us": alone.get("p99_us"), "alone_rps": alone.get("rps"),
+                       "elsewhere_p99_us": elsewhere.get("p99_us"),
+                       "machine_ratio": elsewhere["p99_us"] / alone["p99_us"]
+                       if elsewhere.get("p99_us") and alone.get("p99_us") else None,
                        "alone_cpu_us_per_request": alone.get("proxy_cpu_us_per_request"),
                        "p99_ratio": beside["p99_us"] / alone["p99_us"] if alone.get("p99_us") else None,
                        "kib_per_idle": (after - before) / idle if idle else None,
                        "errors": beside.get("errors", 0) + self.args.idle_connections - idle,
                        "error_detail": dict(beside.get("error_detail") or {}, **failures)})
         return beside
+
+    def idle_elsewhere(self, server):
+        """The control of idle_beside_busy: the busy clients once more, beside as many idle connections the
+        proxy has nothing to do with (from this runner to a holder process on the load core, which accepts and
+        keeps them). What these cost the busy clients' p99 is the machine's (the kernel's 20,000 more sockets,
+        the virtual CPUs), not the proxy's."""
+        count = self.args.idle_connections
+        self.ensure_descriptors(count)
+        pin = ["taskset", "-c", str(self.cpu_wrk)] if self.cpu_wrk is not None else []
+        holder = subprocess.Popen(pin + [sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, preexec_fn=_child_setup)
+        sockets = []
+        try:
+            port = int(holder.stdout.readline())
+            for _ in range(count):
+                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            time.sleep(0.5)
+            return self.measured(server, lambda: self.wrk(server, "/"))
+        finally:
+            for sock in sockets:
+                sock.close()
+            holder.stdin.close()
+            holder.wait(10)
 
     @staticmethod
     def ensure_descriptors(count):
@@ -1393,6 +1431,12 @@ def targets(summary, args):
         if theirs is not None:
             out.append(("… nginx in the same run, for comparison", f"{theirs:.2f} × ({fmt_ms(get('idle-10k', 'nginx', 'p99_us'))} vs "
                         f"{fmt_ms(get('idle-10k', 'nginx', 'alone_p99_us'))})", None))
+        for server in ["gateway", "nginx"]:
+            machine = get("idle-10k", server, "machine_ratio")
+            if machine is not None:
+                out.append((f"… {LABELS[server]}'s p99 beside {args.idle_connections:,} idle connections between two "
+                            f"other processes instead: the machine's share",
+                            f"{machine:.2f} × ({fmt_ms(get('idle-10k', server, 'elsewhere_p99_us'))})", None))
         for server in ["gateway", "nginx"]:
             cpu, alone_cpu = (get("idle-10k", server, "proxy_cpu_us_per_request"),
                               get("idle-10k", server, "alone_cpu_us_per_request"))
