@@ -920,11 +920,11 @@ static void gw_exchange_h2up_open(gw_exchange_t *exchange) {
 /* ---- the upstream connection ---- */
 
 /* The one place that decides whether a failure with the upstream is tried
- * again (nginx's ngx_http_upstream_next): a refused dial within
- * upstream_connect_retry (a port that opens late), a dial this process had no
- * descriptor for, within the same (clients finishing free some), and a reused connection
- * lost before any response byte, once, for an idempotent request whose body
- * was not sent (RFC 9110 §9.2.2). Anything else is answered. */
+ * again (nginx's ngx_http_upstream_next): within upstream_connect_retry, a
+ * refused dial (a port that opens late) and a dial this process had no
+ * descriptor for (clients finishing free some); and a reused connection lost
+ * before any response byte, once, for an idempotent request whose body was
+ * not sent (RFC 9110 §9.2.2). Anything else is answered. */
 static void gw_exchange_next(gw_exchange_t *exchange, gw_failure_t failure, int error) {
     gw_worker_t *worker = exchange->worker;
     bool reused = exchange->upstream != NULL && exchange->upstream->requests > 0;
