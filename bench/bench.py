@@ -189,7 +189,10 @@ HOLDER = """
 import socket, sys, threading
 listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
 held = []
-threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+def keep():
+    while True:
+        held.append(listener.accept()[0])
+threading.Thread(target=keep, daemon=True).start()
 print(listener.getsockname()[1], flush=True)
 sys.stdin.read()
 """
