@@ -35,6 +35,16 @@ def test_requests_and_bytes_are_written_each_interval(gateway_factory, redis, ba
     assert float(redis.command("ZSCORE", "sandbox:activity", "act1")) == int(later) + 10_000_000
 
 
+def test_the_longest_sandbox_id_is_written_whole(gateway_factory, redis, backend):
+    """The usage key is sandbox:usage: and all 63 characters of the longest ID routing allows."""
+    gateway = gateway_factory(redis, activity_interval="200ms")
+    sandbox_id = "y" * 63
+    redis.put(sandbox_id)
+    assert gateway.get(sandbox_id, backend.port).status == 200
+    wait_for(lambda: usage(redis, sandbox_id).get("requests") == 1, 5)
+    assert redis.command("ZSCORE", "sandbox:activity", sandbox_id) is not None
+
+
 def test_an_open_tunnel_keeps_its_sandbox_active(gateway_factory, redis, backend):
     gateway = gateway_factory(redis, activity_interval="200ms")
     redis.put("actws")
