@@ -191,8 +191,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
             goto close;
         if (oldest->slot == slot && slot->idle_count == 1 && slot->busy_count == 0)
             slot = NULL; /* closing it frees the slot */
-        gw_upstream_close(oldest);
-        GW_METRIC_ADD(&upstream->worker->metrics, upstream_evictions, 1);
+        gw_pool_shed(pool, 1);
     }
     if (slot == NULL) {
         slot = calloc(1, sizeof(*slot));
