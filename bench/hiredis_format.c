@@ -2,9 +2,9 @@
  * key and value are formatted first (what gateway/activity.c does since it measured this).
  *
  * Build and run (one core, as the proxy under test has in bench/run):
- *   gcc -O2 bench/hiredis_format.c -o /tmp/hiredis_format -lhiredis && taskset -c 0
- * /tmp/hiredis_format Prints nanoseconds a command for each way, over a million HINCRBY
- * sandbox:usage:<id> bytes_in <n>. */
+ *   gcc -O2 bench/hiredis_format.c -o /tmp/hf -lhiredis && taskset -c 0 /tmp/hf
+ * Prints nanoseconds a command for each way, over a million HINCRBY sandbox:usage:<id> bytes_in
+ * <n>. */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
