@@ -1304,13 +1304,20 @@ def limit_rows(summary):
     return rows
 
 
+def load_limited(summary, scenario, server="gateway"):
+    """True when server had CPU to spare (< 90% of its core) and the load core had none (≥ 95%)."""
+    agg = summary.get(scenario, {}).get(server, {})
+    proxy, load = agg.get("proxy_cpu_pct"), agg.get("load_core_pct")
+    return proxy is not None and load is not None and load >= 95 and proxy < 90
+
+
 def limit_clause(summary, scenario, server="gateway", peer=None):
     """'; limit: the load core (...)' when the gateway had CPU to spare and the load core had none, else ''.
     With a peer, also each one's CPU per request: what the two would do if the proxies were the limit."""
+    if not load_limited(summary, scenario, server):
+        return ""
     agg = summary.get(scenario, {}).get(server, {})
     proxy, load = agg.get("proxy_cpu_pct"), agg.get("load_core_pct")
-    if proxy is None or load is None or not (load >= 95 and proxy < 90):
-        return ""
     clause = f"; limit: the load core ({load:.0f}% busy), not the gateway ({proxy:.0f}% of its core)"
     mine = agg.get("proxy_cpu_us_per_request")
     theirs = summary.get(scenario, {}).get(peer, {}).get("proxy_cpu_us_per_request") if peer else None
@@ -1356,6 +1363,11 @@ def targets(summary, args):
                     f"{relay / ng:.2f} × nginx ({relay:,.0f} vs {ng:,.0f}){cpu}", None))
 
     beside_nginx("keepalive", "keep-alive small", "keep-alive small: gateway p99 ≤ nginx p99")
+    mine, theirs = (get("keepalive", server, "proxy_cpu_us_per_request") for server in ("gateway", "nginx"))
+    if mine and theirs and load_limited(summary, "keepalive"):
+        out.append(("… or, the load core being the limit: gateway CPU per request ≤ 0.8 × nginx's",
+                    f"{mine / theirs:.2f} × ({mine:.1f} vs {theirs:.1f} µs)",
+                    mine <= 0.8 * theirs and clean("keepalive", "gateway")))
     beside_floor("keepalive")
     gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
     if gw and ng:
@@ -1375,6 +1387,11 @@ def targets(summary, args):
         out.append((f"route churn over {args.churn_ids:,} IDs: ≥ 0.9 × gateway single-route (same script, 1 ID)",
                     f"{r:.2f} × ({gw:,.0f} vs {single:,.0f}){limit_clause(summary, 'churn')}",
                     r >= 0.9 and clean("churn", "gateway")))
+    mine, single_cpu = (get("churn", server, "proxy_cpu_us_per_request") for server in ("gateway", "gateway_single"))
+    if mine and single_cpu and load_limited(summary, "churn") and load_limited(summary, "churn", "gateway_single"):
+        out.append(("… or, the load core being the limit: single-route CPU per request ≥ 0.9 × churn's",
+                    f"{single_cpu / mine:.2f} × ({single_cpu:.1f} vs {mine:.1f} µs)",
+                    single_cpu >= 0.9 * mine and clean("churn", "gateway")))
     off = get("churn", "gateway_unnotified", "rps")
     if off and single:
         lookups = get("churn", "gateway_unnotified", "redis_lookups_per_s")
