@@ -275,6 +275,9 @@ stop:
     gw_admin_free(admin);
     for (size_t i = 0; i < initialised; i++)
         gw_worker_stop(&server->workers[i]);
+    /* All joined before any is freed: a running worker may wake another. */
+    for (size_t i = 0; i < initialised; i++)
+        gw_worker_join(&server->workers[i]);
     for (size_t i = 0; i < initialised; i++)
         gw_worker_free(&server->workers[i]);
     gw_main_free(&main_loop, signal_events);

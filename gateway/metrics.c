@@ -188,9 +188,10 @@ void gw_metrics_render(struct evbuffer *out, gw_server_t *server) {
     gw_metrics_counter(out, "sgw_upstream_requests_total",
                        "Request heads sent to sandboxes, a retry on a fresh connection included.",
                        total.upstream_requests);
-    gw_metrics_counter(out, "sgw_upstream_evictions_total",
-                       "Idle sandbox connections closed to make room in a full pool.",
-                       total.upstream_evictions);
+    gw_metrics_counter(
+        out, "sgw_upstream_evictions_total",
+        "Idle sandbox connections closed to make room: in a full pool, or out of descriptors.",
+        total.upstream_evictions);
     gw_metrics_counter(out, "sgw_upstream_dial_errors_total",
                        "Dials to sandboxes that failed (after retries) or timed out.",
                        total.upstream_dial_errors);

@@ -255,6 +255,9 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
              gw_pool_shed(&worker->pool, 1) > 0);
     if (dialled < 0) {
         int saved = errno;
+        /* None here: another worker's are closed, for the dial's next try. */
+        if (saved == EMFILE || saved == ENFILE)
+            gw_worker_short_of_descriptors(worker);
         free(upstream);
         errno = saved;
         return NULL;

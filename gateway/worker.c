@@ -2,15 +2,16 @@
 #include "gateway/worker.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sodium.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "gateway/activity.h"
@@ -26,7 +27,7 @@
 enum { GW_LISTEN_BACKLOG = 4096 };
 
 /* What another thread asks of a worker (bits of gw_worker_t.requests). */
-enum { GW_WORKER_DRAIN = 1, GW_WORKER_STOP = 2 };
+enum { GW_WORKER_DRAIN = 1, GW_WORKER_STOP = 2, GW_WORKER_SHED = 4 };
 /* How long before drain_timeout held requests are answered, so that the 503
  * is written before the connections close. */
 enum { GW_DRAIN_ANSWER_MS = 200 };
@@ -58,14 +59,24 @@ static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd
 }
 
 static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
-    (void)listener;
     gw_worker_t *worker = ((gw_worker_listener_t *)arg)->worker;
     int error = EVUTIL_SOCKET_ERROR();
-    /* Out of descriptors: connections idle to sandboxes make room for the
-     * client (nginx closes its idle keep-alive connections the same way); the
-     * listener, still readable, accepts it in the next loop turn. */
-    if ((error == EMFILE || error == ENFILE) && gw_pool_shed(&worker->pool, GW_ACCEPT_SHED) > 0)
+    bool out_of_descriptors = error == EMFILE || error == ENFILE;
+    /* The kernel takes the descriptor before it looks at the queue: the
+     * accept that would have found nothing more fails so when the last one
+     * took the last descriptor. No client waits for it. */
+    struct pollfd waiting = {.fd = evconnlistener_get_fd(listener), .events = POLLIN};
+    if (out_of_descriptors && poll(&waiting, 1, 0) == 0)
         return;
+    /* A client waits: connections idle to sandboxes make room for it (nginx
+     * closes its idle keep-alive connections the same way); the listener,
+     * still readable, accepts it in the next loop turn. */
+    if (out_of_descriptors && gw_pool_shed(&worker->pool, GW_ACCEPT_SHED) > 0)
+        return;
+    /* Another worker's idle connections may hold them: it closes some, and
+     * the retry below finds them free. */
+    if (out_of_descriptors)
+        gw_worker_short_of_descriptors(worker);
     /* Nothing to close, or out of memory: clients wait in the backlog for a
      * moment, where a listener that stays readable would spin the loop. */
     log_error("worker %d: accept failed: %s; accepting again in %d ms", worker->index,
@@ -164,6 +175,8 @@ static void gw_worker_on_wake(evutil_socket_t fd, short events, void *arg) {
     while (read(fd, &count, sizeof(count)) > 0) {
     }
     int requests = __atomic_exchange_n(&worker->requests, 0, __ATOMIC_ACQ_REL);
+    if (requests & GW_WORKER_SHED)
+        gw_pool_shed(&worker->pool, GW_ACCEPT_SHED);
     if (requests & GW_WORKER_STOP)
         gw_worker_on_stop(-1, 0, worker);
     else if (requests & GW_WORKER_DRAIN)
@@ -173,7 +186,9 @@ static void gw_worker_on_wake(evutil_socket_t fd, short events, void *arg) {
 static void gw_worker_request(gw_worker_t *worker, int request) {
     if (worker->wake_fd < 0)
         return;
-    __atomic_or_fetch(&worker->requests, request, __ATOMIC_ACQ_REL);
+    /* Asked already and not woken yet: that wake-up reads this request too. */
+    if (__atomic_fetch_or(&worker->requests, request, __ATOMIC_ACQ_REL) & request)
+        return;
     uint64_t one = 1;
     if (write(worker->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_error("worker %d: cannot wake: %s", worker->index, strerror(errno));
@@ -423,10 +438,24 @@ int gw_worker_start(gw_worker_t *worker) {
 
 void gw_worker_stop(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_STOP); }
 
+void gw_worker_short_of_descriptors(gw_worker_t *worker) {
+    gw_server_t *server = worker->server;
+    for (size_t i = 0; i < server->worker_count; i++) {
+        if (&server->workers[i] != worker)
+            gw_worker_request(&server->workers[i], GW_WORKER_SHED);
+    }
+}
+
+void gw_worker_join(gw_worker_t *worker) {
+    if (worker->thread_started && !worker->thread_joined) {
+        pthread_join(worker->thread, NULL);
+        worker->thread_joined = true;
+    }
+}
+
 void gw_worker_free(gw_worker_t *worker) {
     if (worker->thread_started) {
-        pthread_join(worker->thread, NULL);
-        worker->thread_started = false;
+        gw_worker_join(worker);
     } else if (worker->base != NULL) {
         /* Never ran: close what init opened on this thread. */
         gw_worker_on_stop(-1, 0, worker);

@@ -62,6 +62,7 @@ typedef struct gw_worker {
     int index;
     pthread_t thread;
     bool thread_started;
+    bool thread_joined;
     gw_server_t *server;
     const gw_config_t *config;
     struct event_base *base;
@@ -73,7 +74,7 @@ typedef struct gw_worker {
     struct event *stop_event;  /* activated by the worker itself (last connection of a drain) */
     int wake_fd;               /* eventfd other threads write to, instead of locking the loop */
     struct event *wake_event;
-    int requests;              /* GW_WORKER_DRAIN / GW_WORKER_STOP, set atomically before a wake */
+    int requests;   /* GW_WORKER_* bits, set atomically before a wake */
     bool draining;  /* listeners closed; connections close after their response */
     int finished;   /* set (atomically) when the loop returned */
     route_catalog_t *catalog;
@@ -137,8 +138,17 @@ bool gw_worker_finished(const gw_worker_t *worker);
 /* Asks a running worker (from any thread) to close everything and return. */
 void gw_worker_stop(gw_worker_t *worker);
 
-/* Waits for the worker's thread and frees what the worker owns. */
+/* Waits for the worker's thread to return (once stopped); harmless when it never ran. */
+void gw_worker_join(gw_worker_t *worker);
+
+/* Waits for the worker's thread and frees what the worker owns. Every worker
+ * is joined first: a running one may still wake another (gw_worker_short_of_descriptors). */
 void gw_worker_free(gw_worker_t *worker);
+
+/* The process is out of descriptors and this worker has no idle sandbox
+ * connection left to close: asks the other workers to close some of theirs
+ * (the descriptor limit is the process's, the pools are the workers'). */
+void gw_worker_short_of_descriptors(gw_worker_t *worker);
 
 /* A client connection of this worker closed: accept again if paused. */
 void gw_worker_client_closed(gw_worker_t *worker);

@@ -1,6 +1,9 @@
 """Upstream connections: pooled per sandbox lifetime, never shared across sandboxes or lifetimes."""
+import contextlib
 import os
+import random
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -215,6 +218,91 @@ def test_out_of_descriptors_with_nothing_idle_clients_wait(gateway_factory, redi
             sock.close()
 
 
+def accept_queue(port):
+    """Connections the kernel holds for the listeners on port (every worker's), not yet accepted."""
+    queued = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                queued += int(fields[4].split(":")[1], 16)
+    return queued
+
+
+def connect_from(port, source_port, timeout=10):
+    """A connection from 127.0.0.1:source_port, closed with a reset (no TIME_WAIT to keep the port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.settimeout(timeout)
+    sock.bind(("127.0.0.1", source_port))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def open_descriptors(gateway):
+    return len(os.listdir(f"/proc/{gateway.process.pid}/fd"))
+
+
+def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_factory, redis, backend):
+    """Two workers, open files 160: the idle connections one worker may keep (60: 3/4 of the
+    descriptors, over two) are all that worker's, the other has none. With every descriptor
+    taken, a client of the other worker would wait in its backlog until they time out (60 s), and
+    its dial would fail until upstream_connect_retry ends: the worker asks the first to close some
+    for each, and the client is accepted and answered."""
+    gateway = gateway_factory(redis, start=False, upstream_idle_timeout="60s", log_level="info",
+                              workers="2", upstream_connect_retry="3s")
+    gateway.open_files = 160
+    gateway.start()
+    sources = fill_pool(gateway, redis, backend, 60)
+    # Which worker a connection lands on follows from its addresses (SO_REUSEPORT's hash): a
+    # source port whose request did not ride the first worker's idle connection is the other's.
+    # /close makes the sandbox close the connection after answering, so no pool keeps it.
+    other_port = None
+    for number, source_port in enumerate(random.sample(range(20000, 30000), 20)):
+        with contextlib.closing(connect_from(gateway.port, source_port)) as sock:
+            sock.sendall(f"GET /close HTTP/1.1\r\nHost: {gateway.host(f'idle{number:03d}', backend.port)}"
+                         "\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        if backend.requests[-1].client != sources[number]:
+            other_port = source_port
+            wait_for(lambda: backend.requests[-1].client in backend.closed, 5, 0.02, "the probe's closing")
+            break
+    assert other_port is not None, "20 source ports all landed on the worker of the idle connections"
+    baseline = open_descriptors(gateway)
+    wait_for(lambda: open_descriptors(gateway) < baseline or time.sleep(0.3) or
+             open_descriptors(gateway) == baseline, 5, 0.05, "the descriptors to settle")
+    sockets = []
+
+    def take_every_descriptor():
+        # Heads begun (the listeners defer accept until bytes arrive), until none is free.
+        while open_descriptors(gateway) < 160:
+            for _ in range(160 - open_descriptors(gateway)):
+                sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+                sock.sendall(b"GET / HTTP/1.1\r\n")
+                sockets.append(sock)
+            wait_for(lambda: accept_queue(gateway.port) == 0, 5, 0.02, "the heads to be accepted")
+    try:
+        take_every_descriptor()
+        assert "accept failed" not in gateway.stderr_text()
+        # The other worker's client: nothing idle of its own to close for it.
+        last = connect_from(gateway.port, other_port)
+        sockets.append(last)
+        last.sendall(b"GET /last HTTP/1.1\r\n")
+        wait_for(lambda: accept_queue(gateway.port) == 0, 5, 0.02, "the other worker's client to be accepted")
+        assert "accept failed" in gateway.stderr_text(), "the other worker found descriptors free"
+        # And its dial to the sandbox, with every descriptor taken again.
+        take_every_descriptor()
+        last.sendall(f"Host: {gateway.host('idle059', backend.port)}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := last.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_connection_told_to_close_is_not_pooled(raw_server_factory, gateway_factory, redis):
     """An HTTP/1.0 request goes to the sandbox with Connection: close, so the sandbox may close
     after answering whatever its own response head says, and must not read another request
@@ -267,3 +355,4 @@ def test_an_answer_written_in_pieces_is_not_held_for_a_delayed_ack(gateway_facto
     assert len({request.client for request in backend.requests}) == 1  # one pooled connection
     took.sort()
     assert took[len(took) // 2] < 0.02, took  # 40 ms each without the acknowledgement
+
