@@ -255,23 +255,29 @@ def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_f
     gateway.open_files = 160
     gateway.start()
     sources = fill_pool(gateway, redis, backend, 60)
+    filled = open_descriptors(gateway)
     # Which worker a connection lands on follows from its addresses (SO_REUSEPORT's hash): a
     # source port whose request did not ride the first worker's idle connection is the other's.
     # /close makes the sandbox close the connection after answering, so no pool keeps it.
-    other_port = None
-    for number, source_port in enumerate(random.sample(range(20000, 30000), 20)):
-        with contextlib.closing(connect_from(gateway.port, source_port)) as sock:
-            sock.sendall(f"GET /close HTTP/1.1\r\nHost: {gateway.host(f'idle{number:03d}', backend.port)}"
+    other_port, probed = None, 0
+    for source_port in random.sample(range(20000, 30000), 40):
+        try:
+            sock = connect_from(gateway.port, source_port)
+        except OSError:
+            continue  # the port is taken here
+        with contextlib.closing(sock):
+            sock.sendall(f"GET /close HTTP/1.1\r\nHost: {gateway.host(f'idle{probed:03d}', backend.port)}"
                          "\r\n\r\n".encode())
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-        if backend.requests[-1].client != sources[number]:
+        if backend.requests[-1].client != sources[probed]:
             other_port = source_port
-            wait_for(lambda: backend.requests[-1].client in backend.closed, 5, 0.02, "the probe's closing")
+            break
+        probed += 1  # that idle connection is closed now
+        if probed == 20:
             break
     assert other_port is not None, "20 source ports all landed on the worker of the idle connections"
-    baseline = open_descriptors(gateway)
-    wait_for(lambda: open_descriptors(gateway) < baseline or time.sleep(0.3) or
-             open_descriptors(gateway) == baseline, 5, 0.05, "the descriptors to settle")
+    wait_for(lambda: open_descriptors(gateway) == filled - probed, 5, 0.02,
+             "the probes' connections to close")
     sockets = []
 
     def take_every_descriptor():
@@ -355,4 +361,3 @@ def test_an_answer_written_in_pieces_is_not_held_for_a_delayed_ack(gateway_facto
     assert len({request.client for request in backend.requests}) == 1  # one pooled connection
     took.sort()
     assert took[len(took) // 2] < 0.02, took  # 40 ms each without the acknowledgement
-
