@@ -251,8 +251,7 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
         dialled = gw_transport_dial(&upstream->transport, worker->base, address, address_length,
                                     worker->config->upstream_connect_timeout_ms);
         /* Out of descriptors: a connection idle to another sandbox makes room. */
-    } while (dialled < 0 && (errno == EMFILE || errno == ENFILE) &&
-             gw_pool_shed(&worker->pool, 1) > 0);
+    } while (dialled < 0 && (errno == EMFILE || errno == ENFILE) && gw_worker_shed(worker, 1) > 0);
     if (dialled < 0) {
         int saved = errno;
         /* None here: another worker's are closed, for the dial's next try. */

@@ -33,6 +33,7 @@ struct gw_h2up_session {
     gw_h2up_pool_t *pool;
     gw_h2up_slot_t *slot; /* NULL once it takes no new streams */
     TAILQ_ENTRY(gw_h2up_session) link;
+    TAILQ_ENTRY(gw_h2up_session) idle_link; /* in the pool's idle, while idle_listed */
     gw_upstream_t *connection;
     nghttp2_session *session;
     TAILQ_HEAD(gw_h2up_streams, gw_h2up_stream) streams;
@@ -44,6 +45,7 @@ struct gw_h2up_session {
     bool settings;            /* the sandbox's SETTINGS arrived: it speaks HTTP/2 */
     bool closed;
     bool send_pending;
+    bool idle_listed;
 };
 
 struct gw_h2up_stream {
@@ -87,6 +89,17 @@ static void gw_h2up_session_free(gw_h2up_session_t *session);
 static void gw_h2up_send(gw_h2up_session_t *session);
 
 static void gw_h2up_enter(gw_h2up_session_t *session) { session->handlers++; }
+
+/* In the pool's idle sessions (those a shortage of descriptors closes) or not. */
+static void gw_h2up_set_idle(gw_h2up_session_t *session, bool idle) {
+    if (idle == session->idle_listed)
+        return;
+    if (idle)
+        TAILQ_INSERT_TAIL(&session->pool->idle, session, idle_link);
+    else
+        TAILQ_REMOVE(&session->pool->idle, session, idle_link);
+    session->idle_listed = idle;
+}
 
 static void gw_h2up_leave(gw_h2up_session_t *session) {
     if (--session->handlers > 0)
@@ -163,6 +176,7 @@ static void gw_h2up_stream_detach(gw_h2up_stream_t *stream) {
             struct timeval idle =
                 clock_timeval(session->pool->worker->config->upstream_idle_timeout_ms);
             evtimer_add(session->idle_timer, &idle);
+            gw_h2up_set_idle(session, true);
         }
     }
 }
@@ -371,6 +385,7 @@ static void gw_h2up_idle(evutil_socket_t fd, short events, void *arg) {
     (void)events;
     gw_h2up_session_t *session = arg;
     gw_h2up_enter(session);
+    gw_h2up_set_idle(session, false);
     /* A GOAWAY, then the close once it is sent (gw_h2up_send sees nothing left to do). */
     if (session->stream_count == 0) {
         gw_h2up_session_unslot(session);
@@ -398,6 +413,7 @@ static void gw_h2up_session_close(gw_h2up_session_t *session, gw_h2up_failure_t 
     session->closed = true;
     gw_h2up_session_unslot(session);
     evtimer_del(session->idle_timer);
+    gw_h2up_set_idle(session, false);
     event_del(session->send_event);
     gw_h2up_stream_t *stream;
     while ((stream = TAILQ_FIRST(&session->streams)) != NULL) {
@@ -540,6 +556,7 @@ gw_h2up_stream_t *gw_h2up_open(gw_h2up_pool_t *pool, const struct sockaddr *addr
         return NULL;
     }
     evtimer_del(session->idle_timer);
+    gw_h2up_set_idle(session, false);
     stream->session = session;
     TAILQ_INSERT_TAIL(&session->streams, stream, link);
     session->stream_count++;
@@ -603,7 +620,21 @@ void gw_h2up_stream_close(gw_h2up_stream_t *stream) {
 
 int gw_h2up_pool_init(gw_h2up_pool_t *pool, struct gw_worker *worker) {
     pool->worker = worker;
+    TAILQ_INIT(&pool->idle);
     return strmap_init(&pool->sessions);
+}
+
+size_t gw_h2up_pool_shed(gw_h2up_pool_t *pool, size_t count) {
+    size_t closed = 0;
+    gw_h2up_session_t *oldest;
+    while (closed < count && (oldest = TAILQ_FIRST(&pool->idle)) != NULL) {
+        GW_METRIC_ADD(&pool->worker->metrics, upstream_evictions, 1);
+        gw_h2up_enter(oldest);
+        gw_h2up_session_close(oldest, GW_H2UP_LOST, 0); /* no stream to fail */
+        gw_h2up_leave(oldest);                          /* frees it, and its descriptor */
+        closed++;
+    }
+    return closed;
 }
 
 static void gw_h2up_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) {

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "gateway/http1.h"
@@ -46,10 +47,15 @@ typedef struct gw_h2up_handler {
 /* The worker's sessions, by pool key (sandbox lifetime, addr, port). */
 typedef struct gw_h2up_pool {
     strmap_t sessions; /* key -> gw_h2up_session_t list head */
+    TAILQ_HEAD(gw_h2up_idle, gw_h2up_session) idle; /* no stream, idle longest first */
     struct gw_worker *worker;
 } gw_h2up_pool_t;
 
 int gw_h2up_pool_init(gw_h2up_pool_t *pool, struct gw_worker *worker);
+
+/* The process is out of descriptors: closes up to count sessions without a
+ * stream, those idle longest first (each an eviction); returns how many. */
+size_t gw_h2up_pool_shed(gw_h2up_pool_t *pool, size_t count);
 
 /* Closes every session (their streams fail first) and frees. */
 void gw_h2up_pool_free(gw_h2up_pool_t *pool);

@@ -71,7 +71,7 @@ static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
     /* A client waits: connections idle to sandboxes make room for it (nginx
      * closes its idle keep-alive connections the same way); the listener,
      * still readable, accepts it in the next loop turn. */
-    if (out_of_descriptors && gw_pool_shed(&worker->pool, GW_ACCEPT_SHED) > 0)
+    if (out_of_descriptors && gw_worker_shed(worker, GW_ACCEPT_SHED) > 0)
         return;
     /* Another worker's idle connections may hold them: it closes some, and
      * the retry below finds them free. */
@@ -176,7 +176,7 @@ static void gw_worker_on_wake(evutil_socket_t fd, short events, void *arg) {
     }
     int requests = __atomic_exchange_n(&worker->requests, 0, __ATOMIC_ACQ_REL);
     if (requests & GW_WORKER_SHED)
-        gw_pool_shed(&worker->pool, GW_ACCEPT_SHED);
+        gw_worker_shed(worker, GW_ACCEPT_SHED);
     if (requests & GW_WORKER_STOP)
         gw_worker_on_stop(-1, 0, worker);
     else if (requests & GW_WORKER_DRAIN)
@@ -197,7 +197,7 @@ static void gw_worker_request(gw_worker_t *worker, int request) {
 /* Idle upstream connections a worker may keep: three quarters of the
  * descriptors the process may open, shared by the workers (many sandboxes
  * each keep a warm connection; clients and dials need the rest, and when
- * those run out, idle connections are closed for them: gw_pool_shed). */
+ * those run out, idle connections are closed for them: gw_worker_shed). */
 static size_t gw_worker_pool_limit(const gw_server_t *server) {
     struct rlimit limit;
     size_t descriptors = 4096;
@@ -437,6 +437,13 @@ int gw_worker_start(gw_worker_t *worker) {
 }
 
 void gw_worker_stop(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_STOP); }
+
+size_t gw_worker_shed(gw_worker_t *worker, size_t count) {
+    size_t closed = gw_pool_shed(&worker->pool, count);
+    if (closed < count)
+        closed += gw_h2up_pool_shed(&worker->h2up_pool, count - closed);
+    return closed;
+}
 
 void gw_worker_short_of_descriptors(gw_worker_t *worker) {
     gw_server_t *server = worker->server;

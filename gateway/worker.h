@@ -145,6 +145,11 @@ void gw_worker_join(gw_worker_t *worker);
  * is joined first: a running one may still wake another (gw_worker_short_of_descriptors). */
 void gw_worker_free(gw_worker_t *worker);
 
+/* The process is out of descriptors: closes up to count of the worker's idle
+ * sandbox connections, HTTP/1.1 ones first, then h2c sessions without a
+ * stream, those idle longest first; returns how many it closed. */
+size_t gw_worker_shed(gw_worker_t *worker, size_t count);
+
 /* The process is out of descriptors and this worker has no idle sandbox
  * connection left to close: asks the other workers to close some of theirs
  * (the descriptor limit is the process's, the pools are the workers'). */

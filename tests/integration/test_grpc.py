@@ -12,7 +12,7 @@ import pytest
 
 from lib.gateway import DOMAIN, admin_gateway, gateway_metrics
 from lib.h2client import H2Client
-from lib.util import free_port, wait_for
+from lib.util import accept_queue, free_port, take_every_descriptor, wait_for
 
 METHOD = "/sgw.test.Echo/Unary"
 
@@ -301,6 +301,34 @@ def test_idle_sessions_close_and_a_graceful_goaway_finishes_streams(gateway_fact
         rest = list(slow)
         stopping.join()
     assert first == b"part 0" and len(rest) == 2999
+
+
+def test_out_of_descriptors_idle_h2c_sessions_make_room(gateway_factory, redis, echo):
+    """Open files 64, every idle sandbox connection an h2c session (one per sandbox, no stream):
+    with every descriptor taken, a new client would wait in the backlog until they time out
+    (60 s). The sessions idle longest are closed for it, as idle HTTP/1.1 connections are."""
+    gateway = gateway_factory(redis, start=False, upstream_idle_timeout="60s", log_level="info")
+    gateway.open_files = 64
+    gateway.start()
+    with H2Client(gateway.port) as client:
+        for number in range(10):
+            redis.put(f"rpcidle{number}", h2c_ports=str(echo.port))
+            assert client.get(gateway.host(f"rpcidle{number}", echo.port), "/plain").status == 200
+    pid = gateway.process.pid
+    sockets = []
+    try:
+        take_every_descriptor(gateway.port, pid, 64, sockets)
+        last = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sockets.append(last)
+        last.sendall(b"GET / HTTP/1.1\r\n")
+        wait_for(lambda: accept_queue(gateway.port) == 0, 5, 0.02, "the last client to be accepted")
+        assert "accept failed" not in gateway.stderr_text(), "no idle h2c session was closed for it"
+    finally:
+        for sock in sockets:
+            sock.close()
+    redis.put("rpcafter", h2c_ports=str(echo.port))
+    with H2Client(gateway.port) as client:
+        assert client.get(gateway.host("rpcafter", echo.port), "/plain").status == 200
 
 
 def test_malformed_h2c_ports_is_an_invalid_record(gateway, redis, echo):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lib.gateway import admin_gateway, gateway_metrics
-from lib.util import wait_for
+from lib.util import accept_queue, open_descriptors, take_every_descriptor, wait_for
 
 
 def source(backend, index):
@@ -218,17 +218,6 @@ def test_out_of_descriptors_with_nothing_idle_clients_wait(gateway_factory, redi
             sock.close()
 
 
-def accept_queue(port):
-    """Connections the kernel holds for the listeners on port (every worker's), not yet accepted."""
-    queued = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                queued += int(fields[4].split(":")[1], 16)
-    return queued
-
-
 def connect_from(port, source_port, timeout=10):
     """A connection from 127.0.0.1:source_port, closed with a reset (no TIME_WAIT to keep the port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -238,10 +227,6 @@ def connect_from(port, source_port, timeout=10):
     sock.bind(("127.0.0.1", source_port))
     sock.connect(("127.0.0.1", port))
     return sock
-
-
-def open_descriptors(gateway):
-    return len(os.listdir(f"/proc/{gateway.process.pid}/fd"))
 
 
 def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_factory, redis, backend):
@@ -255,7 +240,7 @@ def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_f
     gateway.open_files = 160
     gateway.start()
     sources = fill_pool(gateway, redis, backend, 60)
-    filled = open_descriptors(gateway)
+    filled = open_descriptors(gateway.process.pid)
     # Which worker a connection lands on follows from its addresses (SO_REUSEPORT's hash): a
     # source port whose request did not ride the first worker's idle connection is the other's.
     # /close makes the sandbox close the connection after answering, so no pool keeps it.
@@ -276,20 +261,11 @@ def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_f
         if probed == 20:
             break
     assert other_port is not None, "20 source ports all landed on the worker of the idle connections"
-    wait_for(lambda: open_descriptors(gateway) == filled - probed, 5, 0.02,
+    wait_for(lambda: open_descriptors(gateway.process.pid) == filled - probed, 5, 0.02,
              "the probes' connections to close")
     sockets = []
-
-    def take_every_descriptor():
-        # Heads begun (the listeners defer accept until bytes arrive), until none is free.
-        while open_descriptors(gateway) < 160:
-            for _ in range(160 - open_descriptors(gateway)):
-                sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
-                sock.sendall(b"GET / HTTP/1.1\r\n")
-                sockets.append(sock)
-            wait_for(lambda: accept_queue(gateway.port) == 0, 5, 0.02, "the heads to be accepted")
     try:
-        take_every_descriptor()
+        take_every_descriptor(gateway.port, gateway.process.pid, 160, sockets)
         assert "accept failed" not in gateway.stderr_text()
         # The other worker's client: nothing idle of its own to close for it.
         last = connect_from(gateway.port, other_port)
@@ -298,7 +274,7 @@ def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_f
         wait_for(lambda: accept_queue(gateway.port) == 0, 5, 0.02, "the other worker's client to be accepted")
         assert "accept failed" in gateway.stderr_text(), "the other worker found descriptors free"
         # And its dial to the sandbox, with every descriptor taken again.
-        take_every_descriptor()
+        take_every_descriptor(gateway.port, gateway.process.pid, 160, sockets)
         last.sendall(f"Host: {gateway.host('idle059', backend.port)}\r\nConnection: close\r\n\r\n".encode())
         answer = b""
         while chunk := last.recv(65536):

@@ -76,3 +76,29 @@ def require_module(condition, reason):
     if not require_builds():
         pytest.skip(reason, allow_module_level=True)
     return [pytest.mark.sgw_required(reason)]
+
+
+def accept_queue(port):
+    """Connections the kernel holds for the listeners on port (every worker's), not yet accepted."""
+    queued = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                queued += int(fields[4].split(":")[1], 16)
+    return queued
+
+
+def open_descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def take_every_descriptor(port, pid, limit, sockets):
+    """Connections to port with a head begun (a listener that defers accept takes them), added to
+    sockets, until the process pid has limit descriptors open."""
+    while open_descriptors(pid) < limit:
+        for _ in range(limit - open_descriptors(pid)):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            sockets.append(sock)
+        wait_for(lambda: accept_queue(port) == 0, 5, 0.02, "the heads to be accepted")
