@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lib.gateway import admin_gateway, gateway_metrics
-from lib.util import accept_queue, open_descriptors, take_every_descriptor, wait_for
+from lib.util import accept_queue, open_descriptors, settled_descriptors, take_every_descriptor, wait_for
 
 
 def source(backend, index):
@@ -240,7 +240,7 @@ def test_out_of_descriptors_another_workers_idle_connections_make_room(gateway_f
     gateway.open_files = 160
     gateway.start()
     sources = fill_pool(gateway, redis, backend, 60)
-    filled = open_descriptors(gateway.process.pid)
+    filled = settled_descriptors(gateway.process.pid)  # the filling client's close seen
     # Which worker a connection lands on follows from its addresses (SO_REUSEPORT's hash): a
     # source port whose request did not ride the first worker's idle connection is the other's.
     # /close makes the sandbox close the connection after answering, so no pool keeps it.

@@ -93,10 +93,23 @@ def open_descriptors(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_descriptors(pid, timeout=5):
+    """The process's open descriptors once the count held for 0.3 s (closes it had yet to see done)."""
+    counts = [open_descriptors(pid)]
+
+    def held():
+        time.sleep(0.1)
+        counts.append(open_descriptors(pid))
+        return len(counts) >= 4 and len(set(counts[-4:])) == 1
+    wait_for(held, timeout, 0, "the open descriptors to settle")
+    return counts[-1]
+
+
 def take_every_descriptor(port, pid, limit, sockets):
     """Connections to port with a head begun (a listener that defers accept takes them), added to
-    sockets, until the process pid has limit descriptors open."""
-    while open_descriptors(pid) < limit:
+    sockets, until the process pid has limit descriptors open, and still has once the closes it
+    had yet to see are done."""
+    while settled_descriptors(pid) < limit:
         for _ in range(limit - open_descriptors(pid)):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             sock.sendall(b"GET / HTTP/1.1\r\n")
