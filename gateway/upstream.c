@@ -246,19 +246,18 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
     upstream->key[key_length] = '\0';
     upstream->worker = worker;
     upstream->state = GW_UPSTREAM_CONNECTING;
-    int dialled;
+    int dialled, error;
     do {
         dialled = gw_transport_dial(&upstream->transport, worker->base, address, address_length,
                                     worker->config->upstream_connect_timeout_ms);
-        /* Out of descriptors: a connection idle to another sandbox makes room. */
-    } while (dialled < 0 && (errno == EMFILE || errno == ENFILE) && gw_worker_shed(worker, 1) > 0);
+        error = errno; /* the dial's, whatever making room sets */
+        /* Out of descriptors: a connection idle to another sandbox makes room
+         * (or, none here, another worker's, for the dial's next try). */
+    } while (dialled < 0 && (error == EMFILE || error == ENFILE) &&
+             gw_worker_make_room(worker, 1) > 0);
     if (dialled < 0) {
-        int saved = errno;
-        /* None here: another worker's are closed, for the dial's next try. */
-        if (saved == EMFILE || saved == ENFILE)
-            gw_worker_short_of_descriptors(worker);
         free(upstream);
-        errno = saved;
+        errno = error;
         return NULL;
     }
     GW_METRIC_ADD(&worker->metrics, upstream_dials, 1);

@@ -58,6 +58,15 @@ static void gw_worker_accept(struct evconnlistener *listener, evutil_socket_t fd
         gw_worker_pause_listeners(worker, true);
 }
 
+/* Closes up to count of the worker's idle sandbox connections, HTTP/1.1 ones
+ * first, then h2c sessions without a stream; returns how many. */
+static size_t gw_worker_shed(gw_worker_t *worker, size_t count) {
+    size_t closed = gw_pool_shed(&worker->pool, count);
+    if (closed < count)
+        closed += gw_h2up_pool_shed(&worker->h2up_pool, count - closed);
+    return closed;
+}
+
 static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
     gw_worker_t *worker = ((gw_worker_listener_t *)arg)->worker;
     int error = EVUTIL_SOCKET_ERROR();
@@ -71,14 +80,11 @@ static void gw_worker_accept_error(struct evconnlistener *listener, void *arg) {
     /* A client waits: connections idle to sandboxes make room for it (nginx
      * closes its idle keep-alive connections the same way); the listener,
      * still readable, accepts it in the next loop turn. */
-    if (out_of_descriptors && gw_worker_shed(worker, GW_ACCEPT_SHED) > 0)
+    if (out_of_descriptors && gw_worker_make_room(worker, GW_ACCEPT_SHED) > 0)
         return;
-    /* Another worker's idle connections may hold them: it closes some, and
-     * the retry below finds them free. */
-    if (out_of_descriptors)
-        gw_worker_short_of_descriptors(worker);
-    /* Nothing to close, or out of memory: clients wait in the backlog for a
-     * moment, where a listener that stays readable would spin the loop. */
+    /* Nothing of its own to close (another worker's are closed for the retry
+     * below), or out of memory: clients wait in the backlog for a moment,
+     * where a listener that stays readable would spin the loop. */
     log_error("worker %d: accept failed: %s; accepting again in %d ms", worker->index,
               evutil_socket_error_to_string(error), GW_ACCEPT_RETRY_MS);
     gw_worker_pause_listeners(worker, true);
@@ -197,7 +203,7 @@ static void gw_worker_request(gw_worker_t *worker, int request) {
 /* Idle upstream connections a worker may keep: three quarters of the
  * descriptors the process may open, shared by the workers (many sandboxes
  * each keep a warm connection; clients and dials need the rest, and when
- * those run out, idle connections are closed for them: gw_worker_shed). */
+ * those run out, idle connections are closed for them: gw_worker_make_room). */
 static size_t gw_worker_pool_limit(const gw_server_t *server) {
     struct rlimit limit;
     size_t descriptors = 4096;
@@ -438,19 +444,16 @@ int gw_worker_start(gw_worker_t *worker) {
 
 void gw_worker_stop(gw_worker_t *worker) { gw_worker_request(worker, GW_WORKER_STOP); }
 
-size_t gw_worker_shed(gw_worker_t *worker, size_t count) {
-    size_t closed = gw_pool_shed(&worker->pool, count);
-    if (closed < count)
-        closed += gw_h2up_pool_shed(&worker->h2up_pool, count - closed);
-    return closed;
-}
-
-void gw_worker_short_of_descriptors(gw_worker_t *worker) {
+size_t gw_worker_make_room(gw_worker_t *worker, size_t count) {
+    size_t closed = gw_worker_shed(worker, count);
+    if (closed > 0)
+        return closed;
     gw_server_t *server = worker->server;
     for (size_t i = 0; i < server->worker_count; i++) {
         if (&server->workers[i] != worker)
             gw_worker_request(&server->workers[i], GW_WORKER_SHED);
     }
+    return 0;
 }
 
 void gw_worker_join(gw_worker_t *worker) {

@@ -142,18 +142,15 @@ void gw_worker_stop(gw_worker_t *worker);
 void gw_worker_join(gw_worker_t *worker);
 
 /* Waits for the worker's thread and frees what the worker owns. Every worker
- * is joined first: a running one may still wake another (gw_worker_short_of_descriptors). */
+ * is joined first: a running one may still wake another (gw_worker_make_room). */
 void gw_worker_free(gw_worker_t *worker);
 
 /* The process is out of descriptors: closes up to count of the worker's idle
  * sandbox connections, HTTP/1.1 ones first, then h2c sessions without a
- * stream, those idle longest first; returns how many it closed. */
-size_t gw_worker_shed(gw_worker_t *worker, size_t count);
-
-/* The process is out of descriptors and this worker has no idle sandbox
- * connection left to close: asks the other workers to close some of theirs
- * (the descriptor limit is the process's, the pools are the workers'). */
-void gw_worker_short_of_descriptors(gw_worker_t *worker);
+ * stream, those idle longest first, and returns how many it closed. With none
+ * to close, asks the other workers to close some of theirs (the descriptor
+ * limit is the process's, the pools are the workers'), for a later try. */
+size_t gw_worker_make_room(gw_worker_t *worker, size_t count);
 
 /* A client connection of this worker closed: accept again if paused. */
 void gw_worker_client_closed(gw_worker_t *worker);
