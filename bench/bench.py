@@ -1362,12 +1362,17 @@ def targets(summary, args):
         out.append(("… the floor: a TCP relay (HAProxy mode tcp, no HTTP), for comparison",
                     f"{relay / ng:.2f} × nginx ({relay:,.0f} vs {ng:,.0f}){cpu}", None))
 
+    def cpu_beside_nginx(scenario):
+        """The ≥ 1.2 × nginx req/s target in CPU per request, where the load core, not the gateway, was the
+        limit: ≤ 0.8 × nginx's, the issue's own form of it at 50 clients."""
+        mine, theirs = (get(scenario, server, "proxy_cpu_us_per_request") for server in ("gateway", "nginx"))
+        if mine and theirs and load_limited(summary, scenario):
+            out.append(("… or, the load core being the limit: gateway CPU per request ≤ 0.8 × nginx's",
+                        f"{mine / theirs:.2f} × ({mine:.1f} vs {theirs:.1f} µs)",
+                        mine <= 0.8 * theirs and clean(scenario, "gateway")))
+
     beside_nginx("keepalive", "keep-alive small", "keep-alive small: gateway p99 ≤ nginx p99")
-    mine, theirs = (get("keepalive", server, "proxy_cpu_us_per_request") for server in ("gateway", "nginx"))
-    if mine and theirs and load_limited(summary, "keepalive"):
-        out.append(("… or, the load core being the limit: gateway CPU per request ≤ 0.8 × nginx's",
-                    f"{mine / theirs:.2f} × ({mine:.1f} vs {theirs:.1f} µs)",
-                    mine <= 0.8 * theirs and clean("keepalive", "gateway")))
+    cpu_beside_nginx("keepalive")
     beside_floor("keepalive")
     gw, ng = get("close", "gateway", "rps"), get("close", "nginx", "rps")
     if gw and ng:
@@ -1425,6 +1430,7 @@ def targets(summary, args):
                     f"{r:.2f} × ({gw:,.0f} vs {h1:,.0f} MiB/s){limit_clause(summary, 'h2-large')}",
                     r >= 0.9 and clean("h2-large", "gateway")))
     if beside_nginx("clients-1000", "1,000 keep-alive clients, one sandbox", "… gateway p99 ≤ nginx p99"):
+        cpu_beside_nginx("clients-1000")
         dials = get("clients-1000", "gateway", "dial_pct")
         if dials is not None:
             out.append(("… sandbox connections dialled ≤ 1 % of requests after warm-up", f"{dials:.2f} %",
