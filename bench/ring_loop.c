@@ -95,7 +95,9 @@ static int relay_pair(int client) {
     return backend;
 }
 
-/* Closes fd and its peer. (A ring shape's completions still due for them find no side.) */
+/* Closes fd and its peer. In the ring shapes an armed recv keeps its socket open (a toy: it is
+ * not cancelled); the backend never sends on a connection whose client left, so nothing comes of
+ * it but a connection held until the relay exits. */
 static void relay_drop(int fd) {
     if (fd < 0 || sides[fd] == NULL)
         return;
