@@ -363,9 +363,10 @@ static void route_record_free(route_record_t *record) {
 
 route_record_t *route_record_parse_fields(const char *sandbox_id,
                                           const route_record_value_t *values) {
-    route_record_t *record = calloc(1, sizeof(*record));
+    route_record_t *record = aligned_alloc(alignof(route_record_t), sizeof(*record));
     if (record == NULL)
         return NULL;
+    memset(record, 0, sizeof(*record));
     record->references = 1;
     record->allow_public_traffic = true;
     record->auto_resume = true;

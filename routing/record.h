@@ -3,6 +3,7 @@
 #define SGW_ROUTING_RECORD_H
 
 #include <netinet/in.h>
+#include <stdalign.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,23 +13,25 @@
 #include "routing/host.h"
 
 typedef struct route_record {
-    int references; /* records belong to one worker: no atomics needed */
-    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
-    char *execution_id;              /* "" when absent */
-    struct sockaddr_storage address; /* port 0; the request's port is set per dial */
+    /* Every request reads the fields up to address (aligned to a cache line,
+     * that is the first line of the record and the start of the second):
+     * with thousands of sandboxes a record is rarely in the cache, and each
+     * line it spans is a miss. The rest is read for private sandboxes, for
+     * logs and once per record. */
+    alignas(64) int references; /* records belong to one worker: no atomics needed */
     socklen_t address_length;
-    char address_text[64];           /* the addr field as stored */
     bool allow_public_traffic;
-    auth_secret_t secret;            /* used when !allow_public_traffic */
-    char *mask_request_host;         /* NULL when absent */
-    long max_connections;            /* 0: no limit */
-    uint16_t *public_ports;          /* ports that skip the token check; NULL when none */
-    bool paused;                     /* state paused (DESIGN "Auto-resume") */
-    bool auto_resume;                /* a request may wake it (default true) */
-    size_t public_port_count;
-    uint16_t *h2c_ports; /* ports whose server speaks h2c (gRPC); NULL when none */
-    size_t h2c_port_count;
+    bool paused;        /* state paused (DESIGN "Auto-resume") */
+    bool auto_resume;   /* a request may wake it (default true) */
     bool h2c_all_ports; /* h2c_ports "*" */
+    /* What routing/address.c says of addr alone, remembered on first use: it
+     * never changes for a record, so the ranges are not checked per request. */
+    bool address_checked;
+    bool address_refused;
+    long max_connections;     /* 0: no limit */
+    char *mask_request_host;  /* NULL when absent */
+    size_t h2c_port_count;    /* of h2c_ports, read first */
+    size_t public_port_count; /* of public_ports, read first */
     /* "<sandbox ID>\n<execution_id>\n<addr>\n": the upstream pool key without
      * the port, every field whole. No ID, address or port holds a '\n', so the
      * first and the last two newlines delimit the fields whatever execution_id
@@ -36,11 +39,14 @@ typedef struct route_record {
      * malformed. */
     char *pool_key_prefix;
     size_t pool_key_prefix_length;
-    /* What routing/address.c says of addr alone, remembered on first use: it
-     * never changes for a record, so the ranges are not checked per request. */
-    bool address_checked;
-    bool address_refused;
-    char *error;                     /* non-NULL: malformed (answered 502); why, for the log */
+    struct sockaddr_storage address; /* port 0; the request's port is set per dial */
+    uint16_t *h2c_ports;             /* ports whose server speaks h2c (gRPC); NULL when none */
+    uint16_t *public_ports;          /* ports that skip the token check; NULL when none */
+    char sandbox_id[ROUTE_SANDBOX_ID_MAX + 1];
+    char *execution_id;    /* "" when absent */
+    char address_text[64]; /* the addr field as stored */
+    auth_secret_t secret;  /* used when !allow_public_traffic */
+    char *error;           /* non-NULL: malformed (answered 502); why, for the log */
 } route_record_t;
 
 /* The fields the gateway reads from a catalog hash, in the order
