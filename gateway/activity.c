@@ -66,14 +66,12 @@ static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const cha
     strmap_entry_t *found = strmap_get(&activity->sandboxes, sandbox_id, length);
     if (found != NULL)
         return found->value;
-    gw_activity_entry_t *entry = calloc(1, sizeof(*entry));
-    if (entry == NULL)
+    found =
+        strmap_put_inline(&activity->sandboxes, sandbox_id, length, sizeof(gw_activity_entry_t));
+    if (found == NULL)
         return NULL;
-    entry->map_entry = strmap_put(&activity->sandboxes, sandbox_id, length, entry);
-    if (entry->map_entry == NULL) {
-        free(entry);
-        return NULL;
-    }
+    gw_activity_entry_t *entry = found->value;
+    entry->map_entry = found;
     /* A write under way has passed it: the next one says it. */
     entry->written = activity->writes;
     TAILQ_INSERT_TAIL(&activity->order, entry, link);
@@ -147,8 +145,7 @@ static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t
     entry->requests = entry->bytes_in = entry->bytes_out = 0;
     TAILQ_REMOVE(&activity->order, entry, link);
     if (!active && entry->in_flight == 0) {
-        strmap_remove(&activity->sandboxes, entry->map_entry);
-        free(entry);
+        strmap_remove(&activity->sandboxes, entry->map_entry); /* the entry with it */
         return;
     }
     entry->written = activity->writes;
@@ -219,7 +216,6 @@ gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *confi
 
 static void gw_activity_free_entry(strmap_t *map, strmap_entry_t *found, void *arg) {
     (void)arg;
-    free(found->value);
     strmap_remove(map, found);
 }
 

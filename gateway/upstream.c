@@ -82,10 +82,8 @@ static void gw_pool_forget(gw_pool_t *pool, gw_upstream_t *upstream) {
     else
         slot->busy_count--;
     upstream->slot = NULL;
-    if (slot->idle_count == 0 && slot->busy_count == 0) {
-        strmap_remove(&pool->slots, slot->entry);
-        free(slot);
-    }
+    if (slot->idle_count == 0 && slot->busy_count == 0)
+        strmap_remove(&pool->slots, slot->entry); /* the slot with it */
 }
 
 static const char *const gw_upstream_state_names[] = {
@@ -126,7 +124,6 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
         gw_transport_close(&upstream->transport);
         free(upstream);
     }
-    free(slot);
 }
 
 /* After the worker's connections closed: no busy connection points to a slot. */
@@ -194,15 +191,13 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
         gw_pool_shed(pool, 1);
     }
     if (slot == NULL) {
-        slot = calloc(1, sizeof(*slot));
-        if (slot == NULL)
+        strmap_entry_t *entry =
+            strmap_put_inline(&pool->slots, upstream->key, strlen(upstream->key), sizeof(*slot));
+        if (entry == NULL)
             goto close;
+        slot = entry->value;
+        slot->entry = entry;
         TAILQ_INIT(&slot->idle);
-        slot->entry = strmap_put(&pool->slots, upstream->key, strlen(upstream->key), slot);
-        if (slot->entry == NULL) {
-            free(slot);
-            goto close;
-        }
     }
     if (upstream->slot == slot)
         slot->busy_count--; /* taken from it: back */

@@ -37,10 +37,8 @@ static void route_cache_append(route_cache_t *cache, route_cache_entry_t *entry)
 
 static void route_cache_drop(route_cache_t *cache, route_cache_entry_t *entry) {
     route_cache_unlink(cache, entry);
-    strmap_remove(&cache->map, entry->map_entry);
     route_record_unref(entry->record);
-    entry->record = NULL;
-    free(entry);
+    strmap_remove(&cache->map, entry->map_entry); /* the entry with it */
 }
 
 /* The useless go first, then "not found" answers, which a flood of random IDs
@@ -72,9 +70,7 @@ static void route_cache_free_entry(strmap_t *map, strmap_entry_t *map_entry, voi
     (void)argument;
     route_cache_entry_t *entry = map_entry->value;
     route_record_unref(entry->record);
-    entry->record = NULL;
-    free(entry);
-    strmap_remove(map, map_entry);
+    strmap_remove(map, map_entry); /* the entry with it */
 }
 
 void route_cache_free(route_cache_t *cache) {
@@ -110,14 +106,12 @@ void route_cache_store(route_cache_t *cache, const char *sandbox_id, route_looku
     } else {
         while (cache->map.count >= cache->config.max_entries && cache->map.count > 0)
             route_cache_evict_one(cache, now_ms);
-        entry = calloc(1, sizeof(*entry));
-        if (entry == NULL)
+        strmap_entry_t *map_entry =
+            strmap_put_inline(&cache->map, sandbox_id, id_length, sizeof(route_cache_entry_t));
+        if (map_entry == NULL)
             return;
-        entry->map_entry = strmap_put(&cache->map, sandbox_id, id_length, entry);
-        if (entry->map_entry == NULL) {
-            free(entry);
-            return;
-        }
+        entry = map_entry->value;
+        entry->map_entry = map_entry;
     }
     entry->status = status;
     entry->record = record != NULL ? route_record_ref(record) : NULL;

@@ -3,7 +3,9 @@
 
 #include <pthread.h>
 #include <sodium.h>
+#include <stdalign.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,15 +93,8 @@ static void strmap_grow(strmap_t *map) {
     map->bucket_count = new_count;
 }
 
-strmap_entry_t *strmap_put(strmap_t *map, const char *key, size_t key_length, void *value) {
-    strmap_entry_t *entry = malloc(sizeof(*entry) + key_length + 1);
-    if (entry == NULL)
-        return NULL;
-    entry->hash = strmap_hash(key, key_length);
-    entry->value = value;
-    entry->key_length = key_length;
-    memcpy(entry->key, key, key_length);
-    entry->key[key_length] = '\0';
+/* Links entry, its hash set, into map. */
+static strmap_entry_t *strmap_link(strmap_t *map, strmap_entry_t *entry) {
     if (map->count >= map->bucket_count)
         strmap_grow(map);
     size_t slot = entry->hash & (map->bucket_count - 1);
@@ -107,6 +102,36 @@ strmap_entry_t *strmap_put(strmap_t *map, const char *key, size_t key_length, vo
     map->buckets[slot] = entry;
     map->count++;
     return entry;
+}
+
+/* An unlinked entry for key with room for value_size bytes after the key,
+ * aligned for any value; NULL when memory is exhausted. */
+static strmap_entry_t *strmap_entry_new(const char *key, size_t key_length, size_t value_size) {
+    size_t align = alignof(max_align_t);
+    size_t value_offset = (sizeof(strmap_entry_t) + key_length + 1 + align - 1) / align * align;
+    strmap_entry_t *entry = malloc(value_offset + value_size);
+    if (entry == NULL)
+        return NULL;
+    entry->hash = strmap_hash(key, key_length);
+    entry->key_length = key_length;
+    memcpy(entry->key, key, key_length);
+    entry->key[key_length] = '\0';
+    entry->value = value_size > 0 ? memset((char *)entry + value_offset, 0, value_size) : NULL;
+    return entry;
+}
+
+strmap_entry_t *strmap_put(strmap_t *map, const char *key, size_t key_length, void *value) {
+    strmap_entry_t *entry = strmap_entry_new(key, key_length, 0);
+    if (entry == NULL)
+        return NULL;
+    entry->value = value;
+    return strmap_link(map, entry);
+}
+
+strmap_entry_t *strmap_put_inline(strmap_t *map, const char *key, size_t key_length,
+                                  size_t value_size) {
+    strmap_entry_t *entry = strmap_entry_new(key, key_length, value_size);
+    return entry != NULL ? strmap_link(map, entry) : NULL;
 }
 
 void strmap_remove(strmap_t *map, strmap_entry_t *entry) {

@@ -32,7 +32,16 @@ strmap_entry_t *strmap_get(const strmap_t *map, const char *key, size_t key_leng
  * The key must not be present yet. */
 strmap_entry_t *strmap_put(strmap_t *map, const char *key, size_t key_length, void *value);
 
-/* Unlinks and frees entry, which must belong to map. */
+/* Inserts key with a zeroed value of value_size bytes inside the entry's own
+ * allocation (entry->value points to it): a lookup then reads one block of
+ * memory instead of two, which matters when the map is too large to stay in
+ * the cache. The value goes with the entry (strmap_remove, strmap_free).
+ * Returns the new entry, or NULL when memory is exhausted. The key must not
+ * be present yet. */
+strmap_entry_t *strmap_put_inline(strmap_t *map, const char *key, size_t key_length,
+                                  size_t value_size);
+
+/* Unlinks and frees entry, which must belong to map (an inline value with it). */
 void strmap_remove(strmap_t *map, strmap_entry_t *entry);
 
 /* Calls visit for each entry; visit may remove the entry it is given. */

@@ -1,5 +1,6 @@
-/* Unit tests of util/strmap.c: put, get, remove and foreach, growth, and keys
- * chosen to share a bucket under an unkeyed hash spreading out. */
+/* Unit tests of util/strmap.c: put, get, remove and foreach, values inside
+ * their entries, growth, and keys chosen to share a bucket under an unkeyed
+ * hash spreading out. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +32,43 @@ static void test_put_get_remove(void **state) {
     assert_null(strmap_get(&map, "alpha", 5));
     assert_int_equal(map.count, 2);
     strmap_free(&map);
+}
+
+typedef struct inline_value {
+    long double aligned; /* wants max_align_t's alignment */
+    char bytes[40];
+} inline_value_t;
+
+static void test_inline_values(void **state) {
+    (void)state;
+    strmap_t map;
+    assert_int_equal(strmap_init(&map), 0);
+    char key[32];
+    /* Keys of every length around the alignment: each value zeroed, aligned,
+     * past its key, and its own; ASan sees a write past the allocation. */
+    for (int length = 1; length < 31; length++) {
+        memset(key, 'a' + length % 26, (size_t)length);
+        strmap_entry_t *entry =
+            strmap_put_inline(&map, key, (size_t)length, sizeof(inline_value_t));
+        assert_non_null(entry);
+        inline_value_t *value = entry->value;
+        assert_int_equal((uintptr_t)value % _Alignof(max_align_t), 0);
+        assert_true((char *)value > entry->key + length);
+        for (size_t i = 0; i < sizeof(value->bytes); i++)
+            assert_int_equal(value->bytes[i], 0);
+        memset(value, 0xa5, sizeof(*value));
+        assert_int_equal(entry->key[length], '\0');
+    }
+    for (int length = 1; length < 31; length++) {
+        memset(key, 'a' + length % 26, (size_t)length);
+        strmap_entry_t *entry = strmap_get(&map, key, (size_t)length);
+        assert_non_null(entry);
+        assert_int_equal(((inline_value_t *)entry->value)->bytes[39], (char)0xa5);
+        if (length % 2)
+            strmap_remove(&map, entry); /* the value with it: LeakSanitizer checks */
+    }
+    assert_int_equal(map.count, 15);
+    strmap_free(&map); /* the rest, values with their entries */
 }
 
 static void count_visit(strmap_t *map, strmap_entry_t *entry, void *arg) {
@@ -106,6 +144,7 @@ static void test_keys_made_for_one_bucket_spread_out(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_remove),
+        cmocka_unit_test(test_inline_values),
         cmocka_unit_test(test_growth_keeps_every_key),
         cmocka_unit_test(test_keys_made_for_one_bucket_spread_out),
     };
