@@ -620,7 +620,8 @@ static void gw_exchange_proceed(gw_exchange_t *exchange, route_record_t *record)
     exchange->retry_delay_ms = GW_RETRY_FIRST_MS;
     gw_exchange_set_state(exchange, GW_EXCHANGE_CONNECTING);
     exchange->upstream =
-        gw_pool_take(&exchange->worker->pool, decision->pool_key, decision->pool_key_length);
+        gw_pool_take(&exchange->worker->pool, &record->pool_hint, exchange->target.port,
+                     decision->pool_key, decision->pool_key_length);
     if (exchange->upstream != NULL)
         gw_exchange_upstream_ready(exchange);
     else

@@ -14,6 +14,14 @@
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
 
+/* Slots are allocated this many at a time. */
+enum { GW_POOL_SLOT_BLOCK = 64 };
+
+struct gw_pool_slot_block {
+    gw_pool_slot_block_t *next;
+    gw_pool_slot_t slots[GW_POOL_SLOT_BLOCK];
+};
+
 /* How often the sweep looks for expired connections: a fraction of the
  * timeout, so a connection lives at most a quarter longer than it. */
 static struct timeval gw_pool_sweep_interval(const gw_pool_t *pool) {
@@ -74,6 +82,39 @@ static void gw_pool_unlink_idle(gw_pool_t *pool, gw_upstream_t *upstream) {
     pool->idle_count--;
 }
 
+/* A slot for key in the map, or NULL when memory is exhausted. */
+static gw_pool_slot_t *gw_pool_slot_new(gw_pool_t *pool, const char *key, size_t key_length) {
+    if (pool->free_slots == NULL) {
+        gw_pool_slot_block_t *block = calloc(1, sizeof(*block));
+        if (block == NULL)
+            return NULL;
+        block->next = pool->slot_blocks;
+        pool->slot_blocks = block;
+        for (size_t i = GW_POOL_SLOT_BLOCK; i-- > 0;) {
+            block->slots[i].next_free = pool->free_slots;
+            pool->free_slots = &block->slots[i];
+        }
+    }
+    gw_pool_slot_t *slot = pool->free_slots;
+    slot->entry = strmap_put(&pool->slots, key, key_length, slot);
+    if (slot->entry == NULL)
+        return NULL;
+    pool->free_slots = slot->next_free;
+    slot->next_free = NULL;
+    TAILQ_INIT(&slot->idle);
+    return slot;
+}
+
+/* The slot's last connection is gone: out of the map, and a new generation,
+ * so that no hint takes it for its old key. */
+static void gw_pool_slot_free(gw_pool_t *pool, gw_pool_slot_t *slot) {
+    strmap_remove(&pool->slots, slot->entry);
+    slot->entry = NULL;
+    slot->generation++;
+    slot->next_free = pool->free_slots;
+    pool->free_slots = slot;
+}
+
 /* A pooled connection (idle or busy) closes: its slot goes with the last. */
 static void gw_pool_forget(gw_pool_t *pool, gw_upstream_t *upstream) {
     gw_pool_slot_t *slot = upstream->slot;
@@ -83,7 +124,7 @@ static void gw_pool_forget(gw_pool_t *pool, gw_upstream_t *upstream) {
         slot->busy_count--;
     upstream->slot = NULL;
     if (slot->idle_count == 0 && slot->busy_count == 0)
-        strmap_remove(&pool->slots, slot->entry); /* the slot with it */
+        gw_pool_slot_free(pool, slot);
 }
 
 static const char *const gw_upstream_state_names[] = {
@@ -126,11 +167,18 @@ static void gw_pool_close_slot(strmap_t *map, strmap_entry_t *entry, void *arg) 
     }
 }
 
-/* After the worker's connections closed: no busy connection points to a slot. */
+/* After the worker's connections closed: no busy connection points to a
+ * slot, and no hint is used any more. */
 void gw_pool_free(gw_pool_t *pool) {
     if (pool->slots.buckets != NULL)
         strmap_foreach(&pool->slots, gw_pool_close_slot, NULL);
     strmap_free(&pool->slots);
+    gw_pool_slot_block_t *block;
+    while ((block = pool->slot_blocks) != NULL) {
+        pool->slot_blocks = block->next;
+        free(block);
+    }
+    pool->free_slots = NULL;
     TAILQ_INIT(&pool->idle_order);
     pool->idle_count = 0;
     if (pool->sweep != NULL) {
@@ -139,11 +187,16 @@ void gw_pool_free(gw_pool_t *pool) {
     }
 }
 
-gw_upstream_t *gw_pool_take(gw_pool_t *pool, const char *key, size_t key_length) {
-    strmap_entry_t *entry = strmap_get(&pool->slots, key, key_length);
-    if (entry == NULL)
-        return NULL;
-    gw_pool_slot_t *slot = entry->value;
+gw_upstream_t *gw_pool_take(gw_pool_t *pool, route_pool_hint_t *hint, uint16_t port,
+                            const char *key, size_t key_length) {
+    gw_pool_slot_t *slot = hint->slot;
+    if (slot == NULL || hint->port != port || slot->generation != hint->generation) {
+        strmap_entry_t *entry = strmap_get(&pool->slots, key, key_length);
+        if (entry == NULL)
+            return NULL;
+        slot = entry->value;
+        *hint = (route_pool_hint_t){.slot = slot, .generation = slot->generation, .port = port};
+    }
     gw_upstream_t *upstream = TAILQ_FIRST(&slot->idle);
     if (upstream == NULL)
         return NULL; /* every connection of this key is busy */
@@ -191,13 +244,9 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
         gw_pool_shed(pool, 1);
     }
     if (slot == NULL) {
-        strmap_entry_t *entry =
-            strmap_put_inline(&pool->slots, upstream->key, strlen(upstream->key), sizeof(*slot));
-        if (entry == NULL)
+        slot = gw_pool_slot_new(pool, upstream->key, strlen(upstream->key));
+        if (slot == NULL)
             goto close;
-        slot = entry->value;
-        slot->entry = entry;
-        TAILQ_INIT(&slot->idle);
     }
     if (upstream->slot == slot)
         slot->busy_count--; /* taken from it: back */

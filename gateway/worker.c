@@ -159,13 +159,13 @@ static void gw_worker_on_stop(evutil_socket_t fd, short events, void *arg) {
     while ((client = LIST_FIRST(&worker->clients)) != NULL)
         gw_conn_close(client);
     gw_h2up_pool_free(&worker->h2up_pool);
-    gw_pool_free(&worker->pool);
     gw_resume_free(worker->resume);
     worker->resume = NULL;
     if (worker->catalog != NULL) {
         route_catalog_free(worker->catalog);
         worker->catalog = NULL;
     }
+    gw_pool_free(&worker->pool); /* after the records, whose pool hints point into it */
     gw_activity_free(worker->activity);
     worker->activity = NULL;
     redis_link_close(&worker->control);

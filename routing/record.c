@@ -12,6 +12,13 @@
 
 #include "routing/mask.h"
 
+/* The layout routing/record.h promises: what every request reads in the
+ * record's first two cache lines, an IPv6 address included. */
+_Static_assert(offsetof(route_record_t, pool_key_prefix_length) + sizeof(size_t) <= 64,
+               "the per-request fields fill the record's first cache line");
+_Static_assert(offsetof(route_record_t, address) + sizeof(struct sockaddr_in6) <= 128,
+               "the pool hint and the address fit the second");
+
 /* The fields the gateway reads, in route_record_fields order; others (netns,
  * deny_out, allow_out, allow_internet_access, ...) belong to other readers
  * and are never read (the catalog asks for these alone with HMGET). */

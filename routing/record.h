@@ -12,9 +12,19 @@
 #include "auth/token.h"
 #include "routing/host.h"
 
+/* Where the gateway's upstream pool keeps this record's idle connections to
+ * one port (gateway/upstream.c): its slot, valid while the slot's generation
+ * is still the one noted, so that a request reaches it without hashing and
+ * looking up the pool key. All zero: none noted. */
+typedef struct route_pool_hint {
+    void *slot;
+    uint64_t generation;
+    uint16_t port;
+} route_pool_hint_t;
+
 typedef struct route_record {
     /* Every request reads the fields up to address (aligned to a cache line,
-     * that is the first line of the record and the start of the second):
+     * that is the first line of the record and the second):
      * with thousands of sandboxes a record is rarely in the cache, and each
      * line it spans is a miss. The rest is read for private sandboxes, for
      * logs and once per record. */
@@ -39,6 +49,7 @@ typedef struct route_record {
      * malformed. */
     char *pool_key_prefix;
     size_t pool_key_prefix_length;
+    route_pool_hint_t pool_hint;     /* the gateway's, per worker like the record */
     struct sockaddr_storage address; /* port 0; the request's port is set per dial */
     uint16_t *h2c_ports;             /* ports whose server speaks h2c (gRPC); NULL when none */
     uint16_t *public_ports;          /* ports that skip the token check; NULL when none */

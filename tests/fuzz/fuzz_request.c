@@ -529,6 +529,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gw_pool_free(&fuzz.worker.pool);
     FUZZ_CHECK(gw_pool_init(&fuzz.worker.pool, fuzz.worker.base,
                             fuzz.server.config.upstream_idle_timeout_ms, 1024) == 0);
+    /* Records do not outlive their worker's pool (their pool hints point
+     * into it): fresh ones for the next input, as a new worker would read. */
+    fuzz_seed_records();
     fuzz_sandboxes_close_connections();
     fuzz_run_until_idle();
     free(client);

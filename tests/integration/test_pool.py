@@ -51,6 +51,39 @@ def test_long_execution_id_keeps_ports_and_lifetimes_apart(gateway_factory, redi
     assert source(first, 2) != source(first, 1), "a pooled connection was reused across lifetimes"
 
 
+def test_a_cached_route_finds_its_pool_slot_and_never_another(gateway_factory, redis, backend_factory):
+    """A cached record remembers its pool slot (for one port): alternating ports replace what it
+    remembers and each port still reuses its own connection; once the slot's connections expire
+    and another sandbox takes the freed slot, the record's next request dials its own
+    sandbox again rather than riding the other's connection."""
+    gateway = gateway_factory(redis, upstream_idle_timeout="400ms")
+    first, second = backend_factory("a"), backend_factory("b")
+    redis.put("hinta")
+    redis.put("hintb")
+    with gateway.connect() as connection:
+        def get(sandbox_id, backend, path):
+            response = connection.request("GET", path, host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+            assert response.json()["backend"] == backend.name and response.json()["path"] == path
+        for number in range(3):
+            get("hinta", first, f"/a{number}")
+            get("hinta", second, f"/b{number}")
+        get("hinta", first, "/a3")  # port A's slot is the one remembered
+        assert len({source(first, i) for i in range(4)}) == 1, "port A should reuse one connection"
+        assert len({source(second, i) for i in range(3)}) == 1, "port B should reuse one connection"
+        before = {record.client for record in first.requests + second.requests}
+        wait_for(lambda: before <= set(first.closed) | set(second.closed), 5, 0.02,
+                 "the idle pooled connections to be closed")
+        get("hintb", first, "/other")  # a new slot: the one port A had, freed last
+        get("hinta", first, "/a-again")
+        get("hintb", first, "/other-again")
+    assert source(first, 5) not in before and source(first, 5) != source(first, 4), \
+        "hinta's request rode a connection it did not dial"
+    assert source(first, 6) == source(first, 4), "hintb should reuse its own connection"
+    assert [r.path for r in first.requests] == ["/a0", "/a1", "/a2", "/a3", "/other", "/a-again",
+                                                "/other-again"]
+
+
 def test_sandboxes_never_share_upstream_connections(gateway_factory, redis, backend):
     gateway = gateway_factory(redis, upstream_idle_timeout="30s")
     redis.put("sharea")
