@@ -23,11 +23,11 @@ typedef struct route_pool_hint {
 } route_pool_hint_t;
 
 typedef struct route_record {
-    /* Every request reads the fields up to address (aligned to a cache line,
-     * that is the first line of the record and the second):
-     * with thousands of sandboxes a record is rarely in the cache, and each
-     * line it spans is a miss. The rest is read for private sandboxes, for
-     * logs and once per record. */
+    /* Every request reads the fields up to the address: they fill the
+     * record's first cache line (the record is aligned to one), and the pool
+     * hint and the address start the second. With thousands of sandboxes a
+     * record is rarely in the cache, and each line read is a miss. The rest
+     * is read for private sandboxes, for logs and once per record. */
     alignas(64) int references; /* records belong to one worker: no atomics needed */
     socklen_t address_length;
     bool allow_public_traffic;
