@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <time.h>
 
 #include "routing/host.h"
 #include "util/clock.h"
@@ -25,15 +24,16 @@
  * each interval, and no step holds the loop or Redis for more than a moment. */
 enum { GW_ACTIVITY_STEP = 256, GW_ACTIVITY_STEP_GAP_MS = 2 };
 
-/* One sandbox this worker served: what the next write says of it. */
+/* One sandbox this worker served: what the next write says of it. A
+ * util/slots item: what a request changes is in the first cache line. */
 struct gw_activity_entry {
+    uint64_t last_request_ms;               /* Unix ms of its last request's start */
+    uint64_t requests, bytes_in, bytes_out; /* since the last write */
+    uint32_t in_flight; /* requests (tunnels, streams) not ended: active every interval */
+    bool touched;       /* a request started since the last write */
     TAILQ_ENTRY(gw_activity_entry) link; /* in the order the next write visits */
     strmap_entry_t *map_entry;           /* its ID, in sandboxes */
     uint64_t written;                    /* the write that last visited it */
-    uint64_t last_request_ms;            /* Unix ms of its last request's start */
-    uint32_t in_flight; /* requests (tunnels, streams) not ended: active every interval */
-    bool touched;       /* a request started since the last write */
-    uint64_t requests, bytes_in, bytes_out; /* since the last write */
 };
 
 /* One ZADD for the active sandboxes of a step: GT applies to each member. */
@@ -45,8 +45,10 @@ typedef struct gw_activity_zadd {
 } gw_activity_zadd_t;
 
 struct gw_activity {
+    struct event_base *base;
     redis_link_t *link; /* the worker's, to resume_redis_url */
     strmap_t sandboxes; /* ID -> gw_activity_entry_t */
+    slots_t entries;    /* kept until gw_activity_free, for the records' hints */
     TAILQ_HEAD(, gw_activity_entry) order; /* written ones go to the tail */
     uint64_t writes;                       /* the current write's number: ticks so far */
     struct event *timer;
@@ -55,10 +57,12 @@ struct gw_activity {
     gw_activity_zadd_t zadd;
 };
 
-static uint64_t gw_activity_now_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+/* Unix ms as of this loop turn's start: activity is written once a second,
+ * and a clock read per request costs more than it would tell. */
+static uint64_t gw_activity_now_ms(const gw_activity_t *activity) {
+    struct timeval now;
+    event_base_gettimeofday_cached(activity->base, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_usec / 1000;
 }
 
 static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const char *sandbox_id) {
@@ -66,11 +70,14 @@ static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const cha
     strmap_entry_t *found = strmap_get(&activity->sandboxes, sandbox_id, length);
     if (found != NULL)
         return found->value;
-    found =
-        strmap_put_inline(&activity->sandboxes, sandbox_id, length, sizeof(gw_activity_entry_t));
-    if (found == NULL)
+    gw_activity_entry_t *entry = slots_take(&activity->entries);
+    if (entry == NULL)
         return NULL;
-    gw_activity_entry_t *entry = found->value;
+    found = strmap_put(&activity->sandboxes, sandbox_id, length, entry);
+    if (found == NULL) {
+        slots_give(&activity->entries, entry);
+        return NULL;
+    }
     entry->map_entry = found;
     /* A write under way has passed it: the next one says it. */
     entry->written = activity->writes;
@@ -78,13 +85,21 @@ static gw_activity_entry_t *gw_activity_entry(gw_activity_t *activity, const cha
     return entry;
 }
 
-gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id) {
+gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id,
+                                         slot_hint_t *hint) {
     if (activity == NULL)
         return NULL;
-    gw_activity_entry_t *entry = gw_activity_entry(activity, sandbox_id);
-    if (entry == NULL)
-        return NULL;
-    entry->last_request_ms = gw_activity_now_ms();
+    /* An entry the hint still finds is the sandbox's: an entry given back
+     * and taken for another sandbox is not found by hints noted before. */
+    gw_activity_entry_t *entry = hint != NULL ? slots_hinted(hint) : NULL;
+    if (entry == NULL) {
+        entry = gw_activity_entry(activity, sandbox_id);
+        if (entry == NULL)
+            return NULL;
+        if (hint != NULL)
+            slots_note(hint, entry);
+    }
+    entry->last_request_ms = gw_activity_now_ms(activity);
     entry->touched = true;
     entry->in_flight++;
     entry->requests++;
@@ -109,7 +124,8 @@ static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t
     bool active = entry->touched || entry->in_flight > 0;
     if (context != NULL && active) {
         /* An open tunnel or a streaming response keeps its sandbox awake. */
-        uint64_t last = entry->in_flight > 0 ? gw_activity_now_ms() : entry->last_request_ms;
+        uint64_t last =
+            entry->in_flight > 0 ? gw_activity_now_ms(activity) : entry->last_request_ms;
         gw_activity_zadd_t *zadd = &activity->zadd;
         char *score = zadd->scores[zadd->members];
         int at = 3 + 2 * zadd->members++;
@@ -145,7 +161,8 @@ static void gw_activity_write_entry(gw_activity_t *activity, gw_activity_entry_t
     entry->requests = entry->bytes_in = entry->bytes_out = 0;
     TAILQ_REMOVE(&activity->order, entry, link);
     if (!active && entry->in_flight == 0) {
-        strmap_remove(&activity->sandboxes, entry->map_entry); /* the entry with it */
+        strmap_remove(&activity->sandboxes, entry->map_entry);
+        slots_give(&activity->entries, entry);
         return;
     }
     entry->written = activity->writes;
@@ -199,8 +216,10 @@ gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *confi
     gw_activity_t *activity = calloc(1, sizeof(*activity));
     if (activity == NULL)
         return NULL;
+    activity->base = base;
     activity->link = link;
     activity->interval_ms = config->activity_interval_ms;
+    slots_init(&activity->entries, sizeof(gw_activity_entry_t));
     TAILQ_INIT(&activity->order);
     activity->timer = event_new(base, -1, EV_PERSIST, gw_activity_tick, activity);
     activity->step = evtimer_new(base, gw_activity_step, activity);
@@ -214,11 +233,6 @@ gw_activity_t *gw_activity_new(struct event_base *base, const gw_config_t *confi
     return activity;
 }
 
-static void gw_activity_free_entry(strmap_t *map, strmap_entry_t *found, void *arg) {
-    (void)arg;
-    strmap_remove(map, found);
-}
-
 void gw_activity_free(gw_activity_t *activity) {
     if (activity == NULL)
         return;
@@ -226,7 +240,7 @@ void gw_activity_free(gw_activity_t *activity) {
         event_free(activity->timer);
     if (activity->step != NULL)
         event_free(activity->step);
-    strmap_foreach(&activity->sandboxes, gw_activity_free_entry, NULL);
     strmap_free(&activity->sandboxes);
+    slots_free(&activity->entries);
     free(activity);
 }

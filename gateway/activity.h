@@ -6,6 +6,7 @@
 
 #include "gateway/config.h"
 #include "util/redis_link.h"
+#include "util/slots.h"
 
 struct event_base;
 
@@ -24,8 +25,11 @@ void gw_activity_free(gw_activity_t *activity);
 /* A routed request to sandbox_id started: its last request is now, and it
  * counts as active in every interval until gw_activity_ended. Returns the
  * sandbox's entry for that call (it stays while requests are in flight), or
- * NULL (activity off, or out of memory: the request goes uncounted). */
-gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id);
+ * NULL (activity off, or out of memory: the request goes uncounted). hint
+ * (NULL when there is none, e.g. no cached record) is where the sandbox's
+ * entry was found before, and is noted when it no longer finds it. */
+gw_activity_entry_t *gw_activity_started(gw_activity_t *activity, const char *sandbox_id,
+                                         slot_hint_t *hint);
 
 /* That request ended (its tunnel closed), having received bytes_in from the
  * client and sent it bytes_out; entry is what gw_activity_started returned

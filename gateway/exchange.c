@@ -342,15 +342,19 @@ void gw_exchange_start(gw_exchange_t *exchange, const gw_head_t *head,
         return;
     }
     exchange->routed = true;
-    /* DESIGN "Activity": every routed request counts, whatever its answer. */
-    exchange->activity =
-        gw_activity_started(exchange->worker->activity, exchange->target.sandbox_id);
     gw_exchange_set_state(exchange, GW_EXCHANGE_ROUTING);
     route_lookup_status_t lookup_status;
     route_record_t *record = NULL;
-    if (route_catalog_lookup(exchange->worker->catalog, exchange->target.sandbox_id,
-                             &exchange->waiter, gw_exchange_routed, exchange, &lookup_status,
-                             &record) == 1)
+    int answered = route_catalog_lookup(exchange->worker->catalog, exchange->target.sandbox_id,
+                                        &exchange->waiter, gw_exchange_routed, exchange,
+                                        &lookup_status, &record);
+    /* DESIGN "Activity": every routed request counts, whatever its answer,
+     * and before it (a lookup that waits for Redis is under way). A cached
+     * record remembers where its counters are. */
+    exchange->activity =
+        gw_activity_started(exchange->worker->activity, exchange->target.sandbox_id,
+                            answered == 1 && record != NULL ? &record->activity_hint : NULL);
+    if (answered == 1)
         gw_exchange_routed(lookup_status, record, exchange);
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,14 +14,6 @@
 
 /* Expired connections one sweep closes before it lets the loop run. */
 enum { GW_POOL_SWEEP_BATCH = 64 };
-
-/* Slots are allocated this many at a time. */
-enum { GW_POOL_SLOT_BLOCK = 64 };
-
-struct gw_pool_slot_block {
-    gw_pool_slot_block_t *next;
-    gw_pool_slot_t slots[GW_POOL_SLOT_BLOCK];
-};
 
 /* How often the sweep looks for expired connections: a fraction of the
  * timeout, so a connection lives at most a quarter longer than it. */
@@ -64,6 +57,7 @@ static void gw_pool_sweep(evutil_socket_t fd, short events, void *arg) {
 int gw_pool_init(gw_pool_t *pool, struct event_base *base, uint64_t idle_timeout_ms,
                  size_t idle_limit) {
     memset(pool, 0, sizeof(*pool));
+    slots_init(&pool->slot_items, sizeof(gw_pool_slot_t));
     TAILQ_INIT(&pool->idle_order);
     pool->idle_timeout_ms = idle_timeout_ms;
     pool->idle_limit = idle_limit;
@@ -82,37 +76,27 @@ static void gw_pool_unlink_idle(gw_pool_t *pool, gw_upstream_t *upstream) {
     pool->idle_count--;
 }
 
-/* A slot for key in the map, or NULL when memory is exhausted. */
-static gw_pool_slot_t *gw_pool_slot_new(gw_pool_t *pool, const char *key, size_t key_length) {
-    if (pool->free_slots == NULL) {
-        gw_pool_slot_block_t *block = calloc(1, sizeof(*block));
-        if (block == NULL)
-            return NULL;
-        block->next = pool->slot_blocks;
-        pool->slot_blocks = block;
-        for (size_t i = GW_POOL_SLOT_BLOCK; i-- > 0;) {
-            block->slots[i].next_free = pool->free_slots;
-            pool->free_slots = &block->slots[i];
-        }
-    }
-    gw_pool_slot_t *slot = pool->free_slots;
-    slot->entry = strmap_put(&pool->slots, key, key_length, slot);
-    if (slot->entry == NULL)
+/* A slot for key (ending in port) in the map, or NULL when memory is exhausted. */
+static gw_pool_slot_t *gw_pool_slot_new(gw_pool_t *pool, const char *key, size_t key_length,
+                                        uint16_t port) {
+    gw_pool_slot_t *slot = slots_take(&pool->slot_items);
+    if (slot == NULL)
         return NULL;
-    pool->free_slots = slot->next_free;
-    slot->next_free = NULL;
+    slot->entry = strmap_put(&pool->slots, key, key_length, slot);
+    if (slot->entry == NULL) {
+        slots_give(&pool->slot_items, slot);
+        return NULL;
+    }
     TAILQ_INIT(&slot->idle);
+    slot->port = port;
     return slot;
 }
 
-/* The slot's last connection is gone: out of the map, and a new generation,
- * so that no hint takes it for its old key. */
+/* The slot's last connection is gone: out of the map, and given back, so
+ * that no hint takes it for its old key. */
 static void gw_pool_slot_free(gw_pool_t *pool, gw_pool_slot_t *slot) {
     strmap_remove(&pool->slots, slot->entry);
-    slot->entry = NULL;
-    slot->generation++;
-    slot->next_free = pool->free_slots;
-    pool->free_slots = slot;
+    slots_give(&pool->slot_items, slot);
 }
 
 /* A pooled connection (idle or busy) closes: its slot goes with the last. */
@@ -173,12 +157,7 @@ void gw_pool_free(gw_pool_t *pool) {
     if (pool->slots.buckets != NULL)
         strmap_foreach(&pool->slots, gw_pool_close_slot, NULL);
     strmap_free(&pool->slots);
-    gw_pool_slot_block_t *block;
-    while ((block = pool->slot_blocks) != NULL) {
-        pool->slot_blocks = block->next;
-        free(block);
-    }
-    pool->free_slots = NULL;
+    slots_free(&pool->slot_items);
     TAILQ_INIT(&pool->idle_order);
     pool->idle_count = 0;
     if (pool->sweep != NULL) {
@@ -187,15 +166,17 @@ void gw_pool_free(gw_pool_t *pool) {
     }
 }
 
-gw_upstream_t *gw_pool_take(gw_pool_t *pool, route_pool_hint_t *hint, uint16_t port,
-                            const char *key, size_t key_length) {
-    gw_pool_slot_t *slot = hint->slot;
-    if (slot == NULL || hint->port != port || slot->generation != hint->generation) {
+gw_upstream_t *gw_pool_take(gw_pool_t *pool, slot_hint_t *hint, uint16_t port, const char *key,
+                            size_t key_length) {
+    /* A slot the hint still finds has the key it had when noted: the
+     * record's prefix and a port, which must be this one. */
+    gw_pool_slot_t *slot = slots_hinted(hint);
+    if (slot == NULL || slot->port != port) {
         strmap_entry_t *entry = strmap_get(&pool->slots, key, key_length);
         if (entry == NULL)
             return NULL;
         slot = entry->value;
-        *hint = (route_pool_hint_t){.slot = slot, .generation = slot->generation, .port = port};
+        slots_note(hint, slot);
     }
     gw_upstream_t *upstream = TAILQ_FIRST(&slot->idle);
     if (upstream == NULL)
@@ -244,7 +225,7 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
         gw_pool_shed(pool, 1);
     }
     if (slot == NULL) {
-        slot = gw_pool_slot_new(pool, upstream->key, strlen(upstream->key));
+        slot = gw_pool_slot_new(pool, upstream->key, strlen(upstream->key), upstream->port);
         if (slot == NULL)
             goto close;
     }
@@ -288,6 +269,9 @@ gw_upstream_t *gw_upstream_dial(gw_worker_t *worker, const struct sockaddr *addr
         return NULL;
     memcpy(upstream->key, key, key_length);
     upstream->key[key_length] = '\0';
+    upstream->port =
+        ntohs(address->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)address)->sin6_port
+                                             : ((const struct sockaddr_in *)address)->sin_port);
     upstream->worker = worker;
     upstream->state = GW_UPSTREAM_CONNECTING;
     int dialled, error;

@@ -10,6 +10,7 @@
 
 #include "gateway/transport.h"
 #include "routing/record.h"
+#include "util/slots.h"
 #include "util/strmap.h"
 
 struct event_base;
@@ -37,30 +38,26 @@ typedef struct gw_upstream {
     TAILQ_ENTRY(gw_upstream) idle_link; /* in the pool's idle order, oldest first */
     uint64_t idle_since_ms;
     uint64_t requests;                 /* requests sent on it; > 0 means reused */
+    uint16_t port;                     /* the sandbox's, as in the key */
     char key[];                        /* pool key: sandbox, execution_id, addr, port */
 } gw_upstream_t;
 
 /* The idle connections of one key, most recently used first. It is in use
  * while any connection points to it, busy ones taken from it included, so
  * giving a connection back finds its slot without a lookup or an allocation.
- * Slots come from blocks the pool keeps until it is freed, and a slot given
- * up changes generation: a record's pool hint (routing/record.h) may point
- * to any slot and is checked, never followed blindly. */
+ * Slots are util/slots items: a record's pool hint (routing/record.h) may
+ * name a slot given up since, and is checked, never followed blindly. */
 struct gw_pool_slot {
     TAILQ_HEAD(gw_upstream_queue, gw_upstream) idle;
     size_t idle_count;
-    size_t busy_count; /* taken from it and not back yet */
-    uint64_t generation;
-    struct strmap_entry *entry; /* NULL while free */
-    gw_pool_slot_t *next_free;
+    size_t busy_count;          /* taken from it and not back yet */
+    struct strmap_entry *entry; /* its key in the pool's map */
+    uint16_t port;              /* the key's last field: a hint is for one port */
 };
 
-typedef struct gw_pool_slot_block gw_pool_slot_block_t;
-
 typedef struct gw_pool {
-    strmap_t slots; /* key -> gw_pool_slot_t */
-    gw_pool_slot_t *free_slots;
-    gw_pool_slot_block_t *slot_blocks;
+    strmap_t slots;     /* key -> gw_pool_slot_t */
+    slots_t slot_items; /* kept until gw_pool_free, for the hints */
     TAILQ_HEAD(gw_upstream_idle_order, gw_upstream) idle_order;
     size_t idle_count;
     size_t idle_limit; /* idle connections kept at most, over all keys */
@@ -79,8 +76,8 @@ void gw_pool_free(gw_pool_t *pool);
 /* Takes the most recently used idle connection for key, or returns NULL; the
  * caller sets its transport's handler at once. key is a record's pool key for
  * port: the record's pool hint finds the slot, and is noted when it did not. */
-gw_upstream_t *gw_pool_take(gw_pool_t *pool, route_pool_hint_t *hint, uint16_t port,
-                            const char *key, size_t key_length);
+gw_upstream_t *gw_pool_take(gw_pool_t *pool, slot_hint_t *hint, uint16_t port, const char *key,
+                            size_t key_length);
 
 /* Gives an idle connection (no bytes pending either way) back; it is closed
  * after the idle timeout, or at once when the sandbox closes it. A full pool

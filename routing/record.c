@@ -16,8 +16,9 @@
  * record's first two cache lines, an IPv6 address included. */
 _Static_assert(offsetof(route_record_t, pool_key_prefix_length) + sizeof(size_t) <= 64,
                "the per-request fields fill the record's first cache line");
-_Static_assert(offsetof(route_record_t, address) + sizeof(struct sockaddr_in6) <= 128,
-               "the pool hint and the address fit the second");
+_Static_assert(offsetof(route_record_t, activity_hint) == 64 &&
+                   offsetof(route_record_t, address) + sizeof(struct sockaddr_in6) <= 128,
+               "the hints and the address fill the second");
 
 /* The fields the gateway reads, in route_record_fields order; others (netns,
  * deny_out, allow_out, allow_internet_access, ...) belong to other readers

@@ -11,21 +11,12 @@
 
 #include "auth/token.h"
 #include "routing/host.h"
-
-/* Where the gateway's upstream pool keeps this record's idle connections to
- * one port (gateway/upstream.c): its slot, valid while the slot's generation
- * is still the one noted, so that a request reaches it without hashing and
- * looking up the pool key. All zero: none noted. */
-typedef struct route_pool_hint {
-    void *slot;
-    uint64_t generation;
-    uint16_t port;
-} route_pool_hint_t;
+#include "util/slots.h"
 
 typedef struct route_record {
     /* Every request reads the fields up to the address: they fill the
-     * record's first cache line (the record is aligned to one), and the pool
-     * hint and the address start the second. With thousands of sandboxes a
+     * record's first cache line (the record is aligned to one), and the two
+     * hints and the address fill the second. With thousands of sandboxes a
      * record is rarely in the cache, and each line read is a miss. The rest
      * is read for private sandboxes, for logs and once per record. */
     alignas(64) int references; /* records belong to one worker: no atomics needed */
@@ -49,7 +40,13 @@ typedef struct route_record {
      * malformed. */
     char *pool_key_prefix;
     size_t pool_key_prefix_length;
-    route_pool_hint_t pool_hint;     /* the gateway's, per worker like the record */
+    /* The gateway's, per worker like the record: where it last found this
+     * sandbox's activity counters (gateway/activity.c) and the upstream
+     * pool's slot of idle connections to one of its ports
+     * (gateway/upstream.c), so that a request reaches them without hashing
+     * and looking up its keys. Checked before use; all zero: none noted. */
+    slot_hint_t activity_hint;
+    slot_hint_t pool_hint;
     struct sockaddr_storage address; /* port 0; the request's port is set per dial */
     uint16_t *h2c_ports;             /* ports whose server speaks h2c (gRPC); NULL when none */
     uint16_t *public_ports;          /* ports that skip the token check; NULL when none */

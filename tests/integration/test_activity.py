@@ -82,6 +82,31 @@ def test_a_separate_resume_redis_and_its_outage(gateway_factory, redis_factory, 
     assert time.monotonic() - started < 2
 
 
+def test_a_cached_route_counts_to_its_own_sandbox_after_its_counters_are_dropped(
+        gateway_factory, redis, backend):
+    """A cached record remembers where its sandbox's counters are. A sandbox with nothing to say
+    for an interval is dropped from the worker's counters and the next sandbox served takes their
+    place: the record's next request counts to its own sandbox, never to that one."""
+    gateway = gateway_factory(redis, activity_interval="200ms", route_cache_ttl="30s")
+    redis.put("hintacta")
+    redis.put("hintactb")
+    with gateway.connect() as connection:  # one connection: one worker, its records and counters
+        def get(sandbox_id):
+            response = connection.request("GET", "/", host=gateway.host(sandbox_id, backend.port))
+            assert response.status == 200, response
+        get("hintacta")
+        get("hintacta")
+        wait_for(lambda: usage(redis, "hintacta").get("requests") == 2, 5)
+        time.sleep(0.6)  # an interval with nothing to say: hintacta's counters are dropped
+        get("hintactb")  # its counters take their place
+        get("hintacta")  # from the cached record
+        get("hintactb")
+    wait_for(lambda: usage(redis, "hintactb").get("requests") == 2, 5)
+    wait_for(lambda: usage(redis, "hintacta").get("requests") == 3, 5)
+    time.sleep(0.5)  # two more intervals: nothing more counted
+    assert usage(redis, "hintacta")["requests"] == 3 and usage(redis, "hintactb")["requests"] == 2
+
+
 def test_every_sandbox_of_a_busy_worker_is_written(gateway_factory, redis, backend):
     """A worker writes 256 sandboxes a step, steps 2 ms apart (neither the worker nor Redis takes a
     whole interval's commands at once): 700 sandboxes, three steps, each written once an interval
