@@ -293,6 +293,7 @@ stop:
 }
 
 int main(int argc, char **argv) {
+    gw_libevent_memory_start();
     cli_options_t options;
     int exit_status = cli_parse(argc, argv, "sandbox-gateway", USAGE, "gateway.conf", &options);
     if (exit_status >= 0)
@@ -338,5 +339,6 @@ int main(int argc, char **argv) {
     int status = gw_run(&server);
     gw_config_free(&server.config);
     libevent_global_shutdown();
+    gw_libevent_memory_clear();
     return status;
 }

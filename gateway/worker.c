@@ -274,6 +274,25 @@ int gw_server_reload_cookie_key(gw_server_t *server, char *error, size_t error_s
     return 0;
 }
 
+static __thread block_cache_t gw_libevent_blocks = {.limit = GW_LIBEVENT_BLOCKS_KEPT,
+                                                    .largest = BLOCK_CACHE_LARGEST};
+
+static void *gw_libevent_malloc(size_t size) {
+    return block_cache_malloc(&gw_libevent_blocks, size);
+}
+
+static void *gw_libevent_realloc(void *pointer, size_t size) {
+    return block_cache_realloc(&gw_libevent_blocks, pointer, size);
+}
+
+static void gw_libevent_free(void *pointer) { block_cache_free(&gw_libevent_blocks, pointer); }
+
+void gw_libevent_memory_start(void) {
+    event_set_mem_functions(gw_libevent_malloc, gw_libevent_realloc, gw_libevent_free);
+}
+
+void gw_libevent_memory_clear(void) { block_cache_clear(&gw_libevent_blocks); }
+
 static void *gw_nghttp2_malloc(size_t size, void *cache) { return block_cache_malloc(cache, size); }
 
 static void gw_nghttp2_free(void *pointer, void *cache) { block_cache_free(cache, pointer); }
@@ -303,7 +322,7 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     worker->wake_fd = -1;
     LIST_INIT(&worker->clients);
     arena_pool_init(&worker->request_blocks, GW_REQUEST_BLOCK, GW_REQUEST_BLOCKS_KEPT);
-    block_cache_init(&worker->nghttp2_blocks, GW_NGHTTP2_BLOCKS_KEPT);
+    block_cache_init(&worker->nghttp2_blocks, GW_NGHTTP2_BLOCKS_KEPT, GW_NGHTTP2_BLOCK_LARGEST);
     size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
                    server->worker_count;
     worker->client_limit = limit > 0 ? limit : 1;
@@ -418,6 +437,7 @@ static void *gw_worker_run(void *arg) {
                  worker->index, strerror(errno));
     event_base_dispatch(worker->base);
     gw_io_batch_stop();
+    gw_libevent_memory_clear(); /* the worker's objects are freed by the main thread */
     __atomic_store_n(&worker->finished, 1, __ATOMIC_RELEASE);
     return NULL;
 }

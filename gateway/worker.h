@@ -27,8 +27,13 @@ enum { GW_REQUEST_BLOCK = 4096, GW_REQUEST_BLOCKS_KEPT = 1024 };
  * worker's next streams: at most GW_H2_STREAMS_KEPT (about 0.6 MiB). */
 enum { GW_H2_STREAMS_KEPT = 256 };
 
-/* nghttp2's freed objects a worker keeps of each size (util/block_cache.h): 1.2 MiB at most. */
-enum { GW_NGHTTP2_BLOCKS_KEPT = 512 };
+/* nghttp2's freed objects a worker keeps of each size up to 512 bytes
+ * (util/block_cache.h): 1.2 MiB at most. */
+enum { GW_NGHTTP2_BLOCKS_KEPT = 512, GW_NGHTTP2_BLOCK_LARGEST = 512 };
+
+/* libevent's freed blocks a thread keeps of each size up to 1 KiB: 1.1 MiB
+ * at most. */
+enum { GW_LIBEVENT_BLOCKS_KEPT = 128 };
 
 struct event_base;
 struct event;
@@ -119,6 +124,16 @@ int gw_worker_listen(gw_worker_t *worker);
 /* The allocator for worker's nghttp2 sessions (clients' and sandboxes'): its
  * block cache, which only the worker's thread may use. */
 nghttp2_mem gw_worker_nghttp2_mem(gw_worker_t *worker);
+
+/* Sends libevent's allocations through a block cache of the thread that makes
+ * or frees each: an evbuffer chain of 1 KiB, above what glibc's per-thread
+ * cache keeps, comes and goes four times a keep-alive request. Called first
+ * in main, before anything calls libevent. */
+void gw_libevent_memory_start(void);
+
+/* Frees what the calling thread's libevent cache keeps: last thing in each
+ * thread that used libevent. */
+void gw_libevent_memory_clear(void);
 
 /* Runs the worker's loop on a new thread; returns 0 or -1. */
 int gw_worker_start(gw_worker_t *worker);

@@ -5,6 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef BLOCK_CACHE_ASAN
+#include <sanitizer/asan_interface.h>
+#define BLOCK_CACHE_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
+#define BLOCK_CACHE_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
+#else
+#define BLOCK_CACHE_POISON(block, size) ((void)(block), (void)(size))
+#define BLOCK_CACHE_UNPOISON(block, size) ((void)(block), (void)(size))
+#endif
+
 /* In front of every block: what free and realloc need to know. */
 typedef struct block_header {
     size_t capacity; /* usable bytes */
@@ -20,14 +29,17 @@ static block_header_t *block_header(void *pointer) {
 /* The usable bytes after header (char arithmetic: the block is larger than its header). */
 static void *block_data(block_header_t *header) { return (char *)header + sizeof(*header); }
 
-void block_cache_init(block_cache_t *cache, uint32_t limit) {
+void block_cache_init(block_cache_t *cache, uint32_t limit, uint32_t largest) {
     memset(cache, 0, sizeof(*cache));
     cache->limit = limit;
+    largest = (largest + BLOCK_CACHE_STEP - 1) / BLOCK_CACHE_STEP * BLOCK_CACHE_STEP;
+    cache->largest = largest < BLOCK_CACHE_LARGEST ? largest : BLOCK_CACHE_LARGEST;
 }
 
 void block_cache_clear(block_cache_t *cache) {
     for (size_t i = 0; i < BLOCK_CACHE_CLASSES; i++) {
         while (cache->free[i] != NULL) {
+            BLOCK_CACHE_UNPOISON(cache->free[i], sizeof(void *));
             void *next = *(void **)cache->free[i];
             free(block_header(cache->free[i]));
             cache->free[i] = next;
@@ -48,12 +60,13 @@ static void *block_new(size_t capacity, size_t kind) {
 }
 
 void *block_cache_malloc(block_cache_t *cache, size_t size) {
-    if (size > BLOCK_CACHE_LARGEST)
+    if (size > cache->largest)
         return block_new(size, 0);
     size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
     void *block = cache->free[index];
     if (block == NULL)
         return block_new((index + 1) * BLOCK_CACHE_STEP, index + 1);
+    BLOCK_CACHE_UNPOISON(block, (index + 1) * BLOCK_CACHE_STEP);
     cache->free[index] = *(void **)block;
     cache->count[index]--;
     return block;
@@ -84,6 +97,7 @@ void block_cache_free(block_cache_t *cache, void *pointer) {
     *(void **)pointer = cache->free[index];
     cache->free[index] = pointer;
     cache->count[index]++;
+    BLOCK_CACHE_POISON(pointer, header->capacity);
 }
 
 void *block_cache_realloc(block_cache_t *cache, void *pointer, size_t size) {

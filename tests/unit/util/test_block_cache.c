@@ -11,6 +11,10 @@
 
 #include "util/block_cache.h"
 
+#ifdef BLOCK_CACHE_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 /* memset out of GCC's sight: through the cache's realloc it loses a block's
  * size and warns of an overflow that is not there (ASan checks the writes). */
 __attribute__((noipa)) static void fill(char *at, int byte, size_t length) {
@@ -20,7 +24,7 @@ __attribute__((noipa)) static void fill(char *at, int byte, size_t length) {
 static void test_a_freed_block_serves_the_next_allocation_of_its_size(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4);
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
     char *first = block_cache_malloc(&cache, 100);
     assert_non_null(first);
     assert_int_equal((uintptr_t)first % 16, 0);
@@ -42,7 +46,7 @@ static void test_a_freed_block_serves_the_next_allocation_of_its_size(void **sta
 static void test_no_more_than_the_limit_is_kept(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 2);
+    block_cache_init(&cache, 2, BLOCK_CACHE_LARGEST);
     void *blocks[5];
     for (size_t i = 0; i < 5; i++)
         blocks[i] = block_cache_malloc(&cache, 32);
@@ -64,7 +68,7 @@ static void test_no_more_than_the_limit_is_kept(void **state) {
 static void test_large_blocks_and_zero_bytes(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4);
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
     char *large = block_cache_malloc(&cache, BLOCK_CACHE_LARGEST + 1);
     assert_non_null(large);
     assert_int_equal((uintptr_t)large % 16, 0);
@@ -80,10 +84,50 @@ static void test_large_blocks_and_zero_bytes(void **state) {
     block_cache_clear(&cache);
 }
 
+/* A kept block is poisoned for AddressSanitizer until handed out again. */
+static void test_kept_blocks_are_poisoned_under_asan(void **state) {
+    (void)state;
+#ifdef BLOCK_CACHE_ASAN
+    block_cache_t cache;
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    char *block = block_cache_malloc(&cache, 1000);
+    fill(block, 'x', 1000);
+    assert_false(__asan_address_is_poisoned(block + 999));
+    block_cache_free(&cache, block);
+    assert_true(__asan_address_is_poisoned(block));
+    assert_true(__asan_address_is_poisoned(block + 999));
+    char *again = block_cache_malloc(&cache, 1000);
+    assert_ptr_equal(again, block);
+    assert_false(__asan_address_is_poisoned(again + 999));
+    block_cache_free(&cache, again);
+    block_cache_clear(&cache);
+#else
+    skip();
+#endif
+}
+
+static void test_a_cache_keeps_blocks_up_to_its_own_largest_size(void **state) {
+    (void)state;
+    block_cache_t cache;
+    block_cache_init(&cache, 4, 500); /* rounded up to a step */
+    assert_int_equal(cache.largest, 512);
+    char *kept = block_cache_malloc(&cache, 512);
+    char *large = block_cache_malloc(&cache, 513);
+    fill(kept, 'k', 512);
+    fill(large, 'z', 513);
+    block_cache_free(&cache, kept);
+    block_cache_free(&cache, large); /* to malloc */
+    assert_int_equal(cache.count[512 / BLOCK_CACHE_STEP - 1], 1);
+    assert_int_equal(cache.count[513 / BLOCK_CACHE_STEP], 0);
+    block_cache_clear(&cache);
+    block_cache_init(&cache, 4, 4 * BLOCK_CACHE_LARGEST);
+    assert_int_equal(cache.largest, BLOCK_CACHE_LARGEST);
+}
+
 static void test_calloc_zeroes_a_reused_block_and_refuses_an_overflow(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4);
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
     char *dirty = block_cache_malloc(&cache, 200);
     fill(dirty, 0xff, 200);
     block_cache_free(&cache, dirty);
@@ -99,7 +143,7 @@ static void test_calloc_zeroes_a_reused_block_and_refuses_an_overflow(void **sta
 static void test_realloc_keeps_the_bytes(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4);
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
     char *text = block_cache_realloc(&cache, NULL, 10); /* = malloc */
     assert_non_null(text);
     memcpy(text, "0123456789", 10);
@@ -125,7 +169,7 @@ static void test_realloc_keeps_the_bytes(void **state) {
 static void test_blocks_in_use_outlive_a_clear(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4);
+    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
     void *kept = block_cache_malloc(&cache, 50);
     void *used = block_cache_malloc(&cache, 50);
     block_cache_free(&cache, kept);
@@ -140,6 +184,8 @@ int main(void) {
         cmocka_unit_test(test_a_freed_block_serves_the_next_allocation_of_its_size),
         cmocka_unit_test(test_no_more_than_the_limit_is_kept),
         cmocka_unit_test(test_large_blocks_and_zero_bytes),
+        cmocka_unit_test(test_a_cache_keeps_blocks_up_to_its_own_largest_size),
+        cmocka_unit_test(test_kept_blocks_are_poisoned_under_asan),
         cmocka_unit_test(test_calloc_zeroes_a_reused_block_and_refuses_an_overflow),
         cmocka_unit_test(test_realloc_keeps_the_bytes),
         cmocka_unit_test(test_blocks_in_use_outlive_a_clear),
