@@ -39,7 +39,6 @@ void block_cache_init(block_cache_t *cache, uint32_t limit, uint32_t largest) {
 void block_cache_clear(block_cache_t *cache) {
     for (size_t i = 0; i < BLOCK_CACHE_CLASSES; i++) {
         while (cache->free[i] != NULL) {
-            BLOCK_CACHE_UNPOISON(cache->free[i], sizeof(void *));
             void *next = *(void **)cache->free[i];
             free(block_header(cache->free[i]));
             cache->free[i] = next;
@@ -97,7 +96,9 @@ void block_cache_free(block_cache_t *cache, void *pointer) {
     *(void **)pointer = cache->free[index];
     cache->free[index] = pointer;
     cache->count[index]++;
-    BLOCK_CACHE_POISON(pointer, header->capacity);
+    /* Not the link to the next kept block: LeakSanitizer does not look for
+     * pointers in poisoned memory, and the blocks after it would look lost. */
+    BLOCK_CACHE_POISON((char *)pointer + sizeof(void *), header->capacity - sizeof(void *));
 }
 
 void *block_cache_realloc(block_cache_t *cache, void *pointer, size_t size) {

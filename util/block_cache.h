@@ -15,8 +15,9 @@
 enum { BLOCK_CACHE_STEP = 64, BLOCK_CACHE_LARGEST = 1024 };
 
 /* Defined under AddressSanitizer (GCC's or clang's), where a kept block is
- * poisoned until it is handed out again: a use after free is still caught
- * although malloc never sees the free. */
+ * poisoned, but for its first 8 bytes (the link to the next kept block),
+ * until it is handed out again: a use after free is still caught although
+ * malloc never sees the free. */
 #if defined(__SANITIZE_ADDRESS__)
 #define BLOCK_CACHE_ASAN 1
 #elif defined(__has_feature)
