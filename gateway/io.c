@@ -35,6 +35,8 @@ enum { GW_IO_WRITE_PIECES = 16 };
 enum { GW_IO_PIPE_SIZE = 256 * 1024 };
 /* Sends one io_uring_enter makes at most. */
 enum { GW_IO_BATCH_SENDS = 256 };
+/* Empty buffers a thread keeps for parked sockets' next use (gw_io_plain_park). */
+enum { GW_IO_STOCK = 64 };
 /* Reads one io_uring_enter makes at most: each has a landing buffer of
  * GW_IO_READ_FIRST bytes (of which a small message touches one page). */
 enum { GW_IO_BATCH_READS = 64 };
@@ -62,9 +64,14 @@ typedef struct gw_io_batch {
 
 static _Thread_local gw_io_batch_t *gw_io_batch;
 
-/* The input is below its high watermark, or has none. */
+/* Empty buffers parked sockets gave back, the last given on top. */
+static _Thread_local struct evbuffer *gw_io_stock[GW_IO_STOCK];
+static _Thread_local unsigned gw_io_stock_count;
+
+/* The input is below its high watermark, or has none (or, parked, no input). */
 static bool gw_io_has_room(const gw_io_reader_t *reader) {
-    return reader->high == 0 || evbuffer_get_length(reader->input) < reader->high;
+    return reader->high == 0 || reader->input == NULL ||
+           evbuffer_get_length(reader->input) < reader->high;
 }
 
 static void gw_io_input_changed(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
@@ -218,6 +225,12 @@ static void gw_io_reader_ready(evutil_socket_t fd, short events, void *arg) {
     (void)fd;
     (void)events;
     gw_io_reader_t *reader = arg;
+    if (reader->input == NULL && gw_io_plain_unpark(reader) < 0) {
+        /* Parked, and no buffers to read into. */
+        errno = ENOMEM;
+        gw_io_reader_deliver(reader, -1);
+        return;
+    }
     if (reader->replay) {
         /* gw_io_read_again: the bytes already in the input. */
         reader->replay = false;
@@ -839,6 +852,45 @@ void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket) {
     if (reader->fd >= 0 && !keep_socket)
         close(reader->fd);
     *reader = (gw_io_reader_t){.fd = -1};
+}
+
+/* An empty buffer to the stock, or freed when it is full. */
+static void gw_io_stock_put(struct evbuffer *buffer) {
+    if (gw_io_stock_count < GW_IO_STOCK)
+        gw_io_stock[gw_io_stock_count++] = buffer;
+    else
+        evbuffer_free(buffer);
+}
+
+/* An empty buffer from the stock (the warmest), or a new one; NULL when
+ * memory is exhausted. */
+static struct evbuffer *gw_io_stock_take(void) {
+    return gw_io_stock_count > 0 ? gw_io_stock[--gw_io_stock_count] : evbuffer_new();
+}
+
+bool gw_io_plain_park(gw_io_reader_t *reader) {
+    if (reader->bev != NULL || reader->input == NULL || reader->on_drain != NULL ||
+        reader->queued || reader->read_batch != GW_IO_READ_NONE || reader->held || reader->replay ||
+        reader->dialling || evbuffer_get_length(reader->input) > 0 ||
+        evbuffer_get_length(reader->output) > 0)
+        return false;
+    gw_io_stock_put(reader->input);
+    gw_io_stock_put(reader->output);
+    reader->input = reader->output = NULL;
+    return true;
+}
+
+int gw_io_plain_unpark(gw_io_reader_t *reader) {
+    if (reader->input == NULL)
+        reader->input = gw_io_stock_take();
+    if (reader->output == NULL)
+        reader->output = gw_io_stock_take();
+    return reader->input != NULL && reader->output != NULL ? 0 : -1;
+}
+
+void gw_io_stock_clear(void) {
+    while (gw_io_stock_count > 0)
+        evbuffer_free(gw_io_stock[--gw_io_stock_count]);
 }
 
 struct gw_io_splice {

@@ -83,6 +83,24 @@ void gw_io_plain_connect(gw_io_reader_t *reader, const struct sockaddr *address,
  * Idempotent. */
 void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket);
 
+/* A plain socket that idles (a pooled sandbox connection) gives its two
+ * buffers, both empty, to the thread's stock, and its next use takes the
+ * stock's: with thousands of idle sockets each one's own are cold, where the
+ * stock's were in use a moment ago. A readiness while parked takes buffers
+ * from the stock and reads as usual (ENOMEM to on_event when there are none
+ * to take); nothing but that, gw_io_plain_unpark and gw_io_plain_free may
+ * happen to a parked socket. Returns true if parked; false, changing
+ * nothing, when bytes, a drain callback, a batched read or send, or a dial
+ * are pending. */
+bool gw_io_plain_park(gw_io_reader_t *reader);
+
+/* Gives a parked socket buffers again; returns 0, or -1 when memory is
+ * exhausted (then only gw_io_plain_free may follow). */
+int gw_io_plain_unpark(gw_io_reader_t *reader);
+
+/* Frees the calling thread's stock of buffers: when its loop is done. */
+void gw_io_stock_clear(void);
+
 /* A plain socket's on_write runs once its output drained to low bytes. */
 static inline void gw_io_write_low(gw_io_reader_t *reader, size_t low) { reader->write_low = low; }
 

@@ -181,6 +181,10 @@ gw_upstream_t *gw_pool_take(gw_pool_t *pool, slot_hint_t *hint, uint16_t port, c
     gw_upstream_t *upstream = TAILQ_FIRST(&slot->idle);
     if (upstream == NULL)
         return NULL; /* every connection of this key is busy */
+    if (gw_transport_unpark(&upstream->transport) < 0) {
+        gw_upstream_close(upstream); /* out of memory: the caller dials, or answers so */
+        return NULL;
+    }
     gw_pool_unlink_idle(pool, upstream);
     slot->busy_count++;
     gw_upstream_set_state(upstream, GW_UPSTREAM_BUSY);
@@ -242,6 +246,8 @@ void gw_pool_put(gw_pool_t *pool, gw_upstream_t *upstream) {
     upstream->idle_since_ms = clock_coarse_ms();
     gw_transport_set_handler(&upstream->transport, &gw_pool_idle_handler, upstream);
     gw_transport_read(&upstream->transport, true);
+    /* Its buffers wait for the next request in the thread's stock, warm. */
+    gw_transport_park(&upstream->transport);
     if (!evtimer_pending(pool->sweep, NULL)) {
         struct timeval interval = gw_pool_sweep_interval(pool);
         evtimer_add(pool->sweep, &interval);

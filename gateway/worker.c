@@ -437,6 +437,7 @@ static void *gw_worker_run(void *arg) {
                  worker->index, strerror(errno));
     event_base_dispatch(worker->base);
     gw_io_batch_stop();
+    gw_io_stock_clear();
     gw_libevent_memory_clear(); /* the worker's objects are freed by the main thread */
     __atomic_store_n(&worker->finished, 1, __ATOMIC_RELEASE);
     return NULL;

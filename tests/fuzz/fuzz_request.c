@@ -527,6 +527,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while ((left = LIST_FIRST(&fuzz.worker.clients)) != NULL)
         gw_conn_close(left);
     gw_pool_free(&fuzz.worker.pool);
+    gw_io_stock_clear(); /* what the pooled connections parked, as a worker's end frees it */
     FUZZ_CHECK(gw_pool_init(&fuzz.worker.pool, fuzz.worker.base,
                             fuzz.server.config.upstream_idle_timeout_ms, 1024) == 0);
     /* Records do not outlive their worker's pool (their pool hints point

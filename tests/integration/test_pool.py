@@ -353,6 +353,43 @@ def test_connection_told_to_close_is_not_pooled(raw_server_factory, gateway_fact
     assert (method, target) == ("POST", "/after") and first != second, server.requests
 
 
+def test_bytes_from_the_sandbox_on_an_idle_connection_end_it(raw_server_factory, gateway_factory, redis):
+    """RFC 9112 §9.8: any byte a sandbox sends on a connection while it idles in the pool (here a
+    second, unrequested answer, 100 ms after the first) makes it unusable: it is closed at once,
+    and the next request goes over a new connection and gets its own answer, never the stray
+    one."""
+    def handler(stream, server):
+        while True:
+            try:
+                request = stream.read_request()
+            except ConnectionError:
+                return
+            peer = stream.sock.getpeername()
+            server.record((peer, request.target))
+            stream.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if request.target == "/first":
+                time.sleep(0.1)
+                stream.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+                if stream.wait_eof(2):
+                    server.record(("closed", peer))
+                return
+
+    server = raw_server_factory(handler)
+    gateway = gateway_factory(redis, upstream_idle_timeout="30s")
+    redis.put("stray1")
+    with gateway.connect() as connection:
+        host = gateway.host("stray1", server.port)
+        first = connection.request("GET", "/first", host=host)
+        assert first.status == 200 and first.body == b"ok", first
+        wait_for(lambda: any(record[0] == "closed" for record in server.requests), 5, 0.02,
+                 "the gateway to close the connection the stray bytes came on")
+        second = connection.request("GET", "/second", host=host)
+        assert second.status == 200 and second.body == b"ok", second
+    (first_peer, _), (_, closed_peer), (second_peer, target) = server.requests
+    assert first_peer == closed_peer and second_peer != first_peer and target == "/second", \
+        server.requests
+
+
 def test_an_answer_written_in_pieces_is_not_held_for_a_delayed_ack(gateway_factory, redis, backend):
     """The test backend (Python's http.server) writes each answer's head and body apart without
     TCP_NODELAY, so the body waits until the head is acknowledged. On a pooled connection the

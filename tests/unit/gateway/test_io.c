@@ -544,6 +544,58 @@ static void test_a_reader_freed_in_the_round_is_not_called(void **state) {
     free_base(base);
 }
 
+/* An idle socket parks its empty buffers in the thread's stock: it holds none
+ * while parked, and unparking, or a readiness, gives it the stock's, the last
+ * parked first. Bytes on either side keep it from parking. */
+static void test_a_parked_socket_holds_no_buffers_and_takes_warm_ones(void **state) {
+    pair_t *pair = *state;
+    gw_io_reader_t *reader = &pair->reader;
+    gw_io_read_enable(reader);
+    assert_int_equal(send(pair->peer, "abc", 3, 0), 3);
+    turn(pair->base);
+    assert_int_equal(pair->seen.reads, 1);
+    assert_false(gw_io_plain_park(reader));
+    evbuffer_drain(reader->input, 3);
+    evbuffer_add(reader->output, "x", 1);
+    assert_false(gw_io_plain_park(reader));
+    evbuffer_drain(reader->output, 1);
+
+    struct evbuffer *input = reader->input, *output = reader->output;
+    assert_true(gw_io_plain_park(reader));
+    assert_null(reader->input);
+    assert_null(reader->output);
+    assert_int_equal(gw_io_plain_unpark(reader), 0);
+    assert_ptr_equal(reader->input, output);
+    assert_ptr_equal(reader->output, input);
+
+    /* Parked again, then readable: the bytes land in the stock's buffers. */
+    assert_true(gw_io_plain_park(reader));
+    assert_int_equal(send(pair->peer, "late", 4, 0), 4);
+    turn(pair->base);
+    assert_int_equal(pair->seen.reads, 2);
+    assert_int_equal(pair->seen.events, 0);
+    assert_ptr_equal(reader->input, input);
+    assert_ptr_equal(reader->output, output);
+    assert_int_equal(evbuffer_get_length(reader->input), 4);
+    evbuffer_drain(reader->input, 4);
+
+    /* No buffer to be had: the owner hears ENOMEM. */
+    assert_true(gw_io_plain_park(reader));
+    gw_io_stock_clear();
+    failures = 1;
+    assert_int_equal(send(pair->peer, "lost", 4, 0), 4);
+    turn(pair->base);
+    assert_int_equal(pair->seen.events, BEV_EVENT_READING | BEV_EVENT_ERROR);
+    assert_int_equal(pair->seen.error, ENOMEM);
+    failures = 0;
+    gw_io_plain_unpark(reader);
+    evbuffer_drain(reader->input, evbuffer_get_length(reader->input));
+    /* Freed while parked (the teardown frees it again), and the stock freed. */
+    assert_true(gw_io_plain_park(reader));
+    gw_io_plain_free(reader, false);
+    gw_io_stock_clear();
+}
+
 int main(void) {
     event_set_mem_functions(failing_malloc, plain_realloc, plain_free);
     const struct CMUnitTest tests[] = {
@@ -564,6 +616,8 @@ int main(void) {
                                         pair_teardown),
         cmocka_unit_test(test_bytes_read_after_reading_went_off_wait_for_it),
         cmocka_unit_test(test_a_reader_freed_in_the_round_is_not_called),
+        cmocka_unit_test_setup_teardown(test_a_parked_socket_holds_no_buffers_and_takes_warm_ones,
+                                        pair_setup, pair_teardown),
     };
     int failed = cmocka_run_group_tests_name("one system call each", tests, batch_off, NULL);
     /* io_uring may be refused (a container's seccomp profile): the gateway
