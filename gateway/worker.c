@@ -274,24 +274,35 @@ int gw_server_reload_cookie_key(gw_server_t *server, char *error, size_t error_s
     return 0;
 }
 
-static __thread block_cache_t gw_libevent_blocks = {.limit = GW_LIBEVENT_BLOCKS_KEPT,
-                                                    .largest = BLOCK_CACHE_LARGEST};
+/* Each thread's stock of libevent's 1 KiB chains, a copy of the first one
+ * (which measured the block's usable size) until it is first used. */
+static block_stock_t gw_libevent_chains_made;
+static _Thread_local block_stock_t gw_libevent_chains;
+
+static block_stock_t *gw_libevent_stock(void) {
+    if (gw_libevent_chains.size == 0)
+        gw_libevent_chains = gw_libevent_chains_made;
+    return &gw_libevent_chains;
+}
 
 static void *gw_libevent_malloc(size_t size) {
-    return block_cache_malloc(&gw_libevent_blocks, size);
+    return block_stock_malloc(gw_libevent_stock(), size);
 }
 
 static void *gw_libevent_realloc(void *pointer, size_t size) {
-    return block_cache_realloc(&gw_libevent_blocks, pointer, size);
+    return block_stock_realloc(gw_libevent_stock(), pointer, size);
 }
 
-static void gw_libevent_free(void *pointer) { block_cache_free(&gw_libevent_blocks, pointer); }
+static void gw_libevent_free(void *pointer) { block_stock_free(gw_libevent_stock(), pointer); }
 
 void gw_libevent_memory_start(void) {
+    /* Out of memory already: libevent allocates as it would have. */
+    if (block_stock_init(&gw_libevent_chains_made, GW_LIBEVENT_CHAIN, GW_LIBEVENT_CHAINS_KEPT) < 0)
+        return;
     event_set_mem_functions(gw_libevent_malloc, gw_libevent_realloc, gw_libevent_free);
 }
 
-void gw_libevent_memory_clear(void) { block_cache_clear(&gw_libevent_blocks); }
+void gw_libevent_memory_clear(void) { block_stock_clear(&gw_libevent_chains); }
 
 static void *gw_nghttp2_malloc(size_t size, void *cache) { return block_cache_malloc(cache, size); }
 

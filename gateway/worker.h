@@ -31,9 +31,9 @@ enum { GW_H2_STREAMS_KEPT = 256 };
  * (util/block_cache.h): 1.2 MiB at most. */
 enum { GW_NGHTTP2_BLOCKS_KEPT = 512, GW_NGHTTP2_BLOCK_LARGEST = 512 };
 
-/* libevent's freed blocks a thread keeps of each size up to 1 KiB: 1.1 MiB
- * at most. */
-enum { GW_LIBEVENT_BLOCKS_KEPT = 128 };
+/* libevent's smallest evbuffer chain on 64-bit builds, and how many freed
+ * ones a thread keeps: 128 KiB at most. */
+enum { GW_LIBEVENT_CHAIN = 1024, GW_LIBEVENT_CHAINS_KEPT = 128 };
 
 struct event_base;
 struct event;
@@ -125,13 +125,15 @@ int gw_worker_listen(gw_worker_t *worker);
  * block cache, which only the worker's thread may use. */
 nghttp2_mem gw_worker_nghttp2_mem(gw_worker_t *worker);
 
-/* Sends libevent's allocations through a block cache of the thread that makes
- * or frees each: an evbuffer chain of 1 KiB, above what glibc's per-thread
- * cache keeps, comes and goes four times a keep-alive request. Called first
- * in main, before anything calls libevent. */
+/* Keeps libevent's freed evbuffer chains of 1 KiB in a stock of the thread
+ * that frees each (util/block_cache.h), for its next: one comes and goes
+ * four times a keep-alive request, and glibc served it from its per-thread
+ * cache or its slow path as the heap's layout had it. Every other libevent
+ * allocation is malloc's. Called first in main, before anything calls
+ * libevent. */
 void gw_libevent_memory_start(void);
 
-/* Frees what the calling thread's libevent cache keeps: last thing in each
+/* Frees what the calling thread's libevent stock keeps: last thing in each
  * thread that used libevent. */
 void gw_libevent_memory_clear(void);
 

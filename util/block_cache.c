@@ -2,6 +2,7 @@
  */
 #include "util/block_cache.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,4 +127,53 @@ void *block_cache_realloc(block_cache_t *cache, void *pointer, size_t size) {
     memcpy(moved, pointer, header->capacity);
     block_cache_free(cache, pointer);
     return moved;
+}
+
+int block_stock_init(block_stock_t *stock, size_t size, uint32_t limit) {
+    memset(stock, 0, sizeof(*stock));
+    stock->limit = limit;
+    stock->size = size < sizeof(void *) ? sizeof(void *) : size;
+    void *probe = malloc(stock->size);
+    if (probe == NULL)
+        return -1;
+    stock->usable = malloc_usable_size(probe);
+    free(probe);
+    return 0;
+}
+
+void *block_stock_malloc(block_stock_t *stock, size_t size) {
+    void *block = stock->free;
+    if (size != stock->size || block == NULL)
+        return malloc(size);
+    BLOCK_CACHE_UNPOISON(block, stock->usable);
+    stock->free = *(void **)block;
+    stock->count--;
+    return block;
+}
+
+void *block_stock_realloc(block_stock_t *stock, void *pointer, size_t size) {
+    (void)stock; /* a kept block is malloc's: realloc takes any */
+    return realloc(pointer, size);
+}
+
+void block_stock_free(block_stock_t *stock, void *pointer) {
+    if (pointer == NULL || stock->count >= stock->limit ||
+        malloc_usable_size(pointer) != stock->usable) {
+        free(pointer);
+        return;
+    }
+    *(void **)pointer = stock->free;
+    stock->free = pointer;
+    stock->count++;
+    /* Not the link: LeakSanitizer does not look for pointers in poisoned memory. */
+    BLOCK_CACHE_POISON((char *)pointer + sizeof(void *), stock->usable - sizeof(void *));
+}
+
+void block_stock_clear(block_stock_t *stock) {
+    while (stock->free != NULL) {
+        void *next = *(void **)stock->free;
+        free(stock->free);
+        stock->free = next;
+    }
+    stock->count = 0;
 }

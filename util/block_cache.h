@@ -39,6 +39,33 @@ typedef struct block_cache {
  * BLOCK_CACHE_LARGEST). */
 void block_cache_init(block_cache_t *cache, uint32_t limit, uint32_t largest);
 
+/* Freed blocks of one malloc size kept for the next allocation of it, with
+ * no header: a block is told by malloc_usable_size alone, so every other
+ * allocation is malloc's own, byte for byte (glibc keeps 7 freed blocks of a
+ * size per thread, and a header and rounding on each of a library's
+ * allocations would cost every idle connection memory). Poisoned under
+ * AddressSanitizer as the cache's blocks are. */
+typedef struct block_stock {
+    void *free; /* newest first, linked through their first bytes */
+    uint32_t count;
+    uint32_t limit;
+    size_t size;   /* what block_stock_malloc takes from the stock */
+    size_t usable; /* malloc_usable_size of a block of size */
+} block_stock_t;
+
+/* Prepares an empty stock of at most limit blocks of size bytes (at least a
+ * pointer's); returns 0, or -1 when memory is exhausted. */
+int block_stock_init(block_stock_t *stock, size_t size, uint32_t limit);
+
+/* malloc, realloc and free: a block of the stock's size from the stock when
+ * it has one, and a freed block of its usable size kept. */
+void *block_stock_malloc(block_stock_t *stock, size_t size);
+void *block_stock_realloc(block_stock_t *stock, void *pointer, size_t size);
+void block_stock_free(block_stock_t *stock, void *pointer);
+
+/* Frees the blocks the stock keeps. */
+void block_stock_clear(block_stock_t *stock);
+
 /* Frees the blocks the cache keeps. Blocks still in use stay valid and may
  * be freed (or reallocated) through the cache afterwards. */
 void block_cache_clear(block_cache_t *cache);

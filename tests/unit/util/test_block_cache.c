@@ -180,6 +180,48 @@ static void test_blocks_in_use_outlive_a_clear(void **state) {
     block_cache_clear(&cache);
 }
 
+/* A stock keeps freed blocks of its one size, told by their usable size,
+ * up to its limit, and serves the newest first; other sizes are malloc's. */
+static void test_a_stock_keeps_blocks_of_its_size_only(void **state) {
+    (void)state;
+    block_stock_t stock;
+    assert_int_equal(block_stock_init(&stock, 1024, 2), 0);
+    assert_true(stock.usable >= 1024);
+    char *blocks[3];
+    for (int i = 0; i < 3; i++) {
+        blocks[i] = block_stock_malloc(&stock, 1024);
+        assert_non_null(blocks[i]);
+        fill(blocks[i], 'a' + i, 1024);
+    }
+    char *other = block_stock_malloc(&stock, 100);
+    fill(other, 'o', 100);
+    block_stock_free(&stock, other); /* another usable size: to malloc */
+    assert_int_equal(stock.count, 0);
+    for (int i = 0; i < 3; i++)
+        block_stock_free(&stock, blocks[i]);
+    assert_int_equal(stock.count, 2); /* the limit: the third went to malloc */
+#ifdef BLOCK_CACHE_ASAN
+    assert_false(__asan_address_is_poisoned(blocks[1])); /* the link */
+    assert_true(__asan_address_is_poisoned(blocks[1] + 8));
+#endif
+    char *small = block_stock_malloc(&stock, 1000); /* not the stock's size */
+    assert_ptr_not_equal(small, blocks[1]);
+    assert_ptr_not_equal(small, blocks[0]);
+    char *again = block_stock_malloc(&stock, 1024);
+    assert_ptr_equal(again, blocks[1]);
+    fill(again, 'z', 1024);
+    char *grown = block_stock_realloc(&stock, again, 4096);
+    assert_non_null(grown);
+    assert_int_equal(grown[1023], 'z');
+    block_stock_free(&stock, grown);
+    block_stock_free(&stock, small);
+    block_stock_free(&stock, NULL);
+    assert_int_equal(stock.count, 1);
+    block_stock_clear(&stock);
+    assert_int_equal(stock.count, 0);
+    assert_null(stock.free);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_freed_block_serves_the_next_allocation_of_its_size),
@@ -187,6 +229,7 @@ int main(void) {
         cmocka_unit_test(test_large_blocks_and_zero_bytes),
         cmocka_unit_test(test_a_cache_keeps_blocks_up_to_its_own_largest_size),
         cmocka_unit_test(test_kept_blocks_are_poisoned_under_asan),
+        cmocka_unit_test(test_a_stock_keeps_blocks_of_its_size_only),
         cmocka_unit_test(test_calloc_zeroes_a_reused_block_and_refuses_an_overflow),
         cmocka_unit_test(test_realloc_keeps_the_bytes),
         cmocka_unit_test(test_blocks_in_use_outlive_a_clear),
