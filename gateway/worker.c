@@ -333,7 +333,7 @@ int gw_worker_init(gw_worker_t *worker, gw_server_t *server, int index) {
     worker->wake_fd = -1;
     LIST_INIT(&worker->clients);
     arena_pool_init(&worker->request_blocks, GW_REQUEST_BLOCK, GW_REQUEST_BLOCKS_KEPT);
-    block_cache_init(&worker->nghttp2_blocks, GW_NGHTTP2_BLOCKS_KEPT, GW_NGHTTP2_BLOCK_LARGEST);
+    block_cache_init(&worker->nghttp2_blocks, GW_NGHTTP2_BLOCKS_KEPT);
     size_t limit = ((size_t)config->max_connections + server->worker_count - 1) /
                    server->worker_count;
     worker->client_limit = limit > 0 ? limit : 1;

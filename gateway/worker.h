@@ -27,9 +27,8 @@ enum { GW_REQUEST_BLOCK = 4096, GW_REQUEST_BLOCKS_KEPT = 1024 };
  * worker's next streams: at most GW_H2_STREAMS_KEPT (about 0.6 MiB). */
 enum { GW_H2_STREAMS_KEPT = 256 };
 
-/* nghttp2's freed objects a worker keeps of each size up to 512 bytes
- * (util/block_cache.h): 1.2 MiB at most. */
-enum { GW_NGHTTP2_BLOCKS_KEPT = 512, GW_NGHTTP2_BLOCK_LARGEST = 512 };
+/* nghttp2's freed objects a worker keeps of each size (util/block_cache.h): 1.2 MiB at most. */
+enum { GW_NGHTTP2_BLOCKS_KEPT = 512 };
 
 /* libevent's smallest evbuffer chain on 64-bit builds, and how many freed
  * ones a thread keeps: 128 KiB at most. */

@@ -30,11 +30,9 @@ static block_header_t *block_header(void *pointer) {
 /* The usable bytes after header (char arithmetic: the block is larger than its header). */
 static void *block_data(block_header_t *header) { return (char *)header + sizeof(*header); }
 
-void block_cache_init(block_cache_t *cache, uint32_t limit, uint32_t largest) {
+void block_cache_init(block_cache_t *cache, uint32_t limit) {
     memset(cache, 0, sizeof(*cache));
     cache->limit = limit;
-    largest = (largest + BLOCK_CACHE_STEP - 1) / BLOCK_CACHE_STEP * BLOCK_CACHE_STEP;
-    cache->largest = largest < BLOCK_CACHE_LARGEST ? largest : BLOCK_CACHE_LARGEST;
 }
 
 void block_cache_clear(block_cache_t *cache) {
@@ -60,7 +58,7 @@ static void *block_new(size_t capacity, size_t kind) {
 }
 
 void *block_cache_malloc(block_cache_t *cache, size_t size) {
-    if (size > cache->largest)
+    if (size > BLOCK_CACHE_LARGEST)
         return block_new(size, 0);
     size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
     void *block = cache->free[index];

@@ -24,7 +24,7 @@ __attribute__((noipa)) static void fill(char *at, int byte, size_t length) {
 static void test_a_freed_block_serves_the_next_allocation_of_its_size(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 4);
     char *first = block_cache_malloc(&cache, 100);
     assert_non_null(first);
     assert_int_equal((uintptr_t)first % 16, 0);
@@ -46,7 +46,7 @@ static void test_a_freed_block_serves_the_next_allocation_of_its_size(void **sta
 static void test_no_more_than_the_limit_is_kept(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 2, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 2);
     void *blocks[5];
     for (size_t i = 0; i < 5; i++)
         blocks[i] = block_cache_malloc(&cache, 32);
@@ -68,7 +68,7 @@ static void test_no_more_than_the_limit_is_kept(void **state) {
 static void test_large_blocks_and_zero_bytes(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 4);
     char *large = block_cache_malloc(&cache, BLOCK_CACHE_LARGEST + 1);
     assert_non_null(large);
     assert_int_equal((uintptr_t)large % 16, 0);
@@ -89,17 +89,17 @@ static void test_kept_blocks_are_poisoned_under_asan(void **state) {
     (void)state;
 #ifdef BLOCK_CACHE_ASAN
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
-    char *block = block_cache_malloc(&cache, 1000);
-    fill(block, 'x', 1000);
-    assert_false(__asan_address_is_poisoned(block + 999));
+    block_cache_init(&cache, 4);
+    char *block = block_cache_malloc(&cache, 500);
+    fill(block, 'x', 500);
+    assert_false(__asan_address_is_poisoned(block + 499));
     block_cache_free(&cache, block);
     assert_false(__asan_address_is_poisoned(block)); /* the link LeakSanitizer follows */
     assert_true(__asan_address_is_poisoned(block + sizeof(void *)));
-    assert_true(__asan_address_is_poisoned(block + 999));
-    char *again = block_cache_malloc(&cache, 1000);
+    assert_true(__asan_address_is_poisoned(block + 499));
+    char *again = block_cache_malloc(&cache, 500);
     assert_ptr_equal(again, block);
-    assert_false(__asan_address_is_poisoned(again + 999));
+    assert_false(__asan_address_is_poisoned(again + 499));
     block_cache_free(&cache, again);
     block_cache_clear(&cache);
 #else
@@ -107,28 +107,10 @@ static void test_kept_blocks_are_poisoned_under_asan(void **state) {
 #endif
 }
 
-static void test_a_cache_keeps_blocks_up_to_its_own_largest_size(void **state) {
-    (void)state;
-    block_cache_t cache;
-    block_cache_init(&cache, 4, 500); /* rounded up to a step */
-    assert_int_equal(cache.largest, 512);
-    char *kept = block_cache_malloc(&cache, 512);
-    char *large = block_cache_malloc(&cache, 513);
-    fill(kept, 'k', 512);
-    fill(large, 'z', 513);
-    block_cache_free(&cache, kept);
-    block_cache_free(&cache, large); /* to malloc */
-    assert_int_equal(cache.count[512 / BLOCK_CACHE_STEP - 1], 1);
-    assert_int_equal(cache.count[513 / BLOCK_CACHE_STEP], 0);
-    block_cache_clear(&cache);
-    block_cache_init(&cache, 4, 4 * BLOCK_CACHE_LARGEST);
-    assert_int_equal(cache.largest, BLOCK_CACHE_LARGEST);
-}
-
 static void test_calloc_zeroes_a_reused_block_and_refuses_an_overflow(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 4);
     char *dirty = block_cache_malloc(&cache, 200);
     fill(dirty, 0xff, 200);
     block_cache_free(&cache, dirty);
@@ -144,7 +126,7 @@ static void test_calloc_zeroes_a_reused_block_and_refuses_an_overflow(void **sta
 static void test_realloc_keeps_the_bytes(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 4);
     char *text = block_cache_realloc(&cache, NULL, 10); /* = malloc */
     assert_non_null(text);
     memcpy(text, "0123456789", 10);
@@ -170,7 +152,7 @@ static void test_realloc_keeps_the_bytes(void **state) {
 static void test_blocks_in_use_outlive_a_clear(void **state) {
     (void)state;
     block_cache_t cache;
-    block_cache_init(&cache, 4, BLOCK_CACHE_LARGEST);
+    block_cache_init(&cache, 4);
     void *kept = block_cache_malloc(&cache, 50);
     void *used = block_cache_malloc(&cache, 50);
     block_cache_free(&cache, kept);
@@ -227,7 +209,6 @@ int main(void) {
         cmocka_unit_test(test_a_freed_block_serves_the_next_allocation_of_its_size),
         cmocka_unit_test(test_no_more_than_the_limit_is_kept),
         cmocka_unit_test(test_large_blocks_and_zero_bytes),
-        cmocka_unit_test(test_a_cache_keeps_blocks_up_to_its_own_largest_size),
         cmocka_unit_test(test_kept_blocks_are_poisoned_under_asan),
         cmocka_unit_test(test_a_stock_keeps_blocks_of_its_size_only),
         cmocka_unit_test(test_calloc_zeroes_a_reused_block_and_refuses_an_overflow),
