@@ -1,5 +1,4 @@
-/* Small blocks kept for reuse by one thread: an allocator for a library that takes one (nghttp2).
- */
+/* Small blocks kept for reuse by one thread: allocators for libraries that take one. */
 #include "util/block_cache.h"
 
 #include <malloc.h>
