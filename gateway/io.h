@@ -94,8 +94,9 @@ void gw_io_plain_free(gw_io_reader_t *reader, bool keep_socket);
  * are pending. */
 bool gw_io_plain_park(gw_io_reader_t *reader);
 
-/* Gives a parked socket buffers again; returns 0, or -1 when memory is
- * exhausted (then only gw_io_plain_free may follow). */
+/* Gives a parked socket buffers again (none to give one not parked);
+ * returns 0, or -1 when memory is exhausted (then only gw_io_plain_free may
+ * follow). */
 int gw_io_plain_unpark(gw_io_reader_t *reader);
 
 /* Frees the calling thread's stock of buffers: when its loop is done. */

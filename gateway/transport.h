@@ -104,15 +104,13 @@ static inline struct evbuffer *gw_transport_output(const gw_transport_t *transpo
  * it did. Until unparked, only the handler's readable and event calls (a
  * readiness unparks it), and gw_transport_close, may happen. */
 static inline bool gw_transport_park(gw_transport_t *transport) {
-    return transport->bev == NULL && gw_io_plain_park(&transport->reader);
+    return gw_io_plain_park(&transport->reader); /* a TLS stream's reader has its bev: never */
 }
 
 /* A parked stream's buffers back (nothing to do for one not parked);
  * returns 0, or -1 when memory is exhausted (the stream must be closed). */
 static inline int gw_transport_unpark(gw_transport_t *transport) {
-    return transport->reader.input != NULL && transport->reader.output != NULL
-               ? 0
-               : gw_io_plain_unpark(&transport->reader);
+    return gw_io_plain_unpark(&transport->reader);
 }
 
 /* True if the stream's kind has every feature in features. */
