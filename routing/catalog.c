@@ -55,7 +55,7 @@ struct route_catalog {
     size_t command_fields_length;
     uint64_t redis_timeout_ms;
     redis_link_t lookup;     /* HMGET queries, after SELECT or PING */
-    size_t reader_bytes;     /* lookup's unparsed reply bytes at the last timeout check */
+    uint64_t reader_bytes; /* lookup's unparsed and unread reply bytes at the last timeout check */
     keyspace_t subscription; /* notifications of the keys under key_prefix */
     uint64_t last_reply_ms;  /* lookup connection: last reply, or when it became ready */
     route_cache_t cache;
@@ -178,6 +178,16 @@ static route_lookup_status_t route_catalog_parse_reply(const char *sandbox_id,
         const redisReply *value = reply->element[i];
         if (value->type == REDIS_REPLY_NIL)
             continue;
+        if (value->type == REDIS_REPLY_ERROR) {
+            /* The lookup link's stand-in for a value over value_max (Redis
+             * itself never nests errors in HMGET's reply): only its length,
+             * which makes the record malformed. */
+            values[i].length = (size_t)strtoull(value->str, NULL, 10);
+            if (values[i].length <= ROUTE_RECORD_BYTES_MAX)
+                return ROUTE_LOOKUP_UNAVAILABLE;
+            any = true;
+            continue;
+        }
         if (value->type != REDIS_REPLY_STRING)
             return ROUTE_LOOKUP_UNAVAILABLE;
         values[i].text = value->str;
@@ -389,7 +399,8 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
         /* Bytes of a reply still arriving (a record's large value) are not
          * a hang: that connection serves every other sandbox's lookups. */
         const redisReader *reader = catalog->lookup.context->c.reader;
-        size_t unparsed = reader != NULL ? reader->len - reader->pos : 0;
+        uint64_t unparsed =
+            (reader != NULL ? reader->len - reader->pos : 0) + redis_link_unread(&catalog->lookup);
         if (unparsed > 0 && unparsed != catalog->reader_bytes) {
             catalog->reader_bytes = unparsed;
             catalog->last_reply_ms = now;
@@ -644,6 +655,7 @@ static int route_catalog_links_init(route_catalog_t *catalog) {
         .log_prefix = "route catalog: ",
         .purpose = "lookups",
         .outage_effect = "cached routes keep serving, misses get 503",
+        .value_max = ROUTE_RECORD_BYTES_MAX,
         .up = route_catalog_lookup_up,
         .down = route_catalog_lookup_down,
         .owner = catalog,
@@ -661,6 +673,7 @@ static int route_catalog_links_init(route_catalog_t *catalog) {
         .owner = catalog,
     };
     subscription_config.link.purpose = "keyspace notifications";
+    subscription_config.link.value_max = 0;
     subscription_config.link.outage_effect = "changes are seen within route_cache_ttl";
     return keyspace_init(&catalog->subscription, catalog->base, &subscription_config);
 }

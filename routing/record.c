@@ -393,7 +393,7 @@ route_record_t *route_record_parse_fields(const char *sandbox_id,
 
     size_t total = 0;
     for (size_t field = 0; field < ROUTE_RECORD_FIELD_COUNT; field++)
-        total += values[field].text != NULL ? values[field].length : 0;
+        total = values[field].length < SIZE_MAX - total ? total + values[field].length : SIZE_MAX;
     if (total > ROUTE_RECORD_BYTES_MAX) {
         if (route_record_fail(record, "its fields hold %zu bytes, over %d", total,
                               ROUTE_RECORD_BYTES_MAX) != 0)

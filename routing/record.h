@@ -68,8 +68,8 @@ enum { ROUTE_RECORD_BYTES_MAX = 64 * 1024 };
 
 /* One field's value as Redis returns it. */
 typedef struct route_record_value {
-    const char *text; /* NULL when the field is absent; not NUL-terminated */
-    size_t length;
+    const char *text; /* not NUL-terminated; NULL when the field is absent, or unread */
+    size_t length;    /* with text NULL: 0 when absent, or the length of a value too long to read */
 } route_record_value_t;
 
 /* Builds a record from the values of route_record_fields, in that order.

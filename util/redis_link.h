@@ -3,11 +3,13 @@
 #define SGW_UTIL_REDIS_LINK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event;
 struct event_base;
 struct redisAsyncContext;
+struct redisReader;
 
 /* hiredis 0.14 has no timeouts: each link keeps one timer whose meaning depends
  * on the state (the delay before the next attempt, or the limit of the attempt
@@ -27,6 +29,11 @@ typedef struct redis_link_config {
     const char *unix_path; /* NULL for TCP */
     int database;          /* SELECTed by the default handshake; 0: PING */
     uint64_t connect_timeout_ms; /* connect and handshake together */
+    /* A bulk string longer than this is dropped from the socket unread; its
+     * reply holds an error element instead, whose text starts with the
+     * value's length in decimal ("67108864 bytes unread, over 65536").
+     * 0: no limit. */
+    size_t value_max;
     /* Log lines: "<log_prefix>redis <address> unreachable for <purpose> (<reason>);
      * <outage_effect>, reconnecting", and "connected to" / "reachable again for". */
     const char *log_prefix;
@@ -84,6 +91,21 @@ void redis_link_drop(redis_link_t *link, const char *reason);
 /* A reply came back NULL on context: hiredis is freeing it; the link that
  * still owns it, if any, is lost. */
 void redis_link_lost_context(const struct redisAsyncContext *context);
+
+/* Bytes of a value longer than value_max still to come on the connection
+ * (progress, though no reply grows), or 0. */
+uint64_t redis_link_unread(const redis_link_t *link);
+
+/* After hiredis read into reader (a link's, or the fuzz target's): when it
+ * waits for the rest of a bulk string longer than value_max, drops what it
+ * holds of the value, hands it an error element instead ("<length> bytes
+ * unread, over <value_max>") and sets *unread to the value's bytes still to
+ * come, which the caller drops before hiredis reads again. Returns 0 (also
+ * when there was nothing to do), or -1 when memory is exhausted (the reply
+ * cannot be finished: the connection must go). Written against hiredis
+ * 0.14's reader, whose fields are public: the current task's type is set
+ * ('$' consumed) and its length line comes next. */
+int redis_link_skip_long_value(struct redisReader *reader, size_t value_max, uint64_t *unread);
 
 /* The link that owns context, or NULL once it let go. */
 redis_link_t *redis_link_of(const struct redisAsyncContext *context);

@@ -442,6 +442,22 @@ def egress_sniff_seeds():
     return seeds
 
 
+def redis_reply_seeds():
+    """Redis replies as successive reads (separated); fuzz_redis_reply's limit is 16 bytes."""
+    nils = b"$-1\r\n" * 9
+    long_value = b"$40\r\n" + b"e" * 40 + b"\r\n"
+    return {
+        "hmget-record": b"*11\r\n$8\r\n10.0.0.9\r\n" + long_value + nils,
+        "hmget-split": (b"*11\r\n$8\r\n10.0.0.9\r\n$4" + SEPARATOR + b"0\r\n" + b"e" * 10 +
+                        SEPARATOR + b"e" * 30 + b"\r\n" + nils + b"*2\r\n$1\r\na\r\n$-1\r\n"),
+        "value-ends-a-read": b"$20\r\n" + b"x" * 5 + SEPARATOR + b"x" * 15 + b"\r\n" + SEPARATOR + b"+OK\r\n",
+        "nested": b"*2\r\n*2\r\n:1\r\n$17\r\n" + SEPARATOR + b"y" * 17 + b"\r\n-ERR no\r\n",
+        "pong-and-pubsub": (b"+PONG\r\n*4\r\n$8\r\npmessage\r\n$3\r\nk:*\r\n$3\r\nk:a\r\n"
+                            b"$4\r\nhset\r\n"),
+        "bad-length": b"$0017\r\n" + b"z" * 17 + b"\r\n",
+    }
+
+
 TARGETS = {
     "fuzz_request": request_seeds,
     "fuzz_http1": http1_seeds,
@@ -454,6 +470,7 @@ TARGETS = {
     "fuzz_ticket": ticket_seeds,
     "fuzz_h2_upstream": h2_upstream_seeds,
     "fuzz_egress_sniff": egress_sniff_seeds,
+    "fuzz_redis_reply": redis_reply_seeds,
 }
 
 

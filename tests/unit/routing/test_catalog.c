@@ -1201,6 +1201,74 @@ static void test_reply_still_arriving_is_not_a_hang(void **state) {
     answer_clear(&behind);
 }
 
+/* A value over 64 KiB is dropped from the socket as it comes, never held
+ * whole: the record is malformed with the value's real length, the replies
+ * behind it on the same connection are read as usual, and bytes of it
+ * arriving slower than redis_timeout are progress, not a hang. */
+static void test_value_over_64k_is_dropped_unread(void **state) {
+    (void)state;
+    int listener;
+    fake_peer_t peers[2];
+    fake_peer_t *lookup_peer = fake_catalog_start(&listener, peers);
+
+    static answer_t big;
+    memset(&big, 0, sizeof(big));
+    static answer_t behind;
+    memset(&behind, 0, sizeof(behind));
+    assert_int_equal(lookup(&big, "aaa"), 0);
+    assert_int_equal(lookup(&behind, "bbb"), 0);
+    fake_wait_t asked = {lookup_peer, TEST_PREFIX "bbb\r\n"};
+    assert_true(loop_until(fake_has, &asked, 1000));
+    fake_clear(lookup_peer);
+
+    /* addr, then an execution_id of 70,000 bytes whose length line comes in
+     * two pieces; 700 ms of it, 100 bytes every 10 ms; then the rest. */
+    char head[64];
+    snprintf(head, sizeof(head), "*%d\r\n$8\r\n10.0.0.9\r\n$7", ROUTE_RECORD_FIELD_COUNT);
+    fake_send(lookup_peer, head);
+    loop_for(20);
+    fake_send(lookup_peer, "0000\r\n");
+    size_t sent = 0;
+    for (int chunk = 0; chunk < 70; chunk++) {
+        fake_send_filled(lookup_peer, 'e', 100);
+        sent += 100;
+        loop_for(10);
+    }
+    assert_true(route_catalog_connected(catalog));
+    assert_true(big.done);
+    assert_int_equal(big.status, ROUTE_LOOKUP_UNAVAILABLE); /* its own timeout passed */
+    while (sent < 70000) {
+        size_t count = 70000 - sent < 255 ? 70000 - sent : 255;
+        fake_send_filled(lookup_peer, 'e', count);
+        sent += count;
+        if (sent % (255 * 40) == 0)
+            loop_for(1);
+    }
+    /* The value's end, nil for the other fields and the next reply, at once. */
+    char tail[512];
+    size_t length = (size_t)snprintf(tail, sizeof(tail), "\r\n");
+    for (int field = 2; field < ROUTE_RECORD_FIELD_COUNT; field++)
+        length += (size_t)snprintf(tail + length, sizeof(tail) - length, "$-1\r\n");
+    length += (size_t)snprintf(tail + length, sizeof(tail) - length, "*%d\r\n$8\r\n10.0.0.8\r\n",
+                               ROUTE_RECORD_FIELD_COUNT);
+    for (int field = 1; field < ROUTE_RECORD_FIELD_COUNT; field++)
+        length += (size_t)snprintf(tail + length, sizeof(tail) - length, "$-1\r\n");
+    fake_send(lookup_peer, tail);
+    loop_for(50);
+    assert_true(route_catalog_connected(catalog));
+
+    /* The late replies filled the cache. */
+    assert_int_equal(lookup(&big, "aaa"), 1);
+    assert_int_equal(big.status, ROUTE_LOOKUP_MALFORMED);
+    assert_non_null(strstr(big.record->error, "its fields hold 70008 bytes, over 65536"));
+    assert_int_equal(lookup(&behind, "bbb"), 1);
+    assert_found(&behind, "10.0.0.8");
+
+    fake_catalog_stop(listener, peers);
+    answer_clear(&big);
+    answer_clear(&behind);
+}
+
 static void test_no_server_at_all(void **state) {
     (void)state;
     route_catalog_config_t config = default_config();
@@ -1277,6 +1345,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_free_inside_timeout_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_reply_fills_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_still_arriving_is_not_a_hang, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_value_over_64k_is_dropped_unread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_server_at_all, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
