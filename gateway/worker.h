@@ -31,8 +31,10 @@ enum { GW_H2_STREAMS_KEPT = 256 };
 enum { GW_NGHTTP2_BLOCKS_KEPT = 512 };
 
 /* libevent's smallest evbuffer chain on 64-bit builds, and how many freed
- * ones a thread keeps: 128 KiB at most. */
-enum { GW_LIBEVENT_CHAIN = 1024, GW_LIBEVENT_CHAINS_KEPT = 128 };
+ * ones a thread keeps: 1 MiB at most. A loop turn at 1,000 clients forwards
+ * hundreds of requests, each with chains of its own until the turn's sends;
+ * kept, they come back without malloc's bookkeeping of cold chunks. */
+enum { GW_LIBEVENT_CHAIN = 1024, GW_LIBEVENT_CHAINS_KEPT = 1024 };
 
 struct event_base;
 struct event;
