@@ -395,12 +395,10 @@ static void route_catalog_pending_timeout(evutil_socket_t fd, short events, void
     struct route_pending *pending = argument;
     route_catalog_t *catalog = pending->catalog;
     uint64_t now = clock_ms();
-    if (catalog->lookup.state == REDIS_LINK_READY && catalog->lookup.context != NULL) {
+    if (catalog->lookup.state == REDIS_LINK_READY) {
         /* Bytes of a reply still arriving (a record's large value) are not
          * a hang: that connection serves every other sandbox's lookups. */
-        const redisReader *reader = catalog->lookup.context->c.reader;
-        uint64_t unparsed =
-            (reader != NULL ? reader->len - reader->pos : 0) + redis_link_unread(&catalog->lookup);
+        uint64_t unparsed = redis_link_reply_bytes(&catalog->lookup);
         if (unparsed > 0 && unparsed != catalog->reader_bytes) {
             catalog->reader_bytes = unparsed;
             catalog->last_reply_ms = now;

@@ -312,11 +312,13 @@ static int redis_link_attach(redis_link_t *link, redisAsyncContext *context) {
     return 0;
 }
 
-uint64_t redis_link_unread(const redis_link_t *link) {
-    if (link->context == NULL || link->context->ev.data == NULL)
+uint64_t redis_link_reply_bytes(const redis_link_t *link) {
+    const redisAsyncContext *context = link->context;
+    if (context == NULL)
         return 0;
-    const redis_link_events_t *events = link->context->ev.data;
-    return events->unread;
+    const redisReader *reader = context->c.reader;
+    const redis_link_events_t *events = context->ev.data;
+    return (reader != NULL ? reader->len - reader->pos : 0) + (events != NULL ? events->unread : 0);
 }
 
 void redis_link_start(redis_link_t *link) {

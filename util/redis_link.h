@@ -92,9 +92,10 @@ void redis_link_drop(redis_link_t *link, const char *reason);
  * still owns it, if any, is lost. */
 void redis_link_lost_context(const struct redisAsyncContext *context);
 
-/* Bytes of a value longer than value_max still to come on the connection
- * (progress, though no reply grows), or 0. */
-uint64_t redis_link_unread(const redis_link_t *link);
+/* Bytes of a reply still arriving on the connection: those hiredis holds
+ * unparsed, and those of a value longer than value_max still to be dropped
+ * (progress, though no reply grows); 0 without a connection. */
+uint64_t redis_link_reply_bytes(const redis_link_t *link);
 
 /* After hiredis read into reader (a link's, or the fuzz target's): when it
  * waits for the rest of a bulk string longer than value_max, drops what it
