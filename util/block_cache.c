@@ -14,6 +14,23 @@
 #define BLOCK_CACHE_UNPOISON(block, size) ((void)(block), (void)(size))
 #endif
 
+/* Keeps block (size usable bytes) on top of list. Under ASan it is poisoned
+ * but for the link to the next kept block: LeakSanitizer does not look for
+ * pointers in poisoned memory, and the blocks after it would look lost. */
+static void block_keep(void **list, void *block, size_t size) {
+    *(void **)block = *list;
+    *list = block;
+    BLOCK_CACHE_POISON((char *)block + sizeof(void *), size - sizeof(void *));
+}
+
+/* Takes the block on top of list (size usable bytes), which has one. */
+static void *block_reuse(void **list, size_t size) {
+    void *block = *list;
+    BLOCK_CACHE_UNPOISON(block, size);
+    *list = *(void **)block;
+    return block;
+}
+
 /* In front of every block: what free and realloc need to know. */
 typedef struct block_header {
     size_t capacity; /* usable bytes */
@@ -60,13 +77,10 @@ void *block_cache_malloc(block_cache_t *cache, size_t size) {
     if (size > BLOCK_CACHE_LARGEST)
         return block_new(size, 0);
     size_t index = size == 0 ? 0 : (size - 1) / BLOCK_CACHE_STEP;
-    void *block = cache->free[index];
-    if (block == NULL)
+    if (cache->free[index] == NULL)
         return block_new((index + 1) * BLOCK_CACHE_STEP, index + 1);
-    BLOCK_CACHE_UNPOISON(block, (index + 1) * BLOCK_CACHE_STEP);
-    cache->free[index] = *(void **)block;
     cache->count[index]--;
-    return block;
+    return block_reuse(&cache->free[index], (index + 1) * BLOCK_CACHE_STEP);
 }
 
 void *block_cache_calloc(block_cache_t *cache, size_t count, size_t size) {
@@ -91,12 +105,8 @@ void block_cache_free(block_cache_t *cache, void *pointer) {
         free(header);
         return;
     }
-    *(void **)pointer = cache->free[index];
-    cache->free[index] = pointer;
+    block_keep(&cache->free[index], pointer, header->capacity);
     cache->count[index]++;
-    /* Not the link to the next kept block: LeakSanitizer does not look for
-     * pointers in poisoned memory, and the blocks after it would look lost. */
-    BLOCK_CACHE_POISON((char *)pointer + sizeof(void *), header->capacity - sizeof(void *));
 }
 
 void *block_cache_realloc(block_cache_t *cache, void *pointer, size_t size) {
@@ -139,13 +149,10 @@ int block_stock_init(block_stock_t *stock, size_t size, uint32_t limit) {
 }
 
 void *block_stock_malloc(block_stock_t *stock, size_t size) {
-    void *block = stock->free;
-    if (size != stock->size || block == NULL)
+    if (size != stock->size || stock->free == NULL)
         return malloc(size);
-    BLOCK_CACHE_UNPOISON(block, stock->usable);
-    stock->free = *(void **)block;
     stock->count--;
-    return block;
+    return block_reuse(&stock->free, stock->usable);
 }
 
 void *block_stock_realloc(block_stock_t *stock, void *pointer, size_t size) {
@@ -159,11 +166,8 @@ void block_stock_free(block_stock_t *stock, void *pointer) {
         free(pointer);
         return;
     }
-    *(void **)pointer = stock->free;
-    stock->free = pointer;
+    block_keep(&stock->free, pointer, stock->usable);
     stock->count++;
-    /* Not the link: LeakSanitizer does not look for pointers in poisoned memory. */
-    BLOCK_CACHE_POISON((char *)pointer + sizeof(void *), stock->usable - sizeof(void *));
 }
 
 void block_stock_clear(block_stock_t *stock) {
