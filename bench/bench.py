@@ -50,12 +50,16 @@ COMPARED = ("keepalive", "close", "large", "clients-1000")
 # table order; gateway_single: churn only; gateway_h1: the h2 scenarios' HTTP/1.1 comparison (h2load --h1)
 # gateway_quiet: the same gateway with activity_interval off (the activity scenario)
 # gateway_unnotified: churn while Redis publishes no keyspace events (routes live route_cache_ttl)
+# floor_single, floor_churn: churn's floor, bench/churn_floor.c (a TCP relay pooling per sandbox) with as many
+# backend connections as clients, and with one per churn ID; started for their own runs only, so that their
+# idle backend connections never sit beside another server's run
 SERVERS = ["direct", "gateway_single", "gateway", "gateway_compare", "gateway_unnotified", "gateway_h1",
-           "gateway_quiet", "nginx", "haproxy", "tcp_relay"]
+           "gateway_quiet", "nginx", "haproxy", "tcp_relay", "floor_single", "floor_churn"]
 LABELS = {"direct": "backend (direct)", "gateway_single": "sandbox-gateway, 1 ID", "gateway": "sandbox-gateway",
           "gateway_compare": "sandbox-gateway, --compare build", "gateway_unnotified": "sandbox-gateway, notifications off",
           "gateway_h1": "sandbox-gateway, HTTP/1.1", "gateway_quiet": "sandbox-gateway, activity off",
-          "nginx": "nginx", "haproxy": "HAProxy", "tcp_relay": "TCP relay (HAProxy mode tcp)"}
+          "nginx": "nginx", "haproxy": "HAProxy", "tcp_relay": "TCP relay (HAProxy mode tcp)",
+          "floor_single": "TCP relay pooling per sandbox, 1 ID", "floor_churn": "TCP relay pooling per sandbox"}
 TLS_PEERS = ["gateway", "nginx"]                            # the TLS scenarios: HAProxy not measured
 TLS_SCENARIOS = ("tls-keepalive", "tls-handshake", "h2-tls", "h2-sdk", "h2-large")
 H2_SCENARIOS = ("h2-tls", "h2-sdk", "h2-large")
@@ -385,7 +389,7 @@ class Bench:
         (self.p_redis, self.p_backend, self.p_ws, self.p_gateway, self.p_nginx, self.p_haproxy,
          self.p_gateway_tls, self.p_nginx_tls, self.p_gateway_admin, self.p_quiet, self.p_quiet_tls,
          self.p_quiet_admin, self.p_h2c, self.p_nginx_grpc, self.p_compare, self.p_compare_tls,
-         self.p_compare_admin, self.p_relay) = free_ports(18)
+         self.p_compare_admin, self.p_relay, self.p_floor_single, self.p_floor_churn) = free_ports(20)
         self.runs = {}       # scenario -> server -> [run dict]
         self.ws_notes = {}
         self.tls_notes = {}  # "keepalive"/"handshake" -> server -> what openssl s_client negotiated
@@ -485,6 +489,17 @@ class Bench:
         self.relay = Service("tcp relay (haproxy)", ["haproxy", "-db", "-f", str(relay_conf)], tmp / "haproxy-tcp.out",
                              cpu=self.cpu_proxy, ready=http_ready(self.p_relay, self.host()))
 
+        # Churn's floor: bench/churn_floor.c, built here; each relay is started for its own runs only.
+        self.floors = {}
+        if "churn" in self.scenarios:
+            floor_bin = tmp / "churn_floor"
+            subprocess.run(["gcc", "-O2", "-o", str(floor_bin), str(BENCH / "churn_floor.c")], check=True)
+            for server, port, connections in [("floor_single", self.p_floor_single, self.args.connections),
+                                              ("floor_churn", self.p_floor_churn, self.args.churn_ids)]:
+                self.floors[server] = (Service(
+                    f"churn floor ({connections:,} backend connections)",
+                    [str(floor_bin), str(port), str(self.p_backend), str(connections)], tmp / f"{server}.out",
+                    cpu=self.cpu_proxy, ready=lambda p=port: port_open(p)), port)
         for service in (self.gateway, self.gateway_quiet, self.gateway_compare, self.nginx, self.haproxy, self.relay):
             if service is not None:
                 service.start()
@@ -716,6 +731,9 @@ class Bench:
                     run = (lambda s=server, e=env: self.churn(s, e))
                     plan.append((scenario, server, (lambda r=run: self.without_notifications(r))
                                  if server == "gateway_unnotified" else run))
+                for server in self.floors:
+                    plan.append((scenario, server, lambda s=server: self.churn_floor(s, dict(churn_env,
+                                                                                             BENCH_CHURN_IDS="1"))))
             elif scenario == "websocket":
                 for server in ["gateway", "nginx", "haproxy"]:
                     plan.append((scenario, server, lambda s=server: self.websocket(s)))
@@ -900,6 +918,20 @@ class Bench:
         if before is not None and after is not None:
             result["redis_lookups_per_s"] = (after - before) / self.args.duration
         return result
+
+    def churn_floor(self, server, env):
+        """The churn script through one of churn's floor relays, started for this run (it listens once its backend
+        connections are dialled) and stopped after it. The relay picks a backend connection at random whatever the Host, so
+        the script's single ID gives the same request bytes as the gateway's."""
+        service, port = self.floors[server]
+        service.start()
+        self.proxies[server], self.ports[server] = service, port
+        try:
+            self.wrk(server, "/", script="churn.lua", env=env, duration=2)
+            return self.measured(server, lambda: self.wrk(server, "/", script="churn.lua", env=env))
+        finally:
+            del self.proxies[server], self.ports[server]
+            service.stop()
 
     def websocket(self, server):
         """RSS growth of a freshly started proxy per idle upgraded connection it holds."""
@@ -1166,7 +1198,8 @@ class Bench:
                             else f"{self.args.resume_requests:,} requests" if scenario == "resume"
                             else f"{self.args.duration} s")
                     if scenario == "churn":
-                        what += ", 1 ID" if server == "gateway_single" else f", {self.args.churn_ids:,} IDs"
+                        what += (", 1 ID" if server in ("gateway_single", "floor_single")
+                                 else f", {self.args.churn_ids:,} IDs")
                     progress.step(f"{TITLES[scenario]} · round {round_no}/{rounds} · {LABELS[server]} ({what})")
                     result = runner()
                     self.check_alive()
@@ -1397,6 +1430,15 @@ def targets(summary, args):
         out.append(("… or, the load core being the limit: single-route CPU per request ≥ 0.9 × churn's",
                     f"{single_cpu / mine:.2f} × ({single_cpu:.1f} vs {mine:.1f} µs)",
                     single_cpu >= 0.9 * mine and clean("churn", "gateway")))
+    floor_churn, floor_single = get("churn", "floor_churn", "rps"), get("churn", "floor_single", "rps")
+    if floor_churn and floor_single:
+        cpu_churn, cpu_single = (get("churn", server, "proxy_cpu_us_per_request")
+                                 for server in ("floor_churn", "floor_single"))
+        cpu = (f"; single-route CPU per request {cpu_single / cpu_churn:.2f} × churn's ({cpu_single:.1f} vs "
+               f"{cpu_churn:.1f} µs)" if cpu_churn and cpu_single else "")
+        out.append((f"… the floor: a TCP relay pooling per sandbox (bench/churn_floor.c, {args.connections} and "
+                    f"{args.churn_ids:,} backend connections), for comparison",
+                    f"{floor_churn / floor_single:.2f} × ({floor_churn:,.0f} vs {floor_single:,.0f}){cpu}", None))
     off = get("churn", "gateway_unnotified", "rps")
     if off and single:
         lookups = get("churn", "gateway_unnotified", "redis_lookups_per_s")
@@ -1666,7 +1708,12 @@ def write_outputs(bench, env, summary, args):
               "wrk), with the script against the backend (`direct`, which shows what wrk can send with it) and with "
               "the gateway while Redis publishes no keyspace events (`notifications off`: set with CONFIG SET and "
               "the gateway's subscription killed, so that it finds out at once; routes then live "
-              "`route_cache_ttl`, 2 s)." + lookups)
+              "`route_cache_ttl`, 2 s). Its floor, `bench/churn_floor.c`: a TCP relay that sends each request over "
+              f"one of its idle backend connections picked at random, as the gateway's pool does with one connection "
+              f"per sandbox, with {args.connections} of them (`1 ID`) and with {args.churn_ids:,} (each used a few "
+              "times a second, so cold, as the gateway's sandbox connections are); no HTTP parsed, plain epoll, `recv` "
+              "and `send`. What churn costs any proxy that pools per sandbox on this machine; each relay runs only "
+              "for its own runs." + lookups)
     md.append(f"- **idle WebSockets**: each proxy is restarted, warmed with a few requests and 8 tunnels, then "
               f"{args.ws_connections:,} connections are upgraded through it (101 from a Python backend that then "
               "idles) and held; the figure is the growth of its RSS (VmRSS of the process and its children, from "
@@ -1748,12 +1795,15 @@ def write_outputs(bench, env, summary, args):
 COLORS = {"direct": "#9e9e9e", "gateway_single": "#fdae6b", "gateway": "#e6550d", "gateway_h1": "#fdd0a2",
           "gateway_unnotified": "#a63603",
           "gateway_quiet": "#fd8d3c", "gateway_compare": "#756bb1",
-          "nginx": "#31a354", "haproxy": "#3182bd", "tcp_relay": "#bdbdbd"}
+          "nginx": "#31a354", "haproxy": "#3182bd", "tcp_relay": "#bdbdbd", "floor_single": "#d9d9d9",
+          "floor_churn": "#969696"}
 
 
 def plot_label(scenario, server, args):
-    if scenario == "churn" and server in ("gateway", "gateway_single", "gateway_unnotified"):
-        return {"gateway_single": "gateway, 1 ID", "gateway_unnotified": "gateway, no notifications"}.get(
+    if scenario == "churn" and server in ("gateway", "gateway_single", "gateway_unnotified", "floor_single",
+                                          "floor_churn"):
+        return {"gateway_single": "gateway, 1 ID", "gateway_unnotified": "gateway, no notifications",
+                "floor_single": "TCP relay, 1 ID", "floor_churn": f"TCP relay, {args.churn_ids:,} IDs"}.get(
             server, f"gateway, {args.churn_ids:,} IDs")
     return {"direct": "backend"}.get(server, LABELS[server])
 
