@@ -42,6 +42,9 @@ typedef struct gw_conn {
     uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */
     char address_text[64];   /* the client's address: the PROXY header's source, if any */
     bool https;    /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
+    bool protocol_chosen; /* HTTP/1.1 or HTTP/2 was decided by ALPN or the first bytes */
+    bool lingering;       /* CLOSING: reading what the client still sends */
+    struct gw_h2 *h2;     /* the HTTP/2 side, or NULL */
     arena_t arena; /* per request; reset between requests */
     llhttp_t request_parser;
     gw_head_t request_head;
@@ -49,9 +52,6 @@ typedef struct gw_conn {
     size_t trailer_bytes;   /* of the request's trailer section, bounded by max_header_size */
     gw_exchange_t exchange; /* the current request */
     gw_tunnel_t tunnel;
-    bool protocol_chosen;     /* HTTP/1.1 or HTTP/2 was decided by ALPN or the first bytes */
-    struct gw_h2 *h2;         /* the HTTP/2 side, or NULL */
-    bool lingering;           /* CLOSING: reading what the client still sends */
     uint64_t bytes_discarded; /* read while lingering before close */
 } gw_conn_t;
 
