@@ -920,9 +920,9 @@ class Bench:
         return result
 
     def churn_floor(self, server, env):
-        """The churn script through one of churn's floor relays, started for this run (it listens once its backend
-        connections are dialled) and stopped after it. The relay picks a backend connection at random whatever the Host, so
-        the script's single ID gives the same request bytes as the gateway's."""
+        """The churn script through one of churn's floor relays, started for this run (it listens once its
+        backend connections are dialled) and stopped after it. The relay picks a backend connection at random
+        whatever the Host, so the script's single ID gives the same request bytes as the gateway's."""
         service, port = self.floors[server]
         service.start()
         self.proxies[server], self.ports[server] = service, port
