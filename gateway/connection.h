@@ -41,11 +41,11 @@ typedef struct gw_conn {
     uint64_t deadline_ms;    /* the current state's deadline (monotonic); 0: none */
     uint64_t timer_armed_ms; /* when the timer is set to fire; 0: not armed */
     char address_text[64];   /* the client's address: the PROXY header's source, if any */
-    bool https;    /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
+    bool https;           /* X-Forwarded-Proto: https (TLS listener, or the balancer's SSL TLV) */
     bool protocol_chosen; /* HTTP/1.1 or HTTP/2 was decided by ALPN or the first bytes */
     bool lingering;       /* CLOSING: reading what the client still sends */
     struct gw_h2 *h2;     /* the HTTP/2 side, or NULL */
-    arena_t arena; /* per request; reset between requests */
+    arena_t arena;        /* per request; reset between requests */
     llhttp_t request_parser;
     gw_head_t request_head;
     size_t request_head_bytes;
